@@ -1,0 +1,181 @@
+//! `/api/cameras…`: list, add, change, remove, start, stop, snapshot.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, JsonBody, SharedState};
+use crate::config::CameraConfig;
+use crate::hub::{Camera, CameraPatch, StateName};
+use crate::media::AudioCodec;
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/api/cameras", get(list).post(create))
+        .route(
+            "/api/cameras/{id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/api/cameras/{id}/start", post(start))
+        .route("/api/cameras/{id}/stop", post(stop))
+        .route("/api/cameras/{id}/snapshot.jpg", get(snapshot))
+        // go2rtc's snapshot URL, so existing clients work unchanged.
+        .route("/api/frame.jpeg", get(frame_jpeg))
+}
+
+#[derive(Debug, Serialize)]
+pub struct CameraJson {
+    id: String,
+    /// The source URL with credentials masked.
+    source: String,
+    on_demand: bool,
+    state: StateName,
+    reason: Option<String>,
+    video: Option<VideoJson>,
+    audio: Option<AudioCodec>,
+    viewers: usize,
+    stats: crate::hub::stats::StatsView,
+}
+
+#[derive(Debug, Serialize)]
+struct VideoJson {
+    codec: &'static str,
+    codec_string: String,
+    width: u32,
+    height: u32,
+    fps: Option<f64>,
+}
+
+pub fn camera_json(camera: &Camera) -> CameraJson {
+    let config = camera.config();
+    let view = camera.stream.view();
+    CameraJson {
+        id: config.id.clone(),
+        source: config.masked_source(),
+        on_demand: config.on_demand,
+        state: view.state.name(),
+        reason: view.state.reason().map(str::to_string),
+        video: view.video.as_ref().map(|v| VideoJson {
+            codec: v.codec,
+            codec_string: v.rfc6381.clone(),
+            width: v.width,
+            height: v.height,
+            fps: v.fps.or((view.stats.fps > 0.0).then_some(view.stats.fps)),
+        }),
+        audio: view.audio,
+        viewers: view.viewers,
+        stats: view.stats,
+    }
+}
+
+async fn list(State(state): State<SharedState>) -> Json<Vec<CameraJson>> {
+    Json(state.hub.list().iter().map(|c| camera_json(c)).collect())
+}
+
+async fn show(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Json<CameraJson>, ApiError> {
+    Ok(Json(camera_json(&*state.hub.get(&id)?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCamera {
+    id: String,
+    source: String,
+    #[serde(default)]
+    on_demand: bool,
+}
+
+async fn create(
+    State(state): State<SharedState>,
+    JsonBody(new): JsonBody<NewCamera>,
+) -> Result<Response, ApiError> {
+    let config = CameraConfig {
+        id: new.id,
+        source: new.source,
+        on_demand: new.on_demand,
+        analysis: None,
+        unknown: BTreeMap::new(),
+    };
+    let camera = state.hub.add(config, true).await?;
+    let location = format!("/api/cameras/{}", camera.id());
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(camera_json(&camera)),
+    )
+        .into_response())
+}
+
+async fn update(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<CameraPatch>,
+) -> Result<Json<CameraJson>, ApiError> {
+    let camera = state.hub.update(&id, patch).await?;
+    Ok(Json(camera_json(&camera)))
+}
+
+async fn remove(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.hub.remove(&id).await?;
+    state.snapshots.forget(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Json<CameraJson>, ApiError> {
+    Ok(Json(camera_json(&*state.hub.start(&id).await?)))
+}
+
+async fn stop(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Json<CameraJson>, ApiError> {
+    Ok(Json(camera_json(&*state.hub.stop(&id).await?)))
+}
+
+async fn snapshot(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let camera = state.hub.get(&id)?;
+    let jpeg = state.snapshots.get(&camera.stream).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct Src {
+    src: Option<String>,
+}
+
+async fn frame_jpeg(
+    state: State<SharedState>,
+    Query(query): Query<Src>,
+) -> Result<Response, ApiError> {
+    let Some(src) = query.src else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing query parameter src (the camera id)",
+        ));
+    };
+    snapshot(state, Path(src)).await
+}

@@ -1,0 +1,98 @@
+//! `GET /api/openapi.json`: the API described as OpenAPI 3.1, kept next to the routes it documents.
+
+use axum::Json;
+use serde_json::{json, Value};
+
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}
+
+fn spec() -> Value {
+    let error = json!({ "$ref": "#/components/responses/Error" });
+    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let camera = json!({ "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Camera" } } } });
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "livelens",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Live cameras in, browsers out. State-changing calls need `Authorization: Bearer <token>` when a token is configured."
+        },
+        "paths": {
+            "/healthz": { "get": { "summary": "Liveness and camera counts", "responses": { "200": { "description": "ok" } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
+            "/api/resources": { "get": { "summary": "Counted resources (tasks, viewers, sockets, children, fds, RSS)",
+                "responses": { "200": { "description": "counts", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Resources" } } } } } } },
+            "/api/cameras": {
+                "get": { "summary": "List cameras", "responses": { "200": { "description": "cameras",
+                    "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Camera" } } } } } } },
+                "post": { "summary": "Add a camera (and start it)",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewCamera" } } } },
+                    "responses": { "201": camera, "400": error, "409": error, "413": error, "415": error, "422": error } }
+            },
+            "/api/cameras/{id}": {
+                "parameters": id_param,
+                "get": { "summary": "One camera", "responses": { "200": camera, "404": error } },
+                "patch": { "summary": "Change a camera's source or options (a new source restarts it)",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CameraPatch" } } } },
+                    "responses": { "200": camera, "400": error, "404": error, "422": error } },
+                "delete": { "summary": "Remove a camera (its viewers are ended)", "responses": { "204": { "description": "removed" }, "404": error } }
+            },
+            "/api/cameras/{id}/start": { "parameters": id_param, "post": { "summary": "Start", "responses": { "200": camera, "404": error } } },
+            "/api/cameras/{id}/stop": { "parameters": id_param, "post": { "summary": "Stop and wait until every resource is released", "responses": { "200": camera, "404": error } } },
+            "/api/cameras/{id}/snapshot.jpg": { "parameters": id_param, "get": { "summary": "JPEG of the current picture (cached up to 1 s)",
+                "responses": { "200": { "description": "JPEG", "content": { "image/jpeg": {} } }, "404": error, "503": error } } },
+            "/api/frame.jpeg": { "get": { "summary": "go2rtc-compatible snapshot",
+                "parameters": [{ "name": "src", "in": "query", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "JPEG", "content": { "image/jpeg": {} } }, "400": error, "404": error, "503": error } } }
+        },
+        "components": {
+            "responses": {
+                "Error": { "description": "An error naming the problem",
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": {
+                    "error": { "type": "string" },
+                    "problems": { "type": "array", "items": { "type": "object", "properties": {
+                        "field": { "type": "string" }, "message": { "type": "string" } } } } } },
+                "NewCamera": { "type": "object", "required": ["id", "source"], "additionalProperties": false, "properties": {
+                    "id": { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$" },
+                    "source": { "type": "string", "examples": ["testsrc://?size=1280x720&fps=25", "rtsp://user:pass@host:554/path"] },
+                    "on_demand": { "type": "boolean" } } },
+                "CameraPatch": { "type": "object", "additionalProperties": false, "properties": {
+                    "source": { "type": "string" }, "on_demand": { "type": "boolean" } } },
+                "Camera": { "type": "object", "properties": {
+                    "id": { "type": "string" },
+                    "source": { "type": "string", "description": "credentials masked as ***:***" },
+                    "on_demand": { "type": "boolean" },
+                    "state": { "enum": ["stopped", "starting", "live", "retrying", "failed"] },
+                    "reason": { "type": ["string", "null"] },
+                    "video": { "type": ["object", "null"], "properties": {
+                        "codec": { "type": "string" }, "codec_string": { "type": "string" },
+                        "width": { "type": "integer" }, "height": { "type": "integer" }, "fps": { "type": ["number", "null"] } } },
+                    "audio": { "type": ["object", "null"] },
+                    "viewers": { "type": "integer" },
+                    "stats": { "type": "object", "properties": {
+                        "frames": { "type": "integer" }, "bytes": { "type": "integer" },
+                        "bitrate_kbps": { "type": "number" }, "fps": { "type": "number" } } } } },
+                "Resources": { "type": "object", "properties": {
+                    "streams_live": { "type": "integer" }, "tasks": { "type": "integer" },
+                    "viewers": { "type": "object", "additionalProperties": { "type": "integer" } },
+                    "peer_connections": { "type": "integer" }, "websockets": { "type": "integer" },
+                    "child_processes": { "type": "integer" }, "open_fds": { "type": "integer" }, "rss_bytes": { "type": "integer" } } }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_path_is_documented_as_an_object() {
+        let spec = super::spec();
+        let paths = spec["paths"].as_object().unwrap();
+        assert!(paths.contains_key("/api/cameras/{id}/snapshot.jpg"));
+        assert!(paths.values().all(|v| v.is_object()));
+    }
+}

@@ -1,0 +1,57 @@
+//! Process-level endpoints: health, counted resources, Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::SharedState;
+use crate::hub::StateName;
+use crate::resources::{self, ViewerKind};
+
+pub async fn healthz(State(state): State<SharedState>) -> Json<serde_json::Value> {
+    let cameras = state.hub.list();
+    let live = cameras
+        .iter()
+        .filter(|c| c.stream.state().name() == StateName::Live)
+        .count();
+    Json(json!({ "status": "ok", "cameras": cameras.len(), "live": live }))
+}
+
+pub async fn resources() -> Json<resources::Snapshot> {
+    Json(resources::snapshot())
+}
+
+/// Prometheus text. The gauges are set from the RAII counts at scrape time, so they can't drift.
+pub async fn metrics(State(state): State<SharedState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed").into_response();
+    };
+    let r = resources::snapshot();
+    metrics::gauge!("livelens_streams_live").set(r.streams_live as f64);
+    metrics::gauge!("livelens_tasks").set(r.tasks as f64);
+    for kind in ViewerKind::ALL {
+        let n = resources::count(resources::Resource::Viewer(kind));
+        metrics::gauge!("livelens_viewers", "kind" => kind.name()).set(n as f64);
+    }
+    metrics::gauge!("livelens_peer_connections").set(r.peer_connections as f64);
+    metrics::gauge!("livelens_websockets").set(r.websockets as f64);
+    metrics::gauge!("livelens_child_processes").set(r.child_processes as f64);
+    metrics::gauge!("livelens_open_fds").set(r.open_fds as f64);
+    metrics::gauge!("livelens_rss_bytes").set(r.rss_bytes as f64);
+    for camera in state.hub.list() {
+        let view = camera.stream.view();
+        let id = camera.id().to_string();
+        let live = f64::from(u8::from(view.state.name() == StateName::Live));
+        metrics::gauge!("livelens_camera_live", "camera" => id.clone()).set(live);
+        metrics::gauge!("livelens_camera_frames", "camera" => id.clone()).set(view.stats.frames as f64);
+        metrics::gauge!("livelens_camera_bytes", "camera" => id.clone()).set(view.stats.bytes as f64);
+        metrics::gauge!("livelens_camera_viewers", "camera" => id).set(view.viewers as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}

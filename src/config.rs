@@ -1,0 +1,403 @@
+//! The TOML configuration: loading, validation that lists every problem with its place, and
+//! writing cameras back (comment-preserving, atomic) when they change through the API.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::{mask_credentials, SourceSpec};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEMO_SOURCE: &str = "testsrc://?size=1280x720&fps=25";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    #[serde(default)]
+    pub camera: Vec<CameraConfig>,
+    /// Sections that later capabilities read (`[webrtc]`, `[storage]`, `[mqtt]`, `[[worker]]`);
+    /// accepted so a config written for the whole design loads today.
+    #[serde(default)]
+    pub webrtc: Option<toml::Table>,
+    #[serde(default)]
+    pub storage: Option<toml::Table>,
+    #[serde(default)]
+    pub mqtt: Option<toml::Table>,
+    #[serde(default)]
+    pub worker: Vec<toml::Table>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerConfig {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SourcesConfig {
+    #[serde(default)]
+    pub allow_exec: bool,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct CameraConfig {
+    pub id: String,
+    pub source: String,
+    #[serde(default)]
+    pub on_demand: bool,
+    /// Analysis settings (motion, vlm, asr), read by the analysis capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<toml::Table>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
+/// One thing wrong with a configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// A key path such as `camera[2].source` (empty for the file as a whole).
+    pub place: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.place.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.place, self.message)
+        }
+    }
+}
+
+fn problem(place: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        place: place.into(),
+        message: message.into(),
+    }
+}
+
+/// Camera ids appear in URLs and MQTT topics: keep them to a safe alphabet.
+pub fn check_camera_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a valid camera id (1 to 64 characters of a-z, 0-9, _ and -)"
+        ))
+    }
+}
+
+/// Checks one camera on its own (not against the others): id, source, and options this build
+/// cannot honour. `allow_exec` comes from `[sources]`.
+pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Err(e) = check_camera_id(&camera.id) {
+        problems.push(problem("id", e));
+    }
+    match SourceSpec::parse(&camera.source) {
+        Ok(spec) => {
+            if spec.is_exec() && !allow_exec {
+                problems.push(problem(
+                    "source",
+                    "exec: sources run commands and are off; set [sources] allow_exec = true to use them",
+                ));
+            } else if let Err(e) = spec.check_supported() {
+                problems.push(problem("source", e));
+            }
+        }
+        Err(e) => problems.push(problem("source", e)),
+    }
+    if camera.on_demand {
+        problems.push(problem(
+            "on_demand",
+            "on-demand cameras are not supported by this build yet; use on_demand = false",
+        ));
+    }
+    for key in camera.unknown.keys() {
+        problems.push(problem(key.clone(), "unknown key"));
+    }
+    problems
+}
+
+impl Config {
+    /// Parses TOML text. A syntax or type error is one problem (parsing cannot go on past it);
+    /// otherwise every semantic problem is listed.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_default();
+            vec![problem(place, e.message().trim().to_string())]
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![problem("", format!("cannot read {}: {e}", path.display()))])?;
+        Config::parse(&text)
+    }
+
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for key in self.unknown.keys() {
+            problems.push(problem(key.clone(), "unknown section or key"));
+        }
+        for key in self.server.unknown.keys() {
+            problems.push(problem(format!("server.{key}"), "unknown key"));
+        }
+        for key in self.sources.unknown.keys() {
+            problems.push(problem(format!("sources.{key}"), "unknown key"));
+        }
+        if let Some(listen) = &self.server.listen {
+            if listen.parse::<SocketAddr>().is_err() {
+                problems.push(problem(
+                    "server.listen",
+                    format!("{listen:?} is not an address:port such as 127.0.0.1:8080"),
+                ));
+            }
+        }
+        if self.server.token.as_deref() == Some("") {
+            problems.push(problem("server.token", "is empty; remove it or set a secret"));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, camera) in self.camera.iter().enumerate() {
+            let place = format!("camera[{i}]");
+            for p in check_camera(camera, self.sources.allow_exec) {
+                problems.push(problem(format!("{place}.{}", p.place), p.message));
+            }
+            if let Some(first) = seen.insert(camera.id.clone(), i) {
+                problems.push(problem(
+                    format!("{place}.id"),
+                    format!("duplicate camera id {:?} (also camera[{first}])", camera.id),
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The cameras to serve: the configured ones, or the demo camera when none is configured.
+    pub fn cameras_or_demo(&self) -> Vec<CameraConfig> {
+        if self.camera.is_empty() {
+            vec![CameraConfig {
+                id: "demo".into(),
+                source: DEMO_SOURCE.into(),
+                on_demand: false,
+                analysis: None,
+                unknown: BTreeMap::new(),
+            }]
+        } else {
+            self.camera.clone()
+        }
+    }
+}
+
+impl CameraConfig {
+    pub fn masked_source(&self) -> String {
+        mask_credentials(&self.source)
+    }
+}
+
+/// Writes the camera list back into the config file, keeping its comments and every other
+/// section as they are. Written to a temporary file and renamed over the original, so a crash
+/// leaves the old or the new file, never half of one.
+pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<()> {
+    use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
+
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}")))?;
+    let old: Vec<Table> = doc
+        .get("camera")
+        .and_then(Item::as_array_of_tables)
+        .map(|a| a.iter().cloned().collect())
+        .unwrap_or_default();
+    let mut tables = ArrayOfTables::new();
+    for camera in cameras {
+        // Reuse the camera's existing table, so its comments and extra keys survive.
+        let mut table = old
+            .iter()
+            .find(|t| t.get("id").and_then(Item::as_str) == Some(camera.id.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        table["id"] = value(camera.id.clone());
+        table["source"] = value(camera.source.clone());
+        if camera.on_demand || table.contains_key("on_demand") {
+            table["on_demand"] = value(camera.on_demand);
+        }
+        tables.push(table);
+    }
+    if cameras.is_empty() {
+        doc.remove("camera");
+    } else {
+        doc["camera"] = Item::ArrayOfTables(tables);
+    }
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, doc.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_serves_the_demo() {
+        let c = Config::parse("").unwrap();
+        let cams = c.cameras_or_demo();
+        assert_eq!(cams.len(), 1);
+        assert_eq!(cams[0].id, "demo");
+        assert!(cams[0].source.starts_with("testsrc://"));
+    }
+
+    #[test]
+    fn the_design_example_loads() {
+        let text = r#"
+            [server]
+            listen = "127.0.0.1:8080"
+            token = "secret"
+            [sources]
+            allow_exec = false
+            [webrtc]
+            listen = "0.0.0.0:8555"
+            candidates = []
+            [storage]
+            path = "livelens.db"
+            keep_days = 7
+            [mqtt]
+            url = "mqtt://127.0.0.1:1883"
+            [[camera]]
+            id = "front"
+            source = "testsrc://?size=640x360"
+            on_demand = false
+            [camera.analysis.vlm]
+            endpoint = "http://127.0.0.1:11434/v1"
+            model = "llava"
+            [[worker]]
+            name = "whisper"
+            command = ["faster-whisper-server", "--port", "{port}"]
+        "#;
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.camera[0].id, "front");
+        assert!(c.camera[0].analysis.is_some());
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_place() {
+        let text = r#"
+            colour = "red"
+            [server]
+            listen = "everywhere"
+            [[camera]]
+            id = "Front Door"
+            source = "http://x"
+            [[camera]]
+            id = "b"
+            source = "testsrc://?fps=0"
+            zoom = 2
+            [[camera]]
+            id = "b"
+            source = "exec:ffmpeg -i x -f mpegts -"
+        "#;
+        let problems = Config::parse(text).unwrap_err();
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let expect = [
+            "colour: unknown section or key",
+            "server.listen: \"everywhere\" is not an address:port",
+            "camera[0].id: \"Front Door\" is not a valid camera id",
+            "camera[0].source: unknown source scheme \"http\"",
+            "camera[1].source: testsrc parameter fps=\"0\"",
+            "camera[1].zoom: unknown key",
+            "camera[2].source: exec: sources run commands and are off",
+            "camera[2].id: duplicate camera id \"b\" (also camera[1])",
+        ];
+        for e in expect {
+            assert!(lines.iter().any(|l| l.starts_with(e)), "missing {e:?} in {lines:#?}");
+        }
+        assert_eq!(lines.len(), expect.len(), "{lines:#?}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let problems = Config::parse("[server]\nlisten = \n").unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].place, "line 2");
+        let problems = Config::parse("[[camera]]\nid = 5\nsource = \"testsrc://\"").unwrap_err();
+        assert!(problems[0].place.starts_with("line 2"), "{:?}", problems);
+    }
+
+    #[test]
+    fn write_back_keeps_comments_and_other_sections() {
+        let dir = std::env::temp_dir().join(format!("livelens-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("livelens.toml");
+        std::fs::write(
+            &path,
+            "# my cameras\n[server]\nlisten = \"127.0.0.1:9000\"\n\n[[camera]]\n# the porch\nid = \"porch\"\nsource = \"testsrc://\"\n",
+        )
+        .unwrap();
+        let cams = vec![
+            CameraConfig {
+                id: "porch".into(),
+                source: "testsrc://?fps=10".into(),
+                on_demand: false,
+                analysis: None,
+                unknown: BTreeMap::new(),
+            },
+            CameraConfig {
+                id: "yard".into(),
+                source: "testsrc://?motion=0".into(),
+                on_demand: false,
+                analysis: None,
+                unknown: BTreeMap::new(),
+            },
+        ];
+        write_cameras(&path, &cams).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# my cameras") && text.contains("# the porch"), "{text}");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.server.listen.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(c.camera, cams);
+        write_cameras(&path, &[]).unwrap();
+        assert!(Config::load(&path).unwrap().camera.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,390 @@
+//! Fan-out of one camera's frames to its viewers (DESIGN principle 6).
+//!
+//! - Frames are shared: each viewer receives a clone of the [`Frame`], i.e. reference counts on
+//!   the same `Bytes`, never a copy of the payload.
+//! - Every viewer reads from one bounded ring (`tokio::sync::broadcast`), so memory is bounded by
+//!   the ring's capacity whatever the number or speed of viewers.
+//! - A viewer that falls off the ring is told how many frames it lost; it then skips to the next
+//!   keyframe, so it never decodes a broken reference chain. [`LagPolicy`] decides when a viewer
+//!   that keeps falling behind is disconnected, with a reason.
+//! - The GOP cache holds the frames since the last keyframe, so a new viewer starts decoding at once
+//!   instead of waiting up to a GOP for the next keyframe.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use crate::media::Frame;
+use crate::resources::{Counted, Resource, ViewerKind};
+
+/// Frames in the ring: about 5 s of 25 fps video plus its audio.
+pub const RING_CAPACITY: usize = 256;
+/// Bounds for the GOP cache; beyond them the cache is dropped until the next keyframe, so a
+/// camera with a very long GOP costs late joiners a wait, never unbounded memory.
+const GOP_MAX_FRAMES: usize = 1_000;
+const GOP_MAX_BYTES: usize = 32 << 20;
+
+#[derive(Default)]
+struct Gop {
+    frames: Vec<Frame>,
+    bytes: usize,
+    /// Set when the cache overflowed; cleared at the next keyframe.
+    overflowed: bool,
+}
+
+/// The producer side, owned by a stream.
+pub struct FanOut {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Present while the stream is running. Dropping it ends every subscription with
+    /// [`ViewerEnd::StreamStopped`].
+    sender: Option<broadcast::Sender<Frame>>,
+    gop: Gop,
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewerEnd {
+    StreamStopped,
+    TooSlow(String),
+}
+
+impl std::fmt::Display for ViewerEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ViewerEnd::StreamStopped => f.write_str("the camera was stopped"),
+            ViewerEnd::TooSlow(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl Default for FanOut {
+    fn default() -> Self {
+        FanOut::new()
+    }
+}
+
+impl FanOut {
+    pub fn new() -> FanOut {
+        FanOut {
+            inner: Mutex::new(Inner {
+                sender: None,
+                gop: Gop::default(),
+            }),
+        }
+    }
+
+    /// Opens the ring (the stream started).
+    pub fn open(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.sender.is_none() {
+            inner.sender = Some(broadcast::channel(RING_CAPACITY).0);
+        }
+    }
+
+    /// Closes the ring and releases the GOP cache (the stream stopped). Subscribers end.
+    pub fn close(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.sender = None;
+        inner.gop = Gop::default();
+    }
+
+    /// Drops the GOP cache, e.g. when the source is lost: its frames belong to a bitstream that
+    /// no longer continues, so late joiners must wait for the new source's first keyframe.
+    pub fn reset_gop(&self) {
+        self.inner.lock().unwrap().gop = Gop::default();
+    }
+
+    /// Hands a frame to every viewer and the GOP cache. Dropped when the ring is closed, so a
+    /// stopped stream holds no frames.
+    pub fn publish(&self, frame: Frame) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.sender.is_none() {
+            return;
+        }
+        let gop = &mut inner.gop;
+        if frame.is_video() && frame.keyframe {
+            *gop = Gop::default();
+        }
+        if !gop.overflowed && (frame.keyframe || !gop.frames.is_empty()) {
+            gop.bytes += frame.data.len();
+            gop.frames.push(frame.clone());
+            if gop.frames.len() > GOP_MAX_FRAMES || gop.bytes > GOP_MAX_BYTES {
+                *gop = Gop {
+                    overflowed: true,
+                    ..Gop::default()
+                };
+            }
+        }
+        if let Some(sender) = &inner.sender {
+            // An error only means nobody is subscribed right now.
+            let _ = sender.send(frame);
+        }
+    }
+
+    /// The frames since the last keyframe (cheap: reference counts).
+    pub fn gop(&self) -> Vec<Frame> {
+        self.inner.lock().unwrap().gop.frames.clone()
+    }
+
+    /// Attaches a viewer of `kind`. `None` when the stream is not running.
+    pub fn subscribe(&self, kind: ViewerKind) -> Option<Subscription> {
+        let inner = self.inner.lock().unwrap();
+        // Subscribing and copying the cache under one lock: no frame is missed or seen twice.
+        let receiver = inner.sender.as_ref()?.subscribe();
+        Some(Subscription {
+            pending: inner.gop.frames.iter().cloned().collect(),
+            receiver,
+            awaiting_keyframe: inner.gop.frames.is_empty(),
+            policy: LagPolicy::default(),
+            dropped_frames: 0,
+            _counted: Counted::new(Resource::Viewer(kind)),
+        })
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap()
+            .sender
+            .as_ref()
+            .map_or(0, |s| s.receiver_count())
+    }
+}
+
+/// One viewer's view of the stream. Counted as a viewer of its kind while it exists.
+pub struct Subscription {
+    pending: VecDeque<Frame>,
+    receiver: broadcast::Receiver<Frame>,
+    awaiting_keyframe: bool,
+    policy: LagPolicy,
+    dropped_frames: u64,
+    _counted: Counted,
+}
+
+impl Subscription {
+    /// The next frame for this viewer; the first video frame is always a keyframe.
+    pub async fn next(&mut self) -> Result<Frame, ViewerEnd> {
+        loop {
+            let frame = match self.pending.pop_front() {
+                Some(f) => f,
+                None => match self.receiver.recv().await {
+                    Ok(f) => f,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(ViewerEnd::StreamStopped)
+                    }
+                    Err(broadcast::error::RecvError::Lagged(lost)) => {
+                        self.dropped_frames += lost;
+                        self.policy.on_lag(Instant::now(), lost)?;
+                        self.awaiting_keyframe = true;
+                        continue;
+                    }
+                },
+            };
+            if self.awaiting_keyframe {
+                if !(frame.is_video() && frame.keyframe) {
+                    continue;
+                }
+                self.awaiting_keyframe = false;
+            }
+            return Ok(frame);
+        }
+    }
+
+    /// Frames this viewer lost by falling behind.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames
+    }
+}
+
+/// Decides when a viewer that keeps falling behind is disconnected: more than `max_lags` lag
+/// events within `window`. A single stall (a tab in the background, a GC pause) only costs a skip.
+#[derive(Debug, Clone)]
+pub struct LagPolicy {
+    max_lags: usize,
+    window: Duration,
+    recent: VecDeque<Instant>,
+}
+
+impl Default for LagPolicy {
+    fn default() -> Self {
+        LagPolicy::new(3, Duration::from_secs(10))
+    }
+}
+
+impl LagPolicy {
+    pub fn new(max_lags: usize, window: Duration) -> LagPolicy {
+        LagPolicy {
+            max_lags,
+            window,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn on_lag(&mut self, now: Instant, lost: u64) -> Result<(), ViewerEnd> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+        if self.recent.len() > self.max_lags {
+            return Err(ViewerEnd::TooSlow(format!(
+                "viewer too slow: fell behind {} times in {} s (last time by {lost} frames)",
+                self.recent.len(),
+                self.window.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::TrackKind;
+    use bytes::Bytes;
+
+    fn frame(n: i64, keyframe: bool, size: usize) -> Frame {
+        Frame {
+            track: TrackKind::Video,
+            pts: n,
+            dts: n,
+            keyframe,
+            capture_time_us: None,
+            video_codec: None,
+            data: Bytes::from(vec![n as u8; size]),
+        }
+    }
+
+    #[test]
+    fn gop_cache_starts_at_the_last_keyframe() {
+        let f = FanOut::new();
+        f.publish(frame(1, true, 1)); // closed: dropped
+        assert!(f.gop().is_empty());
+        f.open();
+        f.publish(frame(0, false, 1)); // before any keyframe: not cached
+        f.publish(frame(1, true, 1));
+        f.publish(frame(2, false, 1));
+        f.publish(frame(3, true, 1));
+        f.publish(frame(4, false, 1));
+        let pts: Vec<i64> = f.gop().iter().map(|f| f.pts).collect();
+        assert_eq!(pts, [3, 4]);
+        f.close();
+        assert!(f.gop().is_empty());
+    }
+
+    #[tokio::test]
+    async fn late_joiner_gets_gop_then_live_without_gaps() {
+        let f = FanOut::new();
+        f.open();
+        f.publish(frame(1, true, 1));
+        f.publish(frame(2, false, 1));
+        let mut sub = f.subscribe(ViewerKind::Mse).unwrap();
+        f.publish(frame(3, false, 1));
+        for want in 1..=3 {
+            assert_eq!(sub.next().await.unwrap().pts, want);
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_are_shared_not_copied() {
+        let f = FanOut::new();
+        f.open();
+        let mut a = f.subscribe(ViewerKind::Mse).unwrap();
+        let mut b = f.subscribe(ViewerKind::Mse).unwrap();
+        f.publish(frame(1, true, 1000));
+        let fa = a.next().await.unwrap();
+        let fb = b.next().await.unwrap();
+        assert_eq!(fa.data.as_ptr(), fb.data.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn slow_viewer_skips_to_next_keyframe_with_bounded_memory() {
+        let f = FanOut::new();
+        f.open();
+        let mut slow = f.subscribe(ViewerKind::Mse).unwrap();
+        // The viewer reads nothing while far more than the ring's worth is published.
+        let total = RING_CAPACITY as i64 * 4;
+        for n in 0..total {
+            f.publish(frame(n, n % 50 == 0, 100));
+        }
+        // The ring holds at most its capacity, so memory stayed bounded; the viewer resumes at a
+        // keyframe, never in the middle of a GOP.
+        let first = slow.next().await.unwrap();
+        assert!(first.keyframe, "resumed at pts {}", first.pts);
+        assert!(first.pts >= total - RING_CAPACITY as i64);
+        assert!(slow.dropped_frames() > 0);
+        let next = slow.next().await.unwrap();
+        assert_eq!(next.pts, first.pts + 1);
+    }
+
+    #[tokio::test]
+    async fn viewer_that_stays_behind_is_dropped_with_a_reason() {
+        let f = FanOut::new();
+        f.open();
+        let mut slow = f.subscribe(ViewerKind::Mse).unwrap();
+        let mut n = 0;
+        let mut outcome = Ok(());
+        for _ in 0..10 {
+            for _ in 0..RING_CAPACITY * 2 {
+                f.publish(frame(n, n % 10 == 0, 10));
+                n += 1;
+            }
+            if let Err(e) = slow.next().await {
+                outcome = Err(e);
+                break;
+            }
+        }
+        match outcome {
+            Err(ViewerEnd::TooSlow(reason)) => assert!(reason.contains("too slow"), "{reason}"),
+            other => panic!("expected the viewer to be dropped, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn close_ends_subscriptions_and_counts_return() {
+        let kind = ViewerKind::Rtsp;
+        let before = crate::resources::count(Resource::Viewer(kind));
+        let f = FanOut::new();
+        assert!(f.subscribe(kind).is_none(), "not running: no subscription");
+        f.open();
+        let mut sub = f.subscribe(kind).unwrap();
+        assert_eq!(crate::resources::count(Resource::Viewer(kind)), before + 1);
+        f.close();
+        assert_eq!(sub.next().await.unwrap_err(), ViewerEnd::StreamStopped);
+        drop(sub);
+        assert_eq!(crate::resources::count(Resource::Viewer(kind)), before);
+    }
+
+    #[test]
+    fn lag_policy_window() {
+        let t0 = Instant::now();
+        let mut p = LagPolicy::new(2, Duration::from_secs(10));
+        assert!(p.on_lag(t0, 5).is_ok());
+        assert!(p.on_lag(t0 + Duration::from_secs(1), 5).is_ok());
+        // Old lags age out of the window.
+        assert!(p.on_lag(t0 + Duration::from_secs(20), 5).is_ok());
+        assert!(p.on_lag(t0 + Duration::from_secs(21), 5).is_ok());
+        assert!(p.on_lag(t0 + Duration::from_secs(22), 5).is_err());
+    }
+
+    #[test]
+    fn gop_cache_is_bounded() {
+        let f = FanOut::new();
+        f.open();
+        f.publish(frame(0, true, 1));
+        for n in 1..=(GOP_MAX_FRAMES as i64 + 10) {
+            f.publish(frame(n, false, 1));
+        }
+        assert!(f.gop().is_empty(), "overflowed cache is dropped");
+        f.publish(frame(9999, true, 1));
+        assert_eq!(f.gop().len(), 1);
+    }
+}

@@ -1,0 +1,200 @@
+//! The hub: one [`Stream`] per camera, and the registry that adds, changes and removes cameras.
+//!
+//! The registry map is only locked for lookups and inserts, never across an `.await`; starting
+//! and stopping a stream is serialised by the stream itself.
+
+pub mod backoff;
+pub mod fanout;
+pub mod state;
+pub mod stats;
+pub mod stream;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::{check_camera, write_cameras, CameraConfig, Problem};
+use crate::source::SourceSpec;
+pub use fanout::{Subscription, ViewerEnd};
+pub use state::{State, StateName};
+pub use stream::{Publisher, Stream, StreamView};
+
+pub struct Camera {
+    config: Mutex<CameraConfig>,
+    pub stream: Stream,
+}
+
+impl Camera {
+    pub fn config(&self) -> CameraConfig {
+        self.config.lock().unwrap().clone()
+    }
+    pub fn id(&self) -> &str {
+        self.stream.id()
+    }
+}
+
+/// A change to a camera (PATCH); absent fields stay as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraPatch {
+    pub source: Option<String>,
+    pub on_demand: Option<bool>,
+}
+
+#[derive(Debug)]
+pub enum HubError {
+    NotFound(String),
+    /// Problems with the request, each naming its field.
+    Invalid(Vec<Problem>),
+    Conflict(String),
+    /// The change was made but could not be saved to the config file.
+    Persist(String),
+}
+
+impl std::fmt::Display for HubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubError::NotFound(id) => write!(f, "no camera with id {id:?}"),
+            HubError::Invalid(problems) => {
+                let parts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                f.write_str(&parts.join("; "))
+            }
+            HubError::Conflict(m) | HubError::Persist(m) => f.write_str(m),
+        }
+    }
+}
+
+pub struct Hub {
+    cameras: RwLock<BTreeMap<String, Arc<Camera>>>,
+    allow_exec: bool,
+    /// Where API changes are written back; `None` when serving without a config file.
+    config_path: Option<PathBuf>,
+    /// Serialises config-file writes, so two changes can't interleave their rename.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl Hub {
+    pub fn new(allow_exec: bool, config_path: Option<PathBuf>) -> Hub {
+        Hub {
+            cameras: RwLock::new(BTreeMap::new()),
+            allow_exec,
+            config_path,
+            write_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn list(&self) -> Vec<Arc<Camera>> {
+        self.cameras.read().unwrap().values().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Camera>, HubError> {
+        self.cameras
+            .read()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| HubError::NotFound(id.to_string()))
+    }
+
+    fn validate(&self, config: &CameraConfig) -> Result<SourceSpec, HubError> {
+        let problems = check_camera(config, self.allow_exec);
+        if !problems.is_empty() {
+            return Err(HubError::Invalid(problems));
+        }
+        SourceSpec::parse(&config.source).map_err(|e| {
+            HubError::Invalid(vec![Problem {
+                place: "source".into(),
+                message: e,
+            }])
+        })
+    }
+
+    /// Adds a camera and starts it. `persist` writes the config file (API changes do; loading
+    /// the config at start-up does not).
+    pub async fn add(&self, config: CameraConfig, persist: bool) -> Result<Arc<Camera>, HubError> {
+        let spec = self.validate(&config)?;
+        let camera = Arc::new(Camera {
+            stream: Stream::new(&config.id),
+            config: Mutex::new(config.clone()),
+        });
+        {
+            let mut cameras = self.cameras.write().unwrap();
+            if cameras.contains_key(&config.id) {
+                return Err(HubError::Conflict(format!(
+                    "a camera with id {:?} already exists",
+                    config.id
+                )));
+            }
+            cameras.insert(config.id.clone(), camera.clone());
+        }
+        camera.stream.start(spec).await;
+        if persist {
+            self.persist().await?;
+        }
+        Ok(camera)
+    }
+
+    /// Changes a camera. A new source restarts the stream if it was running.
+    pub async fn update(&self, id: &str, patch: CameraPatch) -> Result<Arc<Camera>, HubError> {
+        let camera = self.get(id)?;
+        let mut new = camera.config();
+        if let Some(source) = patch.source {
+            new.source = source;
+        }
+        if let Some(on_demand) = patch.on_demand {
+            new.on_demand = on_demand;
+        }
+        let spec = self.validate(&new)?;
+        let old = std::mem::replace(&mut *camera.config.lock().unwrap(), new.clone());
+        if old.source != new.source && camera.stream.state().is_running() {
+            camera.stream.stop().await;
+            camera.stream.start(spec).await;
+        }
+        self.persist().await?;
+        Ok(camera)
+    }
+
+    /// Removes a camera: stops it (ending its viewers) and forgets it.
+    pub async fn remove(&self, id: &str) -> Result<(), HubError> {
+        let camera = self
+            .cameras
+            .write()
+            .unwrap()
+            .remove(id)
+            .ok_or_else(|| HubError::NotFound(id.to_string()))?;
+        camera.stream.stop().await;
+        self.persist().await
+    }
+
+    pub async fn start(&self, id: &str) -> Result<Arc<Camera>, HubError> {
+        let camera = self.get(id)?;
+        let spec = self.validate(&camera.config())?;
+        camera.stream.start(spec).await;
+        Ok(camera)
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<Arc<Camera>, HubError> {
+        let camera = self.get(id)?;
+        camera.stream.stop().await;
+        Ok(camera)
+    }
+
+    /// Stops every camera, concurrently, and waits for all of them.
+    pub async fn stop_all(&self) {
+        let cameras = self.list();
+        futures_util::future::join_all(cameras.iter().map(|c| c.stream.stop())).await;
+    }
+
+    async fn persist(&self) -> Result<(), HubError> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let _guard = self.write_lock.lock().await;
+        let cameras: Vec<CameraConfig> = self.list().iter().map(|c| c.config()).collect();
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || write_cameras(&path, &cameras))
+            .await
+            .map_err(|e| HubError::Persist(format!("saving the config failed: {e}")))?
+            .map_err(|e| HubError::Persist(format!("saving the config failed: {e}")))
+    }
+}

@@ -1,0 +1,224 @@
+//! One camera's stream: its source task, its state, its fan-out and its figures.
+//!
+//! Ownership (principle 1): the [`Stream`] owns one supervisor task while running, through its
+//! `JoinHandle` and a `CancellationToken`. The supervisor owns the source (which owns its threads,
+//! sockets and children). `stop()` cancels, awaits the supervisor — so the source and everything it
+//! made are gone — and only then closes the fan-out and releases the GOP cache.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::fanout::{FanOut, Subscription};
+use super::state::{Event, State};
+use super::stats::{StatsView, StreamStats};
+use crate::media::{AudioCodec, Frame, VideoCodec};
+use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
+use crate::source::{self, SourceError, SourceSpec};
+
+pub struct Stream {
+    shared: Arc<Shared>,
+    /// Serialises start and stop; holds the running supervisor.
+    control: tokio::sync::Mutex<Option<Running>>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    id: String,
+    fanout: FanOut,
+    status: Mutex<Status>,
+}
+
+#[derive(Default)]
+struct Status {
+    state: State,
+    /// Held while the state is `Live`, so `streams_live` counts exactly the live streams.
+    live: Option<Counted>,
+    stats: StreamStats,
+    video: Option<Arc<VideoCodec>>,
+    audio: Option<AudioCodec>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::Stopped
+    }
+}
+
+impl Status {
+    fn apply(&mut self, event: &Event) {
+        self.state = self.state.on(event);
+        if self.state == State::Live {
+            self.live.get_or_insert_with(|| Counted::new(Resource::StreamLive));
+        } else {
+            self.live = None;
+            self.stats.clear_window();
+        }
+    }
+}
+
+/// What the API shows of a stream.
+#[derive(Debug, Clone)]
+pub struct StreamView {
+    pub state: State,
+    pub video: Option<Arc<VideoCodec>>,
+    pub audio: Option<AudioCodec>,
+    pub viewers: usize,
+    pub stats: StatsView,
+}
+
+/// The handle a source publishes frames through.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl Publisher {
+    pub fn camera_id(&self) -> &str {
+        &self.shared.id
+    }
+
+    pub fn publish(&self, frame: Frame) {
+        {
+            let mut status = self.shared.status.lock().unwrap();
+            if status.state != State::Live {
+                status.apply(&Event::Frame);
+            }
+            status.stats.record(Instant::now(), frame.data.len(), frame.is_video());
+            if let Some(codec) = &frame.video_codec {
+                if !status.video.as_ref().is_some_and(|c| Arc::ptr_eq(c, codec)) {
+                    status.video = Some(codec.clone());
+                }
+            }
+        }
+        self.shared.fanout.publish(frame);
+    }
+
+    pub fn set_audio(&self, audio: Option<AudioCodec>) {
+        self.shared.status.lock().unwrap().audio = audio;
+    }
+}
+
+impl Stream {
+    pub fn new(id: &str) -> Stream {
+        Stream {
+            shared: Arc::new(Shared {
+                id: id.to_string(),
+                fanout: FanOut::new(),
+                status: Mutex::new(Status::default()),
+            }),
+            control: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Starts the source unless it is already running. Returns once the supervisor task exists;
+    /// the state then moves on by itself (starting → live, or retrying with a reason).
+    pub async fn start(&self, spec: SourceSpec) {
+        let mut control = self.control.lock().await;
+        if let Some(running) = control.take() {
+            if !running.task.is_finished() {
+                *control = Some(running);
+                return;
+            }
+            // The supervisor gave up (failed state); reap it before starting afresh.
+            let _ = running.task.await;
+        }
+        self.shared.fanout.open();
+        self.shared.status.lock().unwrap().apply(&Event::Start);
+        let cancel = CancellationToken::new();
+        let task = spawn_task(supervise(self.shared.clone(), spec, cancel.clone()));
+        *control = Some(Running { cancel, task });
+    }
+
+    /// Stops the source and waits until it, and every task and thread it made, is gone. Viewers
+    /// are ended with "the camera was stopped"; the GOP cache is released.
+    pub async fn stop(&self) {
+        let mut control = self.control.lock().await;
+        if let Some(running) = control.take() {
+            running.cancel.cancel();
+            let _ = running.task.await;
+        }
+        self.shared.status.lock().unwrap().apply(&Event::Stop);
+        self.shared.fanout.close();
+    }
+
+    pub fn state(&self) -> State {
+        self.shared.status.lock().unwrap().state.clone()
+    }
+
+    pub fn view(&self) -> StreamView {
+        let mut status = self.shared.status.lock().unwrap();
+        StreamView {
+            state: status.state.clone(),
+            video: status.video.clone(),
+            audio: status.audio.clone(),
+            viewers: self.shared.fanout.viewer_count(),
+            stats: status.stats.view(Instant::now()),
+        }
+    }
+
+    /// Attaches a viewer; `None` when the stream is not running.
+    pub fn subscribe(&self, kind: ViewerKind) -> Option<Subscription> {
+        self.shared.fanout.subscribe(kind)
+    }
+
+    /// The frames since the last keyframe, for outputs that decode (snapshots).
+    pub fn gop(&self) -> Vec<Frame> {
+        self.shared.fanout.gop()
+    }
+}
+
+/// Runs the source, and again after failures with back-off, until cancelled or a permanent error.
+async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationToken) {
+    let publisher = Publisher {
+        shared: shared.clone(),
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut backoff = Backoff::new(seed);
+    loop {
+        let frames_before = shared.status.lock().unwrap().stats.frames();
+        let result = source::run(&spec, &publisher, &cancel).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let error = match result {
+            Ok(()) => SourceError::retryable("the source ended"),
+            Err(e) => e,
+        };
+        {
+            let mut status = shared.status.lock().unwrap();
+            if status.stats.frames() > frames_before {
+                backoff.reset(); // it worked for a while: start the back-off from 1 s again
+            }
+            status.apply(&Event::Error {
+                reason: error.reason.clone(),
+                permanent: error.permanent,
+            });
+        }
+        // The old bitstream does not continue; late joiners wait for the next keyframe.
+        shared.fanout.reset_gop();
+        if error.permanent {
+            tracing::error!(camera = %shared.id, reason = %error, "source failed; not retrying");
+            return;
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(camera = %shared.id, reason = %error, retry_in = ?delay, "source failed");
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! livelens: live cameras in, browsers out, models watching — one binary.
+//!
+//! Data flows left to right, and each module depends only on those to its left:
+//! `media` → `source` → `hub` → `output` → `api`, with `config` and `resources` used throughout.
+//! See `../shared/DESIGN.md` for the principles every module follows.
+
+pub mod api;
+pub mod config;
+pub mod hub;
+pub mod media;
+pub mod output;
+pub mod resources;
+pub mod serve;
+pub mod source;

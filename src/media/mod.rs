@@ -1,0 +1,69 @@
+//! Codec-neutral media types shared by sources, the hub and outputs.
+//!
+//! Conventions, so that no output has to guess:
+//! - Video access units are stored as 4-byte length-prefixed NAL units (AVCC/HVCC style, what MP4
+//!   and retina's `FrameFormat::MP4` use). Parameter sets travel in [`VideoCodec`], not in frames.
+//! - Timestamps are in the track's clock rate (90 kHz for video).
+//! - Payloads are `bytes::Bytes`: fan-out clones a reference count, never the data.
+
+pub mod h264;
+pub mod sei;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// Which elementary stream a frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// The description of a video track: everything an output needs to build an init segment or an SDP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoCodec {
+    /// "h264" or "h265".
+    pub codec: &'static str,
+    /// RFC 6381 codec string, e.g. `avc1.64001f`.
+    pub rfc6381: String,
+    pub width: u32,
+    pub height: u32,
+    /// Nominal frame rate when the source declares one.
+    pub fps: Option<f64>,
+    /// Parameter sets without start codes or length prefixes (SPS, PPS; VPS first for H.265).
+    pub parameter_sets: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AudioCodec {
+    /// "aac", "opus", "pcma", "pcmu".
+    pub codec: &'static str,
+    pub sample_rate: u32,
+    pub channels: u16,
+}
+
+/// One access unit (video) or audio frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub track: TrackKind,
+    /// Presentation time in the track's clock rate.
+    pub pts: i64,
+    /// Decode time in the track's clock rate.
+    pub dts: i64,
+    /// True for a video access unit a decoder can start at.
+    pub keyframe: bool,
+    /// Wall-clock capture time in microseconds since the Unix epoch, when the source knows it.
+    pub capture_time_us: Option<i64>,
+    /// The codec description this frame belongs to. A change of description (new SPS/PPS) is a new
+    /// `Arc`, so outputs detect it by pointer comparison and frames can never outrun it.
+    pub video_codec: Option<Arc<VideoCodec>>,
+    pub data: Bytes,
+}
+
+impl Frame {
+    pub fn is_video(&self) -> bool {
+        self.track == TrackKind::Video
+    }
+}

@@ -1,0 +1,227 @@
+//! Counted resources (DESIGN principle 5).
+//!
+//! Every long-lived thing livelens creates — a task, a thread, a viewer, a live stream, a socket,
+//! a child process — holds a [`Counted`] guard for exactly as long as it exists. The guard increments
+//! a gauge when it is created and decrements it when it is dropped, so the numbers at
+//! `GET /api/resources` cannot drift from reality the way hand-kept bookkeeping does: a leak shows
+//! up as a count that does not return to its baseline.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use serde::Serialize;
+
+/// What a [`Counted`] guard counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// A stream whose source is delivering frames.
+    StreamLive,
+    /// A tokio task or a dedicated thread spawned by livelens (not HTTP connection tasks).
+    Task,
+    /// A viewer attached to a stream, by output kind.
+    Viewer(ViewerKind),
+    PeerConnection,
+    WebSocket,
+    ChildProcess,
+}
+
+/// The outputs a viewer can be attached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerKind {
+    Mse,
+    Webrtc,
+    Hls,
+    Mjpeg,
+    Rtsp,
+    Snapshot,
+    Analysis,
+}
+
+impl ViewerKind {
+    pub const ALL: [ViewerKind; 7] = [
+        ViewerKind::Mse,
+        ViewerKind::Webrtc,
+        ViewerKind::Hls,
+        ViewerKind::Mjpeg,
+        ViewerKind::Rtsp,
+        ViewerKind::Snapshot,
+        ViewerKind::Analysis,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewerKind::Mse => "mse",
+            ViewerKind::Webrtc => "webrtc",
+            ViewerKind::Hls => "hls",
+            ViewerKind::Mjpeg => "mjpeg",
+            ViewerKind::Rtsp => "rtsp",
+            ViewerKind::Snapshot => "snapshot",
+            ViewerKind::Analysis => "analysis",
+        }
+    }
+}
+
+static STREAMS_LIVE: AtomicI64 = AtomicI64::new(0);
+static TASKS: AtomicI64 = AtomicI64::new(0);
+static VIEWERS: [AtomicI64; 7] = [const { AtomicI64::new(0) }; 7];
+static PEER_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+static WEBSOCKETS: AtomicI64 = AtomicI64::new(0);
+static CHILD_PROCESSES: AtomicI64 = AtomicI64::new(0);
+
+fn gauge(resource: Resource) -> &'static AtomicI64 {
+    match resource {
+        Resource::StreamLive => &STREAMS_LIVE,
+        Resource::Task => &TASKS,
+        Resource::Viewer(kind) => &VIEWERS[kind as usize],
+        Resource::PeerConnection => &PEER_CONNECTIONS,
+        Resource::WebSocket => &WEBSOCKETS,
+        Resource::ChildProcess => &CHILD_PROCESSES,
+    }
+}
+
+/// RAII guard: the resource is counted while this value lives.
+#[must_use = "the resource is only counted while the guard is alive"]
+#[derive(Debug)]
+pub struct Counted(Resource);
+
+impl Counted {
+    pub fn new(resource: Resource) -> Self {
+        gauge(resource).fetch_add(1, Ordering::Relaxed);
+        Counted(resource)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        gauge(self.0).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Spawns a tokio task that is counted in `tasks` for as long as it runs. The caller owns the
+/// returned handle and must await it on stop (principle 1).
+pub fn spawn_task<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let guard = Counted::new(Resource::Task);
+    tokio::spawn(async move {
+        let _guard = guard;
+        future.await
+    })
+}
+
+/// Spawns a named OS thread that is counted in `tasks` for as long as it runs.
+pub fn spawn_thread<F, T>(name: String, body: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let guard = Counted::new(Resource::Task);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let _guard = guard;
+        body()
+    })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ViewerCounts {
+    pub mse: i64,
+    pub webrtc: i64,
+    pub hls: i64,
+    pub mjpeg: i64,
+    pub rtsp: i64,
+    pub snapshot: i64,
+    pub analysis: i64,
+}
+
+/// The body of `GET /api/resources`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub streams_live: i64,
+    pub tasks: i64,
+    pub viewers: ViewerCounts,
+    pub peer_connections: i64,
+    pub websockets: i64,
+    pub child_processes: i64,
+    pub open_fds: i64,
+    pub rss_bytes: i64,
+}
+
+pub fn count(resource: Resource) -> i64 {
+    gauge(resource).load(Ordering::Relaxed)
+}
+
+pub fn snapshot() -> Snapshot {
+    let v = |k| count(Resource::Viewer(k));
+    Snapshot {
+        streams_live: count(Resource::StreamLive),
+        tasks: count(Resource::Task),
+        viewers: ViewerCounts {
+            mse: v(ViewerKind::Mse),
+            webrtc: v(ViewerKind::Webrtc),
+            hls: v(ViewerKind::Hls),
+            mjpeg: v(ViewerKind::Mjpeg),
+            rtsp: v(ViewerKind::Rtsp),
+            snapshot: v(ViewerKind::Snapshot),
+            analysis: v(ViewerKind::Analysis),
+        },
+        peer_connections: count(Resource::PeerConnection),
+        websockets: count(Resource::WebSocket),
+        child_processes: count(Resource::ChildProcess),
+        open_fds: open_fds(),
+        rss_bytes: rss_bytes(),
+    }
+}
+
+/// Open file descriptors of this process, read from `/proc/self/fd` (-1 where unavailable).
+pub fn open_fds() -> i64 {
+    match std::fs::read_dir("/proc/self/fd") {
+        // The directory handle itself is one of the entries; don't count it.
+        Ok(dir) => dir.count() as i64 - 1,
+        Err(_) => -1,
+    }
+}
+
+/// Resident set size of this process in bytes, from `/proc/self/statm` (-1 where unavailable).
+pub fn rss_bytes() -> i64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return -1;
+    };
+    let pages: i64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(-1);
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64;
+    if pages < 0 {
+        -1
+    } else {
+        pages * page_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_counts_while_alive() {
+        let kind = Resource::Viewer(ViewerKind::Hls);
+        let before = count(kind);
+        let a = Counted::new(kind);
+        let b = Counted::new(kind);
+        assert_eq!(count(kind), before + 2);
+        drop(a);
+        assert_eq!(count(kind), before + 1);
+        drop(b);
+        assert_eq!(count(kind), before);
+    }
+
+    #[test]
+    fn process_figures_are_readable() {
+        assert!(open_fds() > 0);
+        assert!(rss_bytes() > 0);
+    }
+}

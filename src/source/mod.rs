@@ -1,0 +1,212 @@
+//! Sources: where a camera's frames come from. One file per source kind.
+//!
+//! A source is an async function that runs until it is cancelled or fails. It hands every frame to
+//! a [`Publisher`](crate::hub::Publisher) and owns whatever it creates (threads, sockets, children):
+//! when it returns, all of that is gone.
+
+pub mod testsrc;
+
+use std::fmt;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Publisher;
+pub use testsrc::TestsrcParams;
+
+/// A parsed, validated source URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    Testsrc(TestsrcParams),
+    /// `rtsp://` or `rtsps://` (parsed so configs validate; ingest lands with the RTSP issue).
+    Rtsp(String),
+    /// `exec:COMMAND` (parsed so configs validate; runs once the supervisor lands).
+    Exec(String),
+    /// `file:///path` (parsed so configs validate; playback lands with the exec/file issue).
+    File(String),
+}
+
+pub const SCHEMES: &str = "testsrc://, rtsp://, rtsps://, exec:, file://";
+
+impl SourceSpec {
+    /// Parses a source URL. The error names the problem in words a user can act on.
+    pub fn parse(url: &str) -> Result<SourceSpec, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err("is empty".into());
+        }
+        if let Some(query) = url.strip_prefix("testsrc://") {
+            return TestsrcParams::parse(query).map(SourceSpec::Testsrc);
+        }
+        if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+            let rest = url.split_once("://").map(|x| x.1).unwrap_or("");
+            let authority = rest.split('/').next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            if host.is_empty() {
+                return Err(format!("{} has no host", mask_credentials(url)));
+            }
+            return Ok(SourceSpec::Rtsp(url.to_string()));
+        }
+        if let Some(command) = url.strip_prefix("exec:") {
+            if command.trim().is_empty() {
+                return Err("exec: needs a command, e.g. exec:ffmpeg -i … -f mpegts -".into());
+            }
+            return Ok(SourceSpec::Exec(command.to_string()));
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "file:// needs an absolute path (file:///path/video.mp4), got {url:?}"
+                ));
+            }
+            return Ok(SourceSpec::File(path.to_string()));
+        }
+        let scheme = url.split(':').next().unwrap_or(url);
+        Err(format!(
+            "unknown source scheme {:?} (expected one of {SCHEMES})",
+            mask_credentials(scheme)
+        ))
+    }
+
+    /// Whether this build can run the source. Kinds that parse but whose ingest has not landed
+    /// are refused up front, so a user gets a 4xx instead of a camera that can never work.
+    pub fn check_supported(&self) -> Result<(), String> {
+        match self {
+            SourceSpec::Testsrc(_) => Ok(()),
+            SourceSpec::Rtsp(_) => Err("rtsp:// ingest is not available in this build yet".into()),
+            SourceSpec::Exec(_) => Err("exec: sources are not available in this build yet".into()),
+            SourceSpec::File(_) => Err("file:// sources are not available in this build yet".into()),
+        }
+    }
+
+    pub fn is_exec(&self) -> bool {
+        matches!(self, SourceSpec::Exec(_))
+    }
+}
+
+/// Why a source stopped delivering frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError {
+    pub reason: String,
+    /// A permanent error (bad configuration) is not retried.
+    pub permanent: bool,
+}
+
+impl SourceError {
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        SourceError {
+            reason: reason.into(),
+            permanent: false,
+        }
+    }
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        SourceError {
+            reason: reason.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Runs `spec` until `cancel` fires (Ok) or the source fails (Err). Everything the source created
+/// is released before this returns.
+pub async fn run(
+    spec: &SourceSpec,
+    publisher: &Publisher,
+    cancel: &CancellationToken,
+) -> Result<(), SourceError> {
+    match spec {
+        SourceSpec::Testsrc(params) => testsrc::run(params.clone(), publisher, cancel).await,
+        other => Err(SourceError::permanent(
+            other.check_supported().err().unwrap_or_default(),
+        )),
+    }
+}
+
+/// Replaces the user-info of every `scheme://user:pass@host` in `text` with `***:***`, so
+/// credentials never reach logs or API output. Works on whole commands too (exec: sources).
+pub fn mask_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        let (head, tail) = rest.split_at(pos + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***:***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_credentials_everywhere() {
+        assert_eq!(
+            mask_credentials("rtsp://admin:secret@10.0.0.2:554/stream1"),
+            "rtsp://***:***@10.0.0.2:554/stream1"
+        );
+        assert_eq!(
+            mask_credentials("rtsp://10.0.0.2/x?user=a"),
+            "rtsp://10.0.0.2/x?user=a"
+        );
+        assert_eq!(
+            mask_credentials("ffmpeg -i rtsp://u:p@h/a -i rtsps://x@y/b -f mpegts -"),
+            "ffmpeg -i rtsp://***:***@h/a -i rtsps://***:***@y/b -f mpegts -"
+        );
+        assert_eq!(mask_credentials("rtsp://a:b@c"), "rtsp://***:***@c");
+    }
+
+    #[test]
+    fn parses_known_schemes() {
+        assert!(matches!(
+            SourceSpec::parse("testsrc://"),
+            Ok(SourceSpec::Testsrc(_))
+        ));
+        assert!(matches!(
+            SourceSpec::parse("rtsp://u:p@cam:554/s"),
+            Ok(SourceSpec::Rtsp(_))
+        ));
+        assert!(matches!(
+            SourceSpec::parse("exec:ffmpeg -i x -f mpegts -"),
+            Ok(SourceSpec::Exec(_))
+        ));
+        assert!(matches!(
+            SourceSpec::parse("file:///a.mp4"),
+            Ok(SourceSpec::File(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        let e = SourceSpec::parse("http://u:pw@x/y").unwrap_err();
+        assert!(e.contains("unknown source scheme \"http\""), "{e}");
+        assert!(!e.contains("pw"));
+        assert!(SourceSpec::parse("").unwrap_err().contains("empty"));
+        assert!(SourceSpec::parse("rtsp://u:p@/x")
+            .unwrap_err()
+            .contains("no host"));
+        assert!(SourceSpec::parse("file://rel.mp4")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(SourceSpec::parse("exec:  ")
+            .unwrap_err()
+            .contains("needs a command"));
+    }
+}
