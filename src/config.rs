@@ -185,7 +185,10 @@ impl Config {
             }
         }
         if self.server.token.as_deref() == Some("") {
-            problems.push(problem("server.token", "is empty; remove it or set a secret"));
+            problems.push(problem(
+                "server.token",
+                "is empty; remove it or set a secret",
+            ));
         }
         let mut seen = BTreeMap::new();
         for (i, camera) in self.camera.iter().enumerate() {
@@ -350,7 +353,10 @@ mod tests {
             "camera[2].id: duplicate camera id \"b\" (also camera[1])",
         ];
         for e in expect {
-            assert!(lines.iter().any(|l| l.starts_with(e)), "missing {e:?} in {lines:#?}");
+            assert!(
+                lines.iter().any(|l| l.starts_with(e)),
+                "missing {e:?} in {lines:#?}"
+            );
         }
         assert_eq!(lines.len(), expect.len(), "{lines:#?}");
     }
@@ -392,7 +398,10 @@ mod tests {
         ];
         write_cameras(&path, &cams).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("# my cameras") && text.contains("# the porch"), "{text}");
+        assert!(
+            text.contains("# my cameras") && text.contains("# the porch"),
+            "{text}"
+        );
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.server.listen.as_deref(), Some("127.0.0.1:9000"));
         assert_eq!(c.camera, cams);

@@ -10,7 +10,11 @@ use livelens::config::Config;
 use livelens::serve::{self, ServeOptions};
 
 #[derive(Parser)]
-#[command(name = "livelens", version, about = "Live cameras in, browsers out, models watching.")]
+#[command(
+    name = "livelens",
+    version,
+    about = "Live cameras in, browsers out, models watching."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -80,11 +84,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
-                println!(
-                    "{}: ok ({} camera(s))",
-                    file.display(),
-                    config.camera.len()
-                );
+                println!("{}: ok ({} camera(s))", file.display(), config.camera.len());
                 ExitCode::SUCCESS
             }
             Err(problems) => {

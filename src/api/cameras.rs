@@ -17,10 +17,7 @@ use crate::media::AudioCodec;
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/api/cameras", get(list).post(create))
-        .route(
-            "/api/cameras/{id}",
-            get(show).patch(update).delete(remove),
-        )
+        .route("/api/cameras/{id}", get(show).patch(update).delete(remove))
         .route("/api/cameras/{id}/start", post(start))
         .route("/api/cameras/{id}/stop", post(stop))
         .route("/api/cameras/{id}/snapshot.jpg", get(snapshot))

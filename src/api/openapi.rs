@@ -9,7 +9,8 @@ pub async fn document() -> Json<Value> {
 
 fn spec() -> Value {
     let error = json!({ "$ref": "#/components/responses/Error" });
-    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let id_param =
+        json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
     let camera = json!({ "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Camera" } } } });
     json!({
         "openapi": "3.1.0",

@@ -26,7 +26,11 @@ pub async fn resources() -> Json<resources::Snapshot> {
 /// Prometheus text. The gauges are set from the RAII counts at scrape time, so they can't drift.
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     let Some(handle) = &state.metrics else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+            .into_response();
     };
     let r = resources::snapshot();
     metrics::gauge!("livelens_streams_live").set(r.streams_live as f64);
@@ -45,8 +49,10 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
         let id = camera.id().to_string();
         let live = f64::from(u8::from(view.state.name() == StateName::Live));
         metrics::gauge!("livelens_camera_live", "camera" => id.clone()).set(live);
-        metrics::gauge!("livelens_camera_frames", "camera" => id.clone()).set(view.stats.frames as f64);
-        metrics::gauge!("livelens_camera_bytes", "camera" => id.clone()).set(view.stats.bytes as f64);
+        metrics::gauge!("livelens_camera_frames", "camera" => id.clone())
+            .set(view.stats.frames as f64);
+        metrics::gauge!("livelens_camera_bytes", "camera" => id.clone())
+            .set(view.stats.bytes as f64);
         metrics::gauge!("livelens_camera_viewers", "camera" => id).set(view.viewers as f64);
     }
     (

@@ -13,13 +13,18 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum State {
+    #[default]
     Stopped,
     Starting,
     Live,
-    Retrying { reason: String },
-    Failed { reason: String },
+    Retrying {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +93,7 @@ impl State {
 
     /// Whether a source task exists for this state.
     pub fn is_running(&self) -> bool {
-        matches!(
-            self,
-            State::Starting | State::Live | State::Retrying { .. }
-        )
+        matches!(self, State::Starting | State::Live | State::Retrying { .. })
     }
 }
 

@@ -46,17 +46,12 @@ struct Status {
     audio: Option<AudioCodec>,
 }
 
-impl Default for State {
-    fn default() -> Self {
-        State::Stopped
-    }
-}
-
 impl Status {
     fn apply(&mut self, event: &Event) {
         self.state = self.state.on(event);
         if self.state == State::Live {
-            self.live.get_or_insert_with(|| Counted::new(Resource::StreamLive));
+            self.live
+                .get_or_insert_with(|| Counted::new(Resource::StreamLive));
         } else {
             self.live = None;
             self.stats.clear_window();
@@ -91,7 +86,9 @@ impl Publisher {
             if status.state != State::Live {
                 status.apply(&Event::Frame);
             }
-            status.stats.record(Instant::now(), frame.data.len(), frame.is_video());
+            status
+                .stats
+                .record(Instant::now(), frame.data.len(), frame.is_video());
             if let Some(codec) = &frame.video_codec {
                 if !status.video.as_ref().is_some_and(|c| Arc::ptr_eq(c, codec)) {
                     status.video = Some(codec.clone());

@@ -74,7 +74,9 @@ impl SourceSpec {
             SourceSpec::Testsrc(_) => Ok(()),
             SourceSpec::Rtsp(_) => Err("rtsp:// ingest is not available in this build yet".into()),
             SourceSpec::Exec(_) => Err("exec: sources are not available in this build yet".into()),
-            SourceSpec::File(_) => Err("file:// sources are not available in this build yet".into()),
+            SourceSpec::File(_) => {
+                Err("file:// sources are not available in this build yet".into())
+            }
         }
     }
 

@@ -180,7 +180,7 @@ fn encode_loop(
     for sequence in 0u64.. {
         // Pace by an absolute schedule so encoding time does not accumulate as drift; a stop
         // (sender dropped) ends the wait at once.
-        let due = started + frame_interval * sequence as u32;
+        let due = started + frame_interval.mul_f64(sequence as f64);
         match stop.recv_timeout(due.saturating_duration_since(Instant::now())) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -199,6 +199,12 @@ fn encode_loop(
             .to_vec();
 
         let nals = h264::split_annex_b(&annex_b);
+        if !nals
+            .iter()
+            .any(|n| matches!(h264::nal_type(n), h264::NAL_SLICE | h264::NAL_IDR))
+        {
+            continue; // the rate control skipped this picture
+        }
         let keyframe = nals.iter().any(|n| h264::nal_type(n) == h264::NAL_IDR);
         if keyframe {
             codec = Some(update_codec(codec, &nals, params)?);
@@ -239,9 +245,8 @@ fn update_codec(
 ) -> Result<Arc<VideoCodec>, SourceError> {
     let find = |t| nals.iter().find(|n| h264::nal_type(n) == t).copied();
     let (Some(sps), Some(pps)) = (find(h264::NAL_SPS), find(h264::NAL_PPS)) else {
-        return current.ok_or_else(|| {
-            SourceError::retryable("openh264 produced a keyframe without SPS/PPS")
-        });
+        return current
+            .ok_or_else(|| SourceError::retryable("openh264 produced a keyframe without SPS/PPS"));
     };
     if let Some(c) = &current {
         if c.parameter_sets[0] == sps && c.parameter_sets[1] == pps {

@@ -92,7 +92,13 @@ impl Picture {
         } else {
             travel / 2
         };
-        self.fill_rect(pos & !1, (h / 2 - side / 2) & !1, side, side, (WHITE, 128, 128));
+        self.fill_rect(
+            pos & !1,
+            (h / 2 - side / 2) & !1,
+            side,
+            side,
+            (WHITE, 128, 128),
+        );
 
         // Clock and frame counter, on a dark panel so they stay readable over the bars.
         let scale = (h / 120).max(1);
