@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::source::rtsp::{parse_duration, RtspOptions};
 use crate::source::{mask_credentials, SourceSpec};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -57,6 +58,15 @@ pub struct CameraConfig {
     pub source: String,
     #[serde(default)]
     pub on_demand: bool,
+    /// RTSP: "tcp" (default) or "udp".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// RTSP: bound on connecting, each request and silence, e.g. "10s" (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// RTSP: the User-Agent header to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
     /// Analysis settings (motion, vlm, asr), read by the analysis capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<toml::Table>,
@@ -105,14 +115,11 @@ pub fn check_camera_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// Checks one camera on its own (not against the others): id, source, and options this build
-/// cannot honour. `allow_exec` comes from `[sources]`.
-pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
+/// Builds the source of a camera from its URL and options, or lists what is wrong, each problem
+/// placed at its key. `allow_exec` comes from `[sources]`.
+pub fn source_spec(camera: &CameraConfig, allow_exec: bool) -> Result<SourceSpec, Vec<Problem>> {
     let mut problems = Vec::new();
-    if let Err(e) = check_camera_id(&camera.id) {
-        problems.push(problem("id", e));
-    }
-    match SourceSpec::parse(&camera.source) {
+    let mut spec = match SourceSpec::parse(&camera.source) {
         Ok(spec) => {
             if spec.is_exec() && !allow_exec {
                 problems.push(problem(
@@ -122,8 +129,61 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
             } else if let Err(e) = spec.check_supported() {
                 problems.push(problem("source", e));
             }
+            Some(spec)
         }
-        Err(e) => problems.push(problem("source", e)),
+        Err(e) => {
+            problems.push(problem("source", e));
+            None
+        }
+    };
+    let rtsp_options = match &mut spec {
+        Some(SourceSpec::Rtsp { options, .. }) => Some(options),
+        _ => None,
+    };
+    let rtsp_only = [
+        ("transport", camera.transport.is_some()),
+        ("timeout", camera.timeout.is_some()),
+        ("user_agent", camera.user_agent.is_some()),
+    ];
+    match rtsp_options {
+        Some(options) => {
+            if let Some(t) = &camera.transport {
+                match RtspOptions::parse_transport(t) {
+                    Ok(t) => options.transport = t,
+                    Err(e) => problems.push(problem("transport", e)),
+                }
+            }
+            if let Some(t) = &camera.timeout {
+                match parse_duration(t) {
+                    Ok(d) => options.timeout = d,
+                    Err(e) => problems.push(problem("timeout", e)),
+                }
+            }
+            options.user_agent = camera.user_agent.clone();
+        }
+        None => {
+            for (key, set) in rtsp_only {
+                if set && spec.is_some() {
+                    problems.push(problem(key, "only applies to rtsp:// sources"));
+                }
+            }
+        }
+    }
+    match spec {
+        Some(spec) if problems.is_empty() => Ok(spec),
+        _ => Err(problems),
+    }
+}
+
+/// Checks one camera on its own (not against the others): id, source and its options, and
+/// options this build cannot honour.
+pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Err(e) = check_camera_id(&camera.id) {
+        problems.push(problem("id", e));
+    }
+    if let Err(source_problems) = source_spec(camera, allow_exec) {
+        problems.extend(source_problems);
     }
     if camera.on_demand {
         problems.push(problem(
@@ -213,6 +273,9 @@ impl Config {
                 id: "demo".into(),
                 source: DEMO_SOURCE.into(),
                 on_demand: false,
+                transport: None,
+                timeout: None,
+                user_agent: None,
                 analysis: None,
                 unknown: BTreeMap::new(),
             }]
@@ -259,6 +322,18 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<(
         table["source"] = value(camera.source.clone());
         if camera.on_demand || table.contains_key("on_demand") {
             table["on_demand"] = value(camera.on_demand);
+        }
+        for (key, v) in [
+            ("transport", &camera.transport),
+            ("timeout", &camera.timeout),
+            ("user_agent", &camera.user_agent),
+        ] {
+            match v {
+                Some(v) => table[key] = value(v.clone()),
+                None => {
+                    table.remove(key);
+                }
+            }
         }
         tables.push(table);
     }
@@ -385,6 +460,9 @@ mod tests {
                 id: "porch".into(),
                 source: "testsrc://?fps=10".into(),
                 on_demand: false,
+                transport: None,
+                timeout: None,
+                user_agent: None,
                 analysis: None,
                 unknown: BTreeMap::new(),
             },
@@ -392,6 +470,9 @@ mod tests {
                 id: "yard".into(),
                 source: "testsrc://?motion=0".into(),
                 on_demand: false,
+                transport: None,
+                timeout: None,
+                user_agent: None,
                 analysis: None,
                 unknown: BTreeMap::new(),
             },

@@ -34,6 +34,20 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
+    /// Connect to an RTSP camera and print its tracks, codecs and timings (like a small ffprobe).
+    Probe {
+        /// rtsp://[user:pass@]host[:port]/path
+        url: String,
+        /// "tcp" or "udp".
+        #[arg(long, default_value = "tcp")]
+        transport: String,
+        /// Bound on connecting and on waiting for frames, e.g. 10s.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a config file and print every problem with its place.
     CheckConfig {
         /// The TOML config file.
@@ -82,6 +96,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Probe {
+            url,
+            transport,
+            timeout,
+            json,
+        } => probe(&url, &transport, &timeout, json),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 println!("{}: ok ({} camera(s))", file.display(), config.camera.len());
@@ -96,4 +116,90 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn probe(url: &str, transport: &str, timeout: &str, json: bool) -> ExitCode {
+    use livelens::source::mask_credentials;
+    use livelens::source::rtsp::{self, parse_duration, RtspOptions};
+    let masked = mask_credentials(url);
+    let options = match (
+        RtspOptions::parse_transport(transport),
+        parse_duration(timeout),
+    ) {
+        (Ok(transport), Ok(timeout)) => RtspOptions {
+            transport,
+            timeout,
+            user_agent: None,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("livelens probe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("livelens probe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match runtime.block_on(rtsp::probe(url, &options)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("livelens probe: {masked}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("{masked}");
+    for (i, t) in report.tracks.iter().enumerate() {
+        let mut line = format!("  track {i}: {} {}", t.media, t.encoding);
+        if let Some(c) = &t.codec {
+            line += &format!(" {c}");
+        }
+        if let (Some(w), Some(h)) = (t.width, t.height) {
+            line += &format!(" {w}x{h}");
+        }
+        if t.media == "video" {
+            if let Some(fps) = t.fps {
+                line += &format!(" {fps:.2} fps");
+            }
+        }
+        if let Some(rate) = t.sample_rate {
+            line += &format!(" {rate} Hz");
+        }
+        if let Some(ch) = t.channels {
+            line += &format!(" {ch} ch");
+        }
+        line += if t.ingested {
+            " (ingested)"
+        } else {
+            " (not ingested)"
+        };
+        println!("{line}");
+    }
+    let opt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    println!("  DESCRIBE        {:.1} ms", report.describe_ms);
+    println!("  first frame     {}", opt_ms(report.first_frame_ms));
+    println!("  first keyframe  {}", opt_ms(report.first_keyframe_ms));
+    println!(
+        "  GOP             {}",
+        report.gop_frames.map_or(
+            "- (no second keyframe within the timeout)".into(),
+            |g| format!("{g} frames")
+        )
+    );
+    if let Some(fps) = report.measured_fps {
+        println!("  measured fps    {fps:.1}");
+    }
+    ExitCode::SUCCESS
 }

@@ -31,6 +31,12 @@ pub struct CameraJson {
     /// The source URL with credentials masked.
     source: String,
     on_demand: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
     state: StateName,
     reason: Option<String>,
     video: Option<VideoJson>,
@@ -55,6 +61,9 @@ pub fn camera_json(camera: &Camera) -> CameraJson {
         id: config.id.clone(),
         source: config.masked_source(),
         on_demand: config.on_demand,
+        transport: config.transport.clone(),
+        timeout: config.timeout.clone(),
+        user_agent: config.user_agent.clone(),
         state: view.state.name(),
         reason: view.state.reason().map(str::to_string),
         video: view.video.as_ref().map(|v| VideoJson {
@@ -88,6 +97,9 @@ struct NewCamera {
     source: String,
     #[serde(default)]
     on_demand: bool,
+    transport: Option<String>,
+    timeout: Option<String>,
+    user_agent: Option<String>,
 }
 
 async fn create(
@@ -98,6 +110,9 @@ async fn create(
         id: new.id,
         source: new.source,
         on_demand: new.on_demand,
+        transport: new.transport,
+        timeout: new.timeout,
+        user_agent: new.user_agent,
         analysis: None,
         unknown: BTreeMap::new(),
     };

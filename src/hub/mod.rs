@@ -8,12 +8,13 @@ pub mod fanout;
 pub mod state;
 pub mod stats;
 pub mod stream;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::config::{check_camera, write_cameras, CameraConfig, Problem};
+use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
 use crate::source::SourceSpec;
 pub use fanout::{Subscription, ViewerEnd};
 pub use state::{State, StateName};
@@ -39,6 +40,19 @@ impl Camera {
 pub struct CameraPatch {
     pub source: Option<String>,
     pub on_demand: Option<bool>,
+    /// `Some(None)` (JSON null) removes the option.
+    #[serde(default, deserialize_with = "present")]
+    pub transport: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub timeout: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub user_agent: Option<Option<String>>,
+}
+
+/// Distinguishes a field that is absent (keep) from one that is null (remove).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    use serde::Deserialize;
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Debug)]
@@ -101,12 +115,7 @@ impl Hub {
         if !problems.is_empty() {
             return Err(HubError::Invalid(problems));
         }
-        SourceSpec::parse(&config.source).map_err(|e| {
-            HubError::Invalid(vec![Problem {
-                place: "source".into(),
-                message: e,
-            }])
-        })
+        source_spec(config, self.allow_exec).map_err(HubError::Invalid)
     }
 
     /// Adds a camera and starts it. `persist` writes the config file (API changes do; loading
@@ -144,9 +153,18 @@ impl Hub {
         if let Some(on_demand) = patch.on_demand {
             new.on_demand = on_demand;
         }
+        if let Some(v) = patch.transport {
+            new.transport = v;
+        }
+        if let Some(v) = patch.timeout {
+            new.timeout = v;
+        }
+        if let Some(v) = patch.user_agent {
+            new.user_agent = v;
+        }
         let spec = self.validate(&new)?;
         let old = std::mem::replace(&mut *camera.config.lock().unwrap(), new.clone());
-        if old.source != new.source && camera.stream.state().is_running() {
+        if old != new && camera.stream.state().is_running() {
             camera.stream.stop().await;
             camera.stream.start(spec).await;
         }

@@ -15,7 +15,8 @@ use super::backoff::Backoff;
 use super::fanout::{FanOut, Subscription};
 use super::state::{Event, State};
 use super::stats::{StatsView, StreamStats};
-use crate::media::{AudioCodec, Frame, VideoCodec};
+use super::timeline::TrackTimeline;
+use crate::media::{AudioCodec, Frame, TrackKind, VideoCodec};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 use crate::source::{self, SourceError, SourceSpec};
 
@@ -44,6 +45,8 @@ struct Status {
     stats: StreamStats,
     video: Option<Arc<VideoCodec>>,
     audio: Option<AudioCodec>,
+    video_timeline: TrackTimeline,
+    audio_timeline: TrackTimeline,
 }
 
 impl Status {
@@ -80,12 +83,19 @@ impl Publisher {
         &self.shared.id
     }
 
-    pub fn publish(&self, frame: Frame) {
+    pub fn publish(&self, mut frame: Frame) {
         {
             let mut status = self.shared.status.lock().unwrap();
             if status.state != State::Live {
                 status.apply(&Event::Frame);
             }
+            let timeline = match frame.track {
+                TrackKind::Video => &mut status.video_timeline,
+                TrackKind::Audio => &mut status.audio_timeline,
+            };
+            let pts = timeline.map(frame.pts);
+            frame.dts += pts - frame.pts;
+            frame.pts = pts;
             status
                 .stats
                 .record(Instant::now(), frame.data.len(), frame.is_video());
@@ -100,6 +110,13 @@ impl Publisher {
 
     pub fn set_audio(&self, audio: Option<AudioCodec>) {
         self.shared.status.lock().unwrap().audio = audio;
+    }
+
+    /// Called before each (re)start of the source: its timestamps will continue the stream's.
+    fn new_session(&self) {
+        let mut status = self.shared.status.lock().unwrap();
+        status.video_timeline.new_session();
+        status.audio_timeline.new_session();
     }
 }
 
@@ -186,6 +203,7 @@ async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationTo
         .map_or(0, |d| d.as_nanos() as u64);
     let mut backoff = Backoff::new(seed);
     loop {
+        publisher.new_session();
         let frames_before = shared.status.lock().unwrap().stats.frames();
         let result = source::run(&spec, &publisher, &cancel).await;
         if cancel.is_cancelled() {

@@ -40,8 +40,14 @@ pub struct VideoCodec {
 pub struct AudioCodec {
     /// "aac", "opus", "pcma", "pcmu".
     pub codec: &'static str,
+    /// RFC 6381 codec string where one exists, e.g. `mp4a.40.2`.
+    pub rfc6381: Option<String>,
+    /// Timestamps of audio frames are in this clock rate.
     pub sample_rate: u32,
     pub channels: u16,
+    /// Decoder configuration (AAC AudioSpecificConfig); empty for G.711.
+    #[serde(skip)]
+    pub extra_data: Bytes,
 }
 
 /// One access unit (video) or audio frame.

@@ -4,6 +4,7 @@
 //! a [`Publisher`](crate::hub::Publisher) and owns whatever it creates (threads, sockets, children):
 //! when it returns, all of that is gone.
 
+pub mod rtsp;
 pub mod testsrc;
 
 use std::fmt;
@@ -17,8 +18,11 @@ pub use testsrc::TestsrcParams;
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
     Testsrc(TestsrcParams),
-    /// `rtsp://` or `rtsps://` (parsed so configs validate; ingest lands with the RTSP issue).
-    Rtsp(String),
+    /// `rtsp://` (and `rtsps://`, which parses but which retina cannot read).
+    Rtsp {
+        url: String,
+        options: rtsp::RtspOptions,
+    },
     /// `exec:COMMAND` (parsed so configs validate; runs once the supervisor lands).
     Exec(String),
     /// `file:///path` (parsed so configs validate; playback lands with the exec/file issue).
@@ -44,7 +48,10 @@ impl SourceSpec {
             if host.is_empty() {
                 return Err(format!("{} has no host", mask_credentials(url)));
             }
-            return Ok(SourceSpec::Rtsp(url.to_string()));
+            return Ok(SourceSpec::Rtsp {
+                url: url.to_string(),
+                options: rtsp::RtspOptions::default(),
+            });
         }
         if let Some(command) = url.strip_prefix("exec:") {
             if command.trim().is_empty() {
@@ -72,7 +79,11 @@ impl SourceSpec {
     pub fn check_supported(&self) -> Result<(), String> {
         match self {
             SourceSpec::Testsrc(_) => Ok(()),
-            SourceSpec::Rtsp(_) => Err("rtsp:// ingest is not available in this build yet".into()),
+            SourceSpec::Rtsp { url, .. } if url.starts_with("rtsps://") => Err(
+                "rtsps:// (RTSP over TLS) is not supported: the RTSP client (retina) speaks plain rtsp:// only"
+                    .into(),
+            ),
+            SourceSpec::Rtsp { .. } => Ok(()),
             SourceSpec::Exec(_) => Err("exec: sources are not available in this build yet".into()),
             SourceSpec::File(_) => {
                 Err("file:// sources are not available in this build yet".into())
@@ -123,6 +134,9 @@ pub async fn run(
 ) -> Result<(), SourceError> {
     match spec {
         SourceSpec::Testsrc(params) => testsrc::run(params.clone(), publisher, cancel).await,
+        SourceSpec::Rtsp { url, options } if !url.starts_with("rtsps://") => {
+            rtsp::run(url, options, publisher, cancel).await
+        }
         other => Err(SourceError::permanent(
             other.check_supported().err().unwrap_or_default(),
         )),
@@ -183,7 +197,7 @@ mod tests {
         ));
         assert!(matches!(
             SourceSpec::parse("rtsp://u:p@cam:554/s"),
-            Ok(SourceSpec::Rtsp(_))
+            Ok(SourceSpec::Rtsp { .. })
         ));
         assert!(matches!(
             SourceSpec::parse("exec:ffmpeg -i x -f mpegts -"),

@@ -158,3 +158,133 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Debian packages the RTSP test camera needs (installed by scripts/test).
+pub const RTSP_FIXTURE_PACKAGES: &str = "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+     gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav";
+
+/// A real RTSP camera: tests/fixtures/rtsp_camera.py (gst-rtsp-server) on 127.0.0.1.
+pub struct RtspCamera {
+    child: Option<Child>,
+    pub port: u16,
+    pub path: String,
+    args: Vec<String>,
+    clients: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl RtspCamera {
+    /// Starts the fixture on a free port with extra fixture options (`--codec h265`, …).
+    pub fn start(args: &[&str]) -> RtspCamera {
+        RtspCamera::start_on(0, args.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn start_on(port: u16, args: Vec<String>) -> RtspCamera {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rtsp_camera.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run /usr/bin/python3 for the RTSP fixture ({e}); install: {RTSP_FIXTURE_PACKAGES}")
+            });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = match lines.next() {
+            Some(Ok(line)) if line.starts_with("READY ") => line,
+            other => {
+                let _ = child.kill();
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                let _ = child.wait();
+                panic!(
+                    "the RTSP fixture did not start ({other:?}). It needs the Debian packages {RTSP_FIXTURE_PACKAGES} \
+                     (scripts/test installs them). Its stderr:\n{err}"
+                );
+            }
+        };
+        let url = ready.trim_start_matches("READY ").to_string();
+        let rest = url.trim_start_matches("rtsp://127.0.0.1:");
+        let (port, path) = rest.split_at(rest.find('/').unwrap());
+        let clients = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let counter = clients.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("CLIENTS ") {
+                    counter.store(n.parse().unwrap_or(-1), std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        RtspCamera {
+            child: Some(child),
+            port: port.parse().unwrap(),
+            path: path.to_string(),
+            args,
+            clients,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}{}", self.port, self.path)
+    }
+
+    pub fn url_with(&self, user: &str, password: &str) -> String {
+        format!(
+            "rtsp://{user}:{password}@127.0.0.1:{}{}",
+            self.port, self.path
+        )
+    }
+
+    /// RTSP clients connected right now, as the fixture reports them.
+    pub fn clients(&self) -> i64 {
+        self.clients.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Kills the camera process (SIGKILL: no goodbye to its clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the camera again on the same port with the same options.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The port can take a moment to be free again after the kill.
+            let attempt =
+                std::panic::catch_unwind(|| RtspCamera::start_on(self.port, self.args.clone()));
+            match attempt {
+                Ok(camera) => {
+                    *self = camera;
+                    return;
+                }
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+impl Drop for RtspCamera {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// CPU seconds (user + system) used so far by process `pid`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
