@@ -95,25 +95,76 @@ fn h264_aac_live_over_tcp_and_udp() {
 }
 
 #[test]
-fn h264_opus_plays_video_and_says_what_it_left_out() {
-    let cam = RtspCamera::start(&["--size", "320x240", "--audio", "opus"]);
-    // probe names the Opus track and says it is not ingested. (It runs first: gst-rtsp-server
-    // answers a second client of a shared Opus media with 503.)
+fn h264_opus_is_read_from_raw_packets_with_both_tracks() {
+    use livelens::config::CameraConfig;
+    use livelens::hub::Hub;
+    use livelens::resources::ViewerKind;
+
+    let cam = RtspCamera::start(&["--size", "320x240", "--audio", "opus", "--gop", "10"]);
     let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
         .args(["probe", &cam.url()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("audio opus") && text.contains("(not ingested)"), "{text}");
-    wait_until(Duration::from_secs(5), "the probe to leave", || cam.clients() == 0);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("audio opus 48000 Hz 2 ch (ingested)"),
+        "{text}"
+    );
+    // gst-rtsp-server answers a second client of a shared Opus media with 503: one at a time.
+    wait_until(Duration::from_secs(5), "the probe to leave", || {
+        cam.clients() == 0
+    });
 
-    let server = Server::start(&[]);
-    add(&server, json!({"id": "cam", "source": cam.url()}));
-    wait_live(&server, "cam", Duration::from_secs(10));
-    let c = camera(&server, "cam");
-    assert_eq!(c["video"]["width"], 320);
-    assert!(c["audio"].is_null(), "{c}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let hub = Hub::new(false, None);
+        let config: CameraConfig =
+            toml::from_str(&format!("id = \"cam\"\nsource = \"{}\"", cam.url())).unwrap();
+        let camera = hub.add(config, false).await.unwrap();
+        let mut viewer = camera
+            .stream
+            .subscribe(ViewerKind::Analysis)
+            .expect("running");
+        let (mut video, mut audio) = (0, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while video < 25 || audio < 25 {
+            let frame = tokio::time::timeout_at(deadline, viewer.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{video} video, {audio} audio frames; {:?}",
+                        camera.stream.state()
+                    )
+                })
+                .unwrap();
+            if frame.is_video() {
+                if video == 0 {
+                    assert!(frame.keyframe);
+                }
+                video += 1;
+            } else {
+                assert!(
+                    !frame.data.is_empty() && frame.data.len() < 1500,
+                    "one Opus packet"
+                );
+                audio += 1;
+            }
+        }
+        let view = camera.stream.view();
+        let codec = view.video.unwrap();
+        assert_eq!((codec.codec, codec.width, codec.height), ("h264", 320, 240));
+        assert_eq!(view.audio.unwrap().codec, "opus");
+        // The video our own depacketizer rebuilt decodes.
+        let jpeg = livelens::output::snapshot::encode_jpeg_from_gop(&camera.stream.gop()).unwrap();
+        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
+        assert_eq!((img.width(), img.height()), (320, 240));
+        hub.stop_all().await;
+    });
 }
 
 #[test]
@@ -433,4 +484,59 @@ fn stop_during_describe_is_prompt() {
         "stop took {:?}",
         t.elapsed()
     );
+}
+
+#[test]
+fn pcma_audio_is_described() {
+    let cam = RtspCamera::start(&["--size", "320x240", "--audio", "pcma"]);
+    let server = Server::start(&[]);
+    add(&server, json!({"id": "g711", "source": cam.url()}));
+    wait_live(&server, "g711", Duration::from_secs(10));
+    wait_until(Duration::from_secs(5), "audio described", || {
+        camera(&server, "g711")["audio"]["codec"] == "pcma"
+    });
+    assert_eq!(camera(&server, "g711")["audio"]["sample_rate"], 8000);
+}
+
+#[test]
+fn a_camera_restarted_with_new_settings_gives_viewers_a_new_description() {
+    use livelens::config::CameraConfig;
+    use livelens::hub::Hub;
+    use livelens::resources::ViewerKind;
+    use std::sync::Arc;
+
+    let mut cam = RtspCamera::start(&["--size", "640x360", "--gop", "10"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let hub = Hub::new(false, None);
+        let config: CameraConfig =
+            toml::from_str(&format!("id = \"cam\"\nsource = \"{}\"", cam.url())).unwrap();
+        let camera = hub.add(config, false).await.unwrap();
+        let mut viewer = camera
+            .stream
+            .subscribe(ViewerKind::Analysis)
+            .expect("running");
+        let first = tokio::time::timeout(Duration::from_secs(10), viewer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let before = first.video_codec.clone().unwrap();
+        assert_eq!((before.width, before.height), (640, 360));
+        cam.restart_with(&["--size", "320x240", "--gop", "10"]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let f = tokio::time::timeout_at(deadline, viewer.next())
+                .await
+                .expect("frames again")
+                .unwrap();
+            let codec = f.video_codec.clone().unwrap();
+            if !Arc::ptr_eq(&codec, &before) {
+                assert!(f.keyframe, "a new description starts at a keyframe");
+                assert_eq!((codec.width, codec.height), (320, 240));
+                assert_ne!(codec.parameter_sets, before.parameter_sets);
+                break;
+            }
+        }
+        hub.stop_all().await;
+    });
 }

@@ -120,6 +120,96 @@ pub fn rfc6381_codec(sps: &[u8]) -> Option<String> {
     Some(format!("avc1.{:02x}{:02x}{:02x}", sps[1], sps[2], sps[3]))
 }
 
+/// Picture width and height (after cropping) from an H.264 SPS NAL unit.
+pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
+    use super::bits::BitReader;
+    if nal_type(sps) != NAL_SPS {
+        return None;
+    }
+    let rbsp = remove_emulation_prevention(&sps[1..]);
+    let mut r = BitReader::new(&rbsp);
+    let parse = |r: &mut BitReader<'_>| -> Result<(u32, u32), super::bits::OutOfBits> {
+        let profile_idc = r.bits(8)?;
+        r.skip(16)?; // constraint flags, level_idc
+        r.ue()?; // seq_parameter_set_id
+        let mut chroma_format_idc = 1;
+        if matches!(
+            profile_idc,
+            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+        ) {
+            chroma_format_idc = r.ue()?;
+            if chroma_format_idc == 3 {
+                r.bit()?; // separate_colour_plane_flag
+            }
+            r.ue()?; // bit_depth_luma_minus8
+            r.ue()?; // bit_depth_chroma_minus8
+            r.bit()?; // qpprime_y_zero_transform_bypass_flag
+            if r.bit()? == 1 {
+                // seq_scaling_matrix_present_flag: skip the scaling lists.
+                let lists = if chroma_format_idc == 3 { 12 } else { 8 };
+                for i in 0..lists {
+                    if r.bit()? == 1 {
+                        let size = if i < 6 { 16 } else { 64 };
+                        let (mut last, mut next) = (8i32, 8i32);
+                        for _ in 0..size {
+                            if next != 0 {
+                                next = (last + r.se()? + 256) % 256;
+                            }
+                            if next != 0 {
+                                last = next;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        r.ue()?; // log2_max_frame_num_minus4
+        match r.ue()? {
+            0 => {
+                r.ue()?;
+            }
+            1 => {
+                r.bit()?;
+                r.se()?;
+                r.se()?;
+                for _ in 0..r.ue()? {
+                    r.se()?;
+                }
+            }
+            _ => {}
+        }
+        r.ue()?; // max_num_ref_frames
+        r.bit()?; // gaps_in_frame_num_value_allowed_flag
+        let width_mbs = r.ue()? + 1;
+        let height_map_units = r.ue()? + 1;
+        let frame_mbs_only = r.bit()?;
+        if frame_mbs_only == 0 {
+            r.bit()?; // mb_adaptive_frame_field_flag
+        }
+        r.bit()?; // direct_8x8_inference_flag
+        let (mut crop_x, mut crop_y) = (0, 0);
+        if r.bit()? == 1 {
+            let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+            let (sub_w, sub_h) = match chroma_format_idc {
+                1 => (2, 2),
+                2 => (2, 1),
+                _ => (1, 1),
+            };
+            let (unit_x, unit_y) = if chroma_format_idc == 0 {
+                (1, 2 - frame_mbs_only)
+            } else {
+                (sub_w, sub_h * (2 - frame_mbs_only))
+            };
+            crop_x = (left + right) * unit_x;
+            crop_y = (top + bottom) * unit_y;
+        }
+        let width = width_mbs * 16;
+        let height = (2 - frame_mbs_only) * height_map_units * 16;
+        Ok((width.saturating_sub(crop_x), height.saturating_sub(crop_y)))
+    };
+    parse(&mut r).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +252,18 @@ mod tests {
         // No start code may appear inside an escaped payload.
         assert!(!ebsp.windows(3).any(|w| w == [0, 0, 1]));
         assert_eq!(remove_emulation_prevention(&ebsp), rbsp);
+    }
+
+    #[test]
+    fn dimensions_from_real_sps() {
+        // x264 High profile 1920x1080 (cropped from 1088) and openh264 Baseline 1280x720.
+        let hd = [
+            0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00,
+            0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc6, 0x58,
+        ];
+        assert_eq!(sps_dimensions(&hd), Some((1920, 1080)));
+        assert_eq!(sps_dimensions(&[0x68, 1, 2]), None);
+        assert_eq!(sps_dimensions(&[0x67, 0x64]), None);
     }
 
     #[test]

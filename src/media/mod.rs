@@ -6,7 +6,9 @@
 //! - Timestamps are in the track's clock rate (90 kHz for video).
 //! - Payloads are `bytes::Bytes`: fan-out clones a reference count, never the data.
 
+pub mod bits;
 pub mod h264;
+pub mod rtp_video;
 pub mod sei;
 
 use std::sync::Arc;

@@ -9,9 +9,9 @@
 //! group; `run` awaits the group (bounded) before returning, so a stopped camera leaves no session
 //! behind on the camera.
 //!
-//! Opus audio: retina 0.4.21 has no Opus depacketizer and does not let a caller drive its video
-//! depacketizers from raw packets, so an Opus track is not set up (the camera's video plays; the
-//! API shows the audio track as not ingested, with the reason).
+//! Opus audio: retina 0.4.21 has no Opus depacketizer, and its demuxer refuses a session with a
+//! track it cannot depacketize. Cameras with Opus audio are therefore read from raw RTP packets:
+//! video through livelens's own [`VideoDepacketizer`], Opus one packet per RTP payload.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use retina::client::{
-    Credentials, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions, TeardownPolicy,
-    Transport,
+    Credentials, PacketItem, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions,
+    TeardownPolicy, Transport,
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, VideoParametersCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::{mask_credentials, SourceError};
 use crate::hub::Publisher;
+use crate::media::rtp_video::{nal_unit_type, parameter_set_types, VideoDepacketizer, VideoKind};
 use crate::media::{h264, sei, AudioCodec, Frame, TrackKind, VideoCodec};
 
 /// How long a stop waits for TEARDOWN to be answered before giving up on it.
@@ -265,7 +266,11 @@ async fn describe(
             ))
         })?;
     let audio = streams.iter().position(|s| {
-        s.media() == "audio" && matches!(s.encoding_name(), "mpeg4-generic" | "pcma" | "pcmu")
+        s.media() == "audio"
+            && matches!(
+                s.encoding_name(),
+                "mpeg4-generic" | "pcma" | "pcmu" | "opus"
+            )
     });
     let skipped_audio = if audio.is_none() {
         streams
@@ -301,7 +306,7 @@ async fn bounded<T>(
 async fn play(
     mut described: Described,
     options: &RtspOptions,
-) -> Result<retina::client::Demuxed, SourceError> {
+) -> Result<Session<retina::client::Playing>, SourceError> {
     let transport = match options.transport {
         RtspTransport::Tcp => Transport::Tcp(Default::default()),
         RtspTransport::Udp => Transport::Udp(Default::default()),
@@ -312,12 +317,19 @@ async fn play(
             .frame_format(FrameFormat::MP4);
         bounded(options.timeout, described.session.setup(i, setup)).await?;
     }
-    let playing = bounded(
+    bounded(
         options.timeout,
         described.session.play(PlayOptions::default()),
     )
-    .await?;
-    playing
+    .await
+}
+
+async fn play_demuxed(
+    described: Described,
+    options: &RtspOptions,
+) -> Result<retina::client::Demuxed, SourceError> {
+    play(described, options)
+        .await?
         .demuxed()
         .map_err(|e| SourceError::retryable(reason_for(&e, options.timeout)))
 }
@@ -360,7 +372,10 @@ async fn session(
     if let Some(why) = &described.skipped_audio {
         tracing::warn!(camera = publisher.camera_id(), "{why}");
     }
-    let mut demuxed = play(described, options).await?;
+    if audio_encoding.as_deref() == Some("opus") {
+        return session_raw(described, options, publisher).await;
+    }
+    let mut demuxed = play_demuxed(described, options).await?;
     let mut video: Option<Arc<VideoCodec>> = None;
     let mut audio_set = false;
     loop {
@@ -434,6 +449,157 @@ async fn session(
     }
 }
 
+/// The raw-packet path for cameras whose audio is Opus: retina's demuxer refuses a session with a
+/// track it cannot depacketize, so video goes through [`VideoDepacketizer`] and each Opus RTP
+/// payload is one Opus packet (RFC 7587).
+async fn session_raw(
+    described: Described,
+    options: &RtspOptions,
+    publisher: &Publisher,
+) -> Result<(), SourceError> {
+    let (video_i, audio_i) = (described.video, described.audio);
+    let streams = described.session.streams();
+    let kind = match streams[video_i].encoding_name() {
+        "h265" => VideoKind::H265,
+        _ => VideoKind::H264,
+    };
+    // Parameters from the SDP (sprop-parameter-sets), if the camera sent them.
+    let mut video: Option<Arc<VideoCodec>> = match streams[video_i].parameters() {
+        Some(ParametersRef::Video(p)) => video_codec(p).map(Arc::new),
+        _ => None,
+    };
+    let sdp_fps = streams[video_i].framerate().map(f64::from);
+    if let Some(i) = audio_i {
+        publisher.set_audio(Some(AudioCodec {
+            codec: "opus",
+            rfc6381: Some("opus".into()),
+            sample_rate: 48_000,
+            channels: streams[i].channels().map_or(2, |c| c.get()),
+            extra_data: Bytes::new(),
+        }));
+    }
+    let mut playing = std::pin::pin!(play(described, options).await?);
+    let mut depacketizer = VideoDepacketizer::new(kind);
+    loop {
+        let item = match tokio::time::timeout(options.timeout, playing.next()).await {
+            Err(_) => {
+                return Err(SourceError::retryable(format!(
+                    "timeout after {}: no data from the camera",
+                    human(options.timeout)
+                )))
+            }
+            Ok(None) => return Err(SourceError::retryable("the camera ended the stream")),
+            Ok(Some(Err(e))) => {
+                return Err(SourceError::retryable(reason_for(&e, options.timeout)))
+            }
+            Ok(Some(Ok(item))) => item,
+        };
+        let PacketItem::Rtp(packet) = item else {
+            continue;
+        };
+        if packet.stream_id() == video_i {
+            let pushed = depacketizer.push(
+                packet.sequence_number(),
+                packet.timestamp().elapsed(),
+                packet.mark(),
+                packet.payload(),
+            );
+            if let Err(e) = pushed {
+                tracing::debug!(camera = publisher.camera_id(), "bad RTP video payload: {e}");
+            }
+            while let Some(au) = depacketizer.pull() {
+                video = update_parameters(kind, video, &au.nals, sdp_fps);
+                let Some(codec) = video.clone() else {
+                    continue; // no parameter sets yet
+                };
+                let sets = parameter_set_types(kind);
+                let data = h264::to_length_prefixed(
+                    au.nals
+                        .iter()
+                        .filter(|n| !sets.contains(&nal_unit_type(kind, n)))
+                        .map(|n| &n[..]),
+                );
+                publisher.publish(Frame {
+                    track: TrackKind::Video,
+                    pts: au.timestamp,
+                    dts: au.timestamp,
+                    keyframe: au.keyframe,
+                    capture_time_us: None,
+                    video_codec: Some(codec),
+                    data,
+                });
+            }
+        } else if Some(packet.stream_id()) == audio_i {
+            let pts = packet.timestamp().elapsed();
+            publisher.publish(Frame {
+                track: TrackKind::Audio,
+                pts,
+                dts: pts,
+                keyframe: true,
+                capture_time_us: None,
+                video_codec: None,
+                data: packet.into_payload_bytes(),
+            });
+        }
+    }
+}
+
+/// Applies in-band parameter sets: a changed set makes a new codec description.
+fn update_parameters(
+    kind: VideoKind,
+    current: Option<Arc<VideoCodec>>,
+    nals: &[Bytes],
+    fps: Option<f64>,
+) -> Option<Arc<VideoCodec>> {
+    let types = parameter_set_types(kind);
+    let mut sets: Vec<Option<Bytes>> = types
+        .iter()
+        .map(|t| {
+            current.as_ref().and_then(|c| {
+                c.parameter_sets
+                    .iter()
+                    .find(|p| nal_unit_type(kind, p) == *t)
+                    .cloned()
+            })
+        })
+        .collect();
+    let mut changed = false;
+    for nal in nals {
+        if let Some(i) = types.iter().position(|t| *t == nal_unit_type(kind, nal)) {
+            if sets[i].as_ref() != Some(nal) {
+                sets[i] = Some(nal.clone());
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return current;
+    }
+    let Some(sets) = sets.into_iter().collect::<Option<Vec<Bytes>>>() else {
+        return current; // not all parameter sets seen yet
+    };
+    let (codec, rfc6381, (width, height)) = match kind {
+        VideoKind::H264 => (
+            "h264",
+            h264::rfc6381_codec(&sets[0])?,
+            h264::sps_dimensions(&sets[0])?,
+        ),
+        // H.265 SPS parsing is not done here: keep the SDP's description for name and size.
+        VideoKind::H265 => {
+            let c = current.as_ref()?;
+            ("h265", c.rfc6381.clone(), (c.width, c.height))
+        }
+    };
+    Some(Arc::new(VideoCodec {
+        codec,
+        rfc6381,
+        width,
+        height,
+        fps: fps.or(current.and_then(|c| c.fps)),
+        parameter_sets: sets,
+    }))
+}
+
 /// What `livelens probe` prints.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProbeReport {
@@ -475,9 +641,17 @@ async fn probe_session(
     group: Arc<SessionGroup>,
     start: Instant,
 ) -> Result<ProbeReport, String> {
-    let described = describe(url, options, group).await.map_err(|e| e.reason)?;
+    let mut described = describe(url, options, group).await.map_err(|e| e.reason)?;
+    // The probe reads frames through retina's demuxer, which cannot take an Opus track; the
+    // track is still listed (and marked ingested, as `serve` ingests it).
+    let opus = described
+        .audio
+        .filter(|&i| described.session.streams()[i].encoding_name() == "opus");
+    if opus.is_some() {
+        described.audio = None;
+    }
     let describe_ms = ms(start.elapsed());
-    let ingested = [Some(described.video), described.audio];
+    let ingested = [Some(described.video), described.audio, opus];
     let mut tracks: Vec<ProbeTrack> = described
         .session
         .streams()
@@ -497,7 +671,9 @@ async fn probe_session(
         })
         .collect();
     let video_i = described.video;
-    let mut demuxed = play(described, options).await.map_err(|e| e.reason)?;
+    let mut demuxed = play_demuxed(described, options)
+        .await
+        .map_err(|e| e.reason)?;
     let (mut first_frame, mut first_key, mut gop, mut frames_since_key) = (None, None, None, 0u32);
     let mut video_frames = 0u32;
     let mut first_video_pts: Option<i64> = None;

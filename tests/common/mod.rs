@@ -251,6 +251,13 @@ impl RtspCamera {
 
     /// Starts the camera again on the same port with the same options.
     pub fn restart(&mut self) {
+        let args: Vec<String> = self.args.clone();
+        self.restart_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// Starts the camera again on the same port with other options (a camera reconfigured).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
