@@ -86,7 +86,8 @@ impl Publisher {
     pub fn publish(&self, mut frame: Frame) {
         {
             let mut status = self.shared.status.lock().unwrap();
-            if status.state != State::Live {
+            // Live means pictures: audio that arrives before the first video frame doesn't count.
+            if status.state != State::Live && frame.is_video() {
                 status.apply(&Event::Frame);
             }
             let timeline = match frame.track {

@@ -375,9 +375,20 @@ async fn session(
     if audio_encoding.as_deref() == Some("opus") {
         return session_raw(described, options, publisher).await;
     }
+    // Describe the audio before the first frame makes the camera live, when the SDP allows.
+    let mut audio_set = false;
+    if let Some(i) = audio_i {
+        let codec = audio_codec(
+            audio_encoding.as_deref().unwrap_or(""),
+            described.session.streams()[i].parameters(),
+        );
+        audio_set = codec.is_some();
+        publisher.set_audio(codec);
+    } else {
+        publisher.set_audio(None);
+    }
     let mut demuxed = play_demuxed(described, options).await?;
     let mut video: Option<Arc<VideoCodec>> = None;
-    let mut audio_set = false;
     loop {
         let item = match tokio::time::timeout(options.timeout, demuxed.next()).await {
             Err(_) => {
