@@ -80,11 +80,13 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         )
         .install_recorder()
         .ok();
+    let shutdown = CancellationToken::new();
     let state = Arc::new(AppState {
         hub: hub.clone(),
         snapshots: Snapshots::default(),
         token,
         metrics,
+        shutdown: shutdown.clone(),
     });
 
     let listener = TcpListener::bind(listen)
@@ -95,7 +97,6 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     println!("livelens listening on http://{local}/");
     tracing::info!(%local, cameras = hub.list().len(), "serving");
 
-    let shutdown = CancellationToken::new();
     let signals = crate::resources::spawn_task(watch_signals(shutdown.clone()));
     let server = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -2,6 +2,7 @@
 //! and every error to a status code and a JSON `{"error": …}` body in one place ([`ApiError`]).
 
 mod cameras;
+mod mse;
 mod openapi;
 mod system;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     /// When set, every state-changing request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Cancelled at shutdown: long-lived connections (WebSockets) end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -40,6 +43,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/resources", get(system::resources))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/player.js", get(player_js))
+        .route("/api/cameras/{id}/mse", get(mse::livelens))
+        .route("/api/ws", get(mse::go2rtc))
         .merge(cameras::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -49,6 +55,13 @@ pub fn router(state: SharedState) -> Router {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
+}
+
+async fn player_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../web/player.js"),
+    )
 }
 
 /// Refuses state-changing requests without the configured token (DESIGN principle 8).

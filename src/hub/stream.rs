@@ -172,6 +172,11 @@ impl Stream {
         self.shared.status.lock().unwrap().state.clone()
     }
 
+    /// The audio description (cheap: no figures computed).
+    pub fn audio(&self) -> Option<AudioCodec> {
+        self.shared.status.lock().unwrap().audio.clone()
+    }
+
     pub fn view(&self) -> StreamView {
         let mut status = self.shared.status.lock().unwrap();
         StreamView {

@@ -1,3 +1,5 @@
 //! Outputs: the ways a viewer gets a camera's picture. One file or folder per output.
 
+pub mod fmp4;
+pub mod mse;
 pub mod snapshot;

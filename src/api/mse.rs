@@ -1,0 +1,218 @@
+//! The MSE WebSocket endpoints: `/api/cameras/{id}/mse` and go2rtc's `/api/ws?src={id}`.
+//!
+//! This file only moves messages: [`MseSession`] decides what to send. Each connection is
+//! counted (websockets, and an MSE viewer while subscribed), ends when the camera stops, when the
+//! client leaves, when it stays too slow, or at server shutdown.
+
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, SharedState};
+use crate::hub::Camera;
+use crate::output::mse::{ClientCodecs, MseSession, Outgoing};
+use crate::resources::{Counted, Resource, ViewerKind};
+
+/// A send that takes longer than this means the client stopped reading: disconnect it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a go2rtc client gets to say which codecs it plays.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+pub struct MseQuery {
+    /// Codecs the browser plays, comma-separated (go2rtc's form); all when absent.
+    codecs: Option<String>,
+}
+
+/// The camera is looked up before the upgrade is checked, so an unknown camera is a 404 whether
+/// or not the request is a WebSocket upgrade.
+fn upgrade_or_400(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    upgrade.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("this endpoint is a WebSocket: {}", e.body_text()),
+        )
+    })
+}
+
+pub async fn livelens(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    Query(query): Query<MseQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let camera = state.hub.get(&id)?;
+    let upgrade = upgrade_or_400(upgrade)?;
+    // No wait for a hello here: without ?codecs= the viewer gets every track that fits MP4.
+    let codecs = Some(
+        query
+            .codecs
+            .as_deref()
+            .map_or_else(ClientCodecs::all, ClientCodecs::parse),
+    );
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let _ws = Counted::new(Resource::WebSocket);
+        run(socket, camera, codecs, state).await;
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct Go2rtcQuery {
+    src: Option<String>,
+}
+
+pub async fn go2rtc(
+    State(state): State<SharedState>,
+    Query(query): Query<Go2rtcQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let id = query.src.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing query parameter src (the camera id)",
+        )
+    })?;
+    let camera = state.hub.get(&id)?;
+    let upgrade = upgrade_or_400(upgrade)?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let _ws = Counted::new(Resource::WebSocket);
+        // go2rtc's players speak first: {"type":"mse","value":"<codecs>"}.
+        run(socket, camera, None, state).await;
+    }))
+}
+
+#[derive(Deserialize)]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    value: serde_json::Value,
+}
+
+async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn send_error(socket: &mut WebSocket, text: &str) {
+    let msg = json!({"type": "error", "value": text}).to_string();
+    let _ = send(socket, Message::Text(Utf8Bytes::from(msg))).await;
+}
+
+/// Waits for the client's `{"type":"mse","value":codecs}`; other message types get an error.
+async fn hello(socket: &mut WebSocket) -> Option<ClientCodecs> {
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => return None,
+            Err(_) => {
+                send_error(socket, "mse: no {\"type\":\"mse\"} request within 10 s").await;
+                return None;
+            }
+        };
+        let Message::Text(text) = msg else {
+            continue;
+        };
+        match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(m) if m.kind == "mse" => {
+                return Some(ClientCodecs::parse(m.value.as_str().unwrap_or("")));
+            }
+            Ok(m) => {
+                let reply = format!("unsupported message type {:?} (livelens speaks \"mse\" here)", m.kind);
+                send_error(socket, &reply).await;
+            }
+            Err(e) => send_error(socket, &format!("malformed message: {e}")).await,
+        }
+    }
+}
+
+async fn run(mut socket: WebSocket, camera: std::sync::Arc<Camera>, codecs: Option<ClientCodecs>, state: SharedState) {
+    let shutdown = state.shutdown.clone();
+    let codecs = match codecs {
+        Some(c) => c,
+        None => {
+            let said = tokio::select! {
+                c = hello(&mut socket) => c,
+                _ = shutdown.cancelled() => None,
+            };
+            match said {
+                Some(c) => c,
+                None => return,
+            }
+        }
+    };
+    let Some(mut viewer) = camera.stream.subscribe(ViewerKind::Mse) else {
+        send_error(&mut socket, &format!("mse: camera {:?} is stopped", camera.id())).await;
+        return;
+    };
+    let mut session = MseSession::new(codecs);
+    let reason = loop {
+        tokio::select! {
+            frame = viewer.next() => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(end) => break end.to_string(),
+                };
+                if let Some(drop) = session.on_dropped(viewer.dropped_frames()) {
+                    if emit(&mut socket, drop).await.is_err() {
+                        break "the viewer stopped reading".into();
+                    }
+                }
+                // The audio description only matters when a keyframe may start a new init segment.
+                let audio = if frame.is_video() && frame.keyframe { camera.stream.audio() } else { None };
+                match session.on_frame(&frame, audio.as_ref()) {
+                    Ok(messages) => {
+                        let mut failed = false;
+                        for m in messages {
+                            if emit(&mut socket, m).await.is_err() {
+                                failed = true;
+                                break;
+                            }
+                        }
+                        if failed {
+                            break "the viewer stopped reading".into();
+                        }
+                    }
+                    Err(text) => {
+                        send_error(&mut socket, &text).await;
+                        break text;
+                    }
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                // Clients may re-send their hello or ping; nothing to do.
+                Some(Ok(_)) => {}
+            },
+            _ = shutdown.cancelled() => break "the server is shutting down".into(),
+        }
+    };
+    tracing::debug!(camera = camera.id(), %reason, "MSE viewer ended");
+    let _ = send(
+        &mut socket,
+        Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: Utf8Bytes::from(reason.chars().take(120).collect::<String>()),
+        })),
+    )
+    .await;
+}
+
+async fn emit(socket: &mut WebSocket, message: Outgoing) -> Result<(), ()> {
+    let message = match message {
+        Outgoing::Text(t) => Message::Text(Utf8Bytes::from(t)),
+        Outgoing::Binary(b) => Message::Binary(b),
+    };
+    send(socket, message).await
+}

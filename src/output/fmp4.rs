@@ -1,0 +1,528 @@
+//! A sans-IO fragmented-MP4 muxer on mp4-atom: codec descriptions in, an init segment
+//! (ftyp + moov) out; frames in, one fragment (moof + mdat) per frame out.
+//!
+//! One fragment per access unit keeps latency at one frame. Each fragment's `tfdt` is the frame's
+//! decode time, rebased so the viewer's first frame is at 0 (audio shares the video's origin, so
+//! the tracks stay in sync); the sample duration is the distance to the previous frame of the same
+//! track, the best estimate available without waiting for the next one.
+
+use bytes::Bytes;
+use mp4_atom::{
+    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, HvcCArray,
+    Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd,
+    Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual,
+    Vmhd,
+};
+
+use crate::media::bits::BitReader;
+use crate::media::h264::remove_emulation_prevention;
+use crate::media::{AudioCodec, Frame, TrackKind, VideoCodec};
+
+const VIDEO_TIMESCALE: u32 = 90_000;
+const SYNC_SAMPLE: u32 = 0x0200_0000;
+const NON_SYNC_SAMPLE: u32 = 0x0101_0000;
+
+/// Which of a camera's tracks a viewer gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracks {
+    pub video: VideoCodec,
+    /// Present only when the audio codec can go in MP4 (AAC, Opus).
+    pub audio: Option<AudioCodec>,
+}
+
+impl Tracks {
+    /// The MIME type for `MediaSource.addSourceBuffer`, e.g. `video/mp4; codecs="avc1.64001f,mp4a.40.2"`.
+    pub fn mime(&self) -> String {
+        let mut codecs = vec![self.video.rfc6381.clone()];
+        if let Some(a) = &self.audio {
+            codecs.push(audio_codec_string(a));
+        }
+        format!("video/mp4; codecs=\"{}\"", codecs.join(","))
+    }
+}
+
+pub fn audio_codec_string(a: &AudioCodec) -> String {
+    match a.codec {
+        "opus" => "opus".into(),
+        _ => a.rfc6381.clone().unwrap_or_else(|| "mp4a.40.2".into()),
+    }
+}
+
+/// Whether an audio codec can be carried in fMP4 for MSE.
+pub fn audio_fits_mp4(a: &AudioCodec) -> bool {
+    match a.codec {
+        "aac" => !a.extra_data.is_empty(),
+        "opus" => true,
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MuxError(pub String);
+
+impl std::fmt::Display for MuxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn mux_err(e: impl std::fmt::Display) -> MuxError {
+    MuxError(format!("fMP4: {e}"))
+}
+
+#[derive(Debug, Default, Clone)]
+struct TrackState {
+    last_dts: Option<i64>,
+    last_duration: u32,
+}
+
+/// One viewer's muxer. Feed it the frames of one codec description; a new description needs a
+/// new muxer (and a new init segment).
+pub struct Fmp4Muxer {
+    tracks: Tracks,
+    sequence: u32,
+    /// The first video frame's time in seconds: time zero for this viewer.
+    origin_secs: Option<f64>,
+    video: TrackState,
+    audio: TrackState,
+}
+
+impl Fmp4Muxer {
+    pub fn new(tracks: Tracks) -> Fmp4Muxer {
+        Fmp4Muxer {
+            tracks,
+            sequence: 0,
+            origin_secs: None,
+            video: TrackState::default(),
+            audio: TrackState::default(),
+        }
+    }
+
+    pub fn tracks(&self) -> &Tracks {
+        &self.tracks
+    }
+
+    /// ftyp + moov.
+    pub fn init_segment(&self) -> Result<Bytes, MuxError> {
+        let mut out = Vec::new();
+        Ftyp {
+            major_brand: b"iso5".into(),
+            minor_version: 512,
+            compatible_brands: vec![b"iso5".into(), b"iso6".into(), b"mp41".into()],
+        }
+        .encode(&mut out)
+        .map_err(mux_err)?;
+        let mut traks = vec![video_trak(&self.tracks.video)?];
+        let mut trexs = vec![trex(1)];
+        if let Some(a) = &self.tracks.audio {
+            traks.push(audio_trak(a)?);
+            trexs.push(trex(2));
+        }
+        Moov {
+            mvhd: Mvhd {
+                timescale: 1000,
+                rate: 1.into(),
+                volume: 1.into(),
+                next_track_id: traks.len() as u32 + 1,
+                ..Default::default()
+            },
+            mvex: Some(Mvex {
+                mehd: None,
+                trex: trexs,
+            }),
+            trak: traks,
+            ..Default::default()
+        }
+        .encode(&mut out)
+        .map_err(mux_err)?;
+        Ok(Bytes::from(out))
+    }
+
+    /// moof + mdat for one frame; `None` for frames this viewer does not carry (audio when the
+    /// viewer has no audio track, audio from before the first video frame).
+    pub fn fragment(&mut self, frame: &Frame) -> Result<Option<Bytes>, MuxError> {
+        let (track_id, timescale, state) = match frame.track {
+            TrackKind::Video => (1, VIDEO_TIMESCALE, &mut self.video),
+            TrackKind::Audio => match &self.tracks.audio {
+                Some(a) => (2, a.sample_rate, &mut self.audio),
+                None => return Ok(None),
+            },
+        };
+        let secs = frame.dts as f64 / timescale as f64;
+        let origin = match (self.origin_secs, frame.track) {
+            (Some(o), _) => o,
+            (None, TrackKind::Video) => *self.origin_secs.insert(secs),
+            (None, TrackKind::Audio) => return Ok(None),
+        };
+        let base = ((secs - origin) * timescale as f64).round() as i64;
+        if base < 0 {
+            return Ok(None);
+        }
+        let dts = frame.dts;
+        let duration = match state.last_dts {
+            Some(last) if dts > last => (dts - last).min(u32::MAX as i64) as u32,
+            _ if state.last_duration > 0 => state.last_duration,
+            // First frame: a nominal frame time until the second one tells us better.
+            _ => match frame.track {
+                TrackKind::Video => (VIDEO_TIMESCALE as f64 / self.tracks.video.fps.unwrap_or(25.0)) as u32,
+                TrackKind::Audio => 1024.min(timescale / 50),
+            },
+        };
+        state.last_dts = Some(dts);
+        state.last_duration = duration;
+        self.sequence += 1;
+
+        let flags = match frame.track {
+            TrackKind::Video if frame.keyframe => SYNC_SAMPLE,
+            TrackKind::Video => NON_SYNC_SAMPLE,
+            TrackKind::Audio => SYNC_SAMPLE,
+        };
+        let cts = frame.pts - frame.dts;
+        let mut moof = Moof {
+            mfhd: Mfhd {
+                sequence_number: self.sequence,
+            },
+            traf: vec![Traf {
+                tfhd: Tfhd {
+                    track_id,
+                    default_base_is_moof: true,
+                    ..Default::default()
+                },
+                tfdt: Some(Tfdt {
+                    base_media_decode_time: base as u64,
+                }),
+                trun: vec![Trun {
+                    data_offset: Some(0),
+                    samples: TrunSamples::Explicit(vec![TrunEntry {
+                        duration: Some(duration),
+                        size: Some(frame.data.len() as u32),
+                        flags: Some(flags),
+                        cts: (frame.track == TrackKind::Video).then_some(cts),
+                    }]),
+                }],
+                ..Default::default()
+            }],
+        };
+        // The data offset counts from the moof's start to the mdat's payload.
+        let mut probe = Vec::new();
+        moof.encode(&mut probe).map_err(mux_err)?;
+        moof.traf[0].trun[0].data_offset = Some(probe.len() as i32 + 8);
+        let mut out = Vec::with_capacity(probe.len() + 8 + frame.data.len());
+        moof.encode(&mut out).map_err(mux_err)?;
+        Mdat {
+            data: frame.data.to_vec(),
+        }
+        .encode(&mut out)
+        .map_err(mux_err)?;
+        Ok(Some(Bytes::from(out)))
+    }
+}
+
+fn trex(track_id: u32) -> Trex {
+    Trex {
+        track_id,
+        default_sample_description_index: 1,
+        ..Default::default()
+    }
+}
+
+fn stbl(codec: Codec) -> Stbl {
+    Stbl {
+        stsd: Stsd {
+            codecs: vec![codec],
+        },
+        stts: Stts::default(),
+        stsc: Stsc::default(),
+        stsz: Stsz::default(),
+        stco: Some(Stco::default()),
+        ..Default::default()
+    }
+}
+
+fn video_trak(v: &VideoCodec) -> Result<Trak, MuxError> {
+    let visual = Visual {
+        width: v.width as u16,
+        height: v.height as u16,
+        ..Default::default()
+    };
+    let codec: Codec = match v.codec {
+        "h264" => {
+            let (sps, pps) = match v.parameter_sets.as_slice() {
+                [sps, pps, ..] if sps.len() >= 4 => (sps, pps),
+                _ => return Err(MuxError("H.264 description without SPS/PPS".into())),
+            };
+            Avc1 {
+                visual,
+                avcc: Avcc {
+                    configuration_version: 1,
+                    avc_profile_indication: sps[1],
+                    profile_compatibility: sps[2],
+                    avc_level_indication: sps[3],
+                    length_size: 4,
+                    sequence_parameter_sets: vec![sps.to_vec()],
+                    picture_parameter_sets: vec![pps.to_vec()],
+                    ext: None,
+                },
+                ..Default::default()
+            }
+            .into()
+        }
+        "h265" => Hvc1 {
+            visual,
+            hvcc: hvcc(&v.parameter_sets)?,
+            ..Default::default()
+        }
+        .into(),
+        other => return Err(MuxError(format!("{other} video cannot go in MP4"))),
+    };
+    Ok(Trak {
+        tkhd: Tkhd {
+            track_id: 1,
+            enabled: true,
+            in_movie: true,
+            width: (v.width as u16).into(),
+            height: (v.height as u16).into(),
+            ..Default::default()
+        },
+        mdia: Mdia {
+            mdhd: Mdhd {
+                timescale: VIDEO_TIMESCALE,
+                language: "und".into(),
+                ..Default::default()
+            },
+            hdlr: Hdlr {
+                handler: b"vide".into(),
+                name: "livelens video".into(),
+            },
+            minf: Minf {
+                vmhd: Some(Vmhd::default()),
+                dinf: Dinf {
+                    dref: Dref {
+                        entries: vec![Url::default().into()],
+                    },
+                },
+                stbl: stbl(codec),
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    })
+}
+
+/// hvcC from VPS/SPS/PPS; the profile fields come from the SPS's profile_tier_level.
+fn hvcc(sets: &[Bytes]) -> Result<Hvcc, MuxError> {
+    let [vps, sps, pps, ..] = sets else {
+        return Err(MuxError("H.265 description without VPS/SPS/PPS".into()));
+    };
+    let rbsp = remove_emulation_prevention(sps.get(2..).unwrap_or(&[]));
+    // sps_video_parameter_set_id(4) max_sub_layers_minus1(3) temporal_id_nesting(1), then the
+    // 12 bytes of general profile_tier_level.
+    let ptl = rbsp
+        .get(1..13)
+        .ok_or_else(|| MuxError("H.265 SPS too short".into()))?;
+    let mut r = BitReader::new(ptl);
+    let bad = |_| MuxError("H.265 SPS too short".into());
+    let profile_space = r.bits(2).map_err(bad)? as u8;
+    let tier = r.bit().map_err(bad)? == 1;
+    let profile_idc = r.bits(5).map_err(bad)? as u8;
+    let array = |t: u8, nal: &Bytes| HvcCArray {
+        completeness: true,
+        nal_unit_type: t,
+        nalus: vec![nal.to_vec()],
+    };
+    Ok(Hvcc {
+        configuration_version: 1,
+        general_profile_space: profile_space,
+        general_tier_flag: tier,
+        general_profile_idc: profile_idc,
+        general_profile_compatibility_flags: ptl[1..5].try_into().unwrap_or_default(),
+        general_constraint_indicator_flags: ptl[5..11].try_into().unwrap_or_default(),
+        general_level_idc: ptl[11],
+        min_spatial_segmentation_idc: 0,
+        parallelism_type: 0,
+        chroma_format_idc: 1,
+        bit_depth_luma_minus8: 0,
+        bit_depth_chroma_minus8: 0,
+        avg_frame_rate: 0,
+        constant_frame_rate: 0,
+        num_temporal_layers: 1,
+        temporal_id_nested: true,
+        length_size_minus_one: 3,
+        arrays: vec![array(32, vps), array(33, sps), array(34, pps)],
+    })
+}
+
+fn audio_trak(a: &AudioCodec) -> Result<Trak, MuxError> {
+    let audio = Audio {
+        data_reference_index: 1,
+        channel_count: a.channels,
+        sample_size: 16,
+        sample_rate: (a.sample_rate.min(65535) as u16).into(),
+    };
+    let codec: Codec = match a.codec {
+        "aac" => {
+            let asc = &a.extra_data;
+            if asc.len() < 2 {
+                return Err(MuxError("AAC without an AudioSpecificConfig".into()));
+            }
+            let mut esds = Esds::default();
+            esds.es_desc.es_id = 2;
+            esds.es_desc.dec_config.object_type_indication = 0x40;
+            esds.es_desc.dec_config.stream_type = 5;
+            esds.es_desc.dec_config.dec_specific = Some(mp4_atom::esds::DecoderSpecific {
+                profile: asc[0] >> 3,
+                freq_index: ((asc[0] & 0x07) << 1) | (asc[1] >> 7),
+                chan_conf: (asc[1] >> 3) & 0x0f,
+                raw: asc.to_vec(),
+            });
+            Mp4a {
+                audio,
+                esds,
+                btrt: None,
+                taic: None,
+            }
+            .into()
+        }
+        "opus" => Opus {
+            audio: Audio {
+                sample_rate: 48000u16.into(),
+                ..audio
+            },
+            dops: Dops {
+                output_channel_count: a.channels as u8,
+                pre_skip: 0,
+                input_sample_rate: 48_000,
+                output_gain: 0,
+                channel_mapping: None,
+            },
+            btrt: None,
+        }
+        .into(),
+        other => return Err(MuxError(format!("{other} audio cannot go in MP4"))),
+    };
+    Ok(Trak {
+        tkhd: Tkhd {
+            track_id: 2,
+            alternate_group: 1,
+            enabled: true,
+            in_movie: true,
+            volume: 1.into(),
+            ..Default::default()
+        },
+        mdia: Mdia {
+            mdhd: Mdhd {
+                timescale: a.sample_rate,
+                language: "und".into(),
+                ..Default::default()
+            },
+            hdlr: Hdlr {
+                handler: b"soun".into(),
+                name: "livelens audio".into(),
+            },
+            minf: Minf {
+                smhd: Some(Smhd::default()),
+                dinf: Dinf {
+                    dref: Dref {
+                        entries: vec![Url::default().into()],
+                    },
+                },
+                stbl: stbl(codec),
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mp4_atom::{Any, Decode};
+    use std::sync::Arc;
+
+    pub fn test_video() -> VideoCodec {
+        VideoCodec {
+            codec: "h264",
+            rfc6381: "avc1.42c01f".into(),
+            width: 1280,
+            height: 720,
+            fps: Some(25.0),
+            parameter_sets: vec![
+                Bytes::from_static(&[0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d]),
+                Bytes::from_static(&[0x68, 0xce, 0x3c, 0x80]),
+            ],
+        }
+    }
+
+    fn frame(track: TrackKind, dts: i64, keyframe: bool, codec: &Arc<VideoCodec>) -> Frame {
+        Frame {
+            track,
+            pts: dts,
+            dts,
+            keyframe,
+            capture_time_us: None,
+            video_codec: (track == TrackKind::Video).then(|| codec.clone()),
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+        }
+    }
+
+    #[test]
+    fn init_segment_decodes_with_the_right_tracks() {
+        let aac = AudioCodec {
+            codec: "aac",
+            rfc6381: Some("mp4a.40.2".into()),
+            sample_rate: 48_000,
+            channels: 1,
+            extra_data: Bytes::from_static(&[0x11, 0x88]),
+        };
+        let tracks = Tracks {
+            video: test_video(),
+            audio: Some(aac),
+        };
+        assert_eq!(tracks.mime(), "video/mp4; codecs=\"avc1.42c01f,mp4a.40.2\"");
+        let init = Fmp4Muxer::new(tracks).init_segment().unwrap();
+        let mut buf = std::io::Cursor::new(&init[..]);
+        assert!(matches!(Any::decode(&mut buf).unwrap(), Any::Ftyp(_)));
+        let Any::Moov(moov) = Any::decode(&mut buf).unwrap() else {
+            panic!("no moov")
+        };
+        assert_eq!(moov.trak.len(), 2);
+        assert_eq!(moov.mvex.unwrap().trex.len(), 2);
+        let Codec::Avc1(avc1) = &moov.trak[0].mdia.minf.stbl.stsd.codecs[0] else {
+            panic!("not avc1")
+        };
+        assert_eq!(avc1.avcc.avc_profile_indication, 0x42);
+        assert_eq!(avc1.visual.width, 1280);
+        assert_eq!(moov.trak[1].mdia.mdhd.timescale, 48_000);
+    }
+
+    #[test]
+    fn fragments_carry_rebased_times_flags_and_the_payload() {
+        let codec = Arc::new(test_video());
+        let mut m = Fmp4Muxer::new(Tracks {
+            video: (*codec).clone(),
+            audio: None,
+        });
+        assert!(m.fragment(&frame(TrackKind::Audio, 0, true, &codec)).unwrap().is_none());
+        let first = m.fragment(&frame(TrackKind::Video, 900_000, true, &codec)).unwrap().unwrap();
+        let second = m.fragment(&frame(TrackKind::Video, 903_600, false, &codec)).unwrap().unwrap();
+        for (bytes, want_tfdt, want_flags) in [(first, 0, SYNC_SAMPLE), (second, 3600, NON_SYNC_SAMPLE)] {
+            let mut buf = std::io::Cursor::new(&bytes[..]);
+            let Any::Moof(moof) = Any::decode(&mut buf).unwrap() else {
+                panic!("no moof")
+            };
+            let traf = &moof.traf[0];
+            assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, want_tfdt);
+            let trun = &traf.trun[0];
+            let TrunSamples::Explicit(entries) = &trun.samples else {
+                panic!("explicit samples")
+            };
+            assert_eq!(entries[0].flags.unwrap_or(want_flags), want_flags);
+            assert_eq!(entries[0].duration, Some(3600));
+            // data_offset points at the payload inside the mdat.
+            let offset = trun.data_offset.unwrap() as usize;
+            assert_eq!(&bytes[offset..], &[0, 0, 0, 2, 0x65, 0x88]);
+            assert_eq!(&bytes[offset - 4..offset], b"mdat");
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! MSE over WebSocket, sans-IO: frames in, the messages to send out.
+//!
+//! The protocol is go2rtc's, so its players work unchanged: a text message
+//! `{"type":"mse","value":"video/mp4; codecs=\"…\""}`, then the init segment and one fragment per
+//! frame as binary messages. A new codec description (camera restarted with new settings) sends a
+//! new `mse` message and init segment. A viewer that fell behind is told `{"type":"drop","frames":N}`
+//! (the hub has already skipped it to the next keyframe).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::fmp4::{audio_fits_mp4, Fmp4Muxer, Tracks};
+use crate::media::{AudioCodec, Frame, VideoCodec};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// The codecs a browser said it can play (go2rtc's comma-separated form:
+/// `avc1.640029,hvc1.1.6.L153.B0,mp4a.40.2,opus`), or everything when it said nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCodecs(Option<Vec<String>>);
+
+impl ClientCodecs {
+    pub fn all() -> ClientCodecs {
+        ClientCodecs(None)
+    }
+
+    pub fn parse(list: &str) -> ClientCodecs {
+        let codecs: Vec<String> = list
+            .split(',')
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if codecs.is_empty() {
+            ClientCodecs::all()
+        } else {
+            ClientCodecs(Some(codecs))
+        }
+    }
+
+    fn has_prefix(&self, prefixes: &[&str]) -> bool {
+        match &self.0 {
+            None => true,
+            Some(list) => list
+                .iter()
+                .any(|c| prefixes.iter().any(|p| c.starts_with(p))),
+        }
+    }
+
+    pub fn video(&self, v: &VideoCodec) -> bool {
+        match v.codec {
+            "h264" => self.has_prefix(&["avc1", "avc3"]),
+            "h265" => self.has_prefix(&["hvc1", "hev1"]),
+            _ => false,
+        }
+    }
+
+    pub fn audio(&self, a: &AudioCodec) -> bool {
+        audio_fits_mp4(a)
+            && match a.codec {
+                "aac" => self.has_prefix(&["mp4a"]),
+                "opus" => self.has_prefix(&["opus"]),
+                _ => false,
+            }
+    }
+
+    fn describe(&self) -> String {
+        match &self.0 {
+            None => "anything".into(),
+            Some(list) => list.join(","),
+        }
+    }
+}
+
+pub struct MseSession {
+    accepts: ClientCodecs,
+    muxer: Option<(Arc<VideoCodec>, Fmp4Muxer)>,
+    dropped_reported: u64,
+}
+
+impl MseSession {
+    pub fn new(accepts: ClientCodecs) -> MseSession {
+        MseSession {
+            accepts,
+            muxer: None,
+            dropped_reported: 0,
+        }
+    }
+
+    /// The messages for one frame. `audio` is the camera's audio description now. An `Err` is
+    /// the text for a final `{"type":"error"}` message: nothing this viewer can play.
+    pub fn on_frame(
+        &mut self,
+        frame: &Frame,
+        audio: Option<&AudioCodec>,
+    ) -> Result<Vec<Outgoing>, String> {
+        let mut out = Vec::new();
+        if let Some(codec) = &frame.video_codec {
+            let current = self.muxer.as_ref().map(|(c, _)| c);
+            if !current.is_some_and(|c| Arc::ptr_eq(c, codec)) {
+                if !self.accepts.video(codec) {
+                    return Err(format!(
+                        "mse: the browser cannot play {} video ({}); it offered {}",
+                        codec.codec,
+                        codec.rfc6381,
+                        self.accepts.describe()
+                    ));
+                }
+                let tracks = Tracks {
+                    video: (**codec).clone(),
+                    audio: audio.filter(|a| self.accepts.audio(a)).cloned(),
+                };
+                let muxer = Fmp4Muxer::new(tracks);
+                let init = muxer.init_segment().map_err(|e| format!("mse: {e}"))?;
+                out.push(Outgoing::Text(
+                    json!({"type": "mse", "value": muxer.tracks().mime()}).to_string(),
+                ));
+                out.push(Outgoing::Binary(init));
+                self.muxer = Some((codec.clone(), muxer));
+            }
+        }
+        if let Some((_, muxer)) = &mut self.muxer {
+            if let Some(fragment) = muxer.fragment(frame).map_err(|e| format!("mse: {e}"))? {
+                out.push(Outgoing::Binary(fragment));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A `drop` message when the viewer lost frames since the last report.
+    pub fn on_dropped(&mut self, total: u64) -> Option<Outgoing> {
+        if total <= self.dropped_reported {
+            return None;
+        }
+        let frames = total - self.dropped_reported;
+        self.dropped_reported = total;
+        Some(Outgoing::Text(
+            json!({"type": "drop", "frames": frames}).to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::TrackKind;
+
+    fn video(codec: &'static str, rfc: &str) -> Arc<VideoCodec> {
+        Arc::new(VideoCodec {
+            codec,
+            rfc6381: rfc.into(),
+            width: 640,
+            height: 360,
+            fps: Some(25.0),
+            parameter_sets: vec![
+                Bytes::from_static(&[0x67, 0x64, 0x00, 0x1e, 0xac]),
+                Bytes::from_static(&[0x68, 0xce]),
+            ],
+        })
+    }
+
+    fn frame(codec: &Arc<VideoCodec>, dts: i64, keyframe: bool) -> Frame {
+        Frame {
+            track: TrackKind::Video,
+            pts: dts,
+            dts,
+            keyframe,
+            capture_time_us: None,
+            video_codec: Some(codec.clone()),
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        }
+    }
+
+    #[test]
+    fn sends_mse_then_init_then_fragments_and_again_on_a_new_description() {
+        let mut s = MseSession::new(ClientCodecs::parse("avc1.640029,mp4a.40.2"));
+        let a = video("h264", "avc1.64001e");
+        let out = s.on_frame(&frame(&a, 0, true), None).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out[0],
+            Outgoing::Text(r#"{"type":"mse","value":"video/mp4; codecs=\"avc1.64001e\""}"#.into())
+        );
+        assert!(matches!(&out[1], Outgoing::Binary(b) if &b[4..8] == b"ftyp"));
+        assert!(matches!(&out[2], Outgoing::Binary(b) if &b[4..8] == b"moof"));
+        assert_eq!(s.on_frame(&frame(&a, 3600, false), None).unwrap().len(), 1);
+        let b = video("h264", "avc1.42c01e");
+        let out = s.on_frame(&frame(&b, 7200, true), None).unwrap();
+        assert_eq!(out.len(), 3, "new description: new mse message and init segment");
+    }
+
+    #[test]
+    fn unplayable_video_is_an_error_naming_both_sides() {
+        let mut s = MseSession::new(ClientCodecs::parse("avc1.640029,mp4a.40.2,opus"));
+        let err = s
+            .on_frame(&frame(&video("h265", "hvc1.1.6.L93.B0"), 0, true), None)
+            .unwrap_err();
+        assert!(err.starts_with("mse: the browser cannot play h265"), "{err}");
+        assert!(err.contains("avc1.640029"), "{err}");
+    }
+
+    #[test]
+    fn audio_the_browser_cannot_play_is_left_out() {
+        let aac = AudioCodec {
+            codec: "aac",
+            rfc6381: Some("mp4a.40.2".into()),
+            sample_rate: 48_000,
+            channels: 1,
+            extra_data: Bytes::from_static(&[0x11, 0x88]),
+        };
+        let a = video("h264", "avc1.64001e");
+        let mut with = MseSession::new(ClientCodecs::all());
+        let out = with.on_frame(&frame(&a, 0, true), Some(&aac)).unwrap();
+        assert!(matches!(&out[0], Outgoing::Text(t) if t.contains("avc1.64001e,mp4a.40.2")));
+        let mut without = MseSession::new(ClientCodecs::parse("avc1.640029"));
+        let out = without.on_frame(&frame(&a, 0, true), Some(&aac)).unwrap();
+        assert!(matches!(&out[0], Outgoing::Text(t) if !t.contains("mp4a")));
+        let pcma = AudioCodec {
+            codec: "pcma",
+            rfc6381: None,
+            sample_rate: 8000,
+            channels: 1,
+            extra_data: Bytes::new(),
+        };
+        assert!(!ClientCodecs::all().audio(&pcma));
+    }
+
+    #[test]
+    fn drops_are_reported_once() {
+        let mut s = MseSession::new(ClientCodecs::all());
+        assert_eq!(s.on_dropped(0), None);
+        assert_eq!(
+            s.on_dropped(12),
+            Some(Outgoing::Text(r#"{"type":"drop","frames":12}"#.into()))
+        );
+        assert_eq!(s.on_dropped(12), None);
+    }
+}

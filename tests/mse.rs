@@ -1,0 +1,238 @@
+//! MSE output without a browser: fMP4 bytes checked by ffprobe (Debian's ffmpeg), and the
+//! WebSocket protocol spoken exactly as go2rtc's players speak it.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, wait_until, RtspCamera, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use livelens::config::CameraConfig;
+use livelens::hub::Hub;
+use livelens::output::fmp4::{audio_fits_mp4, Fmp4Muxer, Tracks};
+use livelens::resources::ViewerKind;
+
+fn ffprobe(args: &[&str]) -> String {
+    let out = Command::new("ffprobe")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ffprobe ({e}); install the Debian package ffmpeg"));
+    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Reads `frames` video frames (and the audio between them) of camera `source` through the hub
+/// and muxes them into an fMP4 file. Returns the file's path.
+fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
+    let path = temp_dir(name).join("out.mp4");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bytes = runtime.block_on(async {
+        let hub = Hub::new(false, None);
+        let config: CameraConfig =
+            toml::from_str(&format!("id = \"cam\"\nsource = \"{source}\"")).unwrap();
+        let camera = hub.add(config, false).await.unwrap();
+        let mut viewer = camera.stream.subscribe(ViewerKind::Mse).unwrap();
+        let mut out = Vec::new();
+        let mut muxer: Option<Fmp4Muxer> = None;
+        let mut video = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while video < frames {
+            let frame = tokio::time::timeout_at(deadline, viewer.next()).await.unwrap().unwrap();
+            if muxer.is_none() {
+                let Some(codec) = &frame.video_codec else { continue };
+                let audio = camera.stream.audio().filter(audio_fits_mp4);
+                let m = Fmp4Muxer::new(Tracks { video: (**codec).clone(), audio });
+                out.extend_from_slice(&m.init_segment().unwrap());
+                muxer = Some(m);
+            }
+            if let Some(f) = muxer.as_mut().unwrap().fragment(&frame).unwrap() {
+                out.extend_from_slice(&f);
+            }
+            if frame.is_video() {
+                video += 1;
+            }
+        }
+        hub.stop_all().await;
+        out
+    });
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn testsrc_fmp4_decodes_frame_for_frame_with_ffprobe() {
+    let path = record("fmp4-testsrc", "testsrc://?size=320x240&fps=25&gop=25", 60);
+    let csv = ffprobe(&[
+        "-v", "error", "-select_streams", "v", "-show_entries", "frame=pts_time,key_frame,width,height",
+        "-of", "csv=p=0", path.to_str().unwrap(),
+    ]);
+    // ffprobe prints the fields in its own order: key_frame, pts_time, width, height.
+    let frames: Vec<Vec<&str>> = csv
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(frames.len(), 60, "{csv}");
+    for (i, f) in frames.iter().enumerate() {
+        let (key, pts, w, h): (&str, f64, &str, &str) = (f[0], f[1].parse().unwrap(), f[2], f[3]);
+        assert_eq!((w, h), ("320", "240"));
+        assert!((pts - i as f64 * 0.04).abs() < 0.002, "frame {i} at {pts}");
+        // The first frame is a keyframe; testsrc's GOP is 25.
+        assert_eq!(key == "1", i % 25 == 0, "frame {i} key_frame={key}");
+    }
+}
+
+#[test]
+fn rtsp_h264_aac_and_h265_fmp4_decode_with_ffprobe() {
+    let cam = RtspCamera::start(&["--size", "320x240", "--audio", "aac"]);
+    let path = record("fmp4-aac", &cam.url(), 50);
+    let streams = ffprobe(&[
+        "-v", "error", "-show_entries", "stream=codec_name,width,height,sample_rate", "-of", "csv=p=0",
+        path.to_str().unwrap(),
+    ]);
+    assert!(streams.contains("h264,320,240"), "{streams}");
+    assert!(streams.contains("aac,48000"), "{streams}");
+    let audio = ffprobe(&[
+        "-v", "error", "-select_streams", "a", "-count_frames", "-show_entries",
+        "stream=nb_read_frames", "-of", "csv=p=0", path.to_str().unwrap(),
+    ]);
+    // 50 frames at 25 fps ≈ 2 s of audio ≈ 90 AAC frames of 1024 samples at 48 kHz.
+    let n: u32 = audio.trim().parse().unwrap();
+    assert!((60..=110).contains(&n), "{n} AAC frames");
+
+    let hevc = RtspCamera::start(&["--codec", "h265", "--size", "320x240"]);
+    let path = record("fmp4-hevc", &hevc.url(), 30);
+    let csv = ffprobe(&[
+        "-v", "error", "-select_streams", "v", "-show_entries", "stream=codec_name,codec_tag_string,width,height",
+        "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path.to_str().unwrap(),
+    ]);
+    assert!(csv.starts_with("hevc,hvc1,320,240,30"), "{csv}");
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &Server, path: &str) -> Ws {
+    let url = format!("{}{path}", server.base.replace("http://", "ws://"));
+    tokio_tungstenite::connect_async(url).await.expect("websocket").0
+}
+
+async fn next(ws: &mut Ws) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("open")
+        .expect("ok")
+}
+
+fn box_type(b: &[u8]) -> &str {
+    std::str::from_utf8(&b[4..8]).unwrap()
+}
+
+#[test]
+fn go2rtc_websocket_protocol_and_instant_start() {
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        let mut ws = connect(&server, "/api/ws?src=demo").await;
+        // What go2rtc's video-rtc.js sends on sourceopen.
+        ws.send(Message::text(
+            json!({"type": "mse", "value": "avc1.640029,avc1.64002A,hvc1.1.6.L153.B0,mp4a.40.2,mp4a.40.5,flac,opus"}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let Message::Text(t) = next(&mut ws).await else { panic!("mse message first") };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["type"], "mse");
+        assert!(v["value"].as_str().unwrap().starts_with("video/mp4; codecs=\"avc1."), "{v}");
+        let Message::Binary(init) = next(&mut ws).await else { panic!("init segment") };
+        assert_eq!(box_type(&init), "ftyp");
+        // Instant start: the cached GOP arrives at once, not a GOP later.
+        let mut fragments = 0;
+        while fragments < 10 {
+            let Message::Binary(f) = next(&mut ws).await else { panic!("fragment") };
+            assert_eq!(box_type(&f), "moof");
+            fragments += 1;
+        }
+        let took = started.elapsed();
+        eprintln!("10 fragments after {took:?}");
+        assert!(took < Duration::from_millis(1000), "took {took:?}");
+        assert_eq!(server.resources()["viewers"]["mse"], 1);
+        assert_eq!(server.resources()["websockets"], 1);
+        ws.close(None).await.unwrap();
+    });
+    wait_until(Duration::from_secs(5), "viewer counts back to 0", || {
+        let r = server.resources();
+        r["viewers"]["mse"] == 0 && r["websockets"] == 0
+    });
+}
+
+#[test]
+fn livelens_endpoint_errors_and_stop() {
+    let hevc = RtspCamera::start(&["--codec", "h265", "--size", "320x240"]);
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let r = server.post_json("/api/cameras", &json!({"id": "hevc", "source": hevc.url()}));
+    assert!(r.status().is_success());
+    server.wait_live("hevc", Duration::from_secs(10));
+    assert_eq!(server.get("/api/cameras/nope/mse").status(), 404);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A browser without H.265 is told so.
+        let mut ws = connect(&server, "/api/cameras/hevc/mse?codecs=avc1.640029,mp4a.40.2").await;
+        let Message::Text(t) = next(&mut ws).await else { panic!("error message") };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["type"], "error");
+        assert!(v["value"].as_str().unwrap().starts_with("mse: the browser cannot play h265"), "{v}");
+
+        // Stopping the camera ends the viewer with the reason.
+        let mut ws = connect(&server, "/api/cameras/demo/mse").await;
+        let Message::Text(_) = next(&mut ws).await else { panic!("mse message") };
+        let http = reqwest::Client::new();
+        http.post(server.url("/api/cameras/demo/stop")).send().await.unwrap();
+        let close = loop {
+            match next(&mut ws).await {
+                Message::Close(c) => break c,
+                _ => continue,
+            }
+        };
+        assert!(close.unwrap().reason.contains("stopped"));
+    });
+    wait_until(Duration::from_secs(5), "no viewer left", || {
+        let r = server.resources();
+        r["viewers"]["mse"] == 0 && r["websockets"] == 0
+    });
+}
+
+#[test]
+fn many_viewers_share_frames_and_leave_nothing_behind() {
+    let server = Arc::new(Server::start(&[]));
+    server.wait_live("demo", Duration::from_secs(5));
+    let baseline = server.resources();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for _round in 0..5 {
+            let mut sockets = Vec::new();
+            for _ in 0..20 {
+                let mut ws = connect(&server, "/api/cameras/demo/mse").await;
+                let Message::Text(_) = next(&mut ws).await else { panic!("mse") };
+                sockets.push(ws);
+            }
+            assert_eq!(server.resources()["viewers"]["mse"], 20);
+            for mut ws in sockets {
+                ws.close(None).await.unwrap();
+            }
+        }
+    });
+    wait_until(Duration::from_secs(5), "counts at baseline", || {
+        let r = server.resources();
+        r["viewers"] == baseline["viewers"] && r["websockets"] == baseline["websockets"]
+            && r["tasks"] == baseline["tasks"] && r["open_fds"] == baseline["open_fds"]
+    });
+}
