@@ -22,7 +22,11 @@ fn ffprobe(args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run ffprobe ({e}); install the Debian package ffmpeg"));
-    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -42,11 +46,19 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
         let mut video = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while video < frames {
-            let frame = tokio::time::timeout_at(deadline, viewer.next()).await.unwrap().unwrap();
+            let frame = tokio::time::timeout_at(deadline, viewer.next())
+                .await
+                .unwrap()
+                .unwrap();
             if muxer.is_none() {
-                let Some(codec) = &frame.video_codec else { continue };
+                let Some(codec) = &frame.video_codec else {
+                    continue;
+                };
                 let audio = camera.stream.audio().filter(audio_fits_mp4);
-                let m = Fmp4Muxer::new(Tracks { video: (**codec).clone(), audio });
+                let m = Fmp4Muxer::new(Tracks {
+                    video: (**codec).clone(),
+                    audio,
+                });
                 out.extend_from_slice(&m.init_segment().unwrap());
                 muxer = Some(m);
             }
@@ -68,8 +80,15 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
 fn testsrc_fmp4_decodes_frame_for_frame_with_ffprobe() {
     let path = record("fmp4-testsrc", "testsrc://?size=320x240&fps=25&gop=25", 60);
     let csv = ffprobe(&[
-        "-v", "error", "-select_streams", "v", "-show_entries", "frame=pts_time,key_frame,width,height",
-        "-of", "csv=p=0", path.to_str().unwrap(),
+        "-v",
+        "error",
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "frame=pts_time,key_frame,width,height",
+        "-of",
+        "csv=p=0",
+        path.to_str().unwrap(),
     ]);
     // ffprobe prints the fields in its own order: key_frame, pts_time, width, height.
     let frames: Vec<Vec<&str>> = csv
@@ -92,14 +111,27 @@ fn rtsp_h264_aac_and_h265_fmp4_decode_with_ffprobe() {
     let cam = RtspCamera::start(&["--size", "320x240", "--audio", "aac"]);
     let path = record("fmp4-aac", &cam.url(), 50);
     let streams = ffprobe(&[
-        "-v", "error", "-show_entries", "stream=codec_name,width,height,sample_rate", "-of", "csv=p=0",
+        "-v",
+        "error",
+        "-show_entries",
+        "stream=codec_name,width,height,sample_rate",
+        "-of",
+        "csv=p=0",
         path.to_str().unwrap(),
     ]);
     assert!(streams.contains("h264,320,240"), "{streams}");
     assert!(streams.contains("aac,48000"), "{streams}");
     let audio = ffprobe(&[
-        "-v", "error", "-select_streams", "a", "-count_frames", "-show_entries",
-        "stream=nb_read_frames", "-of", "csv=p=0", path.to_str().unwrap(),
+        "-v",
+        "error",
+        "-select_streams",
+        "a",
+        "-count_frames",
+        "-show_entries",
+        "stream=nb_read_frames",
+        "-of",
+        "csv=p=0",
+        path.to_str().unwrap(),
     ]);
     // 50 frames at 25 fps ≈ 2 s of audio ≈ 90 AAC frames of 1024 samples at 48 kHz.
     let n: u32 = audio.trim().parse().unwrap();
@@ -108,17 +140,31 @@ fn rtsp_h264_aac_and_h265_fmp4_decode_with_ffprobe() {
     let hevc = RtspCamera::start(&["--codec", "h265", "--size", "320x240"]);
     let path = record("fmp4-hevc", &hevc.url(), 30);
     let csv = ffprobe(&[
-        "-v", "error", "-select_streams", "v", "-show_entries", "stream=codec_name,codec_tag_string,width,height",
-        "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path.to_str().unwrap(),
+        "-v",
+        "error",
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "stream=codec_name,codec_tag_string,width,height",
+        "-count_frames",
+        "-show_entries",
+        "stream=nb_read_frames",
+        "-of",
+        "csv=p=0",
+        path.to_str().unwrap(),
     ]);
     assert!(csv.starts_with("hevc,hvc1,320,240,30"), "{csv}");
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(server: &Server, path: &str) -> Ws {
     let url = format!("{}{path}", server.base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url).await.expect("websocket").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket")
+        .0
 }
 
 async fn next(ws: &mut Ws) -> Message {
@@ -185,17 +231,34 @@ fn livelens_endpoint_errors_and_stop() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         // A browser without H.265 is told so.
-        let mut ws = connect(&server, "/api/cameras/hevc/mse?codecs=avc1.640029,mp4a.40.2").await;
-        let Message::Text(t) = next(&mut ws).await else { panic!("error message") };
+        let mut ws = connect(
+            &server,
+            "/api/cameras/hevc/mse?codecs=avc1.640029,mp4a.40.2",
+        )
+        .await;
+        let Message::Text(t) = next(&mut ws).await else {
+            panic!("error message")
+        };
         let v: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["type"], "error");
-        assert!(v["value"].as_str().unwrap().starts_with("mse: the browser cannot play h265"), "{v}");
+        assert!(
+            v["value"]
+                .as_str()
+                .unwrap()
+                .starts_with("mse: the browser cannot play h265"),
+            "{v}"
+        );
 
         // Stopping the camera ends the viewer with the reason.
         let mut ws = connect(&server, "/api/cameras/demo/mse").await;
-        let Message::Text(_) = next(&mut ws).await else { panic!("mse message") };
+        let Message::Text(_) = next(&mut ws).await else {
+            panic!("mse message")
+        };
         let http = reqwest::Client::new();
-        http.post(server.url("/api/cameras/demo/stop")).send().await.unwrap();
+        http.post(server.url("/api/cameras/demo/stop"))
+            .send()
+            .await
+            .unwrap();
         let close = loop {
             match next(&mut ws).await {
                 Message::Close(c) => break c,
@@ -221,7 +284,9 @@ fn many_viewers_share_frames_and_leave_nothing_behind() {
             let mut sockets = Vec::new();
             for _ in 0..20 {
                 let mut ws = connect(&server, "/api/cameras/demo/mse").await;
-                let Message::Text(_) = next(&mut ws).await else { panic!("mse") };
+                let Message::Text(_) = next(&mut ws).await else {
+                    panic!("mse")
+                };
                 sockets.push(ws);
             }
             assert_eq!(server.resources()["viewers"]["mse"], 20);
@@ -232,7 +297,9 @@ fn many_viewers_share_frames_and_leave_nothing_behind() {
     });
     wait_until(Duration::from_secs(5), "counts at baseline", || {
         let r = server.resources();
-        r["viewers"] == baseline["viewers"] && r["websockets"] == baseline["websockets"]
-            && r["tasks"] == baseline["tasks"] && r["open_fds"] == baseline["open_fds"]
+        r["viewers"] == baseline["viewers"]
+            && r["websockets"] == baseline["websockets"]
+            && r["tasks"] == baseline["tasks"]
+            && r["open_fds"] == baseline["open_fds"]
     });
 }

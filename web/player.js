@@ -216,8 +216,8 @@ class LivelensPlayer extends HTMLElement {
     const ahead = b.length ? b.end(b.length - 1) - v.currentTime : 0;
     this.stats.buffered = Math.round(ahead * 1000) / 1000;
     // Start (or fall back) at the live edge; nudge the rate when a little behind.
-    if (b.length && (v.currentTime < b.start(0) || ahead > 2.0)) this.jumpToLiveEdge();
-    else v.playbackRate = ahead > 0.5 ? 1.1 : 1.0;
+    if (b.length && (v.currentTime < b.start(0) || ahead > 1.0)) this.jumpToLiveEdge();
+    else v.playbackRate = ahead > 0.3 ? 1.1 : 1.0;
     this.stats.fps = (this.stats.frames - s.lastFrames) * 4;
     s.lastFrames = this.stats.frames;
     const ts = readTimeStrip(v, this.canvas);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -129,7 +129,10 @@ async fn hello(socket: &mut WebSocket) -> Option<ClientCodecs> {
                 return Some(ClientCodecs::parse(m.value.as_str().unwrap_or("")));
             }
             Ok(m) => {
-                let reply = format!("unsupported message type {:?} (livelens speaks \"mse\" here)", m.kind);
+                let reply = format!(
+                    "unsupported message type {:?} (livelens speaks \"mse\" here)",
+                    m.kind
+                );
                 send_error(socket, &reply).await;
             }
             Err(e) => send_error(socket, &format!("malformed message: {e}")).await,
@@ -137,7 +140,12 @@ async fn hello(socket: &mut WebSocket) -> Option<ClientCodecs> {
     }
 }
 
-async fn run(mut socket: WebSocket, camera: std::sync::Arc<Camera>, codecs: Option<ClientCodecs>, state: SharedState) {
+async fn run(
+    mut socket: WebSocket,
+    camera: std::sync::Arc<Camera>,
+    codecs: Option<ClientCodecs>,
+    state: SharedState,
+) {
     let shutdown = state.shutdown.clone();
     let codecs = match codecs {
         Some(c) => c,
@@ -153,7 +161,11 @@ async fn run(mut socket: WebSocket, camera: std::sync::Arc<Camera>, codecs: Opti
         }
     };
     let Some(mut viewer) = camera.stream.subscribe(ViewerKind::Mse) else {
-        send_error(&mut socket, &format!("mse: camera {:?} is stopped", camera.id())).await;
+        send_error(
+            &mut socket,
+            &format!("mse: camera {:?} is stopped", camera.id()),
+        )
+        .await;
         return;
     };
     let mut session = MseSession::new(codecs);

@@ -21,6 +21,10 @@ use crate::resources::{Counted, Resource, ViewerKind};
 
 /// Frames in the ring: about 5 s of 25 fps video plus its audio.
 pub const RING_CAPACITY: usize = 256;
+/// A viewer with more frames than this waiting for it is behind: it skips to the next keyframe
+/// (about 2 s of video with its audio). Smaller than the ring, so a slow viewer resyncs before
+/// the ring would lap it.
+pub const MAX_BACKLOG: usize = 96;
 /// Bounds for the GOP cache; beyond them the cache is dropped until the next keyframe, so a
 /// camera with a very long GOP costs late joiners a wait, never unbounded memory.
 const GOP_MAX_FRAMES: usize = 1_000;
@@ -170,6 +174,14 @@ impl Subscription {
     /// The next frame for this viewer; the first video frame is always a keyframe.
     pub async fn next(&mut self) -> Result<Frame, ViewerEnd> {
         loop {
+            if self.pending.is_empty() && self.receiver.len() > MAX_BACKLOG {
+                // Behind the live edge: drop the backlog and wait for the next keyframe.
+                let lost = self.receiver.len() as u64;
+                self.receiver = self.receiver.resubscribe();
+                self.dropped_frames += lost;
+                self.policy.on_lag(Instant::now(), lost)?;
+                self.awaiting_keyframe = true;
+            }
             let frame = match self.pending.pop_front() {
                 Some(f) => f,
                 None => match self.receiver.recv().await {
@@ -305,29 +317,50 @@ mod tests {
         assert_eq!(fa.data.as_ptr(), fb.data.as_ptr());
     }
 
+    /// Calls `next` while another task keeps publishing (keyframe every 10), as a live camera would.
+    async fn next_while_live(
+        f: &std::sync::Arc<FanOut>,
+        sub: &mut Subscription,
+        from: i64,
+    ) -> Result<Frame, ViewerEnd> {
+        let publisher = f.clone();
+        let feed = tokio::spawn(async move {
+            for n in from..from + 100 {
+                publisher.publish(frame(n, n % 10 == 0, 100));
+                tokio::task::yield_now().await;
+            }
+        });
+        let result = sub.next().await;
+        feed.abort();
+        let _ = feed.await;
+        result
+    }
+
     #[tokio::test]
     async fn slow_viewer_skips_to_next_keyframe_with_bounded_memory() {
-        let f = FanOut::new();
+        let f = std::sync::Arc::new(FanOut::new());
         f.open();
         let mut slow = f.subscribe(ViewerKind::Mse).unwrap();
-        // The viewer reads nothing while far more than the ring's worth is published.
+        // The viewer reads nothing while far more than the ring's worth is published; the ring
+        // holds at most its capacity, so memory stays bounded whatever the viewer does.
         let total = RING_CAPACITY as i64 * 4;
         for n in 0..total {
             f.publish(frame(n, n % 50 == 0, 100));
         }
-        // The ring holds at most its capacity, so memory stayed bounded; the viewer resumes at a
-        // keyframe, never in the middle of a GOP.
-        let first = slow.next().await.unwrap();
+        // It resumes at a live keyframe, never in the middle of a GOP.
+        let first = next_while_live(&f, &mut slow, total).await.unwrap();
         assert!(first.keyframe, "resumed at pts {}", first.pts);
-        assert!(first.pts >= total - RING_CAPACITY as i64);
-        assert!(slow.dropped_frames() > 0);
-        let next = slow.next().await.unwrap();
-        assert_eq!(next.pts, first.pts + 1);
+        assert!(
+            first.pts >= total,
+            "resumed at the live edge, pts {}",
+            first.pts
+        );
+        assert!(slow.dropped_frames() >= MAX_BACKLOG as u64);
     }
 
     #[tokio::test]
     async fn viewer_that_stays_behind_is_dropped_with_a_reason() {
-        let f = FanOut::new();
+        let f = std::sync::Arc::new(FanOut::new());
         f.open();
         let mut slow = f.subscribe(ViewerKind::Mse).unwrap();
         let mut n = 0;
@@ -337,9 +370,12 @@ mod tests {
                 f.publish(frame(n, n % 10 == 0, 10));
                 n += 1;
             }
-            if let Err(e) = slow.next().await {
-                outcome = Err(e);
-                break;
+            match next_while_live(&f, &mut slow, n).await {
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+                Ok(_) => n += 100,
             }
         }
         match outcome {

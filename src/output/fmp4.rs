@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, HvcCArray,
+    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, HvcCArray, Hvcc,
     Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd,
     Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual,
     Vmhd,
@@ -164,7 +164,9 @@ impl Fmp4Muxer {
             _ if state.last_duration > 0 => state.last_duration,
             // First frame: a nominal frame time until the second one tells us better.
             _ => match frame.track {
-                TrackKind::Video => (VIDEO_TIMESCALE as f64 / self.tracks.video.fps.unwrap_or(25.0)) as u32,
+                TrackKind::Video => {
+                    (VIDEO_TIMESCALE as f64 / self.tracks.video.fps.unwrap_or(25.0)) as u32
+                }
                 TrackKind::Audio => 1024.min(timescale / 50),
             },
         };
@@ -503,16 +505,30 @@ mod tests {
             video: (*codec).clone(),
             audio: None,
         });
-        assert!(m.fragment(&frame(TrackKind::Audio, 0, true, &codec)).unwrap().is_none());
-        let first = m.fragment(&frame(TrackKind::Video, 900_000, true, &codec)).unwrap().unwrap();
-        let second = m.fragment(&frame(TrackKind::Video, 903_600, false, &codec)).unwrap().unwrap();
-        for (bytes, want_tfdt, want_flags) in [(first, 0, SYNC_SAMPLE), (second, 3600, NON_SYNC_SAMPLE)] {
+        assert!(m
+            .fragment(&frame(TrackKind::Audio, 0, true, &codec))
+            .unwrap()
+            .is_none());
+        let first = m
+            .fragment(&frame(TrackKind::Video, 900_000, true, &codec))
+            .unwrap()
+            .unwrap();
+        let second = m
+            .fragment(&frame(TrackKind::Video, 903_600, false, &codec))
+            .unwrap()
+            .unwrap();
+        for (bytes, want_tfdt, want_flags) in
+            [(first, 0, SYNC_SAMPLE), (second, 3600, NON_SYNC_SAMPLE)]
+        {
             let mut buf = std::io::Cursor::new(&bytes[..]);
             let Any::Moof(moof) = Any::decode(&mut buf).unwrap() else {
                 panic!("no moof")
             };
             let traf = &moof.traf[0];
-            assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, want_tfdt);
+            assert_eq!(
+                traf.tfdt.as_ref().unwrap().base_media_decode_time,
+                want_tfdt
+            );
             let trun = &traf.trun[0];
             let TrunSamples::Explicit(entries) = &trun.samples else {
                 panic!("explicit samples")

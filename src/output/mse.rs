@@ -191,7 +191,11 @@ mod tests {
         assert_eq!(s.on_frame(&frame(&a, 3600, false), None).unwrap().len(), 1);
         let b = video("h264", "avc1.42c01e");
         let out = s.on_frame(&frame(&b, 7200, true), None).unwrap();
-        assert_eq!(out.len(), 3, "new description: new mse message and init segment");
+        assert_eq!(
+            out.len(),
+            3,
+            "new description: new mse message and init segment"
+        );
     }
 
     #[test]
@@ -200,7 +204,10 @@ mod tests {
         let err = s
             .on_frame(&frame(&video("h265", "hvc1.1.6.L93.B0"), 0, true), None)
             .unwrap_err();
-        assert!(err.starts_with("mse: the browser cannot play h265"), "{err}");
+        assert!(
+            err.starts_with("mse: the browser cannot play h265"),
+            "{err}"
+        );
         assert!(err.contains("avc1.640029"), "{err}");
     }
 

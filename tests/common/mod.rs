@@ -1,6 +1,8 @@
 //! Test harness: runs the real `livelens` binary on a free port and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,122 @@
+//! Real headless Chromium, driven over WebDriver (chromedriver + fantoccini).
+//!
+//! Why WebDriver and fantoccini rather than CDP (chromiumoxide): fantoccini is small and builds
+//! quickly, `execute`/`execute_async` is all these tests need, and chromedriver ships with
+//! Debian's Chromium in the same version.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+pub const BROWSER_PACKAGES: &str = "chromium chromium-driver";
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Browser tests take this first: one Chromium (and one livelens under load) at a time keeps
+/// their timings meaningful on a 2-core machine.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct Browser {
+    driver: Child,
+    pub client: fantoccini::Client,
+}
+
+impl Browser {
+    pub async fn start() -> Browser {
+        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} is missing: install the Debian packages {BROWSER_PACKAGES} (scripts/test does)"
+            );
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        // Its own process group, so Drop can take chromedriver and every Chromium with it.
+        let mut driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start chromedriver");
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("started successfully") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("chromedriver did not start"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let profile =
+            std::env::temp_dir().join(format!("livelens-chromium-{}-{port}", std::process::id()));
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--autoplay-policy=no-user-gesture-required", "--enable-precise-memory-info",
+                    "--js-flags=--expose-gc", "--window-size=1280,800",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+        Browser { driver, client }
+    }
+
+    /// Runs `script` (an async function body; `return` gives the result) in the page.
+    pub async fn run(&self, script: &str) -> Value {
+        let wrapped = format!(
+            "const done = arguments[arguments.length - 1];\
+             (async () => {{ {script} }})().then(done, (e) => done({{__error: String(e && e.stack || e)}}));"
+        );
+        let v = self
+            .client
+            .execute_async(&wrapped, vec![])
+            .await
+            .expect("script");
+        if let Some(e) = v.get("__error") {
+            panic!("script failed: {e}");
+        }
+        v
+    }
+
+    /// Opens an empty page on `base` (same origin as livelens, so `/player.js` imports).
+    pub async fn blank_page(&self, base: &str) {
+        self.client.goto(&format!("{base}/healthz")).await.unwrap();
+        self.run("document.documentElement.innerHTML = '<head></head><body></body>';")
+            .await;
+    }
+
+    /// Ends the WebDriver session (Chromium exits); Drop then stops chromedriver.
+    pub async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created.
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
+        let _ = self.driver.wait();
+    }
+}
