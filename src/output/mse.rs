@@ -139,9 +139,10 @@ impl MseSession {
         }
         let frames = total - self.dropped_reported;
         self.dropped_reported = total;
-        Some(Outgoing::Text(
-            json!({"type": "drop", "frames": frames}).to_string(),
-        ))
+        // Written by hand to keep "type" first, as every other message has it.
+        Some(Outgoing::Text(format!(
+            r#"{{"type":"drop","frames":{frames}}}"#
+        )))
     }
 }
 
