@@ -167,7 +167,10 @@ async fn connect(server: &Server, path: &str) -> Ws {
         .0
 }
 
-async fn next(ws: &mut Ws) -> Message {
+async fn next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
         .expect("a message within 10 s")
@@ -301,5 +304,82 @@ fn many_viewers_share_frames_and_leave_nothing_behind() {
             && r["websockets"] == baseline["websockets"]
             && r["tasks"] == baseline["tasks"]
             && r["open_fds"] == baseline["open_fds"]
+    });
+}
+
+/// A viewer that stops reading falls behind; when it reads again it is told how many frames it
+/// lost and resumes at a keyframe, and the server's memory stays bounded meanwhile.
+#[test]
+fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
+    use livelens::media::h264;
+    // Noise at 20 Mb/s fills socket buffers quickly.
+    let cam = RtspCamera::start(&[
+        "--size",
+        "640x360",
+        "--pattern",
+        "snow",
+        "--bitrate",
+        "20000",
+        "--gop",
+        "25",
+    ]);
+    let server = Server::start(&[]);
+    let r = server.post_json("/api/cameras", &json!({"id": "noisy", "source": cam.url()}));
+    assert!(r.status().is_success());
+    server.wait_live("noisy", Duration::from_secs(10));
+    let rss = || server.resources()["rss_bytes"].as_i64().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A small receive buffer, so the stall backs up into the server quickly.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let url = format!("ws://{addr}/api/cameras/noisy/mse");
+        let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        let Message::Text(_) = next(&mut ws).await else {
+            panic!("mse")
+        };
+        let rss_before = rss();
+        // Stall: read nothing while the server produces far more than the backlog.
+        let frames_at = |s: &Server| {
+            s.get_json("/api/cameras/noisy")["stats"]["frames"]
+                .as_u64()
+                .unwrap()
+        };
+        let start_frames = frames_at(&server);
+        while frames_at(&server) < start_frames + 160 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rss_stalled = rss();
+        // Read again: a drop report, then the next fragment is a keyframe.
+        let mut dropped = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no drop report");
+            match next(&mut ws).await {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == "drop" {
+                        dropped = v["frames"].as_u64();
+                    }
+                }
+                Message::Binary(b) if dropped.is_some() && box_type(&b) == "moof" => {
+                    let moof_len = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
+                    let idr = h264::length_prefixed_nals(&b[moof_len + 8..])
+                        .any(|n| h264::nal_type(n) == 5);
+                    assert!(idr, "first fragment after the drop is not a keyframe");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(dropped.unwrap() > 0);
+        let growth = (rss_stalled - rss_before) / 1048576;
+        eprintln!("dropped {dropped:?} frames; RSS grew {growth} MiB during the stall");
+        assert!(
+            growth < 48,
+            "RSS grew by {growth} MiB while one viewer stalled"
+        );
     });
 }

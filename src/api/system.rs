@@ -16,7 +16,9 @@ pub async fn healthz(State(state): State<SharedState>) -> Json<serde_json::Value
         .iter()
         .filter(|c| c.stream.state().name() == StateName::Live)
         .count();
-    Json(json!({ "status": "ok", "cameras": cameras.len(), "live": live }))
+    Json(
+        json!({ "status": "ok", "cameras": cameras.len(), "live": live, "pid": std::process::id() }),
+    )
 }
 
 pub async fn resources() -> Json<resources::Snapshot> {
