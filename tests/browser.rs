@@ -294,3 +294,52 @@ fn switching_and_removing_players_leaks_nothing() {
         browser.close().await;
     });
 }
+
+#[test]
+fn h265_is_refused_in_the_browser_and_a_new_description_rebuilds_the_player() {
+    let _serial = common::browser::serial();
+    let hevc = RtspCamera::start(&["--codec", "h265", "--size", "320x240"]);
+    let server = Server::start(&[]);
+    let r = server.post_json("/api/cameras", &json!({"id": "hevc", "source": hevc.url()}));
+    assert!(r.status().is_success());
+    server.wait_live("hevc", Duration::from_secs(10));
+    let r = server.post_json(
+        "/api/cameras",
+        &json!({"id": "cam", "source": "testsrc://?size=320x240&fps=25&gop=25"}),
+    );
+    assert!(r.status().is_success());
+    server.wait_live("cam", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        // Chromium has no H.265: the player shows the server's reason.
+        browser
+            .run(
+                "await import('/player.js');
+                 const p = document.createElement('livelens-player');
+                 p.setAttribute('src', 'hevc'); document.body.append(p); window.p = p;",
+            )
+            .await;
+        page_until(
+            &browser,
+            Duration::from_secs(10),
+            "the H.265 error",
+            "const e = window.p.stats.error; return !!e && e.includes('cannot play h265');",
+        )
+        .await;
+        // A camera whose description changes (new size) keeps playing in the same element.
+        browser.run("window.p.setAttribute('src', 'cam');").await;
+        page_until(&browser, Duration::from_secs(10), "320x240 frames",
+            "const v = window.p.querySelector('video'); return window.p.stats.frames >= 10 && v.videoWidth === 320;").await;
+        let r = reqwest::Client::new()
+            .patch(server.url("/api/cameras/cam"))
+            .json(&json!({"source": "testsrc://?size=640x360&fps=25&gop=25"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        page_until(&browser, Duration::from_secs(15), "640x360 frames in the same element",
+            "const v = window.p.querySelector('video'); return v.videoWidth === 640 && window.p.stats.frames >= 5;").await;
+        browser.close().await;
+    });
+}
