@@ -277,38 +277,61 @@ fn video_trak(v: &VideoCodec) -> Result<Trak, MuxError> {
         .into(),
         other => return Err(MuxError(format!("{other} video cannot go in MP4"))),
     };
-    Ok(Trak {
-        tkhd: Tkhd {
-            track_id: 1,
-            enabled: true,
-            in_movie: true,
-            width: (v.width as u16).into(),
-            height: (v.height as u16).into(),
-            ..Default::default()
-        },
+    let tkhd = Tkhd {
+        track_id: 1,
+        enabled: true,
+        in_movie: true,
+        width: (v.width as u16).into(),
+        height: (v.height as u16).into(),
+        ..Default::default()
+    };
+    let minf = Minf {
+        vmhd: Some(Vmhd::default()),
+        ..Default::default()
+    };
+    Ok(trak(
+        tkhd,
+        VIDEO_TIMESCALE,
+        b"vide",
+        "livelens video",
+        minf,
+        codec,
+    ))
+}
+
+/// A track of a fragmented file: no samples in the moov, one sample entry.
+fn trak(
+    tkhd: Tkhd,
+    timescale: u32,
+    handler: &[u8; 4],
+    name: &str,
+    minf: Minf,
+    codec: Codec,
+) -> Trak {
+    Trak {
+        tkhd,
         mdia: Mdia {
             mdhd: Mdhd {
-                timescale: VIDEO_TIMESCALE,
+                timescale,
                 language: "und".into(),
                 ..Default::default()
             },
             hdlr: Hdlr {
-                handler: b"vide".into(),
-                name: "livelens video".into(),
+                handler: handler.into(),
+                name: name.into(),
             },
             minf: Minf {
-                vmhd: Some(Vmhd::default()),
                 dinf: Dinf {
                     dref: Dref {
                         entries: vec![Url::default().into()],
                     },
                 },
                 stbl: stbl(codec),
-                ..Default::default()
+                ..minf
             },
         },
         ..Default::default()
-    })
+    }
 }
 
 /// hvcC from VPS/SPS/PPS; the profile fields come from the SPS's profile_tier_level.
@@ -402,38 +425,26 @@ fn audio_trak(a: &AudioCodec) -> Result<Trak, MuxError> {
         .into(),
         other => return Err(MuxError(format!("{other} audio cannot go in MP4"))),
     };
-    Ok(Trak {
-        tkhd: Tkhd {
-            track_id: 2,
-            alternate_group: 1,
-            enabled: true,
-            in_movie: true,
-            volume: 1.into(),
-            ..Default::default()
-        },
-        mdia: Mdia {
-            mdhd: Mdhd {
-                timescale: a.sample_rate,
-                language: "und".into(),
-                ..Default::default()
-            },
-            hdlr: Hdlr {
-                handler: b"soun".into(),
-                name: "livelens audio".into(),
-            },
-            minf: Minf {
-                smhd: Some(Smhd::default()),
-                dinf: Dinf {
-                    dref: Dref {
-                        entries: vec![Url::default().into()],
-                    },
-                },
-                stbl: stbl(codec),
-                ..Default::default()
-            },
-        },
+    let tkhd = Tkhd {
+        track_id: 2,
+        alternate_group: 1,
+        enabled: true,
+        in_movie: true,
+        volume: 1.into(),
         ..Default::default()
-    })
+    };
+    let minf = Minf {
+        smhd: Some(Smhd::default()),
+        ..Default::default()
+    };
+    Ok(trak(
+        tkhd,
+        a.sample_rate,
+        b"soun",
+        "livelens audio",
+        minf,
+        codec,
+    ))
 }
 
 #[cfg(test)]
@@ -533,7 +544,7 @@ mod tests {
             let TrunSamples::Explicit(entries) = &trun.samples else {
                 panic!("explicit samples")
             };
-            assert_eq!(entries[0].flags.unwrap_or(want_flags), want_flags);
+            assert_eq!(entries[0].flags, Some(want_flags));
             assert_eq!(entries[0].duration, Some(3600));
             // data_offset points at the payload inside the mdat.
             let offset = trun.data_offset.unwrap() as usize;

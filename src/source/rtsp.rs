@@ -334,6 +334,23 @@ async fn play_demuxed(
         .map_err(|e| SourceError::retryable(reason_for(&e, options.timeout)))
 }
 
+/// The next item of a playing session; silence longer than `timeout` and the end of the stream
+/// are errors with a reason.
+async fn next_item<S, T>(stream: &mut S, timeout: Duration) -> Result<T, SourceError>
+where
+    S: futures_util::Stream<Item = Result<T, retina::Error>> + Unpin,
+{
+    match tokio::time::timeout(timeout, stream.next()).await {
+        Err(_) => Err(SourceError::retryable(format!(
+            "timeout after {}: no data from the camera",
+            human(timeout)
+        ))),
+        Ok(None) => Err(SourceError::retryable("the camera ended the stream")),
+        Ok(Some(Err(e))) => Err(SourceError::retryable(reason_for(&e, timeout))),
+        Ok(Some(Ok(item))) => Ok(item),
+    }
+}
+
 /// Runs one RTSP session until `cancel` fires (Ok) or it fails (Err). TEARDOWN is awaited.
 pub async fn run(
     url: &str,
@@ -390,19 +407,7 @@ async fn session(
     let mut demuxed = play_demuxed(described, options).await?;
     let mut video: Option<Arc<VideoCodec>> = None;
     loop {
-        let item = match tokio::time::timeout(options.timeout, demuxed.next()).await {
-            Err(_) => {
-                return Err(SourceError::retryable(format!(
-                    "timeout after {}: no data from the camera",
-                    human(options.timeout)
-                )))
-            }
-            Ok(None) => return Err(SourceError::retryable("the camera ended the stream")),
-            Ok(Some(Err(e))) => {
-                return Err(SourceError::retryable(reason_for(&e, options.timeout)))
-            }
-            Ok(Some(Ok(item))) => item,
-        };
+        let item = next_item(&mut demuxed, options.timeout).await?;
         match item {
             CodecItem::VideoFrame(frame) if frame.stream_id() == video_i => {
                 if video.is_none() || frame.has_new_parameters() {
@@ -492,19 +497,7 @@ async fn session_raw(
     let mut playing = std::pin::pin!(play(described, options).await?);
     let mut depacketizer = VideoDepacketizer::new(kind);
     loop {
-        let item = match tokio::time::timeout(options.timeout, playing.next()).await {
-            Err(_) => {
-                return Err(SourceError::retryable(format!(
-                    "timeout after {}: no data from the camera",
-                    human(options.timeout)
-                )))
-            }
-            Ok(None) => return Err(SourceError::retryable("the camera ended the stream")),
-            Ok(Some(Err(e))) => {
-                return Err(SourceError::retryable(reason_for(&e, options.timeout)))
-            }
-            Ok(Some(Ok(item))) => item,
-        };
+        let item = next_item(&mut playing, options.timeout).await?;
         let PacketItem::Rtp(packet) = item else {
             continue;
         };
