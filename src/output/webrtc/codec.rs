@@ -1,0 +1,53 @@
+//! Codec choice for WebRTC, sans-IO: what an offer contains, and which H.264 payload type fits
+//! the camera.
+
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::Pt;
+
+/// The video codec names in an SDP offer (`a=rtpmap:<pt> <NAME>/<rate>` under `m=video`),
+/// upper-case, without repeats, in offer order.
+pub fn offered_video(sdp: &str) -> Vec<String> {
+    let mut in_video = false;
+    let mut names: Vec<String> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video");
+        } else if let (true, Some(map)) = (in_video, line.strip_prefix("a=rtpmap:")) {
+            if let Some(name) = map.split_whitespace().nth(1).and_then(|c| c.split('/').next()) {
+                let name = name.to_ascii_uppercase();
+                if !matches!(name.as_str(), "RTX" | "RED" | "ULPFEC" | "FLEXFEC-03") && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The H.264 payload type to send a camera's stream with: packetization-mode 1 and the camera's
+/// profile when offered; else the first packetization-mode 1 H.264 (browsers decode higher
+/// profiles than they offer, and Chromium offers no High profile at all).
+pub fn choose_h264<'a>(params: impl Iterator<Item = &'a PayloadParams>, camera_profile: Option<u8>) -> Option<Pt> {
+    let h264: Vec<&PayloadParams> = params
+        .filter(|p| p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1))
+        .collect();
+    let profile_of = |p: &PayloadParams| p.spec().format.profile_level_id.map(|id| (id >> 16) as u8);
+    camera_profile
+        .and_then(|want| h264.iter().find(|p| profile_of(p) == Some(want)))
+        .or_else(|| h264.first())
+        .map(|p| p.pt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_offered_video_codecs() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96 97 102\r\na=rtpmap:96 VP8/90000\r\n\
+                   a=rtpmap:97 rtx/90000\r\na=rtpmap:102 H264/90000\r\n";
+        assert_eq!(offered_video(sdp), ["VP8", "H264"]);
+        assert!(offered_video("v=0\r\n").is_empty());
+    }
+}
