@@ -244,6 +244,40 @@ impl Config {
                 ));
             }
         }
+        if let Some(webrtc) = &self.webrtc {
+            for (key, value) in webrtc {
+                match key.as_str() {
+                    "listen" => {
+                        if value
+                            .as_str()
+                            .and_then(|s| s.parse::<SocketAddr>().ok())
+                            .is_none()
+                        {
+                            problems.push(problem(
+                                "webrtc.listen",
+                                format!("{value} is not an address:port such as 0.0.0.0:8555"),
+                            ));
+                        }
+                    }
+                    "candidates" => {
+                        let ok = value.as_array().is_some_and(|a| {
+                            a.iter().all(|v| {
+                                v.as_str()
+                                    .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+                                    .is_some()
+                            })
+                        });
+                        if !ok {
+                            problems.push(problem(
+                                "webrtc.candidates",
+                                "expected a list of IP addresses, e.g. [\"192.168.1.10\"]",
+                            ));
+                        }
+                    }
+                    _ => problems.push(problem(format!("webrtc.{key}"), "unknown key")),
+                }
+            }
+        }
         if self.server.token.as_deref() == Some("") {
             problems.push(problem(
                 "server.token",
@@ -264,6 +298,26 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// `[webrtc] listen` (default 0.0.0.0:8555: every interface, one UDP port).
+    pub fn webrtc_listen(&self) -> SocketAddr {
+        self.webrtc
+            .as_ref()
+            .and_then(|t| t.get("listen"))
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8555)))
+    }
+
+    /// `[webrtc] candidates`: extra addresses to advertise.
+    pub fn webrtc_candidates(&self) -> Vec<std::net::IpAddr> {
+        self.webrtc
+            .as_ref()
+            .and_then(|t| t.get("candidates"))
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+            .unwrap_or_default()
     }
 
     /// The cameras to serve: the configured ones, or the demo camera when none is configured.

@@ -80,6 +80,18 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         )
         .install_recorder()
         .ok();
+    let webrtc = match crate::output::webrtc::WebRtc::start(
+        config.webrtc_listen(),
+        &config.webrtc_candidates(),
+    )
+    .await
+    {
+        Ok(w) => Some(Arc::new(w)),
+        Err(e) => {
+            tracing::error!("WebRTC is off: cannot open its UDP port: {e}");
+            None
+        }
+    };
     let shutdown = CancellationToken::new();
     let state = Arc::new(AppState {
         hub: hub.clone(),
@@ -87,6 +99,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         token,
         metrics,
         shutdown: shutdown.clone(),
+        webrtc: webrtc.clone(),
     });
 
     let listener = TcpListener::bind(listen)
@@ -110,7 +123,13 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         } => tracing::warn!("HTTP connections still open at shutdown; closing them"),
     }
     tracing::info!("stopping cameras");
-    if tokio::time::timeout(STOP_STREAMS_BUDGET, hub.stop_all())
+    let stop_all = async {
+        if let Some(w) = &webrtc {
+            w.stop().await;
+        }
+        hub.stop_all().await;
+    };
+    if tokio::time::timeout(STOP_STREAMS_BUDGET, stop_all)
         .await
         .is_err()
     {

@@ -132,6 +132,8 @@ async fn update(
     JsonBody(patch): JsonBody<CameraPatch>,
 ) -> Result<Json<CameraJson>, ApiError> {
     let camera = state.hub.update(&id, patch).await?;
+    // A changed camera restarts: its WebRTC peers end with its old stream.
+    end_peers(&state, &id).await;
     Ok(Json(camera_json(&camera)))
 }
 
@@ -140,6 +142,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.hub.remove(&id).await?;
+    end_peers(&state, &id).await;
     state.snapshots.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -155,7 +158,15 @@ async fn stop(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<CameraJson>, ApiError> {
-    Ok(Json(camera_json(&*state.hub.stop(&id).await?)))
+    let camera = state.hub.stop(&id).await?;
+    end_peers(&state, &id).await;
+    Ok(Json(camera_json(&camera)))
+}
+
+async fn end_peers(state: &SharedState, id: &str) {
+    if let Some(webrtc) = &state.webrtc {
+        webrtc.remove_camera(id).await;
+    }
 }
 
 async fn snapshot(

@@ -5,6 +5,7 @@ mod cameras;
 mod mse;
 mod openapi;
 mod system;
+mod webrtc;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     /// When set, every state-changing request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The WebRTC task; `None` when its UDP port could not be opened.
+    pub webrtc: Option<Arc<crate::output::webrtc::WebRtc>>,
     /// Cancelled at shutdown: long-lived connections (WebSockets) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -46,6 +49,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/player.js", get(player_js))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
         .route("/api/ws", get(mse::go2rtc))
+        .route(
+            "/api/cameras/{id}/whep",
+            axum::routing::post(webrtc::whep_post).options(webrtc::whep_options),
+        )
+        .route(
+            "/api/cameras/{id}/whep/{session}",
+            axum::routing::delete(webrtc::whep_delete).patch(webrtc::whep_patch),
+        )
+        .route("/api/webrtc", axum::routing::post(webrtc::go2rtc))
         .merge(cameras::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -66,10 +78,14 @@ async fn player_js() -> impl IntoResponse {
 
 /// Refuses state-changing requests without the configured token (DESIGN principle 8).
 async fn require_token(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let changes_state = !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
+    // Watching (WHEP, go2rtc's WebRTC offer) changes no camera: it needs no token, like MSE.
+    let path = request.uri().path();
+    let watching = path.ends_with("/whep") || path.contains("/whep/") || path == "/api/webrtc";
+    let changes_state = !watching
+        && !matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        );
     if let (true, Some(token)) = (changes_state, &state.token) {
         let given = request
             .headers()

@@ -2,5 +2,5 @@
 
 pub mod fmp4;
 pub mod mse;
-pub mod webrtc;
 pub mod snapshot;
+pub mod webrtc;

@@ -66,6 +66,7 @@ impl Browser {
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
                     "--autoplay-policy=no-user-gesture-required", "--enable-precise-memory-info",
                     "--js-flags=--expose-gc", "--window-size=1280,800",
+                    "--allow-loopback-in-peer-connection",
                     format!("--user-data-dir={}", profile.display()),
                 ]
             }

@@ -13,9 +13,15 @@ pub fn offered_video(sdp: &str) -> Vec<String> {
         if let Some(m) = line.strip_prefix("m=") {
             in_video = m.starts_with("video");
         } else if let (true, Some(map)) = (in_video, line.strip_prefix("a=rtpmap:")) {
-            if let Some(name) = map.split_whitespace().nth(1).and_then(|c| c.split('/').next()) {
+            if let Some(name) = map
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.split('/').next())
+            {
                 let name = name.to_ascii_uppercase();
-                if !matches!(name.as_str(), "RTX" | "RED" | "ULPFEC" | "FLEXFEC-03") && !names.contains(&name) {
+                if !matches!(name.as_str(), "RTX" | "RED" | "ULPFEC" | "FLEXFEC-03")
+                    && !names.contains(&name)
+                {
                     names.push(name);
                 }
             }
@@ -27,11 +33,15 @@ pub fn offered_video(sdp: &str) -> Vec<String> {
 /// The H.264 payload type to send a camera's stream with: packetization-mode 1 and the camera's
 /// profile when offered; else the first packetization-mode 1 H.264 (browsers decode higher
 /// profiles than they offer, and Chromium offers no High profile at all).
-pub fn choose_h264<'a>(params: impl Iterator<Item = &'a PayloadParams>, camera_profile: Option<u8>) -> Option<Pt> {
+pub fn choose_h264<'a>(
+    params: impl Iterator<Item = &'a PayloadParams>,
+    camera_profile: Option<u8>,
+) -> Option<Pt> {
     let h264: Vec<&PayloadParams> = params
         .filter(|p| p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1))
         .collect();
-    let profile_of = |p: &PayloadParams| p.spec().format.profile_level_id.map(|id| (id >> 16) as u8);
+    let profile_of =
+        |p: &PayloadParams| p.spec().format.profile_level_id.map(|id| (id >> 16) as u8);
     camera_profile
         .and_then(|want| h264.iter().find(|p| profile_of(p) == Some(want)))
         .or_else(|| h264.first())

@@ -114,7 +114,8 @@ impl WebRtc {
             port = socket.local_addr()?.port();
             sockets.push(Arc::new(socket));
         }
-        let candidates: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+        let candidates: Vec<SocketAddr> =
+            sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
         tracing::info!(?candidates, "WebRTC listening");
         let (tx, rx) = mpsc::channel(64);
         let cancel = CancellationToken::new();
@@ -132,7 +133,11 @@ impl WebRtc {
     }
 
     /// Accepts an SDP offer for `camera`; returns the session id and the SDP answer.
-    pub async fn offer(&self, camera: Arc<Camera>, sdp: &str) -> Result<(String, String), OfferError> {
+    pub async fn offer(
+        &self,
+        camera: Arc<Camera>,
+        sdp: &str,
+    ) -> Result<(String, String), OfferError> {
         let offer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| OfferError::Malformed(format!("not an SDP offer: {e}")))?;
         let offered = codec::offered_video(sdp);
@@ -158,7 +163,10 @@ impl WebRtc {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| OfferError::Malformed(format!("the offer cannot be answered: {e}")))?;
-        let session = format!("{:016x}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed) ^ 0x5bd1_e995_0000_0000);
+        let session = format!(
+            "{:016x}",
+            SESSION_COUNTER.fetch_add(1, Ordering::Relaxed) ^ 0x5bd1_e995_0000_0000
+        );
         let peer = Peer {
             session: session.clone(),
             camera,
@@ -225,7 +233,9 @@ fn local_ipv4_addresses() -> Vec<IpAddr> {
                 && ifa.ifa_flags & libc::IFF_UP as u32 != 0
             {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                out.push(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
             }
             cur = ifa.ifa_next;
         }
@@ -242,8 +252,14 @@ struct Datagram {
     destination: SocketAddr,
 }
 
-async fn read_socket(socket: Arc<UdpSocket>, tx: mpsc::Sender<Datagram>, cancel: CancellationToken) {
-    let Ok(destination) = socket.local_addr() else { return };
+async fn read_socket(
+    socket: Arc<UdpSocket>,
+    tx: mpsc::Sender<Datagram>,
+    cancel: CancellationToken,
+) {
+    let Ok(destination) = socket.local_addr() else {
+        return;
+    };
     let mut buf = vec![0u8; 2000];
     loop {
         let (n, source) = tokio::select! {
@@ -264,7 +280,11 @@ async fn read_socket(socket: Arc<UdpSocket>, tx: mpsc::Sender<Datagram>, cancel:
     }
 }
 
-async fn run(sockets: Vec<Arc<UdpSocket>>, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+async fn run(
+    sockets: Vec<Arc<UdpSocket>>,
+    mut commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+) {
     let (dgram_tx, mut dgrams) = mpsc::channel::<Datagram>(1024);
     let readers: Vec<JoinHandle<()>> = sockets
         .iter()
@@ -435,10 +455,15 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
 
 fn write_frame(peer: &mut Peer, frame: &Frame) {
     let Some((mid, pt)) = peer.video else { return };
-    let Some(codec) = &frame.video_codec else { return };
+    let Some(codec) = &frame.video_codec else {
+        return;
+    };
     // Parameter sets before every keyframe (and on a new description), in Annex B.
     let mut data = Vec::with_capacity(frame.data.len() + 64);
-    let new_codec = !peer.sent_codec.as_ref().is_some_and(|c| Arc::ptr_eq(c, codec));
+    let new_codec = !peer
+        .sent_codec
+        .as_ref()
+        .is_some_and(|c| Arc::ptr_eq(c, codec));
     if frame.keyframe || new_codec {
         h264::append_annex_b(&mut data, codec.parameter_sets.iter().map(|p| &p[..]));
         peer.sent_codec = Some(codec.clone());

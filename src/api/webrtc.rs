@@ -1,0 +1,210 @@
+//! WHEP (RFC 9725) at `/api/cameras/{id}/whep`, and go2rtc's `POST /api/webrtc?src={id}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, SharedState};
+use crate::output::webrtc::OfferError;
+
+/// The request body, or a JSON error (413 over the size limit).
+fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the offer is larger than {} KiB", super::MAX_BODY / 1024)
+        } else {
+            r.body_text()
+        };
+        ApiError::new(status, message)
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+impl From<OfferError> for ApiError {
+    fn from(e: OfferError) -> ApiError {
+        let status = match e {
+            OfferError::Malformed(_) => StatusCode::BAD_REQUEST,
+            OfferError::NoCodec(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            OfferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// Checks the body is text that looks like an SDP offer; the message names what is wrong.
+fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "the offer is empty"));
+    }
+    if !text.trim_start().starts_with("v=0") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the offer is not SDP (it must start with v=0)",
+        ));
+    }
+    Ok(text)
+}
+
+async fn answer(state: &SharedState, id: &str, sdp: &str) -> Result<(String, String), ApiError> {
+    let camera = state.hub.get(id)?;
+    let Some(webrtc) = &state.webrtc else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "WebRTC is not running (see the log for why the UDP port could not be opened)",
+        ));
+    };
+    if !camera.stream.state().is_running() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("camera {id:?} is stopped"),
+        ));
+    }
+    Ok(webrtc.offer(camera, sdp).await?)
+}
+
+pub async fn whep_post(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    state.hub.get(&id)?;
+    let body = body_or_error(body)?;
+    if content_type(&headers) != "application/sdp" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a WHEP offer needs Content-Type: application/sdp",
+        ));
+    }
+    let sdp = sdp_text(&body)?;
+    let (session, answer) = answer(&state, &id, sdp).await?;
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (
+                header::LOCATION,
+                format!("/api/cameras/{id}/whep/{session}"),
+            ),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+pub async fn whep_delete(
+    State(state): State<SharedState>,
+    Path((id, session)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.hub.get(&id)?;
+    let removed = match &state.webrtc {
+        Some(w) => w.remove(&session).await,
+        None => false,
+    };
+    if removed {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no WHEP session {session:?}"),
+        ))
+    }
+}
+
+/// Trickle ICE: accepted and not needed (livelens is ICE-lite and its candidates are in the answer).
+pub async fn whep_patch(headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    if content_type(&headers) != "application/trickle-ice-sdpfrag" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a WHEP PATCH needs Content-Type: application/trickle-ice-sdpfrag",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn whep_options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ALLOW, "OPTIONS, POST"),
+            (
+                header::HeaderName::from_static("accept-post"),
+                "application/sdp",
+            ),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Src {
+    src: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonOffer {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    sdp: String,
+}
+
+/// go2rtc's `POST /api/webrtc?src=ID`: a JSON `{type:"offer",sdp}` gets a JSON answer; a raw SDP
+/// body gets a raw SDP answer.
+pub async fn go2rtc(
+    State(state): State<SharedState>,
+    Query(q): Query<Src>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_or_error(body)?;
+    let id = q.src.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing query parameter src (the camera id)",
+        )
+    })?;
+    state.hub.get(&id)?;
+    let trimmed = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&b""[..], |i| &body[i..]);
+    if trimmed.first() == Some(&b'{') {
+        let offer: JsonOffer = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("malformed JSON offer: {e}"),
+            )
+        })?;
+        if offer.kind.as_deref().is_some_and(|k| k != "offer") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "expected {\"type\":\"offer\"}",
+            ));
+        }
+        let sdp = sdp_text(&Bytes::from(offer.sdp))?.to_string();
+        let (_, answer) = answer(&state, &id, &sdp).await?;
+        return Ok(axum::Json(json!({"type": "answer", "sdp": answer})).into_response());
+    }
+    let sdp = sdp_text(&body)?;
+    let (_, answer) = answer(&state, &id, sdp).await?;
+    Ok(([(header::CONTENT_TYPE, "application/sdp")], answer).into_response())
+}
