@@ -36,7 +36,7 @@ fn chromium_plays_the_demo_camera_with_low_latency() {
         browser
             .run(
                 "await import('/player.js');
-             const p = document.createElement('livelens-player');
+             const p = document.createElement('livelens-player'); p.setAttribute('mode', 'mse');
              p.setAttribute('src', 'demo');
              p.style.width = '640px';
              document.body.append(p);
@@ -163,7 +163,7 @@ fn a_viewer_that_joins_late_plays() {
         browser
             .run(
                 "await import('/player.js');
-                 const p = document.createElement('livelens-player');
+                 const p = document.createElement('livelens-player'); p.setAttribute('mode', 'mse');
                  p.setAttribute('src', 'demo'); document.body.append(p); window.p = p;",
             )
             .await;
@@ -208,7 +208,7 @@ fn switching_and_removing_players_leaks_nothing() {
                return n;
              };
              await import('/player.js');
-             const p = document.createElement('livelens-player');
+             const p = document.createElement('livelens-player'); p.setAttribute('mode', 'mse');
              p.setAttribute('src', 'demo'); document.body.append(p); window.p = p;",
             )
             .await;
@@ -251,7 +251,7 @@ fn switching_and_removing_players_leaks_nothing() {
             let live = browser
                 .run(
                     "const src = window.p.getAttribute('src'); window.p.remove();
-                 const p = document.createElement('livelens-player');
+                 const p = document.createElement('livelens-player'); p.setAttribute('mode', 'mse');
                  p.setAttribute('src', src); document.body.append(p); window.p = p;
                  return window.liveSockets();",
                 )
@@ -316,7 +316,7 @@ fn h265_is_refused_in_the_browser_and_a_new_description_rebuilds_the_player() {
         browser
             .run(
                 "await import('/player.js');
-                 const p = document.createElement('livelens-player');
+                 const p = document.createElement('livelens-player'); p.setAttribute('mode', 'mse');
                  p.setAttribute('src', 'hevc'); document.body.append(p); window.p = p;",
             )
             .await;

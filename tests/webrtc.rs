@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::{wait_until, RtspCamera, Server};
+use common::{RtspCamera, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -82,7 +82,10 @@ fn bad_offers_get_the_right_4xx() {
     assert_eq!(server.resources()["peer_connections"], 0);
     // Last: the server closes the connection after refusing a 1 MiB body.
     let huge = vec![b'a'; 1 << 20];
-    assert_eq!(post("application/sdp", huge).status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        post("application/sdp", huge).status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 }
 
 /// A WHEP client in the page: offer → answer, frames counted from getStats.
@@ -146,15 +149,16 @@ fn chromium_plays_the_demo_camera_over_whep() {
         }
         eprintln!("WebRTC latency (best of 20 samples) {best} ms");
         assert!(best <= 300.0, "latency {best} ms");
-        assert_eq!(server.resources()["peer_connections"], 1);
-        assert_eq!(server.resources()["viewers"]["webrtc"], 1);
+        let r = server.resources_async().await;
+        assert_eq!((r["peer_connections"].as_i64(), r["viewers"]["webrtc"].as_i64()), (Some(1), Some(1)));
         // WHEP DELETE ends the session at once.
         let status = browser.run("const r = await fetch(window.s.location, {method: 'DELETE'}); window.s.pc.close(); return r.status;").await;
         assert_eq!(status, json!(200));
-        wait_until(Duration::from_secs(1), "the peer to be gone", || {
-            let r = server.resources();
-            r["peer_connections"] == 0 && r["viewers"]["webrtc"] == 0
-        });
+        server
+            .resources_until(Duration::from_secs(1), "the peer to be gone", |r| {
+                r["peer_connections"] == 0 && r["viewers"]["webrtc"] == 0
+            })
+            .await;
         browser.close().await;
     });
 }
@@ -186,15 +190,178 @@ fn stopping_a_camera_removes_its_peers_and_rtsp_plays() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(server.resources()["peer_connections"], 1);
+        assert_eq!(server.resources_async().await["peer_connections"], 1);
         let t = Instant::now();
-        server.post("/api/cameras/cam/stop");
+        reqwest::Client::new()
+            .post(server.url("/api/cameras/cam/stop"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(
-            server.resources()["peer_connections"],
+            server.resources_async().await["peer_connections"],
             0,
             "peer removed with the camera"
         );
         assert!(t.elapsed() < Duration::from_secs(1));
+        browser.close().await;
+    });
+}
+
+async fn page_until(browser: &Browser, within: Duration, what: &str, script: &str) {
+    let start = Instant::now();
+    loop {
+        if browser.run(script).await == Value::Bool(true) {
+            return;
+        }
+        if start.elapsed() > within {
+            let stats = browser
+                .run("return window.p ? window.p.stats : null;")
+                .await;
+            panic!("timed out after {within:?} waiting for {what}; player stats: {stats}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn the_player_plays_over_webrtc_with_low_latency() {
+    let _serial = common::browser::serial();
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        browser
+            .run(&format!(
+                "{WHEP_CLIENT} await import('/player.js');
+                 const p = document.createElement('livelens-player');
+                 p.setAttribute('mode', 'webrtc'); p.setAttribute('src', 'demo');
+                 p.style.width = '640px'; document.body.append(p); window.p = p;"
+            ))
+            .await;
+        page_until(&browser, Duration::from_secs(10), "50 decoded frames",
+            "return window.p.session && window.p.session.pc && await window.framesDecoded(window.p.session.pc) >= 50;").await;
+        page_until(&browser, Duration::from_secs(5), "latency under 300 ms",
+            "const l = window.p.stats.latency; return l !== null && l >= 0 && l <= 0.3;").await;
+        let stats = browser.run("return window.p.stats;").await;
+        eprintln!("player stats over WebRTC: {stats}");
+        assert_eq!(stats["mode"], "webrtc");
+        assert!(stats["firstFrameMs"].as_f64().unwrap() <= 1000.0, "{stats}");
+        browser.run("window.p.remove();").await;
+        server
+            .resources_until(Duration::from_secs(1), "the peer to be gone (WHEP DELETE)", |r| {
+                r["peer_connections"] == 0
+            })
+            .await;
+        browser.close().await;
+    });
+}
+
+#[test]
+fn the_player_falls_back_to_mse_when_webrtc_cannot_connect() {
+    let _serial = common::browser::serial();
+    // UDP blocked: the server drops every incoming datagram (its fault-injection hook).
+    let server = Server::start_with_env(&[], &[("LIVELENS_TEST_DROP_WEBRTC_INPUT", "1")]);
+    server.wait_live("demo", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        browser
+            .run(
+                "await import('/player.js');
+                 const p = document.createElement('livelens-player');
+                 p.setAttribute('mode', 'webrtc,mse'); p.setAttribute('src', 'demo');
+                 document.body.append(p); window.p = p;",
+            )
+            .await;
+        page_until(
+            &browser,
+            Duration::from_secs(15),
+            "MSE frames after the fallback",
+            "return window.p.stats.mode === 'mse' && window.p.stats.frames >= 25;",
+        )
+        .await;
+        server
+            .resources_until(Duration::from_secs(2), "the failed peer to be gone", |r| {
+                r["peer_connections"] == 0
+            })
+            .await;
+        browser.close().await;
+    });
+}
+
+#[test]
+fn two_hundred_webrtc_switches_leave_one_peer_at_most() {
+    let _serial = common::browser::serial();
+    let server = Server::start(&[]);
+    let r = server.post_json(
+        "/api/cameras",
+        &json!({"id": "small", "source": "testsrc://?size=320x240&fps=25&gop=25"}),
+    );
+    assert!(r.status().is_success());
+    server.wait_live("demo", Duration::from_secs(5));
+    server.wait_live("small", Duration::from_secs(5));
+    let baseline = server.resources();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        browser
+            .run(
+                "const Native = window.RTCPeerConnection; window.pcs = new Set();
+                 window.RTCPeerConnection = class extends Native {
+                   constructor(...a) { super(...a); window.pcs.add(this); }
+                   close() { window.pcs.delete(this); return super.close(); }
+                 };
+                 await import('/player.js');
+                 const p = document.createElement('livelens-player');
+                 p.setAttribute('mode', 'webrtc'); p.setAttribute('src', 'demo');
+                 document.body.append(p); window.p = p;",
+            )
+            .await;
+        page_until(
+            &browser,
+            Duration::from_secs(10),
+            "first frames",
+            "return window.p.stats.frames >= 5;",
+        )
+        .await;
+        for i in 0..200 {
+            let id = if i % 2 == 0 { "small" } else { "demo" };
+            let alive = browser
+                .run(&format!(
+                    "window.p.setAttribute('src', '{id}'); return window.pcs.size;"
+                ))
+                .await;
+            assert!(
+                alive.as_u64().unwrap() <= 1,
+                "switch {i}: {alive} peer connections alive in the page"
+            );
+            if i % 25 == 0 {
+                page_until(
+                    &browser,
+                    Duration::from_secs(10),
+                    "frames after a switch",
+                    "return window.p.stats.frames >= 3;",
+                )
+                .await;
+            }
+            server
+                .resources_until(
+                    Duration::from_secs(3),
+                    "at most one peer on the server",
+                    |r| r["peer_connections"].as_i64().unwrap() <= 1,
+                )
+                .await;
+        }
+        browser.run("window.p.remove();").await;
+        assert_eq!(browser.run("return window.pcs.size;").await, json!(0));
+        server
+            .resources_until(Duration::from_secs(3), "counts back at baseline", |r| {
+                r["peer_connections"] == baseline["peer_connections"]
+                    && r["viewers"] == baseline["viewers"]
+                    && r["tasks"] == baseline["tasks"]
+            })
+            .await;
         browser.close().await;
     });
 }

@@ -1,13 +1,18 @@
 // <livelens-player src="CAMERA_ID"> — plays a livelens camera in the browser.
 //
-// Transport: MSE over WebSocket (/api/cameras/{id}/mse), go2rtc's protocol: a JSON {"type":"mse"}
-// message with the MIME type, then the init segment and one fMP4 fragment per frame.
+// Transports, tried in the order of the `mode` attribute (default "webrtc,mse"):
+// - webrtc: WHEP (POST /api/cameras/{id}/whep); no frame within 4 s, or a failed connection,
+//   falls back to the next mode;
+// - mse: MSE over WebSocket (/api/cameras/{id}/mse), go2rtc's protocol: a JSON {"type":"mse"}
+//   message with the MIME type, then the init segment and one fMP4 fragment per frame.
 //
 // Low latency: the buffer is trimmed to a few seconds, playbackRate is nudged up when the
 // player drifts behind the live edge, and after a stall it jumps to the live edge.
 // Lifecycle: removing the element or changing `src` releases everything — socket closed with its
 // handlers nulled, SourceBuffer listeners removed, MediaSource ended, object URL revoked, timers
-// cleared, the video element's src removed — so switching cameras 1000 times leaks nothing.
+// cleared, the video element's src removed; for WebRTC every pc.on* handler nulled, tracks
+// stopped, srcObject cleared, pc.close() and a WHEP DELETE — so switching cameras 1000 times
+// leaks nothing.
 //
 // `player.stats`: {mode, fps, buffered, latency, firstFrameMs, frames, drops, state}.
 //   latency (seconds) is read from the testsrc time strip in the decoded picture, when present.
@@ -16,6 +21,7 @@ const STRIP_MARKER = 0b10110010;
 const KEEP_SECONDS = 6;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10000;
+const WEBRTC_FIRST_FRAME_MS = 4000;
 
 function supportedCodecs() {
   const candidates = [
@@ -96,14 +102,42 @@ class LivelensPlayer extends HTMLElement {
     const id = this.getAttribute("src");
     if (!id) return;
     this.stats = this.emptyStats();
+    this.modes = (this.getAttribute("mode") || "webrtc,mse").split(",").map((m) => m.trim()).filter(Boolean);
+    this.modeIndex = 0;
+    this.startMode(id);
+  }
+
+  // One session: the transport of the current mode plus the timers and callbacks every mode
+  // shares (frame counting, latency, live-edge keeping).
+  startMode(id) {
+    const mode = this.modes[this.modeIndex] === "webrtc" ? "webrtc" : "mse";
+    this.stats.mode = mode;
     this.stats.state = "connecting";
-    const started = performance.now();
+    const s = { mode, ws: null, pc: null, whep: null, ms: null, sb: null, url: null, queue: [], timers: [],
+      frameCb: null, listeners: [], closed: false, started: performance.now(), lastFrames: 0, framesAtStart: this.stats.frames };
+    this.session = s;
+    s.timers.push(setInterval(() => this.tick(s), 250));
+    const onFrame = () => {
+      if (s.closed) return;
+      if (this.stats.firstFrameMs === null) this.stats.firstFrameMs = Math.round(performance.now() - s.started);
+      this.stats.frames++;
+      this.stats.state = "playing";
+      this.retryMs = RECONNECT_MIN_MS;
+      s.frameCb = this.video.requestVideoFrameCallback(onFrame);
+    };
+    s.frameCb = this.video.requestVideoFrameCallback(onFrame);
+    if (mode === "webrtc") {
+      this.startWebRTC(s, id);
+    } else {
+      this.startMSE(s, id);
+    }
+  }
+
+  startMSE(s, id) {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const base = this.getAttribute("server") || `${proto}//${location.host}`;
     const url = `${base}/api/cameras/${encodeURIComponent(id)}/mse?codecs=${encodeURIComponent(supportedCodecs())}`;
-    const s = { ws: new WebSocket(url), ms: null, sb: null, url: null, queue: [], timers: [],
-      frameCb: null, listeners: [], closed: false, started, lastFrames: 0 };
-    this.session = s;
+    s.ws = new WebSocket(url);
     s.ws.binaryType = "arraybuffer";
     s.ws.onopen = () => { this.stats.state = "waiting"; };
     s.ws.onmessage = (ev) => this.onMessage(s, ev);
@@ -114,19 +148,66 @@ class LivelensPlayer extends HTMLElement {
       this.scheduleReconnect();
     };
     s.ws.onerror = () => {};
-    s.timers.push(setInterval(() => this.tick(s), 250));
-    const onFrame = (now, meta) => {
-      if (s.closed) return;
-      if (this.stats.firstFrameMs === null) this.stats.firstFrameMs = Math.round(performance.now() - s.started);
-      this.stats.frames++;
-      this.stats.state = "playing";
-      this.retryMs = RECONNECT_MIN_MS;
-      s.frameCb = this.video.requestVideoFrameCallback(onFrame);
-    };
-    s.frameCb = this.video.requestVideoFrameCallback(onFrame);
     const onWaiting = () => this.jumpToLiveEdge();
     this.video.addEventListener("waiting", onWaiting);
     s.listeners.push([this.video, "waiting", onWaiting]);
+  }
+
+  // WebRTC over WHEP; no frame within WEBRTC_FIRST_FRAME_MS (UDP blocked, no codec) falls back.
+  async startWebRTC(s, id) {
+    const http = this.getAttribute("server")?.replace(/^ws/, "http") || "";
+    const pc = new RTCPeerConnection();
+    s.pc = pc;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.ontrack = (ev) => {
+      if (s.closed) return;
+      if (!this.video.srcObject) this.video.srcObject = new MediaStream();
+      this.video.srcObject.addTrack(ev.track);
+      this.video.play().catch(() => {});
+    };
+    pc.onconnectionstatechange = () => {
+      if (!s.closed && (pc.connectionState === "failed" || pc.connectionState === "closed")) {
+        this.fallback(s, `WebRTC ${pc.connectionState}`);
+      }
+    };
+    s.timers.push(setTimeout(() => {
+      if (!s.closed && this.stats.frames === s.framesAtStart) this.fallback(s, "WebRTC: no frame in time");
+    }, WEBRTC_FIRST_FRAME_MS));
+    try {
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      if (s.closed) return;
+      const r = await fetch(`${http}/api/cameras/${encodeURIComponent(id)}/whep`, {
+        method: "POST", headers: { "content-type": "application/sdp" }, body: offer.sdp,
+      });
+      const whep = r.status === 201 ? new URL(r.headers.get("location"), r.url).href : null;
+      if (s.closed) {
+        // Switched away while the offer was in flight: end the session it created.
+        if (whep) fetch(whep, { method: "DELETE", keepalive: true }).catch(() => {});
+        return;
+      }
+      if (!whep) throw new Error(`WHEP ${r.status}: ${await r.text()}`);
+      s.whep = whep;
+      const answer = await r.text();
+      if (s.closed) return;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      this.stats.state = "waiting";
+    } catch (e) {
+      this.fallback(s, String(e.message || e));
+    }
+  }
+
+  fallback(s, reason) {
+    if (s.closed || this.session !== s) return;
+    this.stats.error = reason;
+    if (this.modeIndex + 1 < this.modes.length) {
+      this.releaseSession();
+      this.modeIndex++;
+      this.startMode(this.getAttribute("src"));
+    } else {
+      this.scheduleReconnect();
+    }
   }
 
   scheduleReconnect() {
@@ -215,14 +296,16 @@ class LivelensPlayer extends HTMLElement {
     const v = this.video, b = v.buffered;
     const ahead = b.length ? b.end(b.length - 1) - v.currentTime : 0;
     this.stats.buffered = Math.round(ahead * 1000) / 1000;
-    // Start (or fall back) at the live edge; nudge the rate when a little behind.
-    if (b.length && (v.currentTime < b.start(0) || ahead > 1.0)) this.jumpToLiveEdge();
-    else v.playbackRate = ahead > 0.3 ? 1.1 : 1.0;
+    // MSE: start (or fall back) at the live edge; nudge the rate when a little behind.
+    if (s.mode === "mse") {
+      if (b.length && (v.currentTime < b.start(0) || ahead > 1.0)) this.jumpToLiveEdge();
+      else v.playbackRate = ahead > 0.3 ? 1.1 : 1.0;
+    }
     this.stats.fps = (this.stats.frames - s.lastFrames) * 4;
     s.lastFrames = this.stats.frames;
     const ts = readTimeStrip(v, this.canvas);
     if (ts !== null) this.stats.latency = Math.round(Date.now() - ts) / 1000;
-    if (v.paused && b.length) v.play().catch(() => {});
+    if (v.paused && (b.length || v.srcObject)) v.play().catch(() => {});
   }
 
   releaseMedia(s) {
@@ -246,9 +329,18 @@ class LivelensPlayer extends HTMLElement {
     if (!s) return;
     s.closed = true;
     this.session = null;
-    s.ws.onopen = s.ws.onmessage = s.ws.onclose = s.ws.onerror = null;
-    if (s.ws.readyState === WebSocket.OPEN || s.ws.readyState === WebSocket.CONNECTING) s.ws.close();
-    s.timers.forEach(clearInterval);
+    if (s.ws) {
+      s.ws.onopen = s.ws.onmessage = s.ws.onclose = s.ws.onerror = null;
+      if (s.ws.readyState === WebSocket.OPEN || s.ws.readyState === WebSocket.CONNECTING) s.ws.close();
+    }
+    if (s.pc) {
+      s.pc.ontrack = s.pc.onconnectionstatechange = s.pc.oniceconnectionstatechange = null;
+      for (const r of s.pc.getReceivers()) if (r.track) r.track.stop();
+      s.pc.close();
+      // WHEP: end the server's session now rather than when ICE times out.
+      if (s.whep) fetch(s.whep, { method: "DELETE", keepalive: true }).catch(() => {});
+    }
+    s.timers.forEach((t) => { clearInterval(t); clearTimeout(t); });
     if (s.frameCb !== null) this.video.cancelVideoFrameCallback(s.frameCb);
     for (const [target, type, fn] of s.listeners) target.removeEventListener(type, fn);
     s.listeners = [];

@@ -29,6 +29,12 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Browser::start_with(true).await
+    }
+
+    /// `loopback_webrtc: false` leaves Chromium's default: it won't use 127.0.0.1 ICE candidates,
+    /// which makes a server that only offers those unreachable over WebRTC.
+    pub async fn start_with(loopback_webrtc: bool) -> Browser {
         for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
             assert!(
                 std::path::Path::new(bin).exists(),
@@ -71,9 +77,13 @@ impl Browser {
                 ]
             }
         });
-        let Value::Object(caps) = caps else {
+        let Value::Object(mut caps) = caps else {
             unreachable!()
         };
+        if !loopback_webrtc {
+            let args = caps["goog:chromeOptions"]["args"].as_array_mut().unwrap();
+            args.retain(|a| a != "--allow-loopback-in-peer-connection");
+        }
         let client = fantoccini::ClientBuilder::new(
             hyper_util::client::legacy::connect::HttpConnector::new(),
         )

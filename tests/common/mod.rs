@@ -297,3 +297,37 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
+
+impl Server {
+    /// `GET /api/resources` from async code (the blocking client must not run inside a runtime).
+    pub async fn resources_async(&self) -> Value {
+        reqwest::Client::new()
+            .get(self.url("/api/resources"))
+            .send()
+            .await
+            .expect("GET /api/resources")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// Waits until `check` holds for `/api/resources`, from async code.
+    pub async fn resources_until(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) {
+        let start = Instant::now();
+        loop {
+            let r = self.resources_async().await;
+            if check(&r) {
+                return;
+            }
+            if start.elapsed() > within {
+                panic!("timed out after {within:?} waiting for {what}; resources: {r}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

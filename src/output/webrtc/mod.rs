@@ -30,6 +30,8 @@ use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 
 /// A peer whose ICE stays disconnected this long is removed.
 const ICE_DISCONNECTED_LIMIT: Duration = Duration::from_secs(10);
+/// A peer that never connects (the browser went away mid-offer) is removed after this long.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub enum OfferError {
@@ -69,6 +71,7 @@ struct Peer {
     rtc: Rtc,
     video: Option<(Mid, Pt)>,
     connected: bool,
+    created: Instant,
     disconnected_since: Option<Instant>,
     forwarder: Option<(CancellationToken, JoinHandle<()>)>,
     /// The description whose parameter sets were last sent.
@@ -173,6 +176,7 @@ impl WebRtc {
             rtc,
             video: None,
             connected: false,
+            created: Instant::now(),
             disconnected_since: None,
             forwarder: None,
             sent_codec: None,
@@ -285,6 +289,8 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
 ) {
+    // Fault injection for tests: behave as if a firewall dropped every incoming datagram.
+    let drop_input = std::env::var_os("LIVELENS_TEST_DROP_WEBRTC_INPUT").is_some();
     let (dgram_tx, mut dgrams) = mpsc::channel::<Datagram>(1024);
     let readers: Vec<JoinHandle<()>> = sockets
         .iter()
@@ -313,9 +319,11 @@ async fn run(
                 }
                 _ => peer.rtc.disconnect(),
             }
-            if peer
-                .disconnected_since
-                .is_some_and(|t| t.elapsed() > ICE_DISCONNECTED_LIMIT)
+            let never_connected = !peer.connected && peer.created.elapsed() > CONNECT_LIMIT;
+            if never_connected
+                || peer
+                    .disconnected_since
+                    .is_some_and(|t| t.elapsed() > ICE_DISCONNECTED_LIMIT)
             {
                 peer.rtc.disconnect();
             }
@@ -338,6 +346,9 @@ async fn run(
                 }
             }
             Some(d) = dgrams.recv() => {
+                if drop_input {
+                    continue;
+                }
                 let Ok(contents) = d.data.as_slice().try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
                     proto: Protocol::Udp,
