@@ -90,9 +90,10 @@ fn bad_offers_get_the_right_4xx() {
 
 /// A WHEP client in the page: offer → answer, frames counted from getStats.
 const WHEP_CLIENT: &str = "
-  window.whep = async (id) => {
+  window.whep = async (id, audio) => {
     const pc = new RTCPeerConnection();
     pc.addTransceiver('video', {direction: 'recvonly'});
+    if (audio) pc.addTransceiver('audio', {direction: 'recvonly'});
     const v = document.createElement('video');
     v.muted = true; v.autoplay = true; v.playsInline = true; document.body.append(v);
     pc.ontrack = (ev) => { v.srcObject = ev.streams[0] || new MediaStream([ev.track]); v.play().catch(() => {}); };
@@ -106,6 +107,11 @@ const WHEP_CLIENT: &str = "
     const onFrame = () => { if (state.firstFrameMs === null) state.firstFrameMs = performance.now() - state.started; v.requestVideoFrameCallback(onFrame); };
     v.requestVideoFrameCallback(onFrame);
     return state;
+  };
+  window.audioPackets = async (pc) => {
+    let n = 0;
+    (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n = s.packetsReceived || 0; });
+    return n;
   };
   window.framesDecoded = async (pc) => {
     let n = 0;
@@ -362,6 +368,61 @@ fn two_hundred_webrtc_switches_leave_one_peer_at_most() {
                     && r["tasks"] == baseline["tasks"]
             })
             .await;
+        browser.close().await;
+    });
+}
+
+#[test]
+fn opus_and_pcma_audio_pass_through_and_aac_is_explained() {
+    let _serial = common::browser::serial();
+    let opus = RtspCamera::start(&["--size", "320x240", "--audio", "opus"]);
+    let pcma = RtspCamera::start(&["--size", "320x240", "--audio", "pcma"]);
+    let aac = RtspCamera::start(&["--size", "320x240", "--audio", "aac"]);
+    let server = Server::start(&[]);
+    for (id, cam) in [("opus", &opus), ("pcma", &pcma), ("aac", &aac)] {
+        let r = server.post_json("/api/cameras", &json!({"id": id, "source": cam.url()}));
+        assert!(r.status().is_success());
+        server.wait_live(id, Duration::from_secs(10));
+    }
+    let note = server.get_json("/api/cameras/aac")["webrtc_note"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(note.contains("aac audio is not sent over WebRTC"), "{note}");
+    assert!(server.get_json("/api/cameras/opus")["webrtc_note"].is_null());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        browser.run(WHEP_CLIENT).await;
+        for id in ["opus", "pcma"] {
+            browser
+                .run(&format!("window.s = await window.whep('{id}', true);"))
+                .await;
+            let start = Instant::now();
+            loop {
+                let audio = browser
+                    .run("return await window.audioPackets(window.s.pc);")
+                    .await
+                    .as_u64()
+                    .unwrap_or(0);
+                let video = browser
+                    .run("return await window.framesDecoded(window.s.pc);")
+                    .await
+                    .as_u64()
+                    .unwrap_or(0);
+                if audio >= 25 && video >= 10 {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "{id}: {audio} audio packets, {video} frames"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            browser
+                .run("await fetch(window.s.location, {method: 'DELETE'}); window.s.pc.close();")
+                .await;
+        }
         browser.close().await;
     });
 }

@@ -48,6 +48,21 @@ pub fn choose_h264<'a>(
         .map(|p| p.pt())
 }
 
+/// The payload type for passing a camera's audio through: Opus, PCMA or PCMU when offered.
+/// AAC has no WebRTC payload (it needs transcoding): `None`.
+pub fn choose_audio<'a>(
+    mut params: impl Iterator<Item = &'a PayloadParams>,
+    camera_codec: &str,
+) -> Option<Pt> {
+    let want = match camera_codec {
+        "opus" => Codec::Opus,
+        "pcma" => Codec::PCMA,
+        "pcmu" => Codec::PCMU,
+        _ => return None,
+    };
+    params.find(|p| p.spec().codec == want).map(|p| p.pt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

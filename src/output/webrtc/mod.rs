@@ -70,10 +70,15 @@ struct Peer {
     camera: Arc<Camera>,
     rtc: Rtc,
     video: Option<(Mid, Pt)>,
+    /// The audio m-line and payload type, when the camera's audio can pass through.
+    audio: Option<(Mid, Pt)>,
+    last_keyframe_request: Option<Instant>,
     connected: bool,
     created: Instant,
     disconnected_since: Option<Instant>,
     forwarder: Option<(CancellationToken, JoinHandle<()>)>,
+    /// Forwarders replaced after a keyframe request, joined when the peer ends.
+    old_forwarders: Vec<JoinHandle<()>>,
     /// The description whose parameter sets were last sent.
     sent_codec: Option<Arc<VideoCodec>>,
     _counted: Counted,
@@ -156,6 +161,9 @@ impl WebRtc {
             .set_ice_lite(true)
             .clear_codecs()
             .enable_h264(true)
+            .enable_opus(true, false)
+            .enable_pcma(true, false)
+            .enable_pcmu(true, false)
             .build(Instant::now());
         for addr in &self.candidates {
             if let Ok(c) = Candidate::host(*addr, "udp") {
@@ -175,10 +183,13 @@ impl WebRtc {
             camera,
             rtc,
             video: None,
+            audio: None,
+            last_keyframe_request: None,
             connected: false,
             created: Instant::now(),
             disconnected_since: None,
             forwarder: None,
+            old_forwarders: Vec::new(),
             sent_codec: None,
             _counted: Counted::new(Resource::PeerConnection),
         };
@@ -435,9 +446,52 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
                 }
             }
         }
+        Event::MediaAdded(m) if m.kind == str0m::media::MediaKind::Audio => {
+            let audio = peer.camera.stream.audio();
+            if let (Some(a), Some(writer)) = (audio, peer.rtc.writer(m.mid)) {
+                if let Some(pt) = codec::choose_audio(writer.payload_params(), a.codec) {
+                    peer.audio = Some((m.mid, pt));
+                } else {
+                    tracing::info!(
+                        camera = peer.camera.id(),
+                        "WebRTC: {} audio is not sent (video only)",
+                        a.codec
+                    );
+                }
+            }
+        }
+        // A PLI/FIR: the browser lost its reference. Restart the subscription, which begins with
+        // the cached GOP (a keyframe), at most once a second.
+        Event::KeyframeRequest(_) if peer.connected => {
+            if peer
+                .last_keyframe_request
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+            {
+                peer.last_keyframe_request = Some(Instant::now());
+                if let Some((cancel, _)) = &peer.forwarder {
+                    cancel.cancel();
+                }
+                start_forwarder(peer, frames_tx);
+            }
+        }
         Event::Connected => {
             peer.connected = true;
             // Subscribe now, so the cached GOP goes out the moment media can flow.
+            start_forwarder(peer, frames_tx);
+        }
+        _ => {}
+    }
+}
+
+/// Starts (or restarts) the peer's hub subscription; an old forwarder is left to finish on its
+/// cancelled token and is joined when the peer ends.
+fn start_forwarder(peer: &mut Peer, frames_tx: &mpsc::Sender<(String, Frame)>) {
+    if let Some((cancel, task)) = peer.forwarder.take() {
+        cancel.cancel();
+        peer.old_forwarders.push(task);
+    }
+    {
+        {
             if let Some(mut sub) = peer.camera.stream.subscribe(ViewerKind::Webrtc) {
                 let cancel = CancellationToken::new();
                 let stop = cancel.clone();
@@ -449,9 +503,6 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
                             _ = stop.cancelled() => return,
                             f = sub.next() => match f { Ok(f) => f, Err(_) => return },
                         };
-                        if !frame.is_video() {
-                            continue;
-                        }
                         if tx.send((session.clone(), frame)).await.is_err() {
                             return;
                         }
@@ -460,11 +511,23 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
                 peer.forwarder = Some((cancel, task));
             }
         }
-        _ => {}
     }
 }
 
 fn write_frame(peer: &mut Peer, frame: &Frame) {
+    if !frame.is_video() {
+        // Opus and G.711 frames are RTP payloads already: passed through as they are.
+        if let (Some((mid, pt)), Some(a)) = (peer.audio, peer.camera.stream.audio()) {
+            let time = MediaTime::new(
+                frame.pts.max(0) as u64,
+                Frequency::new(a.sample_rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
+            );
+            if let Some(writer) = peer.rtc.writer(mid) {
+                let _ = writer.write(pt, Instant::now(), time, frame.data.to_vec());
+            }
+        }
+        return;
+    }
     let Some((mid, pt)) = peer.video else { return };
     let Some(codec) = &frame.video_codec else {
         return;
@@ -490,6 +553,9 @@ async fn end_peer(mut peer: Peer) {
     peer.rtc.disconnect();
     if let Some((cancel, task)) = peer.forwarder.take() {
         cancel.cancel();
+        let _ = task.await;
+    }
+    for task in peer.old_forwarders.drain(..) {
         let _ = task.await;
     }
     tracing::debug!(session = %peer.session, camera = peer.camera.id(), "WebRTC peer ended");
