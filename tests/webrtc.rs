@@ -426,3 +426,49 @@ fn opus_and_pcma_audio_pass_through_and_aac_is_explained() {
         browser.close().await;
     });
 }
+
+#[test]
+fn go2rtc_webrtc_offer_over_the_websocket() {
+    let _serial = common::browser::serial();
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        // As go2rtc's video-rtc.js signals: offer and candidates over /api/ws, answer back.
+        browser
+            .run(&format!(
+                "{WHEP_CLIENT}
+                 const pc = new RTCPeerConnection();
+                 pc.addTransceiver('video', {{direction: 'recvonly'}});
+                 const v = document.createElement('video'); v.muted = true; document.body.append(v);
+                 pc.ontrack = (ev) => {{ v.srcObject = new MediaStream([ev.track]); v.play().catch(() => {{}}); }};
+                 const ws = new WebSocket(`ws://${{location.host}}/api/ws?src=demo`);
+                 await new Promise((ok) => ws.onopen = ok);
+                 pc.onicecandidate = (ev) => {{ if (ev.candidate) ws.send(JSON.stringify({{type: 'webrtc/candidate', value: ev.candidate.candidate}})); }};
+                 ws.onmessage = async (ev) => {{
+                   const msg = JSON.parse(ev.data);
+                   if (msg.type === 'webrtc/answer') await pc.setRemoteDescription({{type: 'answer', sdp: msg.value}});
+                 }};
+                 const offer = await pc.createOffer();
+                 await pc.setLocalDescription(offer);
+                 ws.send(JSON.stringify({{type: 'webrtc/offer', value: offer.sdp}}));
+                 window.g = {{pc, ws}};"
+            ))
+            .await;
+        let start = Instant::now();
+        while browser.run("return await window.framesDecoded(window.g.pc);").await.as_u64().unwrap_or(0) < 25 {
+            assert!(start.elapsed() < Duration::from_secs(15), "no frames over go2rtc signalling");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(server.resources_async().await["peer_connections"], 1);
+        // Closing the signalling socket ends the session.
+        browser.run("window.g.ws.close();").await;
+        server
+            .resources_until(Duration::from_secs(2), "the peer to end with its socket", |r| {
+                r["peer_connections"] == 0
+            })
+            .await;
+        browser.close().await;
+    });
+}

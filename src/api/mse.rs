@@ -109,33 +109,78 @@ async fn send_error(socket: &mut WebSocket, text: &str) {
     let _ = send(socket, Message::Text(Utf8Bytes::from(msg))).await;
 }
 
-/// Waits for the client's `{"type":"mse","value":codecs}`; other message types get an error.
-async fn hello(socket: &mut WebSocket) -> Option<ClientCodecs> {
+/// go2rtc's signalling: waits for `{"type":"mse","value":codecs}` (returned), answering
+/// `{"type":"webrtc/offer","value":sdp}` with `{"type":"webrtc/answer","value":sdp}` meanwhile.
+/// WebRTC sessions made here are listed in `sessions` and end with the socket.
+async fn hello(
+    socket: &mut WebSocket,
+    camera: &std::sync::Arc<Camera>,
+    state: &SharedState,
+    sessions: &mut Vec<String>,
+) -> Option<ClientCodecs> {
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     loop {
-        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(_) => return None,
-            Err(_) => {
-                send_error(socket, "mse: no {\"type\":\"mse\"} request within 10 s").await;
-                return None;
+        // Once a WebRTC session exists the socket is its signalling channel: no deadline.
+        let next = if sessions.is_empty() {
+            match tokio::time::timeout_at(deadline, socket.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    send_error(socket, "mse: no {\"type\":\"mse\"} request within 10 s").await;
+                    return None;
+                }
             }
+        } else {
+            socket.recv().await
+        };
+        let Some(Ok(msg)) = next else {
+            return None;
         };
         let Message::Text(text) = msg else {
             continue;
         };
-        match serde_json::from_str::<ClientMessage>(&text) {
-            Ok(m) if m.kind == "mse" => {
-                return Some(ClientCodecs::parse(m.value.as_str().unwrap_or("")));
+        let m = match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                send_error(socket, &format!("malformed message: {e}")).await;
+                continue;
             }
-            Ok(m) => {
-                let reply = format!(
-                    "unsupported message type {:?} (livelens speaks \"mse\" here)",
-                    m.kind
-                );
+        };
+        match m.kind.as_str() {
+            "mse" => return Some(ClientCodecs::parse(m.value.as_str().unwrap_or(""))),
+            "webrtc/offer" | "webrtc" => {
+                // "webrtc/offer" carries the SDP; the older "webrtc" form an {type, sdp} object.
+                let sdp = m
+                    .value
+                    .as_str()
+                    .or_else(|| m.value.get("sdp").and_then(|v| v.as_str()))
+                    .unwrap_or("");
+                let reply = match &state.webrtc {
+                    None => Err("webrtc: WebRTC is not running".to_string()),
+                    Some(w) => w
+                        .offer(camera.clone(), sdp)
+                        .await
+                        .map_err(|e| format!("webrtc/offer: {e}")),
+                };
+                match reply {
+                    Ok((session, answer)) => {
+                        sessions.push(session);
+                        let msg = json!({"type": "webrtc/answer", "value": answer}).to_string();
+                        if send(socket, Message::Text(Utf8Bytes::from(msg)))
+                            .await
+                            .is_err()
+                        {
+                            return None;
+                        }
+                    }
+                    Err(e) => send_error(socket, &e).await,
+                }
+            }
+            // livelens is ICE-lite with its candidates in the answer: browser candidates are not needed.
+            "webrtc/candidate" => {}
+            other => {
+                let reply = format!("unsupported message type {other:?} (livelens speaks \"mse\" and \"webrtc/offer\")");
                 send_error(socket, &reply).await;
             }
-            Err(e) => send_error(socket, &format!("malformed message: {e}")).await,
         }
     }
 }
@@ -150,10 +195,17 @@ async fn run(
     let codecs = match codecs {
         Some(c) => c,
         None => {
+            let mut sessions = Vec::new();
             let said = tokio::select! {
-                c = hello(&mut socket) => c,
+                c = hello(&mut socket, &camera, &state, &mut sessions) => c,
                 _ = shutdown.cancelled() => None,
             };
+            // WebRTC sessions signalled over this socket end with it.
+            if let Some(w) = &state.webrtc {
+                for session in &sessions {
+                    w.remove(session).await;
+                }
+            }
             match said {
                 Some(c) => c,
                 None => return,
