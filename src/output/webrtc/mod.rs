@@ -462,17 +462,14 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
         }
         // A PLI/FIR: the browser lost its reference. Restart the subscription, which begins with
         // the cached GOP (a keyframe), at most once a second.
-        Event::KeyframeRequest(_) if peer.connected => {
-            if peer
-                .last_keyframe_request
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
-            {
-                peer.last_keyframe_request = Some(Instant::now());
-                if let Some((cancel, _)) = &peer.forwarder {
-                    cancel.cancel();
-                }
-                start_forwarder(peer, frames_tx);
-            }
+        Event::KeyframeRequest(_)
+            if peer.connected
+                && peer
+                    .last_keyframe_request
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(1)) =>
+        {
+            peer.last_keyframe_request = Some(Instant::now());
+            start_forwarder(peer, frames_tx);
         }
         Event::Connected => {
             peer.connected = true;
@@ -486,32 +483,31 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
 /// Starts (or restarts) the peer's hub subscription; an old forwarder is left to finish on its
 /// cancelled token and is joined when the peer ends.
 fn start_forwarder(peer: &mut Peer, frames_tx: &mpsc::Sender<(String, Frame)>) {
+    // Finished forwarders need no join; keep only those still winding down.
+    peer.old_forwarders.retain(|t| !t.is_finished());
     if let Some((cancel, task)) = peer.forwarder.take() {
         cancel.cancel();
         peer.old_forwarders.push(task);
     }
-    {
-        {
-            if let Some(mut sub) = peer.camera.stream.subscribe(ViewerKind::Webrtc) {
-                let cancel = CancellationToken::new();
-                let stop = cancel.clone();
-                let tx = frames_tx.clone();
-                let session = peer.session.clone();
-                let task = spawn_task(async move {
-                    loop {
-                        let frame = tokio::select! {
-                            _ = stop.cancelled() => return,
-                            f = sub.next() => match f { Ok(f) => f, Err(_) => return },
-                        };
-                        if tx.send((session.clone(), frame)).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                peer.forwarder = Some((cancel, task));
+    let Some(mut sub) = peer.camera.stream.subscribe(ViewerKind::Webrtc) else {
+        return;
+    };
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let tx = frames_tx.clone();
+    let session = peer.session.clone();
+    let task = spawn_task(async move {
+        loop {
+            let frame = tokio::select! {
+                _ = stop.cancelled() => return,
+                f = sub.next() => match f { Ok(f) => f, Err(_) => return },
+            };
+            if tx.send((session.clone(), frame)).await.is_err() {
+                return;
             }
         }
-    }
+    });
+    peer.forwarder = Some((cancel, task));
 }
 
 fn write_frame(peer: &mut Peer, frame: &Frame) {
