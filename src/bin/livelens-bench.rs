@@ -37,6 +37,20 @@ enum Bench {
         #[arg(long)]
         header: bool,
     },
+    /// N WebRTC (WHEP) viewers of one camera: str0m clients doing real ICE/DTLS/SRTP.
+    Webrtc {
+        /// The camera's WHEP URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080/api/cameras/demo/whep")]
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        viewers: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long)]
+        header: bool,
+    },
 }
 
 #[derive(Default)]
@@ -151,14 +165,26 @@ fn raise_fd_limit() {
 }
 
 fn main() {
-    let Bench::Mse {
-        url,
-        viewers,
-        seconds,
-        pid,
-        header,
-    } = Cli::parse().command;
     raise_fd_limit();
+    match Cli::parse().command {
+        Bench::Mse {
+            url,
+            viewers,
+            seconds,
+            pid,
+            header,
+        } => mse(url, viewers, seconds, pid, header),
+        Bench::Webrtc {
+            url,
+            viewers,
+            seconds,
+            pid,
+            header,
+        } => webrtc::run(url, viewers, seconds, pid, header),
+    }
+}
+
+fn mse(url: String, viewers: usize, seconds: u64, pid: Option<u32>, header: bool) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let pid = pid.or_else(|| runtime.block_on(find_server(&url)));
     let cpu_before = pid.and_then(cpu_seconds);
@@ -210,5 +236,192 @@ fn main() {
     );
     if let Some(e) = results.iter().find_map(|r| r.error.clone()) {
         eprintln!("first error: {e}");
+    }
+}
+
+/// WebRTC viewers: each a str0m `Rtc` on its own UDP socket, driven by its own task.
+mod webrtc {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use str0m::change::{SdpAnswer, SdpOffer};
+    use str0m::media::{Direction, MediaKind};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Candidate, Event, Input, Output, Rtc};
+    use tokio::net::UdpSocket;
+
+    use super::{cpu_seconds, now_us, percentile, rss_mib, ViewerResult};
+    use livelens::media::{h264, sei};
+
+    /// POSTs the offer with a minimal HTTP/1.1 client (same machine, plain HTTP).
+    async fn whep(url: &str, offer: &SdpOffer) -> Result<String, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("the URL must be http://")?;
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let body = offer.to_sdp_string();
+        let mut stream = tokio::net::TcpStream::connect(host)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (head, answer) = response.split_once("\r\n\r\n").ok_or("bad HTTP response")?;
+        if !head.starts_with("HTTP/1.1 201") {
+            return Err(head.lines().next().unwrap_or("").to_string());
+        }
+        Ok(answer.to_string())
+    }
+
+    async fn viewer(url: String, until: Instant) -> ViewerResult {
+        let mut r = ViewerResult::default();
+        if let Err(e) = viewer_inner(&url, until, &mut r).await {
+            r.error = Some(e);
+        }
+        r
+    }
+
+    async fn viewer_inner(url: &str, until: Instant, r: &mut ViewerResult) -> Result<(), String> {
+        let started = Instant::now();
+        let connected_at = now_us();
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let local: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_h264(true)
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?)
+            .ok_or("candidate refused")?;
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().ok_or("no offer")?;
+        let answer = whep(url, &offer).await?;
+        let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| e.to_string())?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 2000];
+        while Instant::now() < until && rtc.is_alive() {
+            let timeout = loop {
+                match rtc.poll_output().map_err(|e| e.to_string())? {
+                    Output::Transmit(t) => {
+                        let _ = socket.send_to(&t.contents, t.destination).await;
+                    }
+                    Output::Timeout(t) => break t,
+                    Output::Event(Event::MediaData(m)) => {
+                        r.bytes += m.data.len() as u64;
+                        r.first_frame.get_or_insert_with(|| started.elapsed());
+                        // str0m hands over H.264 in Annex B; the SEI carries the capture time.
+                        let t = h264::split_annex_b(&m.data)
+                            .into_iter()
+                            .take(4)
+                            .find_map(sei::read_capture_time)
+                            .map(|t| t.unix_us)
+                            .filter(|t| *t >= connected_at);
+                        if let Some(t) = t {
+                            r.latencies_ms.push((now_us() - t) as f64 / 1000.0);
+                        }
+                    }
+                    Output::Event(_) => {}
+                }
+            };
+            let wait = timeout
+                .min(until)
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let input = match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+                Ok(Ok((n, source))) => Some((n, source)),
+                _ => None,
+            };
+            let now = Instant::now();
+            match input {
+                Some((n, source)) => {
+                    let Ok(contents) = buf[..n].try_into() else {
+                        continue;
+                    };
+                    let recv = Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: local,
+                        contents,
+                    };
+                    rtc.handle_input(Input::Receive(now, recv))
+                        .map_err(|e| e.to_string())?;
+                }
+                None => rtc
+                    .handle_input(Input::Timeout(now))
+                    .map_err(|e| e.to_string())?,
+            }
+        }
+        Ok(())
+    }
+
+    pub fn run(url: String, viewers: usize, seconds: u64, pid: Option<u32>, header: bool) {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let pid = pid.or_else(|| {
+            let ws = url.replacen("http://", "ws://", 1);
+            runtime.block_on(super::find_server(&ws))
+        });
+        let cpu_before = pid.and_then(cpu_seconds);
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(seconds);
+        let results: Vec<ViewerResult> = runtime.block_on(async {
+            let tasks: Vec<_> = (0..viewers)
+                .map(|_| tokio::spawn(viewer(url.clone(), until)))
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap_or_default());
+            }
+            out
+        });
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = match (cpu_before, pid.and_then(cpu_seconds)) {
+            (Some(a), Some(b)) => format!("{:.1}", (b - a) / elapsed * 100.0),
+            _ => "?".into(),
+        };
+        let rss = pid.and_then(rss_mib);
+        let errors = results.iter().filter(|r| r.error.is_some()).count();
+        let mut first: Vec<f64> = results
+            .iter()
+            .filter_map(|r| r.first_frame)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+        first.sort_by(f64::total_cmp);
+        let mut lat: Vec<f64> = results
+            .iter()
+            .flat_map(|r| r.latencies_ms.iter().copied())
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let frames_per_s = lat.len() as f64 / elapsed;
+        if header {
+            println!("| viewers | server CPU % | server RSS | frames/s received (all viewers) | first frame p50 / p99 | latency p50 / p99 | errors |");
+            println!("|---|---|---|---|---|---|---|");
+        }
+        println!(
+            "| {viewers} | {cpu} | {} | {frames_per_s:.0} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {errors} |",
+            rss.map_or("?".into(), |m| format!("{m:.0} MiB")),
+            percentile(&first, 0.5),
+            percentile(&first, 0.99),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+        );
+        if let Some(e) = results.iter().find_map(|r| r.error.clone()) {
+            eprintln!("first error: {e}");
+        }
     }
 }
