@@ -472,3 +472,115 @@ fn go2rtc_webrtc_offer_over_the_websocket() {
         browser.close().await;
     });
 }
+
+#[test]
+fn a_str0m_client_receives_decodable_h264_and_h265_over_whep() {
+    use livelens::media::h264;
+    use openh264::formats::YUVSource;
+    let hevc = RtspCamera::start(&["--codec", "h265", "--size", "320x240", "--gop", "10"]);
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let r = server.post_json("/api/cameras", &json!({"id": "hevc", "source": hevc.url()}));
+    assert!(r.status().is_success());
+    server.wait_live("hevc", Duration::from_secs(10));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // H.264 from the demo camera decodes with openh264 at the camera's size.
+        let url = server.url("/api/cameras/demo/whep");
+        let frames = common::whep::receive(&url, "h264", 30, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let first = h264::split_annex_b(&frames[0]);
+        assert!(
+            first.iter().any(|n| h264::nal_type(n) == h264::NAL_SPS),
+            "first frame starts with SPS"
+        );
+        let mut decoder = openh264::decoder::Decoder::new().unwrap();
+        let mut decoded = 0;
+        for f in &frames {
+            if let Ok(Some(pic)) = decoder.decode(f) {
+                assert_eq!(pic.dimensions(), (1280, 720));
+                decoded += 1;
+            }
+        }
+        assert!(
+            decoded >= 25,
+            "{decoded} of {} frames decoded",
+            frames.len()
+        );
+        // H.265 is sent to a client that offers it, starting with VPS/SPS/PPS and a keyframe.
+        let url = server.url("/api/cameras/hevc/whep");
+        let frames = common::whep::receive(&url, "h265", 10, Duration::from_secs(10))
+            .await
+            .unwrap();
+        // (str0m may hand the parameter sets and the slices over as separate units.)
+        let types: Vec<u8> = frames[..3]
+            .iter()
+            .flat_map(|f| {
+                h264::split_annex_b(f)
+                    .into_iter()
+                    .map(|n| (n[0] >> 1) & 0x3f)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let irap = types
+            .iter()
+            .position(|t| (16..=21).contains(t))
+            .unwrap_or_else(|| panic!("no keyframe in {types:?}"));
+        let sets = &types[..irap];
+        assert!(
+            sets.contains(&32) && sets.contains(&33) && sets.contains(&34),
+            "{types:?}"
+        );
+        // A client offering only H.264 for an H.265 camera is told why.
+        let err = common::whep::receive(&url, "h264", 1, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.contains("422") && err.contains("H265"), "{err}");
+    });
+}
+
+#[test]
+fn go2rtc_webrtc_post_and_abandoned_peers_are_removed() {
+    use str0m::media::{Direction, MediaKind};
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // go2rtc's JSON form: {type:"offer", sdp} in, {type:"answer", sdp} out.
+        str0m::crypto::from_feature_flags().install_process_default();
+        let mut rtc = str0m::Rtc::builder()
+            .clear_codecs()
+            .enable_h264(true)
+            .build(Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, _pending) = api.apply().unwrap();
+        let answer: Value = reqwest::Client::new()
+            .post(server.url("/api/webrtc?src=demo"))
+            .json(&json!({"type": "offer", "sdp": offer.to_sdp_string()}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["type"], "answer");
+        assert!(answer["sdp"].as_str().unwrap().starts_with("v=0"));
+        // A peer that never connects is removed.
+        server
+            .resources_until(Duration::from_secs(15), "the unconnected peer to go", |r| {
+                r["peer_connections"] == 0
+            })
+            .await;
+        // A viewer that vanishes (no DELETE, no more packets) is removed once ICE gives up.
+        let url = server.url("/api/cameras/demo/whep");
+        common::whep::receive(&url, "h264", 10, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(server.resources_async().await["peer_connections"], 1);
+        server
+            .resources_until(Duration::from_secs(40), "the vanished peer to go", |r| {
+                r["peer_connections"] == 0 && r["viewers"]["webrtc"] == 0
+            })
+            .await;
+    });
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod whep;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -48,6 +48,13 @@ pub fn choose_h264<'a>(
         .map(|p| p.pt())
 }
 
+/// The H.265 payload type, for a browser that offers it.
+pub fn choose_h265<'a>(mut params: impl Iterator<Item = &'a PayloadParams>) -> Option<Pt> {
+    params
+        .find(|p| p.spec().codec == Codec::H265)
+        .map(|p| p.pt())
+}
+
 /// The payload type for passing a camera's audio through: Opus, PCMA or PCMU when offered.
 /// AAC has no WebRTC payload (it needs transcoding): `None`.
 pub fn choose_audio<'a>(

@@ -149,18 +149,23 @@ impl WebRtc {
         let offer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| OfferError::Malformed(format!("not an SDP offer: {e}")))?;
         let offered = codec::offered_video(sdp);
-        if !offered.iter().any(|c| c == "H264") {
+        let sends = camera
+            .stream
+            .view()
+            .video
+            .map_or("H264".to_string(), |v| v.codec.to_uppercase());
+        if !offered.contains(&sends) {
             return Err(OfferError::NoCodec(format!(
-                "no offered video codec matches the camera: the offer has [{}], camera {:?} sends {}",
+                "no offered video codec matches the camera: the offer has [{}], camera {:?} sends {sends}",
                 offered.join(", "),
                 camera.id(),
-                camera.stream.view().video.map_or("H264".to_string(), |v| v.codec.to_uppercase())
             )));
         }
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .clear_codecs()
             .enable_h264(true)
+            .enable_h265(true)
             .enable_opus(true, false)
             .enable_pcma(true, false)
             .enable_pcmu(true, false)
@@ -434,14 +439,17 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
         }
         Event::IceConnectionStateChange(_) => peer.disconnected_since = None,
         Event::MediaAdded(m) if m.kind == str0m::media::MediaKind::Video => {
-            let profile = peer
-                .camera
-                .stream
-                .view()
-                .video
-                .and_then(|v| v.parameter_sets.first().and_then(|s| s.get(1).copied()));
+            let video = peer.camera.stream.view().video;
             if let Some(writer) = peer.rtc.writer(m.mid) {
-                if let Some(pt) = codec::choose_h264(writer.payload_params(), profile) {
+                let pt = match video.as_deref() {
+                    Some(v) if v.codec == "h265" => codec::choose_h265(writer.payload_params()),
+                    v => {
+                        let profile = v
+                            .and_then(|v| v.parameter_sets.first().and_then(|s| s.get(1).copied()));
+                        codec::choose_h264(writer.payload_params(), profile)
+                    }
+                };
+                if let Some(pt) = pt {
                     peer.video = Some((m.mid, pt));
                 }
             }

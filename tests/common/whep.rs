@@ -1,0 +1,100 @@
+//! An in-process WHEP client on str0m (real ICE, DTLS and SRTP over loopback UDP), for tests
+//! that check the bytes a WebRTC viewer receives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+/// Offers `codec` ("h264" or "h265") to `whep_url` and returns the first `wanted` frames
+/// (Annex B, as str0m reassembles them).
+pub async fn receive(
+    whep_url: &str,
+    codec: &str,
+    wanted: usize,
+    within: Duration,
+) -> Result<Vec<Arc<[u8]>>, String> {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let local: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
+    let builder = Rtc::builder().clear_codecs();
+    let builder = if codec == "h265" {
+        builder.enable_h265(true)
+    } else {
+        builder.enable_h264(true)
+    };
+    let mut rtc = builder.build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().ok_or("no offer")?;
+    let response = reqwest::Client::new()
+        .post(whep_url)
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != 201 {
+        return Err(format!(
+            "WHEP answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        ));
+    }
+    let answer = SdpAnswer::from_sdp_string(&response.text().await.map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + within;
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; 2000];
+    while frames.len() < wanted {
+        if Instant::now() > deadline {
+            return Err(format!("only {} frames within {within:?}", frames.len()));
+        }
+        let timeout = loop {
+            match rtc.poll_output().map_err(|e| e.to_string())? {
+                Output::Transmit(t) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Output::Timeout(t) => break t,
+                Output::Event(Event::MediaData(m)) => frames.push(m.data.clone()),
+                Output::Event(_) => {}
+            }
+        };
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let now = Instant::now();
+        match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, source))) => {
+                let Ok(contents) = buf[..n].try_into() else {
+                    continue;
+                };
+                let input = Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: local,
+                        contents,
+                    },
+                );
+                rtc.handle_input(input).map_err(|e| e.to_string())?;
+            }
+            _ => rtc
+                .handle_input(Input::Timeout(Instant::now()))
+                .map_err(|e| e.to_string())?,
+        }
+    }
+    Ok(frames)
+}
