@@ -2,6 +2,7 @@
 //! and every error to a status code and a JSON `{"error": …}` body in one place ([`ApiError`]).
 
 mod cameras;
+mod live;
 mod mse;
 mod openapi;
 mod system;
@@ -47,6 +48,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/resources", get(system::resources))
         .route("/api/openapi.json", get(openapi::document))
         .route("/player.js", get(player_js))
+        .route("/app.js", get(app_js))
+        .route("/api/cameras/stream", get(live::camera_stream))
+        .route("/api/probe", axum::routing::post(live::probe))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
         .route("/api/ws", get(mse::go2rtc))
         .route(
@@ -67,6 +71,13 @@ pub fn router(state: SharedState) -> Router {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
+}
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../web/app.js"),
+    )
 }
 
 async fn player_js() -> impl IntoResponse {

@@ -1,0 +1,202 @@
+//! The web UI in real Chromium: add/edit/delete through the form, grid, keyboard switching,
+//! screenshots checked for real pictures.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use common::{RtspCamera, Server};
+use serde_json::{json, Value};
+
+async fn page_until(browser: &Browser, within: Duration, what: &str, script: &str) {
+    let start = Instant::now();
+    loop {
+        if browser.run(script).await == Value::Bool(true) {
+            return;
+        }
+        if start.elapsed() > within {
+            let ui = browser
+                .run("return document.body.innerText.slice(0, 800);")
+                .await;
+            panic!("timed out after {within:?} waiting for {what}; page: {ui}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Frames presented by the player of camera `id` in the page.
+fn frames_of(id: &str) -> String {
+    format!(
+        "const t = document.querySelector('.tile[data-id=\"{id}\"] livelens-player'); return t && t.stats ? t.stats.frames : 0;"
+    )
+}
+
+async fn open_ui(browser: &Browser, server: &Server) {
+    browser.client.goto(&server.base).await.unwrap();
+    page_until(
+        browser,
+        Duration::from_secs(10),
+        "the camera list",
+        "return document.querySelectorAll('#list .cam').length > 0;",
+    )
+    .await;
+}
+
+#[test]
+fn add_a_camera_from_the_form_then_delete_it() {
+    let _serial = common::browser::serial();
+    let cam = RtspCamera::start(&["--size", "640x360", "--profile", "baseline"]);
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        open_ui(&browser, &server).await;
+        // A bad URL: the API's message appears beside the source field and nothing is added.
+        browser
+            .run(
+                "document.querySelector('#add').click();
+                 const f = document.querySelector('#camera-form');
+                 f.elements.id.value = 'porch'; f.elements.source.value = 'http://nope/x';
+                 document.querySelector('#save').click();",
+            )
+            .await;
+        page_until(&browser, Duration::from_secs(5), "the source error",
+            "return document.querySelector('.field-error[data-field=\"source\"]').textContent.includes('unknown source scheme');").await;
+        let cameras = server.resources_async().await; // the server is unchanged
+        assert_eq!(cameras["streams_live"], 1);
+        // Test, then save the real camera.
+        browser
+            .run(&format!(
+                "const f = document.querySelector('#camera-form'); f.elements.source.value = '{}';
+                 document.querySelector('#probe').click();",
+                cam.url()
+            ))
+            .await;
+        page_until(&browser, Duration::from_secs(10), "the probe result",
+            "return document.querySelector('#probe-result').textContent.includes('640×360');").await;
+        browser.run("document.querySelector('#save').click();").await;
+        page_until(&browser, Duration::from_secs(10), "porch in the list",
+            "return !!document.querySelector('#list [data-id=\"porch\"]');").await;
+        page_until(&browser, Duration::from_secs(15), "porch live and playing",
+            &format!("return document.querySelector('#list [data-id=\"porch\"] .badge').textContent === 'live' && (() => {{ {} }})() >= 10;", frames_of("porch"))).await;
+        // Delete: gone from the list and from the server, with its viewers.
+        browser.run("document.querySelector('#list [data-id=\"porch\"] [data-act=\"delete\"]').click();").await;
+        page_until(&browser, Duration::from_secs(5), "porch removed",
+            "return !document.querySelector('#list [data-id=\"porch\"]') && !document.querySelector('.tile[data-id=\"porch\"]');").await;
+        let r = reqwest::get(server.url("/api/cameras/porch")).await.unwrap();
+        assert_eq!(r.status(), 404);
+        server
+            .resources_until(Duration::from_secs(5), "one camera's viewers left", |r| r["streams_live"] == 1)
+            .await;
+        browser.close().await;
+    });
+}
+
+#[test]
+fn grid_of_four_plays_all_and_keyboard_switching_keeps_one_connection() {
+    let _serial = common::browser::serial();
+    let server = Server::start(&[]);
+    for i in 1..=3 {
+        let r = server.post_json(
+            "/api/cameras",
+            &json!({"id": format!("cam{i}"), "source": "testsrc://?size=320x240&fps=25&gop=25"}),
+        );
+        assert!(r.status().is_success());
+    }
+    for id in ["demo", "cam1", "cam2", "cam3"] {
+        server.wait_live(id, Duration::from_secs(5));
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.client.set_window_size(1280, 800).await.unwrap();
+        open_ui(&browser, &server).await;
+        for id in ["demo", "cam1", "cam2", "cam3"] {
+            page_until(&browser, Duration::from_secs(15), &format!("{id} playing in the grid"),
+                &format!("return (() => {{ {} }})() >= 10;", frames_of(id))).await;
+        }
+        screenshots(&browser, "grid").await;
+
+        // Single view, then 100 switches with the keyboard.
+        browser
+            .run(
+                "const Native = window.WebSocket; window.conns = new Set();
+                 window.WebSocket = class extends Native { constructor(...a) { super(...a); window.conns.add(this); } };
+                 const NativePc = window.RTCPeerConnection;
+                 window.RTCPeerConnection = class extends NativePc {
+                   constructor(...a) { super(...a); window.conns.add(this); }
+                 };
+                 window.liveConns = () => [...window.conns].filter((c) =>
+                   c instanceof Native ? c.readyState <= 1 : c.connectionState !== 'closed').length;
+                 document.querySelector('#view-toggle').click();",
+            )
+            .await;
+        page_until(&browser, Duration::from_secs(10), "the single view playing",
+            "const p = document.querySelector('.tile.single-tile livelens-player'); return !!p && p.stats.frames >= 5;").await;
+        screenshots(&browser, "single").await;
+        for i in 0..100 {
+            let live = browser
+                .run("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'})); return window.liveConns();")
+                .await;
+            assert!(live.as_u64().unwrap() <= 1, "switch {i}: {live} player connections alive");
+        }
+        page_until(&browser, Duration::from_secs(10), "the last camera playing",
+            "const p = document.querySelector('.tile.single-tile livelens-player'); return p.stats.frames >= 5;").await;
+        // Back to one viewer on the server.
+        server
+            .resources_until(Duration::from_secs(15), "one viewer on the server", |r| {
+                r["viewers"]["mse"].as_i64().unwrap() + r["viewers"]["webrtc"].as_i64().unwrap() <= 1
+                    && r["peer_connections"].as_i64().unwrap() <= 1
+            })
+            .await;
+        browser.close().await;
+    });
+}
+
+/// Saves screenshots at desktop and phone width and checks the video areas are pictures.
+async fn screenshots(browser: &Browser, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (w, h) in [(1280u32, 800u32), (390, 844)] {
+        browser.client.set_window_size(w, h).await.unwrap();
+        // Let the layout settle on the new size: wait for a presented frame after the resize.
+        page_until(
+            browser,
+            Duration::from_secs(10),
+            "a frame after resizing",
+            "const p = document.querySelector('.tile livelens-player'); const n = p.stats.frames; \
+             return new Promise((ok) => setTimeout(() => ok(p.stats.frames > n), 300));",
+        )
+        .await;
+        let png = browser.client.screenshot().await.unwrap();
+        let path = dir.join(format!("{name}-{w}x{h}.png"));
+        std::fs::write(&path, &png).unwrap();
+        // The first tile's rectangle, in CSS pixels (the screenshot is at device pixel ratio 1).
+        let rect = browser
+            .run("const r = document.querySelector('.tile').getBoundingClientRect(); return [r.x, r.y, r.width, r.height];")
+            .await;
+        let r: Vec<f64> = serde_json::from_value(rect).unwrap();
+        let img = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+            .unwrap()
+            .to_luma8();
+        let (x0, y0) = (r[0].max(0.0) as u32, r[1].max(0.0) as u32);
+        let x1 = ((r[0] + r[2]) as u32).min(img.width());
+        let y1 = ((r[1] + r[3]) as u32).min(img.height());
+        assert!(
+            x1 > x0 + 10 && y1 > y0 + 10,
+            "{name} {w}x{h}: tile not on screen {r:?}"
+        );
+        let px: Vec<f64> = (y0..y1)
+            .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+            .map(|(x, y)| img.get_pixel(x, y)[0] as f64)
+            .collect();
+        let mean = px.iter().sum::<f64>() / px.len() as f64;
+        let var = px.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / px.len() as f64;
+        assert!(
+            var > 200.0,
+            "{name} {w}x{h}: the video area is blank (variance {var:.0}) — see {}",
+            path.display()
+        );
+    }
+    browser.client.set_window_size(1280, 800).await.unwrap();
+}

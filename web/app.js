@@ -1,0 +1,281 @@
+// The livelens web UI: camera list (live over SSE), grid and single view, add/edit/delete with
+// the API's own validation messages, start/stop, snapshots, a stats overlay, and sign-in when a
+// token is required. Plain ES module, no build step; players are <livelens-player> elements.
+import "/player.js";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null };
+
+// ---- API --------------------------------------------------------------------------------------
+async function api(method, path, body) {
+  const headers = {};
+  const token = sessionStorage.getItem("livelens-token");
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let data = null;
+  try { data = await r.json(); } catch { /* no body */ }
+  if (r.status === 401) $("#signin").classList.add("visible");
+  return { ok: r.ok, status: r.status, data };
+}
+
+function say(text) {
+  $("#message").textContent = text || "";
+}
+
+// ---- camera list ------------------------------------------------------------------------------
+function describe(c) {
+  const v = c.video;
+  const parts = [];
+  if (v) parts.push(`${v.codec.toUpperCase()} ${v.width}×${v.height}${v.fps ? ` ${Math.round(v.fps)} fps` : ""}`);
+  if (c.audio) parts.push(c.audio.codec.toUpperCase());
+  parts.push(`${c.viewers} viewer${c.viewers === 1 ? "" : "s"}`);
+  if (c.stats && c.state === "live") parts.push(`${Math.round(c.stats.bitrate_kbps)} kbit/s`);
+  return parts.join(" · ");
+}
+
+function renderList() {
+  const list = $("#list");
+  const ids = new Set(state.cameras.map((c) => c.id));
+  for (const el of [...list.children]) if (!ids.has(el.dataset.id)) el.remove();
+  for (const c of state.cameras) {
+    let el = list.querySelector(`[data-id="${CSS.escape(c.id)}"]`);
+    if (!el) {
+      el = document.createElement("article");
+      el.className = "cam";
+      el.dataset.id = c.id;
+      el.innerHTML = `<div><span class="name"></span><span class="badge"></span></div>
+        <div class="meta"></div><div class="reason"></div>
+        <div class="actions">
+          <button data-act="toggle"></button><button data-act="edit">Edit</button>
+          <a data-act="snapshot" download><button type="button" tabindex="-1">Snapshot</button></a>
+          <button data-act="delete">Delete</button>
+        </div>`;
+      el.querySelector(".name").textContent = c.id;
+      el.querySelector(".name").addEventListener("click", () => select(c.id, true));
+      el.querySelector('[data-act="toggle"]').addEventListener("click", () => toggle(el.dataset.id));
+      el.querySelector('[data-act="edit"]').addEventListener("click", () => openEditor(el.dataset.id));
+      el.querySelector('[data-act="delete"]').addEventListener("click", () => remove(el.dataset.id));
+      el.querySelector('[data-act="snapshot"]').href = `/api/cameras/${encodeURIComponent(c.id)}/snapshot.jpg`;
+      el.querySelector('[data-act="snapshot"]').setAttribute("download", `${c.id}.jpg`);
+      list.append(el);
+    }
+    const badge = el.querySelector(".badge");
+    badge.textContent = c.state;
+    badge.className = `badge ${c.state}`;
+    el.querySelector(".meta").textContent = describe(c);
+    el.querySelector(".reason").textContent = c.reason || c.webrtc_note || "";
+    el.querySelector('[data-act="toggle"]').textContent = c.state === "stopped" || c.state === "failed" ? "Start" : "Stop";
+    el.classList.toggle("selected", state.view === "single" && c.id === state.selected);
+  }
+}
+
+async function toggle(id) {
+  const c = state.cameras.find((x) => x.id === id);
+  const action = c && (c.state === "stopped" || c.state === "failed") ? "start" : "stop";
+  const r = await api("POST", `/api/cameras/${encodeURIComponent(id)}/${action}`);
+  say(r.ok ? "" : r.data?.error);
+  if (r.ok) upsert(r.data);
+}
+
+async function remove(id) {
+  const r = await api("DELETE", `/api/cameras/${encodeURIComponent(id)}`);
+  say(r.ok ? `Deleted ${id}` : r.data?.error);
+  if (r.ok) {
+    state.cameras = state.cameras.filter((c) => c.id !== id);
+    render();
+  }
+}
+
+function upsert(camera) {
+  const i = state.cameras.findIndex((c) => c.id === camera.id);
+  if (i >= 0) state.cameras[i] = camera; else state.cameras.push(camera);
+  render();
+}
+
+// ---- players ----------------------------------------------------------------------------------
+// Tiles off-screen don't stream: the observer gives a player its src only while visible.
+const observer = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const player = e.target.querySelector("livelens-player");
+    const id = e.target.dataset.id;
+    if (e.isIntersecting) {
+      if (player.getAttribute("src") !== id) player.setAttribute("src", id);
+    } else if (player.hasAttribute("src")) {
+      player.removeAttribute("src");
+    }
+  }
+});
+
+function makeTile(id) {
+  const tile = document.createElement("div");
+  tile.className = "tile";
+  tile.dataset.id = id;
+  tile.innerHTML = `<livelens-player></livelens-player><span class="label"></span><span class="stats"></span>`;
+  tile.querySelector(".label").textContent = id;
+  tile.addEventListener("dblclick", () => select(id, true));
+  tile.addEventListener("click", () => { if (state.view === "grid") select(id, true); });
+  return tile;
+}
+
+function renderTiles() {
+  const grid = $("#grid");
+  grid.classList.toggle("single", state.view === "single");
+  const wanted = state.view === "single" ? (state.selected ? [state.selected] : []) : state.cameras.map((c) => c.id);
+  if (state.view === "single") {
+    // One player for the single view, re-pointed on every switch: never two connections.
+    let tile = grid.querySelector(".tile.single-tile");
+    for (const t of [...grid.children]) if (t !== tile) { observer.unobserve(t); t.remove(); }
+    state.tiles.clear();
+    if (!wanted.length) { tile?.remove(); return; }
+    if (!tile) {
+      tile = makeTile(wanted[0]);
+      tile.classList.add("single-tile");
+      grid.append(tile);
+    }
+    tile.dataset.id = wanted[0];
+    tile.querySelector(".label").textContent = wanted[0];
+    const player = tile.querySelector("livelens-player");
+    if (player.getAttribute("src") !== wanted[0]) player.setAttribute("src", wanted[0]);
+    state.tiles.set(wanted[0], tile);
+    return;
+  }
+  grid.querySelector(".tile.single-tile")?.remove();
+  for (const [id, tile] of state.tiles) {
+    if (!wanted.includes(id)) { observer.unobserve(tile); tile.remove(); state.tiles.delete(id); }
+  }
+  for (const id of wanted) {
+    if (!state.tiles.has(id)) {
+      const tile = makeTile(id);
+      grid.append(tile);
+      state.tiles.set(id, tile);
+      observer.observe(tile);
+    }
+  }
+}
+
+function render() {
+  renderList();
+  renderTiles();
+}
+
+function select(id, single) {
+  state.selected = id;
+  if (single) state.view = "single";
+  $("#view-toggle").textContent = state.view === "single" ? "Grid view" : "Single view";
+  render();
+}
+
+$("#view-toggle").addEventListener("click", () => {
+  state.view = state.view === "single" ? "grid" : "single";
+  if (!state.selected && state.cameras.length) state.selected = state.cameras[0].id;
+  $("#view-toggle").textContent = state.view === "single" ? "Grid view" : "Single view";
+  render();
+});
+
+document.addEventListener("keydown", (e) => {
+  if (state.view !== "single" || $("#editor").open || !state.cameras.length) return;
+  if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+  const ids = state.cameras.map((c) => c.id);
+  const i = Math.max(0, ids.indexOf(state.selected));
+  const next = ids[(i + (e.key === "ArrowRight" ? 1 : ids.length - 1)) % ids.length];
+  select(next, true);
+  e.preventDefault();
+});
+
+$("#stats-toggle").addEventListener("change", (e) => document.body.classList.toggle("show-stats", e.target.checked));
+setInterval(() => {
+  if (!document.body.classList.contains("show-stats")) return;
+  for (const tile of $("#grid").querySelectorAll(".tile")) {
+    const s = tile.querySelector("livelens-player").stats || {};
+    tile.querySelector(".stats").textContent =
+      `${s.mode || "-"} ${s.state || ""}\nfps ${s.fps ?? "-"}  latency ${s.latency != null ? s.latency.toFixed(2) + " s" : "-"}\n` +
+      `buffered ${s.buffered ?? "-"} s  first frame ${s.firstFrameMs ?? "-"} ms`;
+  }
+}, 500);
+
+// ---- add / edit -------------------------------------------------------------------------------
+const form = $("#camera-form");
+
+function clearErrors() {
+  for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+  $("#probe-result").textContent = "";
+}
+
+function showErrors(data) {
+  clearErrors();
+  const problems = data?.problems || [];
+  for (const p of problems) {
+    const field = p.field.split(".")[0];
+    const el = form.querySelector(`.field-error[data-field="${CSS.escape(field)}"]`) || form.querySelector('.field-error[data-field=""]');
+    el.textContent = el.textContent ? `${el.textContent}; ${p.message}` : p.message;
+  }
+  if (!problems.length) form.querySelector('.field-error[data-field=""]').textContent = data?.error || "request failed";
+}
+
+function openEditor(id) {
+  clearErrors();
+  form.reset();
+  state.editing = id || null;
+  $("#editor-title").textContent = id ? `Edit ${id}` : "Add camera";
+  form.elements.id.readOnly = !!id;
+  if (id) {
+    const c = state.cameras.find((x) => x.id === id);
+    form.elements.id.value = id;
+    form.elements.source.value = c?.source || "";
+    form.elements.transport.value = c?.transport || "";
+  }
+  $("#editor").showModal();
+}
+
+$("#add").addEventListener("click", () => openEditor(null));
+$("#cancel").addEventListener("click", () => $("#editor").close());
+
+$("#probe").addEventListener("click", async () => {
+  clearErrors();
+  $("#probe-result").textContent = "testing…";
+  const body = { source: form.elements.source.value };
+  if (form.elements.transport.value) body.transport = form.elements.transport.value;
+  const r = await api("POST", "/api/probe", body);
+  if (!r.ok) { $("#probe-result").textContent = ""; showErrors(r.data); return; }
+  const lines = (r.data.tracks || []).map((t) =>
+    `${t.media} ${t.encoding}${t.codec ? " " + t.codec : ""}${t.width ? ` ${t.width}×${t.height}` : ""}` +
+    `${t.fps ? ` ${Math.round(t.fps)} fps` : ""}${t.sample_rate ? ` ${t.sample_rate} Hz` : ""}${t.ingested ? "" : " (not ingested)"}`);
+  if (r.data.first_frame_ms != null) lines.push(`first frame after ${Math.round(r.data.first_frame_ms)} ms`);
+  if (r.data.note) lines.push(r.data.note);
+  $("#probe-result").textContent = lines.join("\n");
+});
+
+form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const body = { source: form.elements.source.value };
+  if (form.elements.transport.value) body.transport = form.elements.transport.value;
+  let r;
+  if (state.editing) {
+    if (!form.elements.transport.value) body.transport = null;
+    r = await api("PATCH", `/api/cameras/${encodeURIComponent(state.editing)}`, body);
+  } else {
+    body.id = form.elements.id.value;
+    r = await api("POST", "/api/cameras", body);
+  }
+  if (!r.ok) { showErrors(r.data); return; }
+  $("#editor").close();
+  say(`Saved ${r.data.id}`);
+  upsert(r.data);
+});
+
+$("#signin").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem("livelens-token", $("#token").value);
+  $("#signin").classList.remove("visible");
+  say("Token saved for this tab");
+});
+
+// ---- live updates -----------------------------------------------------------------------------
+const events = new EventSource("/api/cameras/stream");
+events.addEventListener("cameras", (e) => {
+  state.cameras = JSON.parse(e.data);
+  if (state.selected && !state.cameras.some((c) => c.id === state.selected)) state.selected = state.cameras[0]?.id || null;
+  render();
+});
+window.livelensUi = state;
