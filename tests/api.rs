@@ -425,3 +425,42 @@ fn sigterm_exits_zero_within_2s() {
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
 }
+
+#[test]
+fn probe_and_the_camera_stream() {
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let r = server.post_json(
+        "/api/probe",
+        &json!({"source": "testsrc://?size=640x360&fps=10"}),
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["tracks"][0]["width"], 640);
+    let msg = error_of(
+        server.post_json("/api/probe", &json!({"source": "ftp://x"})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert!(msg.contains("unknown source scheme"), "{msg}");
+    let msg = error_of(
+        server.post_json("/api/probe", &json!({"source": "rtsp://127.0.0.1:1/x"})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert!(msg.contains("connection refused"), "{msg}");
+    // The camera list as Server-Sent Events: the first event comes at once.
+    let mut r = reqwest::blocking::Client::new()
+        .get(server.url("/api/cameras/stream"))
+        .send()
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut r, &mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.contains("event: cameras") && text.contains("\"id\":\"demo\""),
+        "{text}"
+    );
+}
