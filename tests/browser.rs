@@ -6,24 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::browser::Browser;
 use common::{wait_until, RtspCamera, Server};
-use serde_json::{json, Value};
-
-/// Waits until `script` (returning a bool) holds in the page.
-async fn page_until(browser: &Browser, within: Duration, what: &str, script: &str) {
-    let start = Instant::now();
-    loop {
-        if browser.run(script).await == Value::Bool(true) {
-            return;
-        }
-        if start.elapsed() > within {
-            let stats = browser
-                .run("return window.p ? window.p.stats : null;")
-                .await;
-            panic!("timed out after {within:?} waiting for {what}; player stats: {stats}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use serde_json::json;
 
 #[test]
 fn chromium_plays_the_demo_camera_with_low_latency() {
@@ -43,21 +26,21 @@ fn chromium_plays_the_demo_camera_with_low_latency() {
              window.p = p;",
             )
             .await;
-        page_until(
-            &browser,
-            Duration::from_secs(10),
-            "50 frames",
-            "return window.p.stats.frames >= 50;",
-        )
-        .await;
+        browser
+            .until(
+                Duration::from_secs(10),
+                "50 frames",
+                "return window.p.stats.frames >= 50;",
+            )
+            .await;
         // Latency settles once the player has moved to the live edge.
-        page_until(
-            &browser,
-            Duration::from_secs(10),
-            "latency under 1.5 s",
-            "const l = window.p.stats.latency; return l !== null && l >= 0 && l <= 1.5;",
-        )
-        .await;
+        browser
+            .until(
+                Duration::from_secs(10),
+                "latency under 1.5 s",
+                "const l = window.p.stats.latency; return l !== null && l >= 0 && l <= 1.5;",
+            )
+            .await;
         let stats = browser.run("return window.p.stats;").await;
         eprintln!("player stats: {stats}");
         let first = stats["firstFrameMs"].as_f64().unwrap();
@@ -167,13 +150,13 @@ fn a_viewer_that_joins_late_plays() {
                  p.setAttribute('src', 'demo'); document.body.append(p); window.p = p;",
             )
             .await;
-        page_until(
-            &browser,
-            Duration::from_secs(10),
-            "25 frames",
-            "return window.p.stats.frames >= 25;",
-        )
-        .await;
+        browser
+            .until(
+                Duration::from_secs(10),
+                "25 frames",
+                "return window.p.stats.frames >= 25;",
+            )
+            .await;
         browser.close().await;
     });
 }
@@ -212,13 +195,13 @@ fn switching_and_removing_players_leaks_nothing() {
              p.setAttribute('src', 'demo'); document.body.append(p); window.p = p;",
             )
             .await;
-        page_until(
-            &browser,
-            Duration::from_secs(10),
-            "first frames",
-            "return window.p.stats.frames >= 10;",
-        )
-        .await;
+        browser
+            .until(
+                Duration::from_secs(10),
+                "first frames",
+                "return window.p.stats.frames >= 10;",
+            )
+            .await;
         let heap = "window.gc(); return performance.memory.usedJSHeapSize;";
         let heap_before = browser.run(heap).await.as_f64().unwrap();
 
@@ -235,13 +218,13 @@ fn switching_and_removing_players_leaks_nothing() {
                 "switch {i}: {live} sockets open in the page"
             );
             if i % 25 == 0 {
-                page_until(
-                    &browser,
-                    Duration::from_secs(10),
-                    "frames after a switch",
-                    "return window.p.stats.frames >= 3;",
-                )
-                .await;
+                browser
+                    .until(
+                        Duration::from_secs(10),
+                        "frames after a switch",
+                        "return window.p.stats.frames >= 3;",
+                    )
+                    .await;
             }
             wait_until(Duration::from_secs(3), "at most one MSE viewer", || {
                 mse_viewers() <= 1
@@ -264,13 +247,13 @@ fn switching_and_removing_players_leaks_nothing() {
                 mse_viewers() <= 1
             });
         }
-        page_until(
-            &browser,
-            Duration::from_secs(10),
-            "the last player plays",
-            "return window.p.stats.frames >= 10;",
-        )
-        .await;
+        browser
+            .until(
+                Duration::from_secs(10),
+                "the last player plays",
+                "return window.p.stats.frames >= 10;",
+            )
+            .await;
         browser.run("window.p.remove(); window.p = null;").await;
         let heap_after = browser.run(heap).await.as_f64().unwrap();
         let growth = (heap_after - heap_before) / 1048576.0;
@@ -320,8 +303,7 @@ fn h265_is_refused_in_the_browser_and_a_new_description_rebuilds_the_player() {
                  p.setAttribute('src', 'hevc'); document.body.append(p); window.p = p;",
             )
             .await;
-        page_until(
-            &browser,
+        browser.until(
             Duration::from_secs(10),
             "the H.265 error",
             "const e = window.p.stats.error; return !!e && e.includes('cannot play h265');",
@@ -329,7 +311,7 @@ fn h265_is_refused_in_the_browser_and_a_new_description_rebuilds_the_player() {
         .await;
         // A camera whose description changes (new size) keeps playing in the same element.
         browser.run("window.p.setAttribute('src', 'cam');").await;
-        page_until(&browser, Duration::from_secs(10), "320x240 frames",
+        browser.until( Duration::from_secs(10), "320x240 frames",
             "const v = window.p.querySelector('video'); return window.p.stats.frames >= 10 && v.videoWidth === 320;").await;
         let r = reqwest::Client::new()
             .patch(server.url("/api/cameras/cam"))
@@ -338,7 +320,7 @@ fn h265_is_refused_in_the_browser_and_a_new_description_rebuilds_the_player() {
             .await
             .unwrap();
         assert!(r.status().is_success());
-        page_until(&browser, Duration::from_secs(15), "640x360 frames in the same element",
+        browser.until( Duration::from_secs(15), "640x360 frames in the same element",
             "const v = window.p.querySelector('video'); return v.videoWidth === 640 && window.p.stats.frames >= 5;").await;
         browser.close().await;
     });

@@ -3,27 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::browser::Browser;
 use common::{RtspCamera, Server};
-use serde_json::{json, Value};
-
-async fn page_until(browser: &Browser, within: Duration, what: &str, script: &str) {
-    let start = Instant::now();
-    loop {
-        if browser.run(script).await == Value::Bool(true) {
-            return;
-        }
-        if start.elapsed() > within {
-            let ui = browser
-                .run("return document.body.innerText.slice(0, 800);")
-                .await;
-            panic!("timed out after {within:?} waiting for {what}; page: {ui}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use serde_json::json;
 
 /// Frames presented by the player of camera `id` in the page.
 fn frames_of(id: &str) -> String {
@@ -34,13 +18,13 @@ fn frames_of(id: &str) -> String {
 
 async fn open_ui(browser: &Browser, server: &Server) {
     browser.client.goto(&server.base).await.unwrap();
-    page_until(
-        browser,
-        Duration::from_secs(10),
-        "the camera list",
-        "return document.querySelectorAll('#list .cam').length > 0;",
-    )
-    .await;
+    browser
+        .until(
+            Duration::from_secs(10),
+            "the camera list",
+            "return document.querySelectorAll('#list .cam').length > 0;",
+        )
+        .await;
 }
 
 #[test]
@@ -61,7 +45,7 @@ fn add_a_camera_from_the_form_then_delete_it() {
                  document.querySelector('#save').click();",
             )
             .await;
-        page_until(&browser, Duration::from_secs(5), "the source error",
+        browser.until( Duration::from_secs(5), "the source error",
             "return document.querySelector('.field-error[data-field=\"source\"]').textContent.includes('unknown source scheme');").await;
         let cameras = server.resources_async().await; // the server is unchanged
         assert_eq!(cameras["streams_live"], 1);
@@ -73,16 +57,16 @@ fn add_a_camera_from_the_form_then_delete_it() {
                 cam.url()
             ))
             .await;
-        page_until(&browser, Duration::from_secs(10), "the probe result",
+        browser.until( Duration::from_secs(10), "the probe result",
             "return document.querySelector('#probe-result').textContent.includes('640×360');").await;
         browser.run("document.querySelector('#save').click();").await;
-        page_until(&browser, Duration::from_secs(10), "porch in the list",
+        browser.until( Duration::from_secs(10), "porch in the list",
             "return !!document.querySelector('#list [data-id=\"porch\"]');").await;
-        page_until(&browser, Duration::from_secs(15), "porch live and playing",
+        browser.until( Duration::from_secs(15), "porch live and playing",
             &format!("return document.querySelector('#list [data-id=\"porch\"] .badge').textContent === 'live' && (() => {{ {} }})() >= 10;", frames_of("porch"))).await;
         // Delete: gone from the list and from the server, with its viewers.
         browser.run("document.querySelector('#list [data-id=\"porch\"] [data-act=\"delete\"]').click();").await;
-        page_until(&browser, Duration::from_secs(5), "porch removed",
+        browser.until( Duration::from_secs(5), "porch removed",
             "return !document.querySelector('#list [data-id=\"porch\"]') && !document.querySelector('.tile[data-id=\"porch\"]');").await;
         let r = reqwest::get(server.url("/api/cameras/porch")).await.unwrap();
         assert_eq!(r.status(), 404);
@@ -112,7 +96,7 @@ fn grid_of_four_plays_all_and_keyboard_switching_keeps_one_connection() {
         browser.client.set_window_size(1280, 800).await.unwrap();
         open_ui(&browser, &server).await;
         for id in ["demo", "cam1", "cam2", "cam3"] {
-            page_until(&browser, Duration::from_secs(15), &format!("{id} playing in the grid"),
+            browser.until( Duration::from_secs(15), &format!("{id} playing in the grid"),
                 &format!("return (() => {{ {} }})() >= 10;", frames_of(id))).await;
         }
         screenshots(&browser, "grid").await;
@@ -131,7 +115,7 @@ fn grid_of_four_plays_all_and_keyboard_switching_keeps_one_connection() {
                  document.querySelector('#view-toggle').click();",
             )
             .await;
-        page_until(&browser, Duration::from_secs(10), "the single view playing",
+        browser.until( Duration::from_secs(10), "the single view playing",
             "const p = document.querySelector('.tile.single-tile livelens-player'); return !!p && p.stats.frames >= 5;").await;
         screenshots(&browser, "single").await;
         for i in 0..100 {
@@ -140,7 +124,7 @@ fn grid_of_four_plays_all_and_keyboard_switching_keeps_one_connection() {
                 .await;
             assert!(live.as_u64().unwrap() <= 1, "switch {i}: {live} player connections alive");
         }
-        page_until(&browser, Duration::from_secs(10), "the last camera playing",
+        browser.until( Duration::from_secs(10), "the last camera playing",
             "const p = document.querySelector('.tile.single-tile livelens-player'); return p.stats.frames >= 5;").await;
         // Back to one viewer on the server.
         server
@@ -160,8 +144,7 @@ async fn screenshots(browser: &Browser, name: &str) {
     for (w, h) in [(1280u32, 800u32), (390, 844)] {
         browser.client.set_window_size(w, h).await.unwrap();
         // Let the layout settle on the new size: wait for a presented frame after the resize.
-        page_until(
-            browser,
+        browser.until(
             Duration::from_secs(10),
             "a frame after resizing",
             "const p = document.querySelector('.tile livelens-player'); const n = p.stats.frames; \

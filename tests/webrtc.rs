@@ -213,22 +213,6 @@ fn stopping_a_camera_removes_its_peers_and_rtsp_plays() {
     });
 }
 
-async fn page_until(browser: &Browser, within: Duration, what: &str, script: &str) {
-    let start = Instant::now();
-    loop {
-        if browser.run(script).await == Value::Bool(true) {
-            return;
-        }
-        if start.elapsed() > within {
-            let stats = browser
-                .run("return window.p ? window.p.stats : null;")
-                .await;
-            panic!("timed out after {within:?} waiting for {what}; player stats: {stats}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[test]
 fn the_player_plays_over_webrtc_with_low_latency() {
     let _serial = common::browser::serial();
@@ -245,9 +229,9 @@ fn the_player_plays_over_webrtc_with_low_latency() {
                  p.style.width = '640px'; document.body.append(p); window.p = p;"
             ))
             .await;
-        page_until(&browser, Duration::from_secs(10), "50 decoded frames",
+        browser.until( Duration::from_secs(10), "50 decoded frames",
             "return window.p.session && window.p.session.pc && await window.framesDecoded(window.p.session.pc) >= 50;").await;
-        page_until(&browser, Duration::from_secs(5), "latency under 300 ms",
+        browser.until( Duration::from_secs(5), "latency under 300 ms",
             "const l = window.p.stats.latency; return l !== null && l >= 0 && l <= 0.3;").await;
         let stats = browser.run("return window.p.stats;").await;
         eprintln!("player stats over WebRTC: {stats}");
@@ -280,13 +264,13 @@ fn the_player_falls_back_to_mse_when_webrtc_cannot_connect() {
                  document.body.append(p); window.p = p;",
             )
             .await;
-        page_until(
-            &browser,
-            Duration::from_secs(15),
-            "MSE frames after the fallback",
-            "return window.p.stats.mode === 'mse' && window.p.stats.frames >= 25;",
-        )
-        .await;
+        browser
+            .until(
+                Duration::from_secs(15),
+                "MSE frames after the fallback",
+                "return window.p.stats.mode === 'mse' && window.p.stats.frames >= 25;",
+            )
+            .await;
         server
             .resources_until(Duration::from_secs(2), "the failed peer to be gone", |r| {
                 r["peer_connections"] == 0
@@ -324,13 +308,13 @@ fn two_hundred_webrtc_switches_leave_one_peer_at_most() {
                  document.body.append(p); window.p = p;",
             )
             .await;
-        page_until(
-            &browser,
-            Duration::from_secs(10),
-            "first frames",
-            "return window.p.stats.frames >= 5;",
-        )
-        .await;
+        browser
+            .until(
+                Duration::from_secs(10),
+                "first frames",
+                "return window.p.stats.frames >= 5;",
+            )
+            .await;
         for i in 0..200 {
             let id = if i % 2 == 0 { "small" } else { "demo" };
             let alive = browser
@@ -343,13 +327,13 @@ fn two_hundred_webrtc_switches_leave_one_peer_at_most() {
                 "switch {i}: {alive} peer connections alive in the page"
             );
             if i % 25 == 0 {
-                page_until(
-                    &browser,
-                    Duration::from_secs(10),
-                    "frames after a switch",
-                    "return window.p.stats.frames >= 3;",
-                )
-                .await;
+                browser
+                    .until(
+                        Duration::from_secs(10),
+                        "frames after a switch",
+                        "return window.p.stats.frames >= 3;",
+                    )
+                    .await;
             }
             server
                 .resources_until(

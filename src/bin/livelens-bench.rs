@@ -185,14 +185,29 @@ fn main() {
 }
 
 fn mse(url: String, viewers: usize, seconds: u64, pid: Option<u32>, header: bool) {
+    let spawn = |url: String, until: Instant| tokio::spawn(viewer(url, until));
+    measure(&url, &url, viewers, seconds, pid, header, spawn);
+}
+
+/// Runs `viewers` viewers (made by `spawn`) for `seconds` and prints one table row: server CPU
+/// and RSS over the run, bytes per viewer, first-frame and latency percentiles.
+fn measure(
+    url: &str,
+    ws_url_for_pid: &str,
+    viewers: usize,
+    seconds: u64,
+    pid: Option<u32>,
+    header: bool,
+    spawn: impl Fn(String, Instant) -> tokio::task::JoinHandle<ViewerResult>,
+) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let pid = pid.or_else(|| runtime.block_on(find_server(&url)));
+    let pid = pid.or_else(|| runtime.block_on(find_server(ws_url_for_pid)));
     let cpu_before = pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     let until = t0 + Duration::from_secs(seconds);
     let results: Vec<ViewerResult> = runtime.block_on(async {
         let tasks: Vec<_> = (0..viewers)
-            .map(|_| tokio::spawn(viewer(url.clone(), until)))
+            .map(|_| spawn(url.to_string(), until))
             .collect();
         let mut out = Vec::new();
         for t in tasks {
@@ -222,12 +237,13 @@ fn mse(url: String, viewers: usize, seconds: u64, pid: Option<u32>, header: bool
     lat.sort_by(f64::total_cmp);
     let bytes_per_viewer =
         results.iter().map(|r| r.bytes).sum::<u64>() as f64 / viewers.max(1) as f64 / elapsed;
+    let frames_per_s = lat.len() as f64 / elapsed;
     if header {
-        println!("| viewers | server CPU % | server RSS | kB/s per viewer | first frame p50 / p99 | latency p50 / p99 | errors |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| viewers | server CPU % | server RSS | kB/s per viewer | live frames/s (all viewers) | first frame p50 / p99 | latency p50 / p99 | errors |");
+        println!("|---|---|---|---|---|---|---|---|");
     }
     println!(
-        "| {viewers} | {cpu} | {rss} | {:.0} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {errors} |",
+        "| {viewers} | {cpu} | {rss} | {:.0} | {frames_per_s:.0} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {errors} |",
         bytes_per_viewer / 1000.0,
         percentile(&first, 0.5),
         percentile(&first, 0.99),
@@ -250,7 +266,7 @@ mod webrtc {
     use str0m::{Candidate, Event, Input, Output, Rtc};
     use tokio::net::UdpSocket;
 
-    use super::{cpu_seconds, now_us, percentile, rss_mib, ViewerResult};
+    use super::{now_us, ViewerResult};
     use livelens::media::{h264, sei};
 
     /// POSTs the offer with a minimal HTTP/1.1 client (same machine, plain HTTP).
@@ -371,57 +387,8 @@ mod webrtc {
 
     pub fn run(url: String, viewers: usize, seconds: u64, pid: Option<u32>, header: bool) {
         str0m::crypto::from_feature_flags().install_process_default();
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let pid = pid.or_else(|| {
-            let ws = url.replacen("http://", "ws://", 1);
-            runtime.block_on(super::find_server(&ws))
-        });
-        let cpu_before = pid.and_then(cpu_seconds);
-        let t0 = Instant::now();
-        let until = t0 + Duration::from_secs(seconds);
-        let results: Vec<ViewerResult> = runtime.block_on(async {
-            let tasks: Vec<_> = (0..viewers)
-                .map(|_| tokio::spawn(viewer(url.clone(), until)))
-                .collect();
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.unwrap_or_default());
-            }
-            out
-        });
-        let elapsed = t0.elapsed().as_secs_f64();
-        let cpu = match (cpu_before, pid.and_then(cpu_seconds)) {
-            (Some(a), Some(b)) => format!("{:.1}", (b - a) / elapsed * 100.0),
-            _ => "?".into(),
-        };
-        let rss = pid.and_then(rss_mib);
-        let errors = results.iter().filter(|r| r.error.is_some()).count();
-        let mut first: Vec<f64> = results
-            .iter()
-            .filter_map(|r| r.first_frame)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .collect();
-        first.sort_by(f64::total_cmp);
-        let mut lat: Vec<f64> = results
-            .iter()
-            .flat_map(|r| r.latencies_ms.iter().copied())
-            .collect();
-        lat.sort_by(f64::total_cmp);
-        let frames_per_s = lat.len() as f64 / elapsed;
-        if header {
-            println!("| viewers | server CPU % | server RSS | frames/s received (all viewers) | first frame p50 / p99 | latency p50 / p99 | errors |");
-            println!("|---|---|---|---|---|---|---|");
-        }
-        println!(
-            "| {viewers} | {cpu} | {} | {frames_per_s:.0} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {errors} |",
-            rss.map_or("?".into(), |m| format!("{m:.0} MiB")),
-            percentile(&first, 0.5),
-            percentile(&first, 0.99),
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
-        );
-        if let Some(e) = results.iter().find_map(|r| r.error.clone()) {
-            eprintln!("first error: {e}");
-        }
+        let ws = url.replacen("http://", "ws://", 1);
+        let spawn = |url: String, until: Instant| tokio::spawn(viewer(url, until));
+        super::measure(&url, &ws, viewers, seconds, pid, header, spawn);
     }
 }

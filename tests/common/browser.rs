@@ -111,6 +111,25 @@ impl Browser {
         v
     }
 
+    /// Waits until `script` (returning a bool, possibly a promise) holds in the page; on timeout
+    /// the panic shows the player's stats (`window.p`) and the start of the page's text.
+    pub async fn until(&self, within: std::time::Duration, what: &str, script: &str) {
+        let start = std::time::Instant::now();
+        loop {
+            if self.run(script).await == Value::Bool(true) {
+                return;
+            }
+            if start.elapsed() > within {
+                let stats = self.run("return window.p ? window.p.stats : null;").await;
+                let page = self
+                    .run("return document.body.innerText.slice(0, 600);")
+                    .await;
+                panic!("timed out after {within:?} waiting for {what}; player stats: {stats}; page: {page}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Opens an empty page on `base` (same origin as livelens, so `/player.js` imports).
     pub async fn blank_page(&self, base: &str) {
         self.client.goto(&format!("{base}/healthz")).await.unwrap();
