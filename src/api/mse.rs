@@ -185,27 +185,38 @@ async fn hello(
     }
 }
 
+/// Serves one socket; WebRTC sessions signalled over it end with it (go2rtc's players may run
+/// WebRTC and MSE side by side on one socket and close the loser).
 async fn run(
-    mut socket: WebSocket,
+    socket: WebSocket,
     camera: std::sync::Arc<Camera>,
     codecs: Option<ClientCodecs>,
     state: SharedState,
+) {
+    let mut sessions = Vec::new();
+    serve(socket, camera, codecs, &state, &mut sessions).await;
+    if let Some(w) = &state.webrtc {
+        for session in &sessions {
+            w.remove(session).await;
+        }
+    }
+}
+
+async fn serve(
+    mut socket: WebSocket,
+    camera: std::sync::Arc<Camera>,
+    codecs: Option<ClientCodecs>,
+    state: &SharedState,
+    sessions: &mut Vec<String>,
 ) {
     let shutdown = state.shutdown.clone();
     let codecs = match codecs {
         Some(c) => c,
         None => {
-            let mut sessions = Vec::new();
             let said = tokio::select! {
-                c = hello(&mut socket, &camera, &state, &mut sessions) => c,
+                c = hello(&mut socket, &camera, state, sessions) => c,
                 _ = shutdown.cancelled() => None,
             };
-            // WebRTC sessions signalled over this socket end with it.
-            if let Some(w) = &state.webrtc {
-                for session in &sessions {
-                    w.remove(session).await;
-                }
-            }
             match said {
                 Some(c) => c,
                 None => return,
