@@ -348,7 +348,7 @@ fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
                 .unwrap()
         };
         let start_frames = frames_at(&server);
-        while frames_at(&server) < start_frames + 160 {
+        while frames_at(&server) < start_frames + 200 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let rss_stalled = rss();

@@ -20,7 +20,7 @@ use crate::output::mse::{ClientCodecs, MseSession, Outgoing};
 use crate::resources::{Counted, Resource, ViewerKind};
 
 /// A send that takes longer than this means the client stopped reading: disconnect it.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a go2rtc client gets to say which codecs it plays.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
