@@ -26,6 +26,9 @@ pub struct ServeOptions {
 
 /// How long streams get to stop after the HTTP server has closed.
 const STOP_STREAMS_BUDGET: Duration = Duration::from_millis(1500);
+/// How long open HTTP connections get to drain after the shutdown signal; together with
+/// `STOP_STREAMS_BUDGET` this keeps SIGTERM-to-exit under 2 s.
+const HTTP_DRAIN_BUDGET: Duration = Duration::from_millis(300);
 
 pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let config = match &options.config_path {
@@ -119,7 +122,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         // Connections that do not drain within the budget are dropped with the runtime.
         _ = async {
             shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(HTTP_DRAIN_BUDGET).await;
         } => tracing::warn!("HTTP connections still open at shutdown; closing them"),
     }
     tracing::info!("stopping cameras");
