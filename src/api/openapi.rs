@@ -43,6 +43,31 @@ fn spec() -> Value {
             "/api/cameras/{id}/stop": { "parameters": id_param, "post": { "summary": "Stop and wait until every resource is released", "responses": { "200": camera, "404": error } } },
             "/api/cameras/{id}/snapshot.jpg": { "parameters": id_param, "get": { "summary": "JPEG of the current picture (cached up to 1 s)",
                 "responses": { "200": { "description": "JPEG", "content": { "image/jpeg": {} } }, "404": error, "503": error } } },
+            "/api/cameras/stream": { "get": { "summary": "The camera list as Server-Sent Events (event: cameras), at once and every second",
+                "responses": { "200": { "description": "text/event-stream" } } } },
+            "/api/probe": { "post": { "summary": "What a source offers (tracks, size, first-frame time), without adding it",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["source"],
+                    "properties": { "source": { "type": "string" }, "transport": { "enum": ["tcp", "udp"] }, "timeout": { "type": "string" } } } } } },
+                "responses": { "200": { "description": "probe report" }, "400": error, "422": error } } },
+            "/api/cameras/{id}/mse": { "parameters": id_param, "get": { "summary": "WebSocket: MSE (go2rtc's protocol): {type:mse} then init segment and fMP4 fragments",
+                "parameters": [{ "name": "codecs", "in": "query", "schema": { "type": "string" }, "description": "codecs the browser plays, comma-separated" }],
+                "responses": { "101": { "description": "WebSocket" }, "400": error, "404": error } } },
+            "/api/ws": { "get": { "summary": "go2rtc-compatible WebSocket: {type:mse} and {type:webrtc/offer}",
+                "parameters": [{ "name": "src", "in": "query", "required": true, "schema": { "type": "string" } }],
+                "responses": { "101": { "description": "WebSocket" }, "400": error, "404": error } } },
+            "/api/cameras/{id}/whep": { "parameters": id_param,
+                "post": { "summary": "WHEP (RFC 9725): SDP offer in, SDP answer out",
+                    "requestBody": { "required": true, "content": { "application/sdp": {} } },
+                    "responses": { "201": { "description": "SDP answer; Location names the session" }, "400": error, "404": error, "409": error, "413": error, "415": error, "422": error, "503": error } },
+                "options": { "summary": "Allowed methods", "responses": { "204": { "description": "Allow, Accept-Post" } } } },
+            "/api/cameras/{id}/whep/{session}": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                               { "name": "session", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "delete": { "summary": "End the WebRTC session", "responses": { "200": { "description": "ended" }, "404": error } },
+                "patch": { "summary": "Trickle ICE (accepted; not needed)", "responses": { "204": { "description": "accepted" }, "415": error } } },
+            "/api/webrtc": { "post": { "summary": "go2rtc-compatible WebRTC offer (JSON {type,sdp} or raw SDP)",
+                "parameters": [{ "name": "src", "in": "query", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "answer" }, "400": error, "404": error, "422": error } } },
             "/api/frame.jpeg": { "get": { "summary": "go2rtc-compatible snapshot",
                 "parameters": [{ "name": "src", "in": "query", "required": true, "schema": { "type": "string" } }],
                 "responses": { "200": { "description": "JPEG", "content": { "image/jpeg": {} } }, "400": error, "404": error, "503": error } } }
@@ -93,7 +118,18 @@ mod tests {
     fn every_path_is_documented_as_an_object() {
         let spec = super::spec();
         let paths = spec["paths"].as_object().unwrap();
-        assert!(paths.contains_key("/api/cameras/{id}/snapshot.jpg"));
+        for path in [
+            "/api/cameras/{id}/snapshot.jpg",
+            "/api/cameras/{id}/mse",
+            "/api/cameras/{id}/whep",
+            "/api/cameras/{id}/whep/{session}",
+            "/api/webrtc",
+            "/api/ws",
+            "/api/probe",
+            "/api/cameras/stream",
+        ] {
+            assert!(paths.contains_key(path), "{path} is not documented");
+        }
         assert!(paths.values().all(|v| v.is_object()));
     }
 }
