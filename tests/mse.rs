@@ -12,8 +12,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use livelens::config::CameraConfig;
-use livelens::hub::Hub;
 use livelens::output::fmp4::{audio_fits_mp4, Fmp4Muxer, Tracks};
 use livelens::resources::ViewerKind;
 
@@ -36,10 +34,7 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
     let path = temp_dir(name).join("out.mp4");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let bytes = runtime.block_on(async {
-        let hub = Hub::new(false, None);
-        let config: CameraConfig =
-            toml::from_str(&format!("id = \"cam\"\nsource = \"{source}\"")).unwrap();
-        let camera = hub.add(config, false).await.unwrap();
+        let (hub, camera) = common::hub_with_camera(&format!("source = \"{source}\"")).await;
         let mut viewer = camera.stream.subscribe(ViewerKind::Mse).unwrap();
         let mut out = Vec::new();
         let mut muxer: Option<Fmp4Muxer> = None;

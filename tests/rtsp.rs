@@ -96,8 +96,6 @@ fn h264_aac_live_over_tcp_and_udp() {
 
 #[test]
 fn h264_opus_is_read_from_raw_packets_with_both_tracks() {
-    use livelens::config::CameraConfig;
-    use livelens::hub::Hub;
     use livelens::resources::ViewerKind;
 
     let cam = RtspCamera::start(&["--size", "320x240", "--audio", "opus", "--gop", "10"]);
@@ -122,10 +120,7 @@ fn h264_opus_is_read_from_raw_packets_with_both_tracks() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let hub = Hub::new(false, None);
-        let config: CameraConfig =
-            toml::from_str(&format!("id = \"cam\"\nsource = \"{}\"", cam.url())).unwrap();
-        let camera = hub.add(config, false).await.unwrap();
+        let (hub, camera) = common::hub_with_camera(&format!("source = \"{}\"", cam.url())).await;
         let mut viewer = camera
             .stream
             .subscribe(ViewerKind::Analysis)
@@ -284,20 +279,17 @@ fn digest_auth() {
 
 #[test]
 fn a_camera_that_dies_and_returns_20_times_resumes_for_an_attached_viewer() {
-    use livelens::config::CameraConfig;
-    use livelens::hub::Hub;
     use livelens::resources::ViewerKind;
 
     let mut cam = RtspCamera::start(&["--size", "320x240", "--fps", "25", "--gop", "10"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let hub = Hub::new(false, None);
-        let config: CameraConfig = toml::from_str(&format!(
-            "id = \"cam\"\nsource = \"{}\"\ntimeout = \"2s\"",
+        let (hub, camera) = common::hub_with_camera(&format!(
+            "source = \"{}\"
+timeout = \"2s\"",
             cam.url()
         ))
-        .unwrap();
-        let camera = hub.add(config, false).await.unwrap();
+        .await;
         let mut viewer = camera.stream.subscribe(ViewerKind::Analysis).unwrap();
         let mut last_pts = i64::MIN;
         for round in 0..=20 {
@@ -504,18 +496,13 @@ fn pcma_audio_is_described() {
 
 #[test]
 fn a_camera_restarted_with_new_settings_gives_viewers_a_new_description() {
-    use livelens::config::CameraConfig;
-    use livelens::hub::Hub;
     use livelens::resources::ViewerKind;
     use std::sync::Arc;
 
     let mut cam = RtspCamera::start(&["--size", "640x360", "--gop", "10"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let hub = Hub::new(false, None);
-        let config: CameraConfig =
-            toml::from_str(&format!("id = \"cam\"\nsource = \"{}\"", cam.url())).unwrap();
-        let camera = hub.add(config, false).await.unwrap();
+        let (hub, camera) = common::hub_with_camera(&format!("source = \"{}\"", cam.url())).await;
         let mut viewer = camera
             .stream
             .subscribe(ViewerKind::Analysis)

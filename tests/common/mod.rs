@@ -332,3 +332,15 @@ impl Server {
         }
     }
 }
+
+/// A hub in the test process with one camera `cam` made from `toml` camera keys (e.g.
+/// `source = "…"`), started, for tests that subscribe to the hub directly.
+pub async fn hub_with_camera(
+    keys: &str,
+) -> (livelens::hub::Hub, std::sync::Arc<livelens::hub::Camera>) {
+    let hub = livelens::hub::Hub::new(false, None);
+    let config: livelens::config::CameraConfig =
+        toml::from_str(&format!("id = \"cam\"\n{keys}")).expect("camera keys");
+    let camera = hub.add(config, false).await.expect("camera added");
+    (hub, camera)
+}
