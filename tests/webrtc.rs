@@ -25,10 +25,14 @@ fn error_of(r: reqwest::blocking::Response, status: StatusCode) -> String {
 fn bad_offers_get_the_right_4xx() {
     let server = Server::start(&[]);
     server.wait_live("demo", Duration::from_secs(5));
+    // A fresh connection per request: the server may close one after refusing a body it did not
+    // read (415, 413), and a pooled connection would then fail the next request.
+    let http = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let post = |ct: &str, body: Vec<u8>| {
-        server
-            .http
-            .post(server.url("/api/cameras/demo/whep"))
+        http.post(server.url("/api/cameras/demo/whep"))
             .header("content-type", ct)
             .body(body)
             .send()
@@ -55,8 +59,7 @@ fn bad_offers_get_the_right_4xx() {
         post("application/sdp", huge).status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
-    let r = server
-        .http
+    let r = http
         .post(server.url("/api/cameras/nope/whep"))
         .header("content-type", "application/sdp")
         .body(VP8_ONLY)
