@@ -6,10 +6,14 @@
 //! - Timestamps are in the track's clock rate (90 kHz for video).
 //! - Payloads are `bytes::Bytes`: fan-out clones a reference count, never the data.
 
+pub mod annexb;
 pub mod bits;
 pub mod h264;
+pub mod h265;
+pub mod mpegts;
 pub mod rtp_video;
 pub mod sei;
+pub mod video_params;
 
 use std::sync::Arc;
 

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::{mask_credentials, SourceError};
 use crate::hub::Publisher;
 use crate::media::rtp_video::{nal_unit_type, parameter_set_types, VideoDepacketizer, VideoKind};
-use crate::media::{h264, sei, AudioCodec, Frame, TrackKind, VideoCodec};
+use crate::media::{h264, sei, video_params, AudioCodec, Frame, TrackKind, VideoCodec};
 
 /// How long a stop waits for TEARDOWN to be answered before giving up on it.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(500);
@@ -512,7 +512,7 @@ async fn session_raw(
                 tracing::debug!(camera = publisher.camera_id(), "bad RTP video payload: {e}");
             }
             while let Some(au) = depacketizer.pull() {
-                video = update_parameters(kind, video, &au.nals, sdp_fps);
+                video = video_params::update(kind, video, &au.nals, sdp_fps);
                 let Some(codec) = video.clone() else {
                     continue; // no parameter sets yet
                 };
@@ -546,62 +546,6 @@ async fn session_raw(
             });
         }
     }
-}
-
-/// Applies in-band parameter sets: a changed set makes a new codec description.
-fn update_parameters(
-    kind: VideoKind,
-    current: Option<Arc<VideoCodec>>,
-    nals: &[Bytes],
-    fps: Option<f64>,
-) -> Option<Arc<VideoCodec>> {
-    let types = parameter_set_types(kind);
-    let mut sets: Vec<Option<Bytes>> = types
-        .iter()
-        .map(|t| {
-            current.as_ref().and_then(|c| {
-                c.parameter_sets
-                    .iter()
-                    .find(|p| nal_unit_type(kind, p) == *t)
-                    .cloned()
-            })
-        })
-        .collect();
-    let mut changed = false;
-    for nal in nals {
-        if let Some(i) = types.iter().position(|t| *t == nal_unit_type(kind, nal)) {
-            if sets[i].as_ref() != Some(nal) {
-                sets[i] = Some(nal.clone());
-                changed = true;
-            }
-        }
-    }
-    if !changed {
-        return current;
-    }
-    let Some(sets) = sets.into_iter().collect::<Option<Vec<Bytes>>>() else {
-        return current; // not all parameter sets seen yet
-    };
-    let (codec, rfc6381, (width, height)) = match kind {
-        VideoKind::H264 => (
-            "h264",
-            h264::rfc6381_codec(&sets[0])?,
-            h264::sps_dimensions(&sets[0])?,
-        ),
-        // H.265 SPS parsing is not done here: keep the SDP's description for name and size.
-        VideoKind::H265 => {
-            let c = current.as_ref()?;
-            ("h265", c.rfc6381.clone(), (c.width, c.height))
-        }
-    };
-    Some(Arc::new(VideoCodec {
-        codec,
-        rfc6381,
-        width,
-        height,
-        fps: fps.or(current.and_then(|c| c.fps)),
-        parameter_sets: sets,
-    }))
 }
 
 /// What `livelens probe` prints.
