@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::rtsp::{parse_duration, RtspOptions};
 use crate::source::{mask_credentials, SourceSpec};
+use crate::supervisor::WorkerConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEMO_SOURCE: &str = "testsrc://?size=1280x720&fps=25";
@@ -22,7 +23,7 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub camera: Vec<CameraConfig>,
-    /// Sections that later capabilities read (`[webrtc]`, `[storage]`, `[mqtt]`, `[[worker]]`);
+    /// Sections that later capabilities read (`[webrtc]`, `[storage]`, `[mqtt]`);
     /// accepted so a config written for the whole design loads today.
     #[serde(default)]
     pub webrtc: Option<toml::Table>,
@@ -31,7 +32,7 @@ pub struct Config {
     #[serde(default)]
     pub mqtt: Option<toml::Table>,
     #[serde(default)]
-    pub worker: Vec<toml::Table>,
+    pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -58,6 +59,9 @@ pub struct CameraConfig {
     pub source: String,
     #[serde(default)]
     pub on_demand: bool,
+    /// On-demand cameras: how long the source keeps running after the last viewer (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
     /// RTSP: "tcp" (default) or "udp".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
@@ -185,11 +189,10 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
     if let Err(source_problems) = source_spec(camera, allow_exec) {
         problems.extend(source_problems);
     }
-    if camera.on_demand {
-        problems.push(problem(
-            "on_demand",
-            "on-demand cameras are not supported by this build yet; use on_demand = false",
-        ));
+    if let Some(t) = &camera.idle_timeout {
+        if let Err(e) = parse_duration(t) {
+            problems.push(problem("idle_timeout", e));
+        }
     }
     for key in camera.unknown.keys() {
         problems.push(problem(key.clone(), "unknown key"));
@@ -284,6 +287,21 @@ impl Config {
                 "is empty; remove it or set a secret",
             ));
         }
+        let mut names = BTreeMap::new();
+        for (i, worker) in self.worker.iter().enumerate() {
+            for (key, message) in worker.problems() {
+                problems.push(problem(format!("worker[{i}].{key}"), message));
+            }
+            if let Some(first) = names.insert(worker.name.clone(), i) {
+                problems.push(problem(
+                    format!("worker[{i}].name"),
+                    format!(
+                        "duplicate worker name {:?} (also worker[{first}])",
+                        worker.name
+                    ),
+                ));
+            }
+        }
         let mut seen = BTreeMap::new();
         for (i, camera) in self.camera.iter().enumerate() {
             let place = format!("camera[{i}]");
@@ -327,6 +345,7 @@ impl Config {
                 id: "demo".into(),
                 source: DEMO_SOURCE.into(),
                 on_demand: false,
+                idle_timeout: None,
                 transport: None,
                 timeout: None,
                 user_agent: None,
@@ -378,6 +397,7 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<(
             table["on_demand"] = value(camera.on_demand);
         }
         for (key, v) in [
+            ("idle_timeout", &camera.idle_timeout),
             ("transport", &camera.transport),
             ("timeout", &camera.timeout),
             ("user_agent", &camera.user_agent),
@@ -514,6 +534,7 @@ mod tests {
                 id: "porch".into(),
                 source: "testsrc://?fps=10".into(),
                 on_demand: false,
+                idle_timeout: None,
                 transport: None,
                 timeout: None,
                 user_agent: None,
@@ -524,6 +545,7 @@ mod tests {
                 id: "yard".into(),
                 source: "testsrc://?motion=0".into(),
                 on_demand: false,
+                idle_timeout: None,
                 transport: None,
                 timeout: None,
                 user_agent: None,

@@ -5,10 +5,13 @@
 //! See `../shared/DESIGN.md` for the principles every module follows.
 
 pub mod api;
+pub mod backoff;
 pub mod config;
+pub mod demand;
 pub mod hub;
 pub mod media;
 pub mod output;
 pub mod resources;
 pub mod serve;
 pub mod source;
+pub mod supervisor;

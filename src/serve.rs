@@ -2,7 +2,8 @@
 //!
 //! Shutdown order (principle 1): a signal cancels the root token → the HTTP server stops
 //! accepting and drains → every stream is stopped and awaited → the process exits 0. The whole
-//! sequence is bounded so SIGTERM is answered within 2 s; a second SIGINT exits at once.
+//! sequence is bounded so SIGTERM is answered within 2 s (children get a shorter grace period
+//! once shutdown begins); a second SIGINT SIGKILLs every child group and exits at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, DEFAULT_LISTEN};
 use crate::hub::Hub;
 use crate::output::snapshot::Snapshots;
+use crate::supervisor::Workers;
 
 pub struct ServeOptions {
     pub config_path: Option<PathBuf>,
@@ -95,6 +97,8 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             None
         }
     };
+    let workers = Arc::new(Workers::new(&config.worker));
+    workers.start().await;
     let shutdown = CancellationToken::new();
     let state = Arc::new(AppState {
         hub: hub.clone(),
@@ -103,6 +107,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         metrics,
         shutdown: shutdown.clone(),
         webrtc: webrtc.clone(),
+        workers: workers.clone(),
     });
 
     let listener = TcpListener::bind(listen)
@@ -125,17 +130,19 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             tokio::time::sleep(HTTP_DRAIN_BUDGET).await;
         } => tracing::warn!("HTTP connections still open at shutdown; closing them"),
     }
-    tracing::info!("stopping cameras");
+    tracing::info!("stopping cameras and workers");
+    crate::supervisor::begin_shutdown();
     let stop_all = async {
         if let Some(w) = &webrtc {
             w.stop().await;
         }
-        hub.stop_all().await;
+        tokio::join!(hub.stop_all(), workers.stop());
     };
     if tokio::time::timeout(STOP_STREAMS_BUDGET, stop_all)
         .await
         .is_err()
     {
+        crate::supervisor::kill_all_now();
         bail!("cameras did not stop within {STOP_STREAMS_BUDGET:?}");
     }
     signals.abort();
@@ -163,5 +170,6 @@ async fn watch_signals(shutdown: CancellationToken) {
     shutdown.cancel();
     int.recv().await;
     tracing::warn!("second interrupt: exiting now");
+    crate::supervisor::kill_all_now();
     std::process::exit(130);
 }

@@ -32,6 +32,8 @@ pub struct CameraJson {
     source: String,
     on_demand: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     transport: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout: Option<String>,
@@ -64,6 +66,7 @@ pub fn camera_json(camera: &Camera) -> CameraJson {
         id: config.id.clone(),
         source: config.masked_source(),
         on_demand: config.on_demand,
+        idle_timeout: config.idle_timeout.clone(),
         transport: config.transport.clone(),
         timeout: config.timeout.clone(),
         user_agent: config.user_agent.clone(),
@@ -110,6 +113,7 @@ struct NewCamera {
     source: String,
     #[serde(default)]
     on_demand: bool,
+    idle_timeout: Option<String>,
     transport: Option<String>,
     timeout: Option<String>,
     user_agent: Option<String>,
@@ -123,6 +127,7 @@ async fn create(
         id: new.id,
         source: new.source,
         on_demand: new.on_demand,
+        idle_timeout: new.idle_timeout,
         transport: new.transport,
         timeout: new.timeout,
         user_agent: new.user_agent,

@@ -36,6 +36,7 @@ pub struct AppState {
     pub webrtc: Option<Arc<crate::output::webrtc::WebRtc>>,
     /// Cancelled at shutdown: long-lived connections (WebSockets) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub workers: Arc<crate::supervisor::Workers>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -46,6 +47,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/api/resources", get(system::resources))
+        .route("/api/workers", get(system::workers))
         .route("/api/openapi.json", get(openapi::document))
         .route("/player.js", get(player_js))
         .route("/app.js", get(app_js))

@@ -21,6 +21,11 @@ pub async fn healthz(State(state): State<SharedState>) -> Json<serde_json::Value
     )
 }
 
+/// The `[[worker]]` processes: state, reason, pid and port.
+pub async fn workers(State(state): State<SharedState>) -> Json<Vec<crate::supervisor::WorkerView>> {
+    Json(state.workers.list())
+}
+
 pub async fn resources() -> Json<resources::Snapshot> {
     Json(resources::snapshot())
 }

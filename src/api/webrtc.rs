@@ -65,6 +65,9 @@ fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
     Ok(text)
 }
 
+/// How long an offer waits for an idle or starting camera to describe its video.
+const WAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn answer(state: &SharedState, id: &str, sdp: &str) -> Result<(String, String), ApiError> {
     let camera = state.hub.get(id)?;
     let Some(webrtc) = &state.webrtc else {
@@ -78,6 +81,11 @@ async fn answer(state: &SharedState, id: &str, sdp: &str) -> Result<(String, Str
             StatusCode::CONFLICT,
             format!("camera {id:?} is stopped"),
         ));
+    }
+    // The answer names the video codec: an idle on-demand camera (or one still starting) is
+    // woken and given a moment to say what it sends.
+    if camera.stream.view().video.is_none() {
+        camera.stream.wake(WAKE_LIMIT).await;
     }
     Ok(webrtc.offer(camera, sdp).await?)
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
+use crate::demand::{Demand, DemandLease};
 use crate::media::Frame;
 use crate::resources::{Counted, Resource, ViewerKind};
 
@@ -41,6 +42,8 @@ struct Gop {
 /// The producer side, owned by a stream.
 pub struct FanOut {
     inner: Mutex<Inner>,
+    /// Every subscription holds a lease: on-demand cameras run while it is wanted.
+    demand: Demand,
 }
 
 struct Inner {
@@ -79,6 +82,7 @@ impl FanOut {
                 sender: None,
                 gop: Gop::default(),
             }),
+            demand: Demand::new(),
         }
     }
 
@@ -147,7 +151,13 @@ impl FanOut {
             policy: LagPolicy::default(),
             dropped_frames: 0,
             _counted: Counted::new(Resource::Viewer(kind)),
+            _demand: self.demand.lease(),
         })
+    }
+
+    /// Viewers (and waiters) that want the source running.
+    pub fn demand(&self) -> &Demand {
+        &self.demand
     }
 
     pub fn viewer_count(&self) -> usize {
@@ -168,6 +178,7 @@ pub struct Subscription {
     policy: LagPolicy,
     dropped_frames: u64,
     _counted: Counted,
+    _demand: DemandLease,
 }
 
 impl Subscription {

@@ -3,7 +3,6 @@
 //! The registry map is only locked for lookups and inserts, never across an `.await`; starting
 //! and stopping a stream is serialised by the stream itself.
 
-pub mod backoff;
 pub mod fanout;
 pub mod state;
 pub mod stats;
@@ -13,6 +12,7 @@ pub mod timeline;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
 use crate::source::SourceSpec;
@@ -41,6 +41,8 @@ pub struct CameraPatch {
     pub source: Option<String>,
     pub on_demand: Option<bool>,
     /// `Some(None)` (JSON null) removes the option.
+    #[serde(default, deserialize_with = "present")]
+    pub idle_timeout: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub transport: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
@@ -76,6 +78,20 @@ impl std::fmt::Display for HubError {
             HubError::Conflict(m) | HubError::Persist(m) => f.write_str(m),
         }
     }
+}
+
+/// Default time an on-demand camera keeps its source after the last viewer leaves.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The idle timeout of an on-demand camera; `None` for a camera that always runs.
+fn on_demand(config: &CameraConfig) -> Option<Duration> {
+    config.on_demand.then(|| {
+        config
+            .idle_timeout
+            .as_deref()
+            .and_then(|t| crate::source::rtsp::parse_duration(t).ok())
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    })
 }
 
 pub struct Hub {
@@ -136,7 +152,7 @@ impl Hub {
             }
             cameras.insert(config.id.clone(), camera.clone());
         }
-        camera.stream.start(spec).await;
+        camera.stream.start(spec, on_demand(&config)).await;
         if persist {
             self.persist().await?;
         }
@@ -153,6 +169,9 @@ impl Hub {
         if let Some(on_demand) = patch.on_demand {
             new.on_demand = on_demand;
         }
+        if let Some(v) = patch.idle_timeout {
+            new.idle_timeout = v;
+        }
         if let Some(v) = patch.transport {
             new.transport = v;
         }
@@ -166,7 +185,7 @@ impl Hub {
         let old = std::mem::replace(&mut *camera.config.lock().unwrap(), new.clone());
         if old != new && camera.stream.state().is_running() {
             camera.stream.stop().await;
-            camera.stream.start(spec).await;
+            camera.stream.start(spec, on_demand(&new)).await;
         }
         self.persist().await?;
         Ok(camera)
@@ -186,8 +205,9 @@ impl Hub {
 
     pub async fn start(&self, id: &str) -> Result<Arc<Camera>, HubError> {
         let camera = self.get(id)?;
-        let spec = self.validate(&camera.config())?;
-        camera.stream.start(spec).await;
+        let config = camera.config();
+        let spec = self.validate(&config)?;
+        camera.stream.start(spec, on_demand(&config)).await;
         Ok(camera)
     }
 

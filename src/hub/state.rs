@@ -9,6 +9,9 @@
 //!     │             retrying(reason) ◄──────────┘      (retried with back-off)
 //!     │                  │ permanent error (from starting, live or retrying)
 //!     └──────────── failed(reason) ──start──► starting
+//!
+//!  on-demand cameras also have  idle ──start (a viewer)──► starting,  and
+//!  starting / live / retrying ──park (idle timeout)──► idle;  stopped ──park──► idle
 //! ```
 
 use serde::Serialize;
@@ -17,6 +20,8 @@ use serde::Serialize;
 pub enum State {
     #[default]
     Stopped,
+    /// An on-demand camera with no viewer: enabled, its source not running.
+    Idle,
     Starting,
     Live,
     Retrying {
@@ -37,6 +42,8 @@ pub enum Event {
     Error { reason: String, permanent: bool },
     /// The user asked for the camera to stop.
     Stop,
+    /// An on-demand camera's source is (or stays) off until a viewer arrives.
+    Park,
 }
 
 /// The name and reason of a state, as the API shows them.
@@ -44,6 +51,7 @@ pub enum Event {
 #[serde(rename_all = "lowercase")]
 pub enum StateName {
     Stopped,
+    Idle,
     Starting,
     Live,
     Retrying,
@@ -55,7 +63,9 @@ impl State {
         use State::*;
         match (self, event) {
             (_, Event::Stop) => Stopped,
-            (Stopped | Failed { .. }, Event::Start) => Starting,
+            (Failed { .. }, Event::Park) => self.clone(),
+            (_, Event::Park) => Idle,
+            (Stopped | Idle | Failed { .. }, Event::Start) => Starting,
             (s, Event::Start) => s.clone(),
             (Starting | Live | Retrying { .. }, Event::Frame) => Live,
             (Starting | Live | Retrying { .. }, Event::Error { reason, permanent }) => {
@@ -70,13 +80,14 @@ impl State {
                 }
             }
             // Late events from a source that is already stopped or failed change nothing.
-            (s @ (Stopped | Failed { .. }), Event::Frame | Event::Error { .. }) => s.clone(),
+            (s @ (Stopped | Idle | Failed { .. }), Event::Frame | Event::Error { .. }) => s.clone(),
         }
     }
 
     pub fn name(&self) -> StateName {
         match self {
             State::Stopped => StateName::Stopped,
+            State::Idle => StateName::Idle,
             State::Starting => StateName::Starting,
             State::Live => StateName::Live,
             State::Retrying { .. } => StateName::Retrying,
@@ -91,9 +102,12 @@ impl State {
         }
     }
 
-    /// Whether a source task exists for this state.
+    /// Whether the camera is enabled: a source task exists, or (idle) starts with a viewer.
     pub fn is_running(&self) -> bool {
-        matches!(self, State::Starting | State::Live | State::Retrying { .. })
+        matches!(
+            self,
+            State::Idle | State::Starting | State::Live | State::Retrying { .. }
+        )
     }
 }
 
@@ -159,6 +173,21 @@ mod tests {
         assert_eq!(Stopped.on(&err("late", false)), Stopped);
         let failed = Failed { reason: "f".into() };
         assert_eq!(failed.on(&Event::Frame), failed);
+    }
+
+    #[test]
+    fn on_demand_parks_and_wakes() {
+        assert_eq!(Stopped.on(&Event::Park), Idle);
+        assert_eq!(Idle.on(&Event::Frame), Idle);
+        let s = Idle.on(&Event::Start);
+        assert_eq!(s, Starting);
+        for from in [Starting, Live, Retrying { reason: "r".into() }] {
+            assert_eq!(from.on(&Event::Park), Idle);
+        }
+        let failed = Failed { reason: "f".into() };
+        assert_eq!(failed.on(&Event::Park), failed);
+        assert_eq!(Idle.on(&Event::Stop), Stopped);
+        assert!(Idle.is_running());
     }
 
     #[test]

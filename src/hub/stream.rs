@@ -6,16 +6,16 @@
 //! made are gone — and only then closes the fan-out and releases the GOP cache.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
 use super::fanout::{FanOut, Subscription};
 use super::state::{Event, State};
 use super::stats::{StatsView, StreamStats};
 use super::timeline::TrackTimeline;
+use crate::backoff::Backoff;
 use crate::media::{AudioCodec, Frame, TrackKind, VideoCodec};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 use crate::source::{self, SourceError, SourceSpec};
@@ -35,6 +35,8 @@ struct Shared {
     id: String,
     fanout: FanOut,
     status: Mutex<Status>,
+    /// Woken whenever the state changes, for [`Stream::wake`].
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -89,6 +91,7 @@ impl Publisher {
             // Live means pictures: audio that arrives before the first video frame doesn't count.
             if status.state != State::Live && frame.is_video() {
                 status.apply(&Event::Frame);
+                self.shared.changed.notify_waiters();
             }
             let timeline = match frame.track {
                 TrackKind::Video => &mut status.video_timeline,
@@ -114,7 +117,7 @@ impl Publisher {
     }
 
     /// Called before each (re)start of the source: its timestamps will continue the stream's.
-    fn new_session(&self) {
+    pub(crate) fn new_session(&self) {
         let mut status = self.shared.status.lock().unwrap();
         status.video_timeline.new_session();
         status.audio_timeline.new_session();
@@ -128,6 +131,7 @@ impl Stream {
                 id: id.to_string(),
                 fanout: FanOut::new(),
                 status: Mutex::new(Status::default()),
+                changed: tokio::sync::Notify::new(),
             }),
             control: tokio::sync::Mutex::new(None),
         }
@@ -139,7 +143,9 @@ impl Stream {
 
     /// Starts the source unless it is already running. Returns once the supervisor task exists;
     /// the state then moves on by itself (starting → live, or retrying with a reason).
-    pub async fn start(&self, spec: SourceSpec) {
+    /// With `on_demand = Some(idle)` the camera is enabled but idle: its source starts when the
+    /// first viewer subscribes and stops `idle` after the last one leaves.
+    pub async fn start(&self, spec: SourceSpec, on_demand: Option<Duration>) {
         let mut control = self.control.lock().await;
         if let Some(running) = control.take() {
             if !running.task.is_finished() {
@@ -150,9 +156,22 @@ impl Stream {
             let _ = running.task.await;
         }
         self.shared.fanout.open();
-        self.shared.status.lock().unwrap().apply(&Event::Start);
         let cancel = CancellationToken::new();
-        let task = spawn_task(supervise(self.shared.clone(), spec, cancel.clone()));
+        let task = match on_demand {
+            None => {
+                self.shared.status.lock().unwrap().apply(&Event::Start);
+                spawn_task(supervise(self.shared.clone(), spec, cancel.clone()))
+            }
+            Some(idle) => {
+                self.shared.status.lock().unwrap().apply(&Event::Park);
+                spawn_task(on_demand_loop(
+                    self.shared.clone(),
+                    spec,
+                    idle,
+                    cancel.clone(),
+                ))
+            }
+        };
         *control = Some(Running { cancel, task });
     }
 
@@ -165,6 +184,7 @@ impl Stream {
             let _ = running.task.await;
         }
         self.shared.status.lock().unwrap().apply(&Event::Stop);
+        self.shared.changed.notify_waiters();
         self.shared.fanout.close();
     }
 
@@ -185,6 +205,27 @@ impl Stream {
             audio: status.audio.clone(),
             viewers: self.shared.fanout.viewer_count(),
             stats: status.stats.view(Instant::now()),
+        }
+    }
+
+    /// Makes an on-demand camera start (if it is idle) and waits until it is live, at most
+    /// `limit`. Returns whether it is live. The camera stays wanted while this waits; afterwards
+    /// the idle timeout gives the caller time to subscribe.
+    pub async fn wake(&self, limit: Duration) -> bool {
+        let _want = self.shared.fanout.demand().lease();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.shared.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable(); // registered before the check, so no change is missed
+            match self.state() {
+                State::Live => return true,
+                State::Stopped | State::Failed { .. } => return false,
+                _ => {}
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.state() == State::Live;
+            }
         }
     }
 
@@ -229,6 +270,7 @@ async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationTo
                 permanent: error.permanent,
             });
         }
+        shared.changed.notify_waiters();
         // The old bitstream does not continue; late joiners wait for the next keyframe.
         shared.fanout.reset_gop();
         if error.permanent {
@@ -241,5 +283,48 @@ async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationTo
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// An on-demand camera: idle until a viewer wants it, then the source runs (with the usual
+/// supervision) until nobody has wanted it for `idle`. Viewers that subscribe while it starts
+/// simply wait for the first keyframe.
+async fn on_demand_loop(
+    shared: Arc<Shared>,
+    spec: SourceSpec,
+    idle: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = shared.fanout.demand().wait_wanted() => {}
+        }
+        shared.status.lock().unwrap().apply(&Event::Start);
+        shared.changed.notify_waiters();
+        tracing::info!(camera = %shared.id, "a viewer arrived; starting the on-demand source");
+        let source_cancel = cancel.child_token();
+        let mut source = std::pin::pin!(supervise(
+            shared.clone(),
+            spec.clone(),
+            source_cancel.clone()
+        ));
+        let gave_up = tokio::select! {
+            _ = &mut source => true,
+            _ = shared.fanout.demand().wait_idle(idle) => false,
+            _ = cancel.cancelled() => false,
+        };
+        if gave_up {
+            return; // a permanent error: the state says failed, with the reason
+        }
+        source_cancel.cancel();
+        source.await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        tracing::info!(camera = %shared.id, "no viewers for {idle:?}; source stopped");
+        shared.fanout.reset_gop();
+        shared.status.lock().unwrap().apply(&Event::Park);
+        shared.changed.notify_waiters();
     }
 }

@@ -20,7 +20,7 @@ fn parse(rbsp: &[u8]) -> Result<(String, u32, u32), OutOfBits> {
     r.skip(4)?; // sps_video_parameter_set_id
     let max_sub_layers_minus1 = r.bits(3)?;
     r.skip(1)?; // temporal_id_nesting
-    // general profile_tier_level
+                // general profile_tier_level
     let profile_space = r.bits(2)?;
     let tier = r.bit()?;
     let profile_idc = r.bits(5)?;
@@ -71,7 +71,10 @@ fn parse(rbsp: &[u8]) -> Result<(String, u32, u32), OutOfBits> {
         compat.reverse_bits(),
         if tier == 1 { 'H' } else { 'L' }
     );
-    let used = constraints.iter().rposition(|c| *c != 0).map_or(0, |i| i + 1);
+    let used = constraints
+        .iter()
+        .rposition(|c| *c != 0)
+        .map_or(0, |i| i + 1);
     for c in &constraints[..used] {
         codec.push_str(&format!(".{c:X}"));
     }

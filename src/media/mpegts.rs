@@ -25,7 +25,9 @@ pub enum StreamKind {
     H265,
     /// AAC in ADTS framing.
     Aac,
-    Opus { channels: u16 },
+    Opus {
+        channels: u16,
+    },
 }
 
 /// One PES payload: a video access unit in Annex B, or one or more audio frames.
@@ -303,7 +305,9 @@ fn parse_pes_header(p: &[u8]) -> Option<(PesHeader, &[u8])> {
     let header_length = p[8] as usize;
     let body = p.get(9 + header_length..)?;
     let pts = (flags & 0x80 != 0).then(|| timestamp(&p[9..])).flatten();
-    let dts = (flags & 0xc0 == 0xc0).then(|| timestamp(&p[14..])).flatten();
+    let dts = (flags & 0xc0 == 0xc0)
+        .then(|| timestamp(&p[14..]))
+        .flatten();
     // The declared length counts from after the length field: 3 header bytes + optional fields.
     let expected = (packet_length != 0).then(|| packet_length.saturating_sub(3 + header_length));
     Some((PesHeader { pts, dts, expected }, body))
@@ -373,7 +377,8 @@ pub fn split_adts(data: &Bytes) -> Vec<AdtsFrame> {
         let profile = (h[2] >> 6) & 0x3;
         let rate_index = (h[2] >> 2) & 0xf;
         let channels = ((h[2] & 0x1) << 2) | (h[3] >> 6);
-        let length = (((h[3] & 0x3) as usize) << 11) | ((h[4] as usize) << 3) | (h[5] >> 5) as usize;
+        let length =
+            (((h[3] & 0x3) as usize) << 11) | ((h[4] as usize) << 3) | (h[5] >> 5) as usize;
         let header = if protection_absent { 7 } else { 9 };
         let Some(&sample_rate) = AAC_SAMPLE_RATES.get(rate_index as usize) else {
             break;
@@ -382,7 +387,8 @@ pub fn split_adts(data: &Bytes) -> Vec<AdtsFrame> {
             break;
         }
         let object_type = profile + 1;
-        let asc = ((object_type as u16) << 11) | ((rate_index as u16) << 7) | ((channels as u16) << 3);
+        let asc =
+            ((object_type as u16) << 11) | ((rate_index as u16) << 7) | ((channels as u16) << 3);
         frames.push(AdtsFrame {
             config: asc.to_be_bytes(),
             sample_rate,
@@ -409,7 +415,9 @@ pub fn split_opus(data: &Bytes) -> Vec<Bytes> {
         i += 2;
         let mut size = 0usize;
         loop {
-            let Some(&b) = data.get(i) else { return packets };
+            let Some(&b) = data.get(i) else {
+                return packets;
+            };
             i += 1;
             size += b as usize;
             if b != 0xff {
@@ -529,7 +537,12 @@ pub(crate) mod tests {
         let au1: Vec<u8> = [0, 0, 0, 1, 0x65].into_iter().chain(0..=255).collect();
         let au2: Vec<u8> = [0, 0, 0, 1, 0x41].into_iter().chain(vec![7; 400]).collect();
         ts.extend(mux.pes(0x100, 9000, false, &au1));
-        ts.extend(mux.pes(0x101, 9000, true, &[0xff, 0xf1, 0x50, 0x80, 0x01, 0x1f, 0xfc]));
+        ts.extend(mux.pes(
+            0x101,
+            9000,
+            true,
+            &[0xff, 0xf1, 0x50, 0x80, 0x01, 0x1f, 0xfc],
+        ));
         ts.extend(mux.pes(0x100, 12600, false, &au2));
         for chunk in [1, 7, 188, 1000, ts.len()] {
             let mut d = TsDemuxer::new();

@@ -13,10 +13,12 @@ use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig, Flush};
 use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 
-use crate::hub::Stream;
+use crate::hub::{StateName, Stream};
 use crate::media::{h264, Frame};
 use crate::resources::{Counted, Resource, ViewerKind};
 
+/// How long a snapshot waits for an idle or starting camera to show a picture.
+const WAKE_LIMIT: Duration = Duration::from_secs(10);
 pub const MAX_AGE: Duration = Duration::from_secs(1);
 const JPEG_QUALITY: u8 = 80;
 
@@ -63,7 +65,13 @@ impl Snapshots {
                 return Ok(jpeg.clone());
             }
         }
-        let gop = stream.gop();
+        let mut gop = stream.gop();
+        if gop.is_empty() && matches!(stream.state().name(), StateName::Idle | StateName::Starting)
+        {
+            // An on-demand camera starts for the snapshot; a starting one gets a moment.
+            stream.wake(WAKE_LIMIT).await;
+            gop = stream.gop();
+        }
         if gop.is_empty() {
             let state = stream.state();
             return Err(SnapshotError::NoPicture(format!(

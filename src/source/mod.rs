@@ -4,6 +4,7 @@
 //! a [`Publisher`](crate::hub::Publisher) and owns whatever it creates (threads, sockets, children):
 //! when it returns, all of that is gone.
 
+pub mod exec;
 pub mod rtsp;
 pub mod testsrc;
 
@@ -12,6 +13,7 @@ use std::fmt;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Publisher;
+use crate::media::rtp_video::VideoKind;
 pub use testsrc::TestsrcParams;
 
 /// A parsed, validated source URL.
@@ -23,13 +25,13 @@ pub enum SourceSpec {
         url: String,
         options: rtsp::RtspOptions,
     },
-    /// `exec:COMMAND` (parsed so configs validate; runs once the supervisor lands).
-    Exec(String),
-    /// `file:///path` (parsed so configs validate; playback lands with the exec/file issue).
+    /// `exec:COMMAND` (MPEG-TS on stdout), `exec+h264:` / `exec+h265:` (raw Annex B).
+    Exec(exec::ExecCommand),
+    /// `file:///path`: FFmpeg reads the file at its native rate, looped.
     File(String),
 }
 
-pub const SCHEMES: &str = "testsrc://, rtsp://, rtsps://, exec:, file://";
+pub const SCHEMES: &str = "testsrc://, rtsp://, rtsps://, exec:, exec+h264:, exec+h265:, file://";
 
 impl SourceSpec {
     /// Parses a source URL. The error names the problem in words a user can act on.
@@ -53,11 +55,26 @@ impl SourceSpec {
                 options: rtsp::RtspOptions::default(),
             });
         }
-        if let Some(command) = url.strip_prefix("exec:") {
-            if command.trim().is_empty() {
-                return Err("exec: needs a command, e.g. exec:ffmpeg -i … -f mpegts -".into());
+        for (prefix, format) in [
+            ("exec:", exec::ExecFormat::MpegTs),
+            ("exec+h264:", exec::ExecFormat::AnnexB(VideoKind::H264)),
+            ("exec+h265:", exec::ExecFormat::AnnexB(VideoKind::H265)),
+        ] {
+            if let Some(command) = url.strip_prefix(prefix) {
+                if command.trim().is_empty() {
+                    return Err(format!(
+                        "{prefix} needs a command, e.g. {prefix}ffmpeg -i … -f {} -",
+                        if prefix == "exec:" {
+                            "mpegts"
+                        } else {
+                            &prefix[5..9]
+                        }
+                    ));
+                }
+                let argv = crate::supervisor::split_command(command)
+                    .map_err(|e| format!("{prefix} {e}"))?;
+                return Ok(SourceSpec::Exec(exec::ExecCommand { format, argv }));
             }
-            return Ok(SourceSpec::Exec(command.to_string()));
         }
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -83,11 +100,12 @@ impl SourceSpec {
                 "rtsps:// (RTSP over TLS) is not supported: the RTSP client (retina) speaks plain rtsp:// only"
                     .into(),
             ),
-            SourceSpec::Rtsp { .. } => Ok(()),
-            SourceSpec::Exec(_) => Err("exec: sources are not available in this build yet".into()),
-            SourceSpec::File(_) => {
-                Err("file:// sources are not available in this build yet".into())
-            }
+            SourceSpec::Rtsp { .. } | SourceSpec::Exec(_) => Ok(()),
+            SourceSpec::File(path) => match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => Ok(()),
+                Ok(_) => Err(format!("{path} is not a file")),
+                Err(e) => Err(format!("cannot read {path}: {e}")),
+            },
         }
     }
 
@@ -136,6 +154,19 @@ pub async fn run(
         SourceSpec::Testsrc(params) => testsrc::run(params.clone(), publisher, cancel).await,
         SourceSpec::Rtsp { url, options } if !url.starts_with("rtsps://") => {
             rtsp::run(url, options, publisher, cancel).await
+        }
+        SourceSpec::Exec(command) => exec::run(command, publisher, cancel, false).await,
+        SourceSpec::File(path) => {
+            let command = exec::ExecCommand::for_file(path);
+            // FFmpeg ends at the end of the file; starting it again loops it, and the timeline
+            // keeps the timestamps going forward.
+            loop {
+                exec::run(&command, publisher, cancel, true).await?;
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
+                publisher.new_session();
+            }
         }
         other => Err(SourceError::permanent(
             other.check_supported().err().unwrap_or_default(),

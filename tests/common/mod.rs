@@ -111,6 +111,13 @@ impl Server {
         self.child.as_ref().unwrap().id()
     }
 
+    /// SIGKILLs the server (no chance to clean up) and reaps it.
+    pub fn kill_hard(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the status and how long the exit took.
     pub fn terminate(mut self) -> (ExitStatus, Duration) {
         let mut child = self.child.take().unwrap();
@@ -343,4 +350,83 @@ pub async fn hub_with_camera(
         toml::from_str(&format!("id = \"cam\"\n{keys}")).expect("camera keys");
     let camera = hub.add(config, false).await.expect("camera added");
     (hub, camera)
+}
+
+/// `(pid, state, pgid)` of every process whose parent is `parent` (zombies included: a zombie
+/// is a child that was not reaped, which is a leak too).
+pub fn children_of(parent: u32) -> Vec<(u32, char, u32)> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent)
+        .map(|p| (p.pid, p.state, p.pgid))
+        .collect()
+}
+
+/// Processes in process group `pgid` that have not exited (zombies excluded).
+pub fn running_in_group(pgid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.pgid == pgid && p.state != 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Whether `pid` exists and has not exited (a zombie has exited).
+pub fn is_running(pid: u32) -> bool {
+    processes().iter().any(|p| p.pid == pid && p.state != 'Z')
+}
+
+pub struct ProcInfo {
+    pub pid: u32,
+    pub state: char,
+    pub ppid: u32,
+    pub pgid: u32,
+}
+
+/// Every process, from /proc/*/stat.
+pub fn processes() -> Vec<ProcInfo> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // exited while we looked
+        };
+        // The command name may contain spaces and parentheses: fields follow the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.len() < 4 {
+            continue;
+        }
+        out.push(ProcInfo {
+            pid,
+            state: fields[0].chars().next().unwrap_or('?'),
+            ppid: fields[1].parse().unwrap_or(0),
+            pgid: fields[2].parse().unwrap_or(0),
+        });
+    }
+    out
+}
+
+/// Writes `text` to `name` in a fresh temp dir and returns the path.
+pub fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = temp_dir(name).join("livelens.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Fails with the package name when a program the test needs is missing.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is not installed: install the Debian package {package} (scripts/test does)"
+    );
 }
