@@ -16,13 +16,13 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 /// FFmpeg's test picture and a tone, encoded live to H.264 + AAC in MPEG-TS on stdout.
-const TS_COMMAND: &str = "ffmpeg -hide_banner -nostdin -loglevel error -re \
+const TS_COMMAND: &str = "exec:ffmpeg -hide_banner -nostdin -loglevel error -re \
     -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440:sample_rate=48000 \
     -c:v libx264 -preset ultrafast -tune zerolatency -g 25 -c:a aac -b:a 64k -f mpegts -";
 /// The same picture as raw H.264 (Annex B), no container, no audio.
 const RAW_COMMAND: &str = "ffmpeg -hide_banner -nostdin -loglevel error -re \
     -f lavfi -i testsrc2=size=320x240:rate=25 \
-    -c:v libx264 -preset ultrafast -tune zerolatency -g 25 -f h264 -";
+    -c:v libx264 -preset ultrafast -tune zerolatency -g 25 -flush_packets 1 -f h264 -";
 
 fn config(cameras: &str) -> String {
     format!("[sources]\nallow_exec = true\n\n{cameras}")
@@ -114,18 +114,27 @@ fn an_mpegts_command_plays_video_and_audio() {
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     let took = server.wait_live("ts", Duration::from_secs(10));
     eprintln!("exec MPEG-TS camera live after {took:?}");
-    let cam = server.get_json("/api/cameras/ts");
+    let mut cam = Value::Null;
+    wait_until(Duration::from_secs(5), "audio described", || {
+        cam = server.get_json("/api/cameras/ts");
+        !cam["audio"].is_null()
+    });
     assert_eq!(cam["video"]["codec"], "h264", "{cam}");
     assert_eq!(cam["video"]["width"], 320);
     assert_eq!(cam["audio"]["codec"], "aac", "{cam}");
     assert_eq!(cam["audio"]["sample_rate"], 48000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let bytes = runtime.block_on(play_mse(&server, "ts", 50));
+    // One fragment per frame, video and audio interleaved.
+    let bytes = runtime.block_on(play_mse(&server, "ts", 80));
     let (video, audio, desc) = decode("exec-ts", &bytes);
     eprintln!("decoded {video} video and {audio} audio frames ({desc})");
     assert_eq!(desc, "h264,320,240");
     assert!(video >= 25, "decoded only {video} video frames");
-    assert!(audio >= 20, "decoded only {audio} audio frames");
+    assert!(audio >= 25, "decoded only {audio} audio frames");
+    assert!(
+        video + audio >= 75,
+        "{video} + {audio} frames from 80 fragments"
+    );
     assert_eq!(server.resources()["child_processes"], 1);
     let (status, took) = server.terminate();
     assert!(status.success(), "{status:?}");
@@ -146,17 +155,19 @@ fn a_raw_h264_command_plays() {
     let (video, _, desc) = decode("exec-raw", &bytes);
     assert_eq!(desc, "h264,320,240");
     assert!(video >= 25, "decoded only {video} video frames");
-    // Arrival timestamps: 25 fps input gives ~40 ms steps, so the stream reports ~25 fps.
-    let fps = server.get_json("/api/cameras/raw")["stats"]["fps"]
-        .as_f64()
-        .unwrap();
-    assert!((20.0..=30.0).contains(&fps), "fps {fps}");
+    // Arrival timestamps: 25 fps input arrives as ~25 frames/s once the stats window is full.
+    wait_until(Duration::from_secs(8), "about 25 fps", || {
+        let fps = server.get_json("/api/cameras/raw")["stats"]["fps"]
+            .as_f64()
+            .unwrap();
+        (22.0..=28.0).contains(&fps)
+    });
 }
 
 #[test]
 fn a_file_source_loops() {
     require("ffmpeg", "ffmpeg");
-    let dir = common::temp_dir("file-source");
+    let dir = common::temp_dir("file-source-clip");
     let file = dir.join("clip.ts");
     let made = Command::new("ffmpeg")
         .args([
@@ -291,11 +302,17 @@ fn three_hundred_stop_start_cycles_leave_no_process() {
     server.wait_live("ts", Duration::from_secs(10));
     let baseline = server.resources();
     let pid = server.pid();
-    let mut groups = std::collections::HashSet::new();
+    let mut started = 0;
     for i in 0..300 {
-        for (_, _, pgid) in children_of(pid) {
-            groups.insert(pgid);
-        }
+        // This cycle's child groups (older pgids may be reused by other tests' processes). A
+        // child caught between fork and setpgid is still in livelens's group: skip it here,
+        // the children check below covers it.
+        let groups: Vec<u32> = children_of(pid)
+            .iter()
+            .filter(|c| c.0 == c.2)
+            .map(|c| c.2)
+            .collect();
+        started += groups.len();
         let r = server.post("/api/cameras/ts/stop");
         assert_eq!(r.status(), 200, "stop {i}");
         // Once stop returns, nothing of any child's group is left, and no zombie.
@@ -304,11 +321,13 @@ fn three_hundred_stop_start_cycles_leave_no_process() {
             children.is_empty(),
             "cycle {i}: children after stop: {children:?}"
         );
-        for g in &groups {
-            assert!(
-                running_in_group(*g).is_empty(),
-                "cycle {i}: group {g} still runs"
-            );
+        for g in groups {
+            let left = running_in_group(g);
+            let what: Vec<String> = left
+                .iter()
+                .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+                .collect();
+            assert!(left.is_empty(), "cycle {i}: group {g} still runs: {what:?}");
         }
         assert_eq!(server.resources()["child_processes"], 0, "cycle {i}");
         assert_eq!(server.post("/api/cameras/ts/start").status(), 200);
@@ -322,10 +341,8 @@ fn three_hundred_stop_start_cycles_leave_no_process() {
         assert_eq!(after[key], baseline[key], "{key}: {baseline} → {after}");
     }
     eprintln!(
-        "300 exec cycles: {} child groups, fds {} → {}",
-        groups.len(),
-        baseline["open_fds"],
-        after["open_fds"]
+        "300 exec cycles: {started} children stopped, fds {} → {}",
+        baseline["open_fds"], after["open_fds"]
     );
     assert!(after["open_fds"].as_i64().unwrap() <= baseline["open_fds"].as_i64().unwrap() + 2);
 }

@@ -415,15 +415,24 @@ mod tests {
                 .filter(|p| unsafe { libc::getpgid(*p) } == pid as i32)
                 // An orphaned grandchild becomes a zombie of init's: it is dead.
                 .filter(|p| {
-                    let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                    !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
                 })
                 .count()
         };
         // The trap is set once the shell has started its background child.
         let deadline = Instant::now() + Duration::from_secs(5);
         while group() < 2 {
-            assert!(Instant::now() < deadline, "the shell did not start its child");
+            assert!(
+                Instant::now() < deadline,
+                "the shell did not start its child"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let started = Instant::now();
