@@ -486,3 +486,45 @@ fn a_worker_is_health_checked_restarted_and_stopped() {
     assert!(status.success());
     assert!(!is_running(new_pid), "worker survived shutdown");
 }
+
+#[test]
+fn h265_video_and_opus_audio_in_mpegts() {
+    require("ffmpeg", "ffmpeg");
+    let command = "exec:ffmpeg -hide_banner -nostdin -loglevel error -re \
+        -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+        -c:v libx265 -preset ultrafast -x265-params log-level=none:keyint=25 \
+        -c:a libopus -b:a 48k -f mpegts -";
+    let path = write_config("exec-hevc-opus", &config(&camera("hevc", command, "")));
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("hevc", Duration::from_secs(15));
+    let mut cam = Value::Null;
+    wait_until(Duration::from_secs(5), "audio described", || {
+        cam = server.get_json("/api/cameras/hevc");
+        !cam["audio"].is_null()
+    });
+    assert_eq!(cam["video"]["codec"], "h265", "{cam}");
+    assert!(
+        cam["video"]["codec_string"]
+            .as_str()
+            .unwrap()
+            .starts_with("hvc1.1.6.L"),
+        "{cam}"
+    );
+    assert_eq!(
+        (
+            cam["video"]["width"].as_u64(),
+            cam["video"]["height"].as_u64()
+        ),
+        (Some(320), Some(240))
+    );
+    assert_eq!(cam["audio"]["codec"], "opus", "{cam}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bytes = runtime.block_on(play_mse(&server, "hevc", 80));
+    let (video, audio, desc) = decode("exec-hevc-opus", &bytes);
+    eprintln!("decoded {video} H.265 and {audio} Opus frames ({desc})");
+    assert_eq!(desc, "hevc,320,240");
+    assert!(
+        video >= 20 && audio >= 20,
+        "{video} video, {audio} audio frames"
+    );
+}

@@ -24,6 +24,8 @@ fn spec() -> Value {
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
             "/api/resources": { "get": { "summary": "Counted resources (tasks, viewers, sockets, children, fds, RSS)",
                 "responses": { "200": { "description": "counts", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Resources" } } } } } } },
+            "/api/workers": { "get": { "summary": "The [[worker]] processes: state, reason, pid, port, starts, users",
+                "responses": { "200": { "description": "workers" } } } },
             "/api/cameras": {
                 "get": { "summary": "List cameras", "responses": { "200": { "description": "cameras",
                     "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Camera" } } } } } } },
@@ -85,14 +87,15 @@ fn spec() -> Value {
                 "NewCamera": { "type": "object", "required": ["id", "source"], "additionalProperties": false, "properties": {
                     "id": { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$" },
                     "source": { "type": "string", "examples": ["testsrc://?size=1280x720&fps=25", "rtsp://user:pass@host:554/path"] },
-                    "on_demand": { "type": "boolean" } } },
+                    "on_demand": { "type": "boolean" }, "idle_timeout": { "type": "string" } } },
                 "CameraPatch": { "type": "object", "additionalProperties": false, "properties": {
-                    "source": { "type": "string" }, "on_demand": { "type": "boolean" } } },
+                    "source": { "type": "string" }, "on_demand": { "type": "boolean" }, "idle_timeout": { "type": ["string", "null"] } } },
                 "Camera": { "type": "object", "properties": {
                     "id": { "type": "string" },
                     "source": { "type": "string", "description": "credentials masked as ***:***" },
                     "on_demand": { "type": "boolean" },
-                    "state": { "enum": ["stopped", "starting", "live", "retrying", "failed"] },
+                    "idle_timeout": { "type": "string" },
+                    "state": { "enum": ["stopped", "idle", "starting", "live", "retrying", "failed"] },
                     "reason": { "type": ["string", "null"] },
                     "video": { "type": ["object", "null"], "properties": {
                         "codec": { "type": "string" }, "codec_string": { "type": "string" },
@@ -127,6 +130,7 @@ mod tests {
             "/api/ws",
             "/api/probe",
             "/api/cameras/stream",
+            "/api/workers",
         ] {
             assert!(paths.contains_key(path), "{path} is not documented");
         }
