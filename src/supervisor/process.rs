@@ -191,8 +191,14 @@ impl ChildProcess {
     /// After the leader exited: kill stragglers of its group, collect the stderr tail.
     async fn finish(&mut self, status: ExitStatus) {
         self.exited = Some(status);
-        // The group outlives its leader if the command left children behind; they go too.
+        // The group outlives its leader if the command left children behind; they go too, and
+        // stop returns only once they have (bounded: a process in uninterruptible sleep could
+        // take longer, and must not hang a stop).
         signal_group(self.pgid, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while group_alive(self.pgid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.unregister();
         if let Some(mut task) = self.stderr.take() {
             // stderr closes when the last process of the group is gone, which is now; a process
@@ -241,6 +247,29 @@ impl Drop for ChildProcess {
             task.abort();
         }
     }
+}
+
+/// Whether any process of group `pgid` still runs. Members that already died but were orphaned
+/// to init stay as zombies until init reaps them; they are dead and don't count.
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence. ESRCH: no process at all, the common case.
+    if pgid <= 0 || unsafe { libc::kill(-pgid, 0) } != 0 {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z"
+        })
 }
 
 fn signal_group(pgid: i32, signal: i32) {
