@@ -23,8 +23,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub camera: Vec<CameraConfig>,
-    /// Sections that later capabilities read (`[webrtc]`, `[storage]`, `[mqtt]`);
-    /// accepted so a config written for the whole design loads today.
+    /// `[webrtc]`, `[storage]` and `[mqtt]` are read through the accessors below, which the
+    /// validation checks first.
     #[serde(default)]
     pub webrtc: Option<toml::Table>,
     #[serde(default)]
@@ -194,6 +194,16 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
             problems.push(problem("idle_timeout", e));
         }
     }
+    if let Some(analysis) = &camera.analysis {
+        for (key, message) in crate::analysis::check(analysis) {
+            let place = if key.is_empty() {
+                "analysis".to_string()
+            } else {
+                format!("analysis.{key}")
+            };
+            problems.push(problem(place, message));
+        }
+    }
     for key in camera.unknown.keys() {
         problems.push(problem(key.clone(), "unknown key"));
     }
@@ -281,6 +291,42 @@ impl Config {
                 }
             }
         }
+        if let Some(storage) = &self.storage {
+            for (key, value) in storage {
+                let ok = match key.as_str() {
+                    "path" => value.as_str().is_some_and(|s| !s.is_empty()),
+                    "keep_days" => value.as_integer().is_some_and(|d| d >= 1),
+                    _ => {
+                        problems.push(problem(format!("storage.{key}"), "unknown key"));
+                        continue;
+                    }
+                };
+                if !ok {
+                    let expected = if key == "path" {
+                        "a file path"
+                    } else {
+                        "a whole number of days, at least 1"
+                    };
+                    problems.push(problem(
+                        format!("storage.{key}"),
+                        format!("{value} is not {expected}"),
+                    ));
+                }
+            }
+        }
+        if let Some(mqtt) = &self.mqtt {
+            for (key, value) in mqtt {
+                if key != "url" {
+                    problems.push(problem(format!("mqtt.{key}"), "unknown key"));
+                } else if let Err(e) = value
+                    .as_str()
+                    .ok_or_else(|| "must be a string".to_string())
+                    .and_then(|u| crate::analysis::mqtt::options(u, "check").map(|_| ()))
+                {
+                    problems.push(problem("mqtt.url", e));
+                }
+            }
+        }
         if self.server.token.as_deref() == Some("") {
             problems.push(problem(
                 "server.token",
@@ -319,6 +365,25 @@ impl Config {
     }
 
     /// `[webrtc] listen` (default 0.0.0.0:8555: every interface, one UDP port).
+    /// `[storage] path`: where events are stored; in memory when unset.
+    pub fn storage_path(&self) -> Option<PathBuf> {
+        let path = self.storage.as_ref()?.get("path")?.as_str()?;
+        Some(PathBuf::from(path))
+    }
+
+    /// `[storage] keep_days` (default 7).
+    pub fn keep_days(&self) -> u32 {
+        self.storage
+            .as_ref()
+            .and_then(|s| s.get("keep_days")?.as_integer())
+            .map_or(7, |d| d.clamp(1, 36_500) as u32)
+    }
+
+    /// `[mqtt] url`, when events go to a broker.
+    pub fn mqtt_url(&self) -> Option<String> {
+        Some(self.mqtt.as_ref()?.get("url")?.as_str()?.to_string())
+    }
+
     pub fn webrtc_listen(&self) -> SocketAddr {
         self.webrtc
             .as_ref()

@@ -4,6 +4,7 @@
 //! `media` → `source` → `hub` → `output` → `api`, with `config` and `resources` used throughout.
 //! See `../shared/DESIGN.md` for the principles every module follows.
 
+pub mod analysis;
 pub mod api;
 pub mod backoff;
 pub mod config;

@@ -14,6 +14,9 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::events::EventStore;
+use crate::analysis::mqtt::Mqtt;
+use crate::analysis::Analysis;
 use crate::api::{self, AppState};
 use crate::config::{Config, DEFAULT_LISTEN};
 use crate::hub::Hub;
@@ -97,9 +100,31 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             None
         }
     };
+    let shutdown_token = CancellationToken::new();
     let workers = Arc::new(Workers::new(&config.worker));
     workers.start().await;
-    let shutdown = CancellationToken::new();
+    // A relative storage path is relative to the config file, like every path in it.
+    let storage = config.storage_path().map(|p| match &options.config_path {
+        Some(c) if p.is_relative() => c.parent().unwrap_or(std::path::Path::new(".")).join(p),
+        _ => p,
+    });
+    let events = Arc::new(
+        EventStore::open(storage.as_deref()).map_err(|e| anyhow::anyhow!("[storage] {e}"))?,
+    );
+    let analysis = Arc::new(Analysis::new(events.clone(), workers.clone()));
+    for camera in hub.list() {
+        analysis.apply(&camera).await;
+    }
+    let mut mqtt = match config.mqtt_url() {
+        Some(url) => Some(Mqtt::start(&url, events.clone()).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
+    let retention = crate::resources::spawn_task(prune_events(
+        events.clone(),
+        Duration::from_secs(u64::from(config.keep_days()) * 86_400),
+        shutdown_token.clone(),
+    ));
+    let shutdown = shutdown_token;
     let state = Arc::new(AppState {
         hub: hub.clone(),
         snapshots: Snapshots::default(),
@@ -108,6 +133,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         webrtc: webrtc.clone(),
         workers: workers.clone(),
+        analysis: analysis.clone(),
     });
 
     let listener = TcpListener::bind(listen)
@@ -136,7 +162,13 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         if let Some(w) = &webrtc {
             w.stop().await;
         }
+        // Analysis first: it holds viewers of the cameras and leases on the workers.
+        analysis.stop_all().await;
         tokio::join!(hub.stop_all(), workers.stop());
+        if let Some(m) = &mut mqtt {
+            m.stop().await;
+        }
+        let _ = retention.await;
     };
     if tokio::time::timeout(STOP_STREAMS_BUDGET, stop_all)
         .await
@@ -172,4 +204,20 @@ async fn watch_signals(shutdown: CancellationToken) {
     tracing::warn!("second interrupt: exiting now");
     crate::supervisor::kill_all_now();
     std::process::exit(130);
+}
+
+/// Deletes events older than `keep`, at start and then hourly, until shutdown.
+async fn prune_events(events: Arc<EventStore>, keep: Duration, shutdown: CancellationToken) {
+    loop {
+        let store = events.clone();
+        match tokio::task::spawn_blocking(move || store.prune(keep)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!("deleted {n} events older than {keep:?}"),
+            Ok(Err(e)) => tracing::warn!("pruning events failed: {e}"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
 }

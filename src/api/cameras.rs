@@ -9,7 +9,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, JsonBody, SharedState};
+use super::{ApiError, AppState, JsonBody, SharedState};
+use crate::analysis::{AnalysisConfig, AnalysisStatus};
 use crate::config::CameraConfig;
 use crate::hub::{Camera, CameraPatch, StateName};
 use crate::media::AudioCodec;
@@ -48,6 +49,11 @@ pub struct CameraJson {
     webrtc_note: Option<String>,
     viewers: usize,
     stats: crate::hub::stats::StatsView,
+    /// The analysis settings (API key masked) and what the analysers see now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    analysis: Option<AnalysisConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    analysis_status: Option<AnalysisStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,8 +65,13 @@ struct VideoJson {
     fps: Option<f64>,
 }
 
-pub fn camera_json(camera: &Camera) -> CameraJson {
+pub fn camera_json(state: &AppState, camera: &Camera) -> CameraJson {
     let config = camera.config();
+    let analysis = config
+        .analysis
+        .as_ref()
+        .and_then(|t| AnalysisConfig::from_table(t).ok())
+        .map(|a| a.masked());
     let view = camera.stream.view();
     CameraJson {
         id: config.id.clone(),
@@ -92,18 +103,27 @@ pub fn camera_json(camera: &Camera) -> CameraJson {
         audio: view.audio,
         viewers: view.viewers,
         stats: view.stats,
+        analysis,
+        analysis_status: state.analysis.status(camera.id()),
     }
 }
 
 async fn list(State(state): State<SharedState>) -> Json<Vec<CameraJson>> {
-    Json(state.hub.list().iter().map(|c| camera_json(c)).collect())
+    Json(
+        state
+            .hub
+            .list()
+            .iter()
+            .map(|c| camera_json(&state, c))
+            .collect(),
+    )
 }
 
 async fn show(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<CameraJson>, ApiError> {
-    Ok(Json(camera_json(&*state.hub.get(&id)?)))
+    Ok(Json(camera_json(&state, &*state.hub.get(&id)?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,11 +155,12 @@ async fn create(
         unknown: BTreeMap::new(),
     };
     let camera = state.hub.add(config, true).await?;
+    state.analysis.apply(&camera).await;
     let location = format!("/api/cameras/{}", camera.id());
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(camera_json(&camera)),
+        Json(camera_json(&state, &camera)),
     )
         .into_response())
 }
@@ -149,10 +170,16 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<CameraPatch>,
 ) -> Result<Json<CameraJson>, ApiError> {
+    let analysis_changed = patch.analysis.is_some();
+    let source_changed = patch.source.is_some();
     let camera = state.hub.update(&id, patch).await?;
-    // A changed camera restarts: its WebRTC peers end with its old stream.
-    end_peers(&state, &id).await;
-    Ok(Json(camera_json(&camera)))
+    if source_changed || !analysis_changed {
+        // A changed camera restarts: its WebRTC peers end with its old stream.
+        end_peers(&state, &id).await;
+    }
+    // New analysis settings apply at once, without restarting the camera.
+    state.analysis.apply(&camera).await;
+    Ok(Json(camera_json(&state, &camera)))
 }
 
 async fn remove(
@@ -160,6 +187,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.hub.remove(&id).await?;
+    state.analysis.remove(&id).await;
     end_peers(&state, &id).await;
     state.snapshots.forget(&id);
     Ok(StatusCode::NO_CONTENT)
@@ -169,7 +197,7 @@ async fn start(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<CameraJson>, ApiError> {
-    Ok(Json(camera_json(&*state.hub.start(&id).await?)))
+    Ok(Json(camera_json(&state, &*state.hub.start(&id).await?)))
 }
 
 async fn stop(
@@ -178,7 +206,7 @@ async fn stop(
 ) -> Result<Json<CameraJson>, ApiError> {
     let camera = state.hub.stop(&id).await?;
     end_peers(&state, &id).await;
-    Ok(Json(camera_json(&camera)))
+    Ok(Json(camera_json(&state, &camera)))
 }
 
 async fn end_peers(state: &SharedState, id: &str) {

@@ -34,7 +34,12 @@ pub async fn camera_stream(
                     _ = tokio::time::sleep(PUSH_EVERY) => {}
                 }
             }
-            let list: Vec<_> = state.hub.list().iter().map(|c| camera_json(c)).collect();
+            let list: Vec<_> = state
+                .hub
+                .list()
+                .iter()
+                .map(|c| camera_json(&state, c))
+                .collect();
             let event = Event::default()
                 .event("cameras")
                 .json_data(list)

@@ -2,6 +2,7 @@
 //! and every error to a status code and a JSON `{"error": …}` body in one place ([`ApiError`]).
 
 mod cameras;
+mod events;
 mod live;
 mod mse;
 mod openapi;
@@ -37,6 +38,7 @@ pub struct AppState {
     /// Cancelled at shutdown: long-lived connections (WebSockets) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub workers: Arc<crate::supervisor::Workers>,
+    pub analysis: Arc<crate::analysis::Analysis>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -65,6 +67,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/webrtc", axum::routing::post(webrtc::go2rtc))
         .merge(cameras::routes())
+        .merge(events::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY))

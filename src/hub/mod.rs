@@ -49,6 +49,16 @@ pub struct CameraPatch {
     pub timeout: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub user_agent: Option<Option<String>>,
+    /// Analysis settings (motion, vlm, asr); null removes them. Applied without a restart.
+    #[serde(default, deserialize_with = "present_value")]
+    pub analysis: Option<Option<serde_json::Value>>,
+}
+
+fn present_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<serde_json::Value>>, D::Error> {
+    use serde::Deserialize;
+    Option::<serde_json::Value>::deserialize(d).map(Some)
 }
 
 /// Distinguishes a field that is absent (keep) from one that is null (remove).
@@ -180,6 +190,17 @@ impl Hub {
         }
         if let Some(v) = patch.user_agent {
             new.user_agent = v;
+        }
+        if let Some(v) = patch.analysis {
+            new.analysis = match v {
+                None => None,
+                Some(json) => Some(serde_json::from_value::<toml::Table>(json).map_err(|e| {
+                    HubError::Invalid(vec![Problem {
+                        place: "analysis".into(),
+                        message: format!("must be an object of analysers: {e}"),
+                    }])
+                })?),
+            };
         }
         let spec = self.validate(&new)?;
         let old = std::mem::replace(&mut *camera.config.lock().unwrap(), new.clone());

@@ -173,6 +173,7 @@ impl Stream {
             }
         };
         *control = Some(Running { cancel, task });
+        self.shared.changed.notify_waiters();
     }
 
     /// Stops the source and waits until it, and every task and thread it made, is gone. Viewers
@@ -226,6 +227,20 @@ impl Stream {
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return self.state() == State::Live;
             }
+        }
+    }
+
+    /// Attaches a viewer once the stream runs (at once if it does). For analysers, which follow
+    /// a camera through stops and starts.
+    pub async fn subscribe_when_running(&self, kind: ViewerKind) -> Subscription {
+        loop {
+            let changed = self.shared.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(s) = self.subscribe(kind) {
+                return s;
+            }
+            changed.await;
         }
     }
 

@@ -1,0 +1,508 @@
+//! Live analysis of cameras: motion and a vision-language model, with events stored, pushed live
+//! and sent over MQTT.
+//!
+//! Ownership: [`Analysis`] owns one task per analysed camera (token + handle); each task owns its
+//! decoder thread ([`frames::Grabber`]) and at most one model request. Changing a camera's
+//! analysis stops its task (awaiting the thread) and starts a new one. Analysis subscribes to the
+//! camera like a viewer (kind `analysis`), so it never slows the video path: a slow analyser
+//! falls behind its own bounded queue and resumes at a keyframe.
+
+pub mod events;
+pub mod frames;
+pub mod motion;
+pub mod mqtt;
+pub mod vlm;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Camera;
+use crate::resources::{spawn_task, ViewerKind};
+use crate::supervisor::Workers;
+use events::EventStore;
+use frames::{Grabber, Picture};
+use motion::{MotionChange, MotionConfig, MotionDetector};
+use vlm::VlmConfig;
+
+/// Width of event thumbnails when no VLM asks for a larger picture.
+const THUMBNAIL_WIDTH: u32 = 320;
+
+/// `[camera.analysis]`: each analyser is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motion: Option<MotionConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlm: Option<VlmConfig>,
+    /// Speech-to-text settings, read by the ASR capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asr: Option<toml::Table>,
+}
+
+impl AnalysisConfig {
+    pub fn from_table(table: &toml::Table) -> Result<AnalysisConfig, String> {
+        AnalysisConfig::deserialize(toml::Value::Table(table.clone())).map_err(|e| e.to_string())
+    }
+
+    /// Problems as `(key under analysis, message)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.motion {
+            out.extend(
+                m.problems()
+                    .into_iter()
+                    .map(|(k, v)| (format!("motion.{k}"), v)),
+            );
+        }
+        if let Some(v) = &self.vlm {
+            out.extend(
+                v.problems()
+                    .into_iter()
+                    .map(|(k, m)| (format!("vlm.{k}"), m)),
+            );
+        }
+        out
+    }
+
+    fn motion(&self) -> Option<&MotionConfig> {
+        self.motion.as_ref().filter(|m| m.enabled)
+    }
+
+    fn vlm(&self) -> Option<&VlmConfig> {
+        self.vlm.as_ref().filter(|v| v.enabled)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.motion().is_some() || self.vlm().is_some()
+    }
+
+    /// The settings as the API shows them (API key masked).
+    pub fn masked(&self) -> AnalysisConfig {
+        AnalysisConfig {
+            vlm: self.vlm.as_ref().map(VlmConfig::masked),
+            ..self.clone()
+        }
+    }
+}
+
+/// What the API shows of a camera's analysis.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AnalysisStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion: Option<MotionStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlm: Option<VlmStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MotionStatus {
+    pub active: bool,
+    /// Changed fraction of the last analysed picture.
+    pub area: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VlmStatus {
+    /// "waiting" (no answer yet), "ok", "busy" or "error".
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub requests: u64,
+    pub skipped: u64,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    status: Arc<Mutex<AnalysisStatus>>,
+}
+
+pub struct Analysis {
+    events: Arc<EventStore>,
+    workers: Arc<Workers>,
+    http: reqwest::Client,
+    running: tokio::sync::Mutex<HashMap<String, Running>>,
+    statuses: Mutex<HashMap<String, Arc<Mutex<AnalysisStatus>>>>,
+}
+
+impl Analysis {
+    pub fn new(events: Arc<EventStore>, workers: Arc<Workers>) -> Analysis {
+        Analysis {
+            events,
+            workers,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("an HTTP client without TLS always builds"),
+            running: tokio::sync::Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn events(&self) -> &Arc<EventStore> {
+        &self.events
+    }
+
+    /// (Re)starts the analysis of `camera` from its current config; stops it when it has none.
+    pub async fn apply(&self, camera: &Arc<Camera>) {
+        let config = camera
+            .config()
+            .analysis
+            .as_ref()
+            .and_then(|t| AnalysisConfig::from_table(t).ok())
+            .unwrap_or_default();
+        let mut running = self.running.lock().await;
+        if let Some(old) = running.remove(camera.id()) {
+            old.cancel.cancel();
+            let _ = old.task.await;
+        }
+        self.statuses.lock().unwrap().remove(camera.id());
+        if !config.is_active() {
+            return;
+        }
+        let status = Arc::new(Mutex::new(AnalysisStatus {
+            motion: config.motion().map(|_| MotionStatus::default()),
+            vlm: config.vlm().map(|_| VlmStatus {
+                state: "waiting",
+                ..VlmStatus::default()
+            }),
+        }));
+        let cancel = CancellationToken::new();
+        let ctx = Context {
+            camera: camera.clone(),
+            config,
+            events: self.events.clone(),
+            workers: self.workers.clone(),
+            http: self.http.clone(),
+            status: status.clone(),
+        };
+        let task = spawn_task(run(ctx, cancel.clone()));
+        self.statuses
+            .lock()
+            .unwrap()
+            .insert(camera.id().to_string(), status.clone());
+        running.insert(
+            camera.id().to_string(),
+            Running {
+                cancel,
+                task,
+                status,
+            },
+        );
+    }
+
+    /// Stops the analysis of camera `id` (removed camera) and waits for it.
+    pub async fn remove(&self, id: &str) {
+        if let Some(old) = self.running.lock().await.remove(id) {
+            old.cancel.cancel();
+            let _ = old.task.await;
+        }
+        self.statuses.lock().unwrap().remove(id);
+    }
+
+    pub async fn stop_all(&self) {
+        let all: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
+        for r in &all {
+            r.cancel.cancel();
+        }
+        for r in all {
+            let _ = r.task.await;
+            drop(r.status);
+        }
+        self.statuses.lock().unwrap().clear();
+    }
+
+    pub fn status(&self, id: &str) -> Option<AnalysisStatus> {
+        let statuses = self.statuses.lock().unwrap();
+        statuses.get(id).map(|s| s.lock().unwrap().clone())
+    }
+}
+
+struct Context {
+    camera: Arc<Camera>,
+    config: AnalysisConfig,
+    events: Arc<EventStore>,
+    workers: Arc<Workers>,
+    http: reqwest::Client,
+    status: Arc<Mutex<AnalysisStatus>>,
+}
+
+type VlmCall = Pin<Box<dyn Future<Output = VlmOutcome> + Send>>;
+
+struct VlmOutcome {
+    result: Result<String, String>,
+    grab: Duration,
+    encode: Duration,
+    request: Duration,
+    jpeg: Option<bytes::Bytes>,
+}
+
+/// One camera's analysis: subscribe (again after the camera stops and starts), decode on the
+/// grabber thread, run motion on every picture and the VLM when it is due and idle.
+async fn run(ctx: Context, cancel: CancellationToken) {
+    let id = ctx.camera.id().to_string();
+    let motion_fps = ctx.config.motion().map_or(0.0, |m| m.fps);
+    let vlm_fps = ctx
+        .config
+        .vlm()
+        .map_or(0.0, |v| 1.0 / v.interval().as_secs_f64().max(0.04));
+    let fps = motion_fps.max(vlm_fps).max(0.1);
+    let rgb_width = ctx.config.vlm().map_or(THUMBNAIL_WIDTH, |v| v.image_width);
+    let mut detector = ctx.config.motion().cloned().map(MotionDetector::new);
+    let mut last_request: Option<Instant> = None;
+    loop {
+        let subscription = tokio::select! {
+            _ = cancel.cancelled() => return,
+            s = ctx.camera.stream.subscribe_when_running(ViewerKind::Analysis) => s,
+        };
+        let mut subscription = subscription;
+        let mut grabber = match Grabber::start(&id, rgb_width, fps) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(camera = %id, "cannot start the analysis decoder: {e}");
+                return;
+            }
+        };
+        let mut pictures = grabber.pictures.clone();
+        let mut last_picture: Option<Instant> = None;
+        let mut call: Option<VlmCall> = None;
+        let stopped = loop {
+            enum Step {
+                Cancelled,
+                Frame(crate::media::Frame),
+                Ended,
+                Picture,
+                Answer(VlmOutcome),
+            }
+            let step = tokio::select! {
+                _ = cancel.cancelled() => Step::Cancelled,
+                frame = subscription.next() => match frame {
+                    Ok(f) => Step::Frame(f),
+                    Err(_) => Step::Ended,
+                },
+                changed = pictures.changed() => match changed {
+                    Ok(()) => Step::Picture,
+                    Err(_) => Step::Ended,
+                },
+                outcome = async { call.as_mut().unwrap().await }, if call.is_some() => Step::Answer(outcome),
+            };
+            match step {
+                Step::Cancelled => break true,
+                Step::Ended => break false,
+                Step::Frame(f) => grabber.push(&f),
+                Step::Answer(outcome) => {
+                    call = None;
+                    record_answer(&ctx, outcome);
+                }
+                Step::Picture => {
+                    let Some(picture) = pictures.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    let since = last_picture.map_or(Duration::ZERO, |t| picture.at - t);
+                    last_picture = Some(picture.at);
+                    if let Some(d) = detector.as_mut() {
+                        on_motion(&ctx, d, &picture, since).await;
+                    }
+                    let Some(vlm) = ctx.config.vlm() else {
+                        continue;
+                    };
+                    let due = last_request.is_none_or(|t| t.elapsed() >= vlm.interval());
+                    let wanted =
+                        !vlm.on_motion_only || detector.as_ref().is_some_and(|d| d.active());
+                    if !due || !wanted {
+                        continue;
+                    }
+                    if call.is_some() {
+                        // One request in flight: this picture is skipped, never queued.
+                        if let Some(s) = ctx.status.lock().unwrap().vlm.as_mut() {
+                            s.skipped += 1;
+                        }
+                        continue;
+                    }
+                    last_request = Some(Instant::now());
+                    call = Some(Box::pin(ask_vlm(
+                        ctx.http.clone(),
+                        ctx.workers.clone(),
+                        vlm.clone(),
+                        picture,
+                    )));
+                    if let Some(s) = ctx.status.lock().unwrap().vlm.as_mut() {
+                        s.requests += 1;
+                        if s.state != "error" {
+                            s.state = "busy";
+                        }
+                    }
+                }
+            }
+        };
+        // An answer in flight is abandoned with its connection; the decoder thread is joined.
+        drop(call);
+        grabber.stop().await;
+        if stopped {
+            return;
+        }
+        if let Some(d) = detector.as_mut() {
+            // The stream stopped: a motion in progress has ended.
+            if d.active() {
+                *d = MotionDetector::new(ctx.config.motion().cloned().unwrap_or_default());
+                add_event(&ctx, "motion", json!({"state": "end"}), None);
+            }
+        }
+    }
+}
+
+async fn on_motion(
+    ctx: &Context,
+    detector: &mut MotionDetector,
+    picture: &Arc<Picture>,
+    since: Duration,
+) {
+    let change = detector.push(
+        &picture.gray,
+        picture.gray_width,
+        picture.gray_height,
+        since,
+    );
+    if let Some(s) = ctx.status.lock().unwrap().motion.as_mut() {
+        s.active = detector.active();
+        s.area = (detector.last_area * 1000.0).round() / 1000.0;
+    }
+    match change {
+        Some(MotionChange::Start { area }) => {
+            let jpeg = encode_jpeg(picture.clone()).await.ok();
+            add_event(
+                ctx,
+                "motion",
+                json!({"state": "start", "area": (area * 1000.0).round() / 1000.0}),
+                jpeg.as_deref(),
+            );
+        }
+        Some(MotionChange::End) => add_event(ctx, "motion", json!({"state": "end"}), None),
+        None => {}
+    }
+}
+
+fn record_answer(ctx: &Context, outcome: VlmOutcome) {
+    let Some(vlm) = ctx.config.vlm() else { return };
+    let mut status = ctx.status.lock().unwrap();
+    let Some(s) = status.vlm.as_mut() else { return };
+    match outcome.result {
+        Ok(text) => {
+            s.state = "ok";
+            s.reason = None;
+            s.text = Some(text.clone());
+            drop(status);
+            let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+            add_event(
+                ctx,
+                "vlm",
+                json!({
+                    "text": text,
+                    "model": vlm.model,
+                    "prompt": vlm.prompt,
+                    "latency_ms": {
+                        "grab": ms(outcome.grab),
+                        "encode": ms(outcome.encode),
+                        "request": ms(outcome.request),
+                        "total": ms(outcome.grab + outcome.encode + outcome.request),
+                    }
+                }),
+                outcome.jpeg.as_deref(),
+            );
+        }
+        Err(reason) => {
+            if s.reason.as_deref() != Some(reason.as_str()) {
+                tracing::warn!(camera = %ctx.camera.id(), %reason, "VLM request failed; retrying at the interval");
+            }
+            s.state = "error";
+            s.reason = Some(reason);
+        }
+    }
+}
+
+fn add_event(ctx: &Context, kind: &str, data: serde_json::Value, jpeg: Option<&[u8]>) {
+    if let Err(e) = ctx.events.add(ctx.camera.id(), kind, data, jpeg) {
+        tracing::error!(camera = %ctx.camera.id(), "{e}");
+    }
+}
+
+async fn encode_jpeg(picture: Arc<Picture>) -> Result<bytes::Bytes, String> {
+    tokio::task::spawn_blocking(move || {
+        let mut jpeg = Vec::with_capacity(picture.rgb.len() / 8);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+            .encode(
+                &picture.rgb,
+                picture.width,
+                picture.height,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| format!("JPEG encode failed: {e}"))?;
+        Ok(bytes::Bytes::from(jpeg))
+    })
+    .await
+    .map_err(|e| format!("JPEG encoder failed: {e}"))?
+}
+
+async fn ask_vlm(
+    http: reqwest::Client,
+    workers: Arc<Workers>,
+    config: VlmConfig,
+    picture: Arc<Picture>,
+) -> VlmOutcome {
+    let grab = picture.grab;
+    let started = Instant::now();
+    let jpeg = match encode_jpeg(picture).await {
+        Ok(j) => j,
+        Err(e) => {
+            return VlmOutcome {
+                result: Err(e),
+                grab,
+                encode: started.elapsed(),
+                request: Duration::ZERO,
+                jpeg: None,
+            }
+        }
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+    let encode = started.elapsed();
+    let started = Instant::now();
+    let result = async {
+        // A worker endpoint is resolved per request; the lease keeps an on-demand worker up.
+        let (base, _lease) = match config.endpoint.strip_prefix("worker:") {
+            Some(name) => {
+                let lease = workers.acquire(name, config.timeout()).await?;
+                (format!("{}/v1", lease.base_url), Some(lease))
+            }
+            None => (config.endpoint.clone(), None),
+        };
+        vlm::ask(&http, &base, &config, &b64).await
+    }
+    .await;
+    VlmOutcome {
+        result,
+        grab,
+        encode,
+        request: started.elapsed(),
+        jpeg: Some(jpeg),
+    }
+}
+
+/// Checks the `analysis` table of a camera: problems as `(key, message)`.
+pub fn check(table: &toml::Table) -> Vec<(String, String)> {
+    match AnalysisConfig::from_table(table) {
+        Ok(c) => c.problems(),
+        Err(e) => vec![(String::new(), e)],
+    }
+}

@@ -1,0 +1,115 @@
+//! Analysis events: the query API, the JPEG each event came from, and the live SSE stream.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+
+use super::{ApiError, SharedState};
+use crate::analysis::events::{self, Event};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/api/events", get(list))
+        .route("/api/events/stream", get(stream))
+        .route("/api/events/{id}/snapshot.jpg", get(snapshot))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    camera: Option<String>,
+    kind: Option<String>,
+    /// Milliseconds since the Unix epoch (inclusive).
+    since: Option<i64>,
+    until: Option<i64>,
+    /// At most 1000 (default 100).
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<SharedState>,
+    query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad query ({e}); use camera, kind, since, until (ms since the epoch), limit"),
+        )
+    })?;
+    let store = state.analysis.events().clone();
+    let query = events::Query {
+        camera: q.camera,
+        kind: q.kind,
+        since_ms: q.since,
+        until_ms: q.until,
+        limit: q.limit,
+    };
+    let found = tokio::task::spawn_blocking(move || store.query(&query))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(found))
+}
+
+async fn snapshot(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let store = state.analysis.events().clone();
+    let jpeg = tokio::task::spawn_blocking(move || store.snapshot(id))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("event {id} has no snapshot (or does not exist)"),
+            )
+        })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
+/// Every new event as `event: <kind>` with the event as JSON, until the client leaves or the
+/// server shuts down. A client that falls behind is told how many it missed.
+async fn stream(
+    State(state): State<SharedState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let receiver = state.analysis.events().subscribe();
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let shutdown = shutdown.clone();
+        async move {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                r = receiver.recv() => r,
+            };
+            let sse = match next {
+                Ok(event) => SseEvent::default()
+                    .event(event.kind.clone())
+                    .id(event.id.to_string())
+                    .json_data(&*event)
+                    .unwrap_or_else(|_| SseEvent::default().comment("serialization failed")),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    SseEvent::default().event("lagged").data(n.to_string())
+                }
+                Err(_) => return None,
+            };
+            Some((Ok(sse), receiver))
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
