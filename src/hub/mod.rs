@@ -204,7 +204,15 @@ impl Hub {
         }
         let spec = self.validate(&new)?;
         let old = std::mem::replace(&mut *camera.config.lock().unwrap(), new.clone());
-        if old != new && camera.stream.state().is_running() {
+        // Analysis settings are applied by the analysis capability without a restart.
+        let restart = CameraConfig {
+            analysis: None,
+            ..old.clone()
+        } != CameraConfig {
+            analysis: None,
+            ..new.clone()
+        };
+        if restart && camera.stream.state().is_running() {
             camera.stream.stop().await;
             camera.stream.start(spec, on_demand(&new)).await;
         }
