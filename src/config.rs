@@ -461,6 +461,20 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<(
         if camera.on_demand || table.contains_key("on_demand") {
             table["on_demand"] = value(camera.on_demand);
         }
+        match &camera.analysis {
+            Some(analysis) => {
+                // Through text: toml's and toml_edit's tables are different types.
+                let text = toml::to_string(analysis).unwrap_or_default();
+                if let Ok(doc) = text.parse::<DocumentMut>() {
+                    let mut t = doc.as_table().clone();
+                    t.set_implicit(true);
+                    table["analysis"] = Item::Table(t);
+                }
+            }
+            None => {
+                table.remove("analysis");
+            }
+        }
         for (key, v) in [
             ("idle_timeout", &camera.idle_timeout),
             ("transport", &camera.transport),

@@ -183,3 +183,54 @@ async fn screenshots(browser: &Browser, name: &str) {
     }
     browser.client.set_window_size(1280, 800).await.unwrap();
 }
+
+#[test]
+fn model_answers_over_the_player_a_timeline_and_a_prompt_editor() {
+    let _serial = common::browser::serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vlm = runtime.block_on(common::vlm_server::VlmServer::start(
+        320,
+        "Describe the scene.",
+    ));
+    vlm.set(|b| b.answer = "A white box over colour bars.".into());
+    let config = format!(
+        "[[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=640x360&fps=25\"\n\
+         [camera.analysis.vlm]\nendpoint = \"{}\"\nmodel = \"m\"\nprompt = \"Describe the scene.\"\n\
+         interval = \"1s\"\nimage_width = 320\n",
+        vlm.url
+    );
+    let path = common::write_config("ui-analysis", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(5));
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        open_ui(&browser, &server).await;
+        // The latest answer is shown over the player.
+        browser.until(Duration::from_secs(10), "the caption",
+            "return [...document.querySelectorAll('.tile[data-id=\"cam\"] .caption')].some(c => c.textContent === 'A white box over colour bars.');").await;
+        // Single view: the timeline, with thumbnails that load.
+        browser.run("document.querySelector('#view-toggle').click();").await;
+        browser.until(Duration::from_secs(10), "timeline thumbnails",
+            "const imgs = [...document.querySelectorAll('#timeline li[data-kind=\"vlm\"] img')]; return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth === 320);").await;
+        let frames_before: u64 = browser.run(&frames_of("cam")).await.as_u64().unwrap_or(0);
+        // A new prompt applies at once: the model gets it, and the picture never stopped.
+        vlm.set(|b| b.expected_prompt = "Count the boxes.".into());
+        browser.run("document.querySelector('#prompt').value = 'Count the boxes.'; document.querySelector('#prompt-form button').click();").await;
+        browser.until(Duration::from_secs(5), "applied",
+            "return document.querySelector('#prompt-status').textContent === 'applied';").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if vlm.requests().iter().any(|r| r.prompt == "Count the boxes." && r.problem.is_none()) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the model never got the new prompt");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let frames_after: u64 = browser.run(&frames_of("cam")).await.as_u64().unwrap_or(0);
+        assert!(frames_after > frames_before, "the player stalled: {frames_before} → {frames_after}");
+        let r = server.resources_async().await;
+        assert_eq!(r["streams_live"], 1);
+        browser.close().await;
+    });
+    vlm.stop();
+}

@@ -2,6 +2,7 @@
 // the API's own validation messages, start/stop, snapshots, a stats overlay, and sign-in when a
 // token is required. Plain ES module, no build step; players are <livelens-player> elements.
 import "/player.js";
+import * as analysis from "/analysis.js";
 
 const $ = (sel) => document.querySelector(sel);
 const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null };
@@ -157,6 +158,10 @@ function renderTiles() {
 function render() {
   renderList();
   renderTiles();
+  for (const c of state.cameras) analysis.noteCamera(c);
+  analysis.paintCaptions();
+  const single = state.view === "single" ? state.cameras.find((c) => c.id === state.selected) : null;
+  analysis.showCamera(single || null, api);
 }
 
 function select(id, single) {
@@ -278,4 +283,5 @@ events.addEventListener("cameras", (e) => {
   if (state.selected && !state.cameras.some((c) => c.id === state.selected)) state.selected = state.cameras[0]?.id || null;
   render();
 });
+analysis.start(api, () => state.cameras);
 window.livelensUi = state;

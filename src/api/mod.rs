@@ -53,6 +53,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .route("/player.js", get(player_js))
         .route("/app.js", get(app_js))
+        .route("/analysis.js", get(analysis_js))
         .route("/api/cameras/stream", get(live::camera_stream))
         .route("/api/probe", axum::routing::post(live::probe))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
@@ -82,6 +83,13 @@ async fn app_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../../web/app.js"),
+    )
+}
+
+async fn analysis_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../web/analysis.js"),
     )
 }
 

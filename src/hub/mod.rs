@@ -192,6 +192,10 @@ impl Hub {
             new.user_agent = v;
         }
         if let Some(v) = patch.analysis {
+            let old_key = new
+                .analysis
+                .as_ref()
+                .and_then(|a| a.get("vlm")?.get("api_key")?.as_str().map(str::to_string));
             new.analysis = match v {
                 None => None,
                 Some(json) => Some(serde_json::from_value::<toml::Table>(json).map_err(|e| {
@@ -201,6 +205,19 @@ impl Hub {
                     }])
                 })?),
             };
+            // A client that read the camera got the key masked; sending it back keeps the key.
+            if let Some(vlm) = new
+                .analysis
+                .as_mut()
+                .and_then(|a| a.get_mut("vlm")?.as_table_mut())
+            {
+                if vlm.get("api_key").and_then(|k| k.as_str()) == Some("***") {
+                    match old_key {
+                        Some(key) => vlm.insert("api_key".into(), toml::Value::String(key)),
+                        None => vlm.remove("api_key"),
+                    };
+                }
+            }
         }
         let spec = self.validate(&new)?;
         let old = std::mem::replace(&mut *camera.config.lock().unwrap(), new.clone());
