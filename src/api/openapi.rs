@@ -24,6 +24,18 @@ fn spec() -> Value {
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
             "/api/resources": { "get": { "summary": "Counted resources (tasks, viewers, sockets, children, fds, RSS)",
                 "responses": { "200": { "description": "counts", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Resources" } } } } } } },
+            "/api/events": { "get": { "summary": "Analysis events, newest first",
+                "parameters": [
+                    { "name": "camera", "in": "query", "schema": { "type": "string" } },
+                    { "name": "kind", "in": "query", "schema": { "type": "string", "examples": ["motion", "vlm"] } },
+                    { "name": "since", "in": "query", "description": "ms since the Unix epoch", "schema": { "type": "integer" } },
+                    { "name": "until", "in": "query", "description": "ms since the Unix epoch", "schema": { "type": "integer" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } } ],
+                "responses": { "200": { "description": "events" }, "400": { "description": "a bad query parameter" } } } },
+            "/api/events/{id}/snapshot.jpg": { "get": { "summary": "The picture an event came from",
+                "responses": { "200": { "description": "image/jpeg" }, "404": { "description": "no such event or no picture" } } } },
+            "/api/events/stream": { "get": { "summary": "New events as Server-Sent Events (event: kind, data: JSON)",
+                "responses": { "200": { "description": "text/event-stream" } } } },
             "/api/workers": { "get": { "summary": "The [[worker]] processes: state, reason, pid, port, starts, users",
                 "responses": { "200": { "description": "workers" } } } },
             "/api/cameras": {
@@ -89,7 +101,8 @@ fn spec() -> Value {
                     "source": { "type": "string", "examples": ["testsrc://?size=1280x720&fps=25", "rtsp://user:pass@host:554/path"] },
                     "on_demand": { "type": "boolean" }, "idle_timeout": { "type": "string" } } },
                 "CameraPatch": { "type": "object", "additionalProperties": false, "properties": {
-                    "source": { "type": "string" }, "on_demand": { "type": "boolean" }, "idle_timeout": { "type": ["string", "null"] } } },
+                    "source": { "type": "string" }, "on_demand": { "type": "boolean" }, "idle_timeout": { "type": ["string", "null"] },
+                    "analysis": { "type": ["object", "null"], "description": "motion, vlm (and asr) settings; applied without a restart" } } },
                 "Camera": { "type": "object", "properties": {
                     "id": { "type": "string" },
                     "source": { "type": "string", "description": "credentials masked as ***:***" },
@@ -131,6 +144,9 @@ mod tests {
             "/api/probe",
             "/api/cameras/stream",
             "/api/workers",
+            "/api/events",
+            "/api/events/{id}/snapshot.jpg",
+            "/api/events/stream",
         ] {
             assert!(paths.contains_key(path), "{path} is not documented");
         }
