@@ -468,6 +468,9 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<(
                 if let Ok(doc) = text.parse::<DocumentMut>() {
                     let mut t = doc.as_table().clone();
                     t.set_implicit(true);
+                    // Positions from the scratch document would place the sub-tables at the
+                    // top of the file; without one, a table is written right after its parent.
+                    forget_positions(&mut t);
                     table["analysis"] = Item::Table(t);
                 }
             }
@@ -498,6 +501,15 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<(
     let tmp = temp_path(path);
     std::fs::write(&tmp, doc.to_string())?;
     std::fs::rename(&tmp, path)
+}
+
+fn forget_positions(table: &mut toml_edit::Table) {
+    table.set_position(None);
+    for (_, item) in table.iter_mut() {
+        if let Some(t) = item.as_table_mut() {
+            forget_positions(t);
+        }
+    }
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -596,6 +608,30 @@ mod tests {
         assert_eq!(problems[0].place, "line 2");
         let problems = Config::parse("[[camera]]\nid = 5\nsource = \"testsrc://\"").unwrap_err();
         assert!(problems[0].place.starts_with("line 2"), "{:?}", problems);
+    }
+
+    #[test]
+    fn analysis_is_written_under_its_own_camera() {
+        let dir = std::env::temp_dir().join(format!("livelens-wb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let mut cameras: Vec<CameraConfig> = (0..2)
+            .map(|i| toml::from_str(&format!("id = \"c{i}\"\nsource = \"testsrc://\"")).unwrap())
+            .collect();
+        cameras[0].analysis = Some(
+            toml::from_str(
+                "[motion]\nfps = 3\n[vlm]\nendpoint = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"",
+            )
+            .unwrap(),
+        );
+        write_cameras(&path, &cameras).unwrap();
+        write_cameras(&path, &cameras).unwrap(); // twice: the second write starts from the first
+        let text = std::fs::read_to_string(&path).unwrap();
+        let back = Config::parse(&text).unwrap_or_else(|p| panic!("{p:?}\n{text}"));
+        assert_eq!(back.camera[0].analysis, cameras[0].analysis, "{text}");
+        assert_eq!(back.camera[1].analysis, None, "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

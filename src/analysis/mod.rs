@@ -7,6 +7,7 @@
 //! camera like a viewer (kind `analysis`), so it never slows the video path: a slow analyser
 //! falls behind its own bounded queue and resumes at a keyframe.
 
+pub mod asr;
 pub mod events;
 pub mod frames;
 pub mod motion;
@@ -70,6 +71,13 @@ impl AnalysisConfig {
                     .into_iter()
                     .map(|(k, m)| (format!("vlm.{k}"), m)),
             );
+            if v.on_motion_only && self.motion().is_none() {
+                out.push((
+                    "vlm.on_motion_only".into(),
+                    "needs motion analysis ([camera.analysis.motion]) to know when there is motion"
+                        .into(),
+                ));
+            }
         }
         out
     }
