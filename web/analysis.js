@@ -75,6 +75,8 @@ export function start(api, cameras) {
   const onEvent = (e) => {
     const event = JSON.parse(e.data);
     if (event.kind === "vlm") { captions.set(event.camera, event.data.text); paintCaptions(); }
+    // Speech shows as a live caption under the picture, like subtitles.
+    if (event.kind === "transcript") { captions.set(event.camera, `“${event.data.text}”`); paintCaptions(); }
     if (event.camera === selected) {
       const list = $("#timeline");
       list.prepend(timelineItem(event));

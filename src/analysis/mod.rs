@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::Camera;
 use crate::resources::{spawn_task, ViewerKind};
 use crate::supervisor::Workers;
+use asr::{AsrConfig, Pipeline};
 use events::EventStore;
 use frames::{Grabber, Picture};
 use motion::{MotionChange, MotionConfig, MotionDetector};
@@ -45,9 +46,8 @@ pub struct AnalysisConfig {
     pub motion: Option<MotionConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlm: Option<VlmConfig>,
-    /// Speech-to-text settings, read by the ASR capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asr: Option<toml::Table>,
+    pub asr: Option<AsrConfig>,
 }
 
 impl AnalysisConfig {
@@ -79,7 +79,18 @@ impl AnalysisConfig {
                 ));
             }
         }
+        if let Some(a) = &self.asr {
+            out.extend(
+                a.problems()
+                    .into_iter()
+                    .map(|(k, m)| (format!("asr.{k}"), m)),
+            );
+        }
         out
+    }
+
+    fn asr(&self) -> Option<&AsrConfig> {
+        self.asr.as_ref().filter(|a| a.enabled)
     }
 
     fn motion(&self) -> Option<&MotionConfig> {
@@ -91,13 +102,14 @@ impl AnalysisConfig {
     }
 
     pub fn is_active(&self) -> bool {
-        self.motion().is_some() || self.vlm().is_some()
+        self.motion().is_some() || self.vlm().is_some() || self.asr().is_some()
     }
 
     /// The settings as the API shows them (API key masked).
     pub fn masked(&self) -> AnalysisConfig {
         AnalysisConfig {
             vlm: self.vlm.as_ref().map(VlmConfig::masked),
+            asr: self.asr.as_ref().map(AsrConfig::masked),
             ..self.clone()
         }
     }
@@ -110,6 +122,22 @@ pub struct AnalysisStatus {
     pub motion: Option<MotionStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vlm: Option<VlmStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asr: Option<AsrStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AsrStatus {
+    /// "waiting" (no speech yet), "ok", "busy" or "error".
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Speech segments cut by the VAD.
+    pub segments: u64,
+    /// Segments dropped because the model was still busy with the previous one.
+    pub asr_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -185,6 +213,10 @@ impl Analysis {
             vlm: config.vlm().map(|_| VlmStatus {
                 state: "waiting",
                 ..VlmStatus::default()
+            }),
+            asr: config.asr().map(|_| AsrStatus {
+                state: "waiting",
+                ..AsrStatus::default()
             }),
         }));
         let cancel = CancellationToken::new();
@@ -276,14 +308,25 @@ async fn run(ctx: Context, cancel: CancellationToken) {
             s = ctx.camera.stream.subscribe_when_running(ViewerKind::Analysis) => s,
         };
         let mut subscription = subscription;
-        let mut grabber = match Grabber::start(&id, rgb_width, fps) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(camera = %id, "cannot start the analysis decoder: {e}");
-                return;
+        let video_wanted = ctx.config.motion().is_some() || ctx.config.vlm().is_some();
+        let mut grabber = if video_wanted {
+            match Grabber::start(&id, rgb_width, fps) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::error!(camera = %id, "cannot start the analysis decoder: {e}");
+                    return;
+                }
             }
+        } else {
+            None
         };
-        let mut pictures = grabber.pictures.clone();
+        // Without video analysers, a channel that never changes stands in for pictures.
+        let (_no_pictures, idle_pictures) = tokio::sync::watch::channel(None);
+        let mut pictures = grabber
+            .as_ref()
+            .map_or(idle_pictures, |g| g.pictures.clone());
+        let mut speech: Option<Pipeline> = None;
+        let mut transcribing: Option<AsrCall> = None;
         let mut last_picture: Option<Instant> = None;
         let mut call: Option<VlmCall> = None;
         let stopped = loop {
@@ -293,6 +336,7 @@ async fn run(ctx: Context, cancel: CancellationToken) {
                 Ended,
                 Picture,
                 Answer(VlmOutcome),
+                Transcript(AsrOutcome),
             }
             let step = tokio::select! {
                 _ = cancel.cancelled() => Step::Cancelled,
@@ -305,11 +349,25 @@ async fn run(ctx: Context, cancel: CancellationToken) {
                     Err(_) => Step::Ended,
                 },
                 outcome = async { call.as_mut().unwrap().await }, if call.is_some() => Step::Answer(outcome),
+                outcome = async { transcribing.as_mut().unwrap().await }, if transcribing.is_some() => Step::Transcript(outcome),
             };
             match step {
                 Step::Cancelled => break true,
                 Step::Ended => break false,
-                Step::Frame(f) => grabber.push(&f),
+                Step::Frame(f) if f.is_video() => {
+                    if let Some(g) = grabber.as_mut() {
+                        g.push(&f);
+                    }
+                }
+                Step::Frame(f) => {
+                    if let Some(config) = ctx.config.asr() {
+                        on_audio(&ctx, config, &mut speech, &mut transcribing, &f);
+                    }
+                }
+                Step::Transcript(outcome) => {
+                    transcribing = None;
+                    record_transcript(&ctx, outcome);
+                }
                 Step::Answer(outcome) => {
                     call = None;
                     record_answer(&ctx, outcome);
@@ -357,7 +415,10 @@ async fn run(ctx: Context, cancel: CancellationToken) {
         };
         // An answer in flight is abandoned with its connection; the decoder thread is joined.
         drop(call);
-        grabber.stop().await;
+        drop(transcribing);
+        if let Some(g) = grabber {
+            g.stop().await;
+        }
         if stopped {
             return;
         }
@@ -512,5 +573,143 @@ pub fn check(table: &toml::Table) -> Vec<(String, String)> {
     match AnalysisConfig::from_table(table) {
         Ok(c) => c.problems(),
         Err(e) => vec![(String::new(), e)],
+    }
+}
+
+type AsrCall = Pin<Box<dyn Future<Output = AsrOutcome> + Send>>;
+
+struct AsrOutcome {
+    result: Result<String, String>,
+    start: Duration,
+    end: Duration,
+    request: Duration,
+}
+
+/// One audio frame through decode → resample → VAD; a finished segment is sent to the model
+/// when it is idle, and dropped (counted) when it is not.
+fn on_audio(
+    ctx: &Context,
+    config: &AsrConfig,
+    speech: &mut Option<Pipeline>,
+    transcribing: &mut Option<AsrCall>,
+    frame: &crate::media::Frame,
+) {
+    let Some(codec) = ctx.camera.stream.audio() else {
+        return;
+    };
+    if speech.as_ref().is_none_or(|p| p.codec() != &codec) {
+        match Pipeline::new(&codec, config) {
+            Ok(p) => *speech = Some(p),
+            Err(reason) => {
+                set_asr_error(ctx, reason);
+                return;
+            }
+        }
+    }
+    let Some(pipeline) = speech.as_mut() else {
+        return;
+    };
+    let segments = match pipeline.push(&frame.data) {
+        Ok(s) => s,
+        Err(reason) => {
+            tracing::debug!(camera = %ctx.camera.id(), "{reason}");
+            return;
+        }
+    };
+    for segment in segments {
+        let mut status = ctx.status.lock().unwrap();
+        let Some(s) = status.asr.as_mut() else { return };
+        s.segments += 1;
+        if transcribing.is_some() {
+            s.asr_dropped += 1;
+            tracing::warn!(camera = %ctx.camera.id(), dropped = s.asr_dropped, "speech model busy; segment dropped");
+            continue;
+        }
+        if s.state != "error" {
+            s.state = "busy";
+        }
+        drop(status);
+        *transcribing = Some(Box::pin(ask_asr(
+            ctx.http.clone(),
+            ctx.workers.clone(),
+            config.clone(),
+            segment,
+        )));
+    }
+}
+
+fn set_asr_error(ctx: &Context, reason: String) {
+    let mut status = ctx.status.lock().unwrap();
+    if let Some(s) = status.asr.as_mut() {
+        if s.reason.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(camera = %ctx.camera.id(), %reason, "speech-to-text failed");
+        }
+        s.state = "error";
+        s.reason = Some(reason);
+    }
+}
+
+async fn ask_asr(
+    http: reqwest::Client,
+    workers: Arc<Workers>,
+    config: AsrConfig,
+    segment: asr::vad::Segment,
+) -> AsrOutcome {
+    let (start, end) = (segment.start_time(), segment.end_time());
+    let wav = asr::audio::wav(&segment.samples);
+    let started = Instant::now();
+    let result = async {
+        let (base, _lease) = match config.endpoint.strip_prefix("worker:") {
+            Some(name) => {
+                let lease = workers.acquire(name, config.timeout()).await?;
+                (format!("{}/v1", lease.base_url), Some(lease))
+            }
+            None => (config.endpoint.clone(), None),
+        };
+        asr::transcribe(&http, &base, &config, wav).await
+    }
+    .await;
+    AsrOutcome {
+        result,
+        start,
+        end,
+        request: started.elapsed(),
+    }
+}
+
+fn record_transcript(ctx: &Context, outcome: AsrOutcome) {
+    let Some(config) = ctx.config.asr() else {
+        return;
+    };
+    match outcome.result {
+        Ok(text) => {
+            {
+                let mut status = ctx.status.lock().unwrap();
+                if let Some(s) = status.asr.as_mut() {
+                    s.state = "ok";
+                    s.reason = None;
+                    if !text.is_empty() {
+                        s.text = Some(text.clone());
+                    }
+                }
+            }
+            if text.is_empty() {
+                return; // the model heard no words in it
+            }
+            let secs = |d: Duration| (d.as_secs_f64() * 100.0).round() / 100.0;
+            add_event(
+                ctx,
+                "transcript",
+                json!({
+                    "text": text,
+                    "model": config.model,
+                    "start": secs(outcome.start),
+                    "end": secs(outcome.end),
+                    "latency_ms": (outcome.request.as_secs_f64() * 1000.0).round(),
+                }),
+                None,
+            );
+        }
+        Err(reason) => set_asr_error(ctx, reason),
     }
 }

@@ -1,5 +1,213 @@
-//! Speech-to-text on the cameras' audio (the ASR capability). What exists so far: the voice
-//! activity detector and segmenter ([`vad`]); audio decoding, resampling, the transcription
-//! client and the AAC→Opus transcoder are still to come.
+//! Speech-to-text on the cameras' audio: decode ([`audio`]) → 16 kHz mono → voice activity
+//! detection and segmentation ([`vad`]) → one WAV per segment to any OpenAI-compatible
+//! `/v1/audio/transcriptions` endpoint (or a `worker:NAME`) → `transcript` events.
+//!
+//! One request in flight per camera; segments cut while the model is busy are dropped and
+//! counted (`asr_dropped`), never queued.
 
+pub mod audio;
 pub mod vad;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::media::AudioCodec;
+use audio::{AudioDecoder, Resampler};
+use vad::{Segment, Vad, VadConfig};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsrConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Base URL ending before `/audio/transcriptions` (e.g. `http://127.0.0.1:8000/v1`), or
+    /// `worker:NAME`.
+    pub endpoint: String,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// dB above the noise floor that counts as voice (default 12).
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    #[serde(default = "default_min_speech")]
+    pub min_speech: String,
+    #[serde(default = "default_min_silence")]
+    pub min_silence: String,
+    #[serde(default = "default_max_segment")]
+    pub max_segment: String,
+    #[serde(default = "default_pad")]
+    pub pad: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_threshold() -> f32 {
+    12.0
+}
+fn default_min_speech() -> String {
+    "200ms".into()
+}
+fn default_min_silence() -> String {
+    "500ms".into()
+}
+fn default_max_segment() -> String {
+    "15s".into()
+}
+fn default_pad() -> String {
+    "200ms".into()
+}
+fn default_timeout() -> String {
+    "30s".into()
+}
+
+fn duration(v: &str) -> Result<Duration, String> {
+    crate::source::rtsp::parse_duration(v)
+}
+
+impl AsrConfig {
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !self.endpoint.starts_with("worker:") {
+            match url::Url::parse(&self.endpoint) {
+                Ok(u) if u.scheme() == "http" => {}
+                Ok(u) => out.push((
+                    "endpoint",
+                    format!("must be http:// (or worker:NAME), not {}://", u.scheme()),
+                )),
+                Err(e) => out.push(("endpoint", format!("is not a URL: {e}"))),
+            }
+        }
+        if self.model.trim().is_empty() {
+            out.push(("model", "is empty".into()));
+        }
+        if !(0.0..=60.0).contains(&self.threshold) {
+            out.push((
+                "threshold",
+                "must be between 0 and 60 (dB above the noise floor)".into(),
+            ));
+        }
+        for (key, v) in [
+            ("min_speech", &self.min_speech),
+            ("min_silence", &self.min_silence),
+            ("max_segment", &self.max_segment),
+            ("pad", &self.pad),
+            ("timeout", &self.timeout),
+        ] {
+            if let Err(e) = duration(v) {
+                out.push((key, e));
+            }
+        }
+        out
+    }
+
+    pub fn vad(&self) -> VadConfig {
+        let d = VadConfig::default();
+        VadConfig {
+            threshold_db: self.threshold,
+            min_speech: duration(&self.min_speech).unwrap_or(d.min_speech),
+            min_silence: duration(&self.min_silence).unwrap_or(d.min_silence),
+            max_segment: duration(&self.max_segment).unwrap_or(d.max_segment),
+            pad: duration(&self.pad).unwrap_or(d.pad),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        duration(&self.timeout).unwrap_or(Duration::from_secs(30))
+    }
+
+    pub fn masked(&self) -> AsrConfig {
+        AsrConfig {
+            api_key: self.api_key.as_ref().map(|_| "***".into()),
+            ..self.clone()
+        }
+    }
+}
+
+/// Camera audio → speech segments.
+pub struct Pipeline {
+    codec: AudioCodec,
+    decoder: AudioDecoder,
+    resampler: Resampler,
+    vad: Vad,
+    decoded: Vec<f32>,
+    resampled: Vec<i16>,
+}
+
+impl Pipeline {
+    pub fn new(codec: &AudioCodec, config: &AsrConfig) -> Result<Pipeline, String> {
+        Ok(Pipeline {
+            codec: codec.clone(),
+            decoder: AudioDecoder::new(codec)?,
+            resampler: Resampler::new(codec.sample_rate),
+            vad: Vad::new(config.vad()),
+            decoded: Vec::new(),
+            resampled: Vec::new(),
+        })
+    }
+
+    pub fn codec(&self) -> &AudioCodec {
+        &self.codec
+    }
+
+    /// Feeds one audio frame; returns the segments it completed.
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Segment>, String> {
+        self.decoded.clear();
+        self.decoder.decode(data, &mut self.decoded)?;
+        self.resampled.clear();
+        self.resampler.push(&self.decoded, &mut self.resampled);
+        self.vad.push(&self.resampled);
+        Ok(std::iter::from_fn(|| self.vad.pull()).collect())
+    }
+}
+
+/// Sends one segment; returns the recognised text (possibly empty).
+pub async fn transcribe(
+    http: &reqwest::Client,
+    base: &str,
+    config: &AsrConfig,
+    wav: Vec<u8>,
+) -> Result<String, String> {
+    let url = format!("{}/audio/transcriptions", base.trim_end_matches('/'));
+    let file = reqwest::multipart::Part::bytes(wav)
+        .file_name("segment.wav")
+        .mime_str("audio/wav")
+        .map_err(|e| e.to_string())?;
+    let mut form = reqwest::multipart::Form::new()
+        .part("file", file)
+        .text("model", config.model.clone())
+        .text("response_format", "json");
+    if let Some(language) = &config.language {
+        form = form.text("language", language.clone());
+    }
+    let mut request = http.post(&url).timeout(config.timeout()).multipart(form);
+    if let Some(key) = &config.api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!("no answer from {url} within {:?}", config.timeout())
+        } else if e.is_connect() {
+            format!("cannot connect to {url} (connection refused)")
+        } else {
+            format!("request to {url} failed: {e}")
+        }
+    })?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+        return Err(format!("{url} answered {status}: {snippet}"));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("the transcription server answered with invalid JSON: {e}"))?;
+    v["text"]
+        .as_str()
+        .map(|t| t.trim().to_string())
+        .ok_or_else(|| "the transcription answer has no text field".to_string())
+}

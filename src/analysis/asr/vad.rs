@@ -119,8 +119,9 @@ impl Vad {
             .count() as f32
             / frame.len() as f32;
         let above = 20.0 * (rms / self.noise_floor).log10();
-        // Speech crosses zero 0.02–0.35 times per sample at 16 kHz; hiss more, hum less.
-        let voiced = above >= self.config.threshold_db && (0.01..0.4).contains(&crossings);
+        // Voiced speech (pitch ≥ ~65 Hz) crosses zero ≥ 0.008 times per sample at 16 kHz; mains hum
+        // (50/60 Hz) less, hiss more than 0.4.
+        let voiced = above >= self.config.threshold_db && (0.008..0.4).contains(&crossings);
         if !voiced {
             // The floor follows quiet frames: fast down, slow up.
             let a = if rms < self.noise_floor { 0.3 } else { 0.02 };
