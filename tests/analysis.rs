@@ -398,4 +398,20 @@ fn two_hundred_analysis_switches_leave_nothing_behind() {
     );
     assert_eq!(r.status(), 422, "a vlm without a model");
     assert!(server.get_json("/api/cameras/cam")["analysis"].is_null());
+    // A camera can be added with its analysis.
+    let r = server.post_json(
+        "/api/cameras",
+        &json!({"id": "watched", "source": "testsrc://?size=320x240&fps=10",
+                "analysis": {"motion": {"fps": 2}}}),
+    );
+    assert_eq!(r.status(), 201);
+    wait_until(Duration::from_secs(5), "the new camera analysed", || {
+        !server.get_json("/api/cameras/watched")["analysis_status"]["motion"].is_null()
+    });
+    let r = server.post_json(
+        "/api/cameras",
+        &json!({"id": "bad", "source": "testsrc://", "analysis": {"motion": {"fps": 0}}}),
+    );
+    assert_eq!(r.status(), 422);
+    assert_eq!(server.get("/api/cameras/bad").status(), 404);
 }

@@ -137,6 +137,8 @@ struct NewCamera {
     transport: Option<String>,
     timeout: Option<String>,
     user_agent: Option<String>,
+    /// Analysis settings (motion, vlm, asr), as in `PATCH`.
+    analysis: Option<serde_json::Value>,
 }
 
 async fn create(
@@ -151,7 +153,17 @@ async fn create(
         transport: new.transport,
         timeout: new.timeout,
         user_agent: new.user_agent,
-        analysis: None,
+        analysis: match new.analysis {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(serde_json::from_value::<toml::Table>(v).map_err(|e| {
+                ApiError::from(crate::hub::HubError::Invalid(vec![
+                    crate::config::Problem {
+                        place: "analysis".into(),
+                        message: format!("must be an object of analysers: {e}"),
+                    },
+                ]))
+            })?),
+        },
         unknown: BTreeMap::new(),
     };
     let camera = state.hub.add(config, true).await?;

@@ -99,7 +99,8 @@ fn spec() -> Value {
                 "NewCamera": { "type": "object", "required": ["id", "source"], "additionalProperties": false, "properties": {
                     "id": { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$" },
                     "source": { "type": "string", "examples": ["testsrc://?size=1280x720&fps=25", "rtsp://user:pass@host:554/path"] },
-                    "on_demand": { "type": "boolean" }, "idle_timeout": { "type": "string" } } },
+                    "on_demand": { "type": "boolean" }, "idle_timeout": { "type": "string" },
+                    "analysis": { "type": "object", "description": "motion, vlm, asr settings" } } },
                 "CameraPatch": { "type": "object", "additionalProperties": false, "properties": {
                     "source": { "type": "string" }, "on_demand": { "type": "boolean" }, "idle_timeout": { "type": ["string", "null"] },
                     "analysis": { "type": ["object", "null"], "description": "motion, vlm (and asr) settings; applied without a restart" } } },
