@@ -10,6 +10,7 @@
 pub mod asr;
 pub mod events;
 pub mod frames;
+mod http;
 pub mod motion;
 pub mod mqtt;
 pub mod vlm;

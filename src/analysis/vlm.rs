@@ -157,31 +157,11 @@ pub async fn ask(
     jpeg_base64: &str,
 ) -> Result<String, String> {
     let url = format!("{}/chat/completions", base.trim_end_matches('/'));
-    let mut request = http
-        .post(&url)
-        .timeout(config.timeout())
-        .json(&request_body(config, jpeg_base64));
+    let mut request = http.post(&url).json(&request_body(config, jpeg_base64));
     if let Some(key) = &config.api_key {
         request = request.bearer_auth(key);
     }
-    let response = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            format!("no answer from {url} within {:?}", config.timeout())
-        } else if e.is_connect() {
-            format!("cannot connect to {url} (connection refused)")
-        } else {
-            format!("request to {url} failed: {e}")
-        }
-    })?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the answer from {url} failed: {e}"))?;
-    if !status.is_success() {
-        let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-        return Err(format!("{url} answered {status}: {snippet}"));
-    }
+    let body = super::http::call(request, &url, config.timeout()).await?;
     answer_text(&body)
 }
 

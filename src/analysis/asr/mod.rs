@@ -185,25 +185,11 @@ pub async fn transcribe(
     if let Some(language) = &config.language {
         form = form.text("language", language.clone());
     }
-    let mut request = http.post(&url).timeout(config.timeout()).multipart(form);
+    let mut request = http.post(&url).multipart(form);
     if let Some(key) = &config.api_key {
         request = request.bearer_auth(key);
     }
-    let response = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            format!("no answer from {url} within {:?}", config.timeout())
-        } else if e.is_connect() {
-            format!("cannot connect to {url} (connection refused)")
-        } else {
-            format!("request to {url} failed: {e}")
-        }
-    })?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-        return Err(format!("{url} answered {status}: {snippet}"));
-    }
+    let body = super::http::call(request, &url, config.timeout()).await?;
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("the transcription server answered with invalid JSON: {e}"))?;
     v["text"]
