@@ -160,10 +160,19 @@ pub struct VlmStatus {
     pub skipped: u64,
 }
 
+/// One camera's analysis task. Its status lives in `Analysis::statuses`, readable without
+/// the async lock that serialises starts and stops.
 struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
-    status: Arc<Mutex<AnalysisStatus>>,
+}
+
+impl Running {
+    /// Cancels the task and waits until it, its decoder thread and its requests are gone.
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
 }
 
 pub struct Analysis {
@@ -202,8 +211,7 @@ impl Analysis {
             .unwrap_or_default();
         let mut running = self.running.lock().await;
         if let Some(old) = running.remove(camera.id()) {
-            old.cancel.cancel();
-            let _ = old.task.await;
+            old.stop().await;
         }
         self.statuses.lock().unwrap().remove(camera.id());
         if !config.is_active() {
@@ -233,34 +241,26 @@ impl Analysis {
         self.statuses
             .lock()
             .unwrap()
-            .insert(camera.id().to_string(), status.clone());
-        running.insert(
-            camera.id().to_string(),
-            Running {
-                cancel,
-                task,
-                status,
-            },
-        );
+            .insert(camera.id().to_string(), status);
+        running.insert(camera.id().to_string(), Running { cancel, task });
     }
 
     /// Stops the analysis of camera `id` (removed camera) and waits for it.
     pub async fn remove(&self, id: &str) {
         if let Some(old) = self.running.lock().await.remove(id) {
-            old.cancel.cancel();
-            let _ = old.task.await;
+            old.stop().await;
         }
         self.statuses.lock().unwrap().remove(id);
     }
 
     pub async fn stop_all(&self) {
         let all: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
+        // Cancel every camera first, so they wind down together, then wait for each.
         for r in &all {
             r.cancel.cancel();
         }
         for r in all {
-            let _ = r.task.await;
-            drop(r.status);
+            r.stop().await;
         }
         self.statuses.lock().unwrap().clear();
     }
