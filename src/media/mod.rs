@@ -75,6 +75,19 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// An audio frame: every audio frame is a sync point and has no decode reordering.
+    pub fn audio(pts: i64, data: Bytes) -> Frame {
+        Frame {
+            track: TrackKind::Audio,
+            pts,
+            dts: pts,
+            keyframe: true,
+            capture_time_us: None,
+            video_codec: None,
+            data,
+        }
+    }
+
     pub fn is_video(&self) -> bool {
         self.track == TrackKind::Video
     }

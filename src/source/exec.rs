@@ -295,15 +295,7 @@ impl<'a> Reader<'a> {
     }
 
     fn audio_frame(&self, pts: i64, data: Bytes) {
-        self.publisher.publish(Frame {
-            track: TrackKind::Audio,
-            pts,
-            dts: pts,
-            keyframe: true,
-            capture_time_us: None,
-            video_codec: None,
-            data,
-        });
+        self.publisher.publish(Frame::audio(pts, data));
     }
 
     /// " (streams found: …)" for the silence reason, so a user sees what the command did write.

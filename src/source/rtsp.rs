@@ -449,16 +449,10 @@ async fn session(
                     publisher.set_audio(codec);
                     audio_set = true;
                 }
-                let pts = frame.timestamp().elapsed();
-                publisher.publish(Frame {
-                    track: TrackKind::Audio,
-                    pts,
-                    dts: pts,
-                    keyframe: true,
-                    capture_time_us: None,
-                    video_codec: None,
-                    data: Bytes::copy_from_slice(frame.data()),
-                });
+                publisher.publish(Frame::audio(
+                    frame.timestamp().elapsed(),
+                    Bytes::copy_from_slice(frame.data()),
+                ));
             }
             _ => {}
         }
@@ -535,15 +529,7 @@ async fn session_raw(
             }
         } else if Some(packet.stream_id()) == audio_i {
             let pts = packet.timestamp().elapsed();
-            publisher.publish(Frame {
-                track: TrackKind::Audio,
-                pts,
-                dts: pts,
-                keyframe: true,
-                capture_time_us: None,
-                video_codec: None,
-                data: packet.into_payload_bytes(),
-            });
+            publisher.publish(Frame::audio(pts, packet.into_payload_bytes()));
         }
     }
 }
