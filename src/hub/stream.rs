@@ -215,30 +215,31 @@ impl Stream {
     pub async fn wake(&self, limit: Duration) -> bool {
         let _want = self.shared.fanout.demand().lease();
         let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.shared.changed.notified();
-            let mut changed = std::pin::pin!(changed);
-            changed.as_mut().enable(); // registered before the check, so no change is missed
-            match self.state() {
-                State::Live => return true,
-                State::Stopped | State::Failed { .. } => return false,
-                _ => {}
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.state() == State::Live;
-            }
+        let settled = self.when_changed(|| match self.state() {
+            State::Live => Some(true),
+            State::Stopped | State::Failed { .. } => Some(false),
+            _ => None,
+        });
+        match tokio::time::timeout_at(deadline, settled).await {
+            Ok(live) => live,
+            Err(_) => self.state() == State::Live,
         }
     }
 
     /// Attaches a viewer once the stream runs (at once if it does). For analysers, which follow
     /// a camera through stops and starts.
     pub async fn subscribe_when_running(&self, kind: ViewerKind) -> Subscription {
+        self.when_changed(|| self.subscribe(kind)).await
+    }
+
+    /// Evaluates `check` now and after every state change until it gives a value.
+    async fn when_changed<T>(&self, mut check: impl FnMut() -> Option<T>) -> T {
         loop {
             let changed = self.shared.changed.notified();
             let mut changed = std::pin::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(s) = self.subscribe(kind) {
-                return s;
+            changed.as_mut().enable(); // registered before the check, so no change is missed
+            if let Some(value) = check() {
+                return value;
             }
             changed.await;
         }
