@@ -657,7 +657,7 @@ async fn ask_asr(
     segment: asr::vad::Segment,
 ) -> AsrOutcome {
     let (start, end) = (segment.start_time(), segment.end_time());
-    let wav = asr::audio::wav(&segment.samples);
+    let wav = crate::media::audio::wav(&segment.samples, asr::SPEECH_RATE);
     let started = Instant::now();
     let result = async {
         let (base, _lease) = match config.endpoint.strip_prefix("worker:") {

@@ -7,10 +7,12 @@
 //! - Payloads are `bytes::Bytes`: fan-out clones a reference count, never the data.
 
 pub mod annexb;
+pub mod audio;
 pub mod bits;
 pub mod h264;
 pub mod h265;
 pub mod mpegts;
+pub mod opus;
 pub mod rtp_video;
 pub mod sei;
 pub mod video_params;

@@ -5,15 +5,14 @@
 //! One request in flight per camera; segments cut while the model is busy are dropped and
 //! counted (`asr_dropped`), never queued.
 
-pub mod audio;
 pub mod vad;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::media::audio::{self, AudioDecoder, Resampler};
 use crate::media::AudioCodec;
-use audio::{AudioDecoder, Resampler};
 use vad::{Segment, Vad, VadConfig};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -136,18 +135,24 @@ pub struct Pipeline {
     resampler: Resampler,
     vad: Vad,
     decoded: Vec<f32>,
-    resampled: Vec<i16>,
+    resampled: Vec<f32>,
+    pcm: Vec<i16>,
 }
+
+/// What speech segments are sent at.
+pub const SPEECH_RATE: u32 = vad::RATE;
 
 impl Pipeline {
     pub fn new(codec: &AudioCodec, config: &AsrConfig) -> Result<Pipeline, String> {
+        let decoder = AudioDecoder::new(codec)?;
         Ok(Pipeline {
             codec: codec.clone(),
-            decoder: AudioDecoder::new(codec)?,
-            resampler: Resampler::new(codec.sample_rate),
+            resampler: Resampler::new(decoder.rate(codec), SPEECH_RATE),
+            decoder,
             vad: Vad::new(config.vad()),
             decoded: Vec::new(),
             resampled: Vec::new(),
+            pcm: Vec::new(),
         })
     }
 
@@ -161,7 +166,9 @@ impl Pipeline {
         self.decoder.decode(data, &mut self.decoded)?;
         self.resampled.clear();
         self.resampler.push(&self.decoded, &mut self.resampled);
-        self.vad.push(&self.resampled);
+        self.pcm.clear();
+        audio::to_i16(&self.resampled, &mut self.pcm);
+        self.vad.push(&self.pcm);
         Ok(std::iter::from_fn(|| self.vad.pull()).collect())
     }
 }

@@ -1,17 +1,15 @@
-//! Audio for speech recognition, sans-IO: camera audio frames in (AAC, G.711), 16 kHz mono
-//! samples out, and those samples as a WAV file.
+//! Camera audio to PCM, sans-IO: frames in (AAC, Opus, G.711), mono samples out, a resampler
+//! to the rate a consumer needs (16 kHz for speech, 48 kHz for Opus), and PCM as a WAV file.
 //!
-//! AAC is decoded with symphonia; G.711 is a table lookup. Resampling is a windowed-sinc
-//! low-pass interpolator (8 taps each side, Hann window), which keeps speech intact and removes
-//! what would alias above 8 kHz.
+//! AAC is decoded with symphonia, Opus with libopus ([`super::opus`]); G.711 is a table lookup.
+//! Resampling is a windowed-sinc low-pass interpolator (8 taps each side, Hann window), which
+//! keeps speech intact and removes what would alias above the new Nyquist frequency.
 
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CodecParameters, Decoder, DecoderOptions, CODEC_TYPE_AAC};
 use symphonia::core::formats::Packet;
 
-use crate::media::AudioCodec;
-
-pub const OUT_RATE: u32 = 16_000;
+use super::{opus, AudioCodec};
 
 pub enum AudioDecoder {
     Aac {
@@ -19,6 +17,7 @@ pub enum AudioDecoder {
         buffer: Option<SampleBuffer<f32>>,
         channels: usize,
     },
+    Opus(opus::Decoder),
     Alaw,
     Ulaw,
 }
@@ -42,9 +41,18 @@ impl AudioDecoder {
                     channels: codec.channels.max(1) as usize,
                 })
             }
+            "opus" => Ok(AudioDecoder::Opus(opus::Decoder::new()?)),
             "pcma" => Ok(AudioDecoder::Alaw),
             "pcmu" => Ok(AudioDecoder::Ulaw),
-            other => Err(format!("{other} audio cannot be transcribed by this build")),
+            other => Err(format!("{other} audio cannot be decoded by this build")),
+        }
+    }
+
+    /// The rate of the samples [`decode`](Self::decode) produces.
+    pub fn rate(&self, codec: &AudioCodec) -> u32 {
+        match self {
+            AudioDecoder::Opus(_) => opus::RATE,
+            _ => codec.sample_rate,
         }
     }
 
@@ -74,6 +82,7 @@ impl AudioDecoder {
                 }
                 Ok(())
             }
+            AudioDecoder::Opus(decoder) => decoder.decode(data, out),
             AudioDecoder::Alaw => {
                 out.extend(data.iter().map(|b| alaw(*b) as f32 / 32768.0));
                 Ok(())
@@ -116,7 +125,7 @@ fn ulaw(b: u8) -> i16 {
 
 const TAPS: isize = 8;
 
-/// Streaming windowed-sinc resampler from `in_rate` to [`OUT_RATE`].
+/// Streaming windowed-sinc resampler from one rate to another.
 pub struct Resampler {
     step: f64,
     cutoff: f64,
@@ -127,8 +136,8 @@ pub struct Resampler {
 }
 
 impl Resampler {
-    pub fn new(in_rate: u32) -> Resampler {
-        let ratio = OUT_RATE as f64 / in_rate as f64;
+    pub fn new(in_rate: u32, out_rate: u32) -> Resampler {
+        let ratio = out_rate as f64 / in_rate as f64;
         Resampler {
             step: 1.0 / ratio,
             cutoff: ratio.min(1.0) * 0.95,
@@ -137,8 +146,8 @@ impl Resampler {
         }
     }
 
-    /// Resamples `samples`, appending 16 kHz samples (as i16) to `out`.
-    pub fn push(&mut self, samples: &[f32], out: &mut Vec<i16>) {
+    /// Resamples `samples` (−1..1), appending the output samples (−1..1) to `out`.
+    pub fn push(&mut self, samples: &[f32], out: &mut Vec<f32>) {
         self.input.extend_from_slice(samples);
         while self.position + (TAPS as f64) < self.input.len() as f64 {
             let centre = self.position.floor() as isize;
@@ -159,8 +168,7 @@ impl Resampler {
                 acc += coef * self.input[(centre + k) as usize] as f64;
                 norm += coef;
             }
-            let v = (acc / norm).clamp(-1.0, 1.0);
-            out.push((v * 32767.0) as i16);
+            out.push((acc / norm).clamp(-1.0, 1.0) as f32);
             self.position += self.step;
         }
         // Keep TAPS samples of history before the next position.
@@ -170,8 +178,17 @@ impl Resampler {
     }
 }
 
-/// 16 kHz mono 16-bit PCM as a WAV file.
-pub fn wav(samples: &[i16]) -> Vec<u8> {
+/// Samples (−1..1) as 16-bit PCM.
+pub fn to_i16(samples: &[f32], out: &mut Vec<i16>) {
+    out.extend(
+        samples
+            .iter()
+            .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16),
+    );
+}
+
+/// Mono 16-bit PCM at `rate` as a WAV file.
+pub fn wav(samples: &[i16], rate: u32) -> Vec<u8> {
     let data_len = (samples.len() * 2) as u32;
     let mut out = Vec::with_capacity(44 + data_len as usize);
     out.extend_from_slice(b"RIFF");
@@ -180,8 +197,8 @@ pub fn wav(samples: &[i16]) -> Vec<u8> {
     out.extend_from_slice(&16u32.to_le_bytes());
     out.extend_from_slice(&1u16.to_le_bytes()); // PCM
     out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&OUT_RATE.to_le_bytes());
-    out.extend_from_slice(&(OUT_RATE * 2).to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&16u16.to_le_bytes());
     out.extend_from_slice(b"data");
@@ -202,18 +219,29 @@ mod tests {
             .collect()
     }
 
+    const OUT_RATE: u32 = 16_000;
+
     fn crossings(s: &[i16]) -> usize {
         s.windows(2).filter(|w| (w[0] >= 0) != (w[1] >= 0)).count()
+    }
+
+    /// Resamples to 16 kHz in chunks, as 16-bit samples.
+    fn resample(r: &mut Resampler, input: &[f32], chunk: usize) -> Vec<i16> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for c in input.chunks(chunk) {
+            buf.clear();
+            r.push(c, &mut buf);
+            to_i16(&buf, &mut out);
+        }
+        out
     }
 
     #[test]
     fn resampling_keeps_speech_frequencies_and_drops_the_rest() {
         for rate in [48_000, 44_100, 8_000] {
-            let mut r = Resampler::new(rate);
-            let mut out = Vec::new();
-            for chunk in tone(rate, 1000.0, 1.0).chunks(777) {
-                r.push(chunk, &mut out);
-            }
+            let mut r = Resampler::new(rate, OUT_RATE);
+            let out = resample(&mut r, &tone(rate, 1000.0, 1.0), 777);
             let expected = OUT_RATE as usize;
             assert!(
                 out.len().abs_diff(expected) <= 20,
@@ -231,9 +259,8 @@ mod tests {
             assert!((15_500..=17_200).contains(&peak), "{rate}: peak {peak}");
         }
         // 12 kHz at 48 kHz is above the new Nyquist: it must not alias into the band.
-        let mut r = Resampler::new(48_000);
-        let mut out = Vec::new();
-        r.push(&tone(48_000, 12_000.0, 0.5), &mut out);
+        let mut r = Resampler::new(48_000, OUT_RATE);
+        let out = resample(&mut r, &tone(48_000, 12_000.0, 0.5), 24_000);
         let peak = out[100..out.len() - 100]
             .iter()
             .map(|s| s.unsigned_abs())
@@ -253,7 +280,7 @@ mod tests {
 
     #[test]
     fn wav_header_is_16k_mono_pcm16() {
-        let w = wav(&[1, -1, 300]);
+        let w = wav(&[1, -1, 300], 16_000);
         assert_eq!(&w[0..4], b"RIFF");
         assert_eq!(u32::from_le_bytes(w[24..28].try_into().unwrap()), 16_000);
         assert_eq!(u16::from_le_bytes(w[22..24].try_into().unwrap()), 1);
