@@ -23,6 +23,8 @@ pub enum Resource {
     PeerConnection,
     WebSocket,
     ChildProcess,
+    /// A camera-audio → Opus transcoder for WebRTC viewers.
+    Transcoder,
 }
 
 /// The outputs a viewer can be attached through.
@@ -35,10 +37,12 @@ pub enum ViewerKind {
     Rtsp,
     Snapshot,
     Analysis,
+    /// The WebRTC audio transcoder (one per camera, whatever the number of peers).
+    Transcoder,
 }
 
 impl ViewerKind {
-    pub const ALL: [ViewerKind; 7] = [
+    pub const ALL: [ViewerKind; 8] = [
         ViewerKind::Mse,
         ViewerKind::Webrtc,
         ViewerKind::Hls,
@@ -46,6 +50,7 @@ impl ViewerKind {
         ViewerKind::Rtsp,
         ViewerKind::Snapshot,
         ViewerKind::Analysis,
+        ViewerKind::Transcoder,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,16 +62,19 @@ impl ViewerKind {
             ViewerKind::Rtsp => "rtsp",
             ViewerKind::Snapshot => "snapshot",
             ViewerKind::Analysis => "analysis",
+            ViewerKind::Transcoder => "transcoder",
         }
     }
 }
 
 static STREAMS_LIVE: AtomicI64 = AtomicI64::new(0);
 static TASKS: AtomicI64 = AtomicI64::new(0);
-static VIEWERS: [AtomicI64; 7] = [const { AtomicI64::new(0) }; 7];
+static VIEWERS: [AtomicI64; ViewerKind::ALL.len()] =
+    [const { AtomicI64::new(0) }; ViewerKind::ALL.len()];
 static PEER_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static WEBSOCKETS: AtomicI64 = AtomicI64::new(0);
 static CHILD_PROCESSES: AtomicI64 = AtomicI64::new(0);
+static TRANSCODERS: AtomicI64 = AtomicI64::new(0);
 
 fn gauge(resource: Resource) -> &'static AtomicI64 {
     match resource {
@@ -76,6 +84,7 @@ fn gauge(resource: Resource) -> &'static AtomicI64 {
         Resource::PeerConnection => &PEER_CONNECTIONS,
         Resource::WebSocket => &WEBSOCKETS,
         Resource::ChildProcess => &CHILD_PROCESSES,
+        Resource::Transcoder => &TRANSCODERS,
     }
 }
 
@@ -133,6 +142,7 @@ pub struct ViewerCounts {
     pub rtsp: i64,
     pub snapshot: i64,
     pub analysis: i64,
+    pub transcoder: i64,
 }
 
 /// The body of `GET /api/resources`.
@@ -144,6 +154,7 @@ pub struct Snapshot {
     pub peer_connections: i64,
     pub websockets: i64,
     pub child_processes: i64,
+    pub transcoders: i64,
     pub open_fds: i64,
     pub rss_bytes: i64,
 }
@@ -165,10 +176,12 @@ pub fn snapshot() -> Snapshot {
             rtsp: v(ViewerKind::Rtsp),
             snapshot: v(ViewerKind::Snapshot),
             analysis: v(ViewerKind::Analysis),
+            transcoder: v(ViewerKind::Transcoder),
         },
         peer_connections: count(Resource::PeerConnection),
         websockets: count(Resource::WebSocket),
         child_processes: count(Resource::ChildProcess),
+        transcoders: count(Resource::Transcoder),
         open_fds: open_fds(),
         rss_bytes: rss_bytes(),
     }

@@ -98,7 +98,8 @@ const WHEP_CLIENT: &str = "
     pc.addTransceiver('video', {direction: 'recvonly'});
     if (audio) pc.addTransceiver('audio', {direction: 'recvonly'});
     const v = document.createElement('video');
-    v.muted = true; v.autoplay = true; v.playsInline = true; document.body.append(v);
+    // Unmuted when there is audio: Chromium measures audioLevel on audio it plays out.
+    v.muted = !audio; v.autoplay = true; v.playsInline = true; document.body.append(v);
     pc.ontrack = (ev) => { v.srcObject = ev.streams[0] || new MediaStream([ev.track]); v.play().catch(() => {}); };
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
@@ -115,6 +116,27 @@ const WHEP_CLIENT: &str = "
     let n = 0;
     (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n = s.packetsReceived || 0; });
     return n;
+  };
+  window.audioStats = async (pc) => {
+    let a = {samples: 0, level: 0};
+    (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') a = {samples: s.totalSamplesReceived || 0, level: s.audioLevel || 0}; });
+    return a;
+  };
+  // The loudest frequency of the received audio, through WebAudio (what a listener hears).
+  window.audioPeakHz = async (pc) => {
+    const track = pc.getReceivers().map((r) => r.track).find((t) => t.kind === 'audio');
+    const ctx = new AudioContext();
+    await ctx.resume();
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 8192;
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+    await new Promise((r) => setTimeout(r, 500));
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    let best = 0;
+    for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+    await ctx.close();
+    return best * ctx.sampleRate / analyser.fftSize;
   };
   window.framesDecoded = async (pc) => {
     let n = 0;
@@ -360,7 +382,7 @@ fn two_hundred_webrtc_switches_leave_one_peer_at_most() {
 }
 
 #[test]
-fn opus_and_pcma_audio_pass_through_and_aac_is_explained() {
+fn audio_reaches_chromium_from_opus_pcma_and_aac_cameras() {
     let _serial = common::browser::serial();
     let opus = RtspCamera::start(&["--size", "320x240", "--audio", "opus"]);
     let pcma = RtspCamera::start(&["--size", "320x240", "--audio", "pcma"]);
@@ -371,17 +393,11 @@ fn opus_and_pcma_audio_pass_through_and_aac_is_explained() {
         assert!(r.status().is_success());
         server.wait_live(id, Duration::from_secs(10));
     }
-    let note = server.get_json("/api/cameras/aac")["webrtc_note"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(note.contains("aac audio is not sent over WebRTC"), "{note}");
-    assert!(server.get_json("/api/cameras/opus")["webrtc_note"].is_null());
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;
         browser.blank_page(&server.base).await;
         browser.run(WHEP_CLIENT).await;
-        for id in ["opus", "pcma"] {
+        for id in ["opus", "pcma", "aac"] {
             browser
                 .run(&format!("window.s = await window.whep('{id}', true);"))
                 .await;
@@ -406,8 +422,53 @@ fn opus_and_pcma_audio_pass_through_and_aac_is_explained() {
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            // The browser decodes sound, not silence: samples keep arriving and the level of the
+            // fixture's 440 Hz tone (volume 0.3) shows.
+            let stats = || async {
+                let s = browser
+                    .run("return await window.audioStats(window.s.pc);")
+                    .await;
+                (
+                    s["samples"].as_f64().unwrap_or(0.0),
+                    s["level"].as_f64().unwrap_or(0.0),
+                )
+            };
+            let (samples_before, _) = stats().await;
+            let start = Instant::now();
+            loop {
+                let (samples, level) = stats().await;
+                if samples >= samples_before + 24_000.0 && level > 0.05 {
+                    eprintln!("{id}: audioLevel {level:.3}, {samples} samples received");
+                    assert!(level < 0.5, "{id}: audioLevel {level} for a 0.3 tone");
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{id}: totalSamplesReceived {samples_before} -> {samples}, audioLevel {level}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // What plays is the fixture's tone (a wrong decode, or AAC sent as Opus, is not).
+            let hz = browser
+                .run("return await window.audioPeakHz(window.s.pc);")
+                .await
+                .as_f64()
+                .unwrap_or(0.0);
+            eprintln!("{id}: loudest frequency {hz:.1} Hz");
+            assert!(
+                (425.0..455.0).contains(&hz),
+                "{id}: loudest frequency {hz:.1} Hz"
+            );
+            // Only the AAC camera needs a transcoder, and only while it has a viewer.
+            let transcoders = server.resources()["transcoders"].as_i64().unwrap();
+            assert_eq!(transcoders, (id == "aac") as i64, "{id}");
             browser
                 .run("await fetch(window.s.location, {method: 'DELETE'}); window.s.pc.close();")
+                .await;
+            server
+                .resources_until(Duration::from_secs(3), "no transcoder left", |r| {
+                    r["transcoders"] == 0 && r["viewers"]["transcoder"] == 0
+                })
                 .await;
         }
         browser.close().await;
@@ -570,4 +631,91 @@ fn go2rtc_webrtc_post_and_abandoned_peers_are_removed() {
             })
             .await;
     });
+}
+
+/// Zero crossings per second / 2: the frequency of a clean tone.
+fn tone_hz(pcm: &[f32], rate: f64) -> f64 {
+    let crossings = pcm
+        .windows(2)
+        .filter(|w| (w[0] >= 0.0) != (w[1] >= 0.0))
+        .count() as f64;
+    crossings / 2.0 / (pcm.len() as f64 / rate)
+}
+
+#[test]
+fn aac_viewers_share_one_transcoder_and_200_viewer_cycles_leave_nothing() {
+    use common::whep::{session, Wanted};
+    let aac = RtspCamera::start(&["--size", "320x240", "--audio", "aac"]);
+    let server = Server::start(&[]);
+    let r = server.post_json("/api/cameras", &json!({"id": "aac", "source": aac.url()}));
+    assert!(r.status().is_success());
+    server.wait_live("aac", Duration::from_secs(10));
+    let baseline = server.resources();
+    assert_eq!(baseline["transcoders"], 0);
+    let url = server.url("/api/cameras/aac/whep");
+    let http = reqwest::Client::new();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // The Opus a viewer receives is the camera's 440 Hz tone.
+        let want = Wanted {
+            video: 1,
+            audio: Some(50),
+        };
+        let one = session(&url, "h264", want, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let mut decoder = livelens::media::opus::Decoder::new().unwrap();
+        let mut pcm = Vec::new();
+        for p in &one.audio {
+            decoder.decode(p, &mut pcm).unwrap();
+        }
+        let steady = &pcm[pcm.len() / 2..];
+        let hz = tone_hz(steady, 48_000.0);
+        let peak = steady.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        assert!((425.0..455.0).contains(&hz), "decoded tone at {hz:.1} Hz");
+        assert!(peak > 0.1, "decoded peak {peak}");
+        http.delete(&one.location).send().await.unwrap();
+        assert_eq!(server.resources()["transcoders"], 0);
+
+        let started = Instant::now();
+        for cycle in 0..200 {
+            let want = || Wanted {
+                video: 1,
+                audio: Some(3),
+            };
+            let (a, b) = tokio::join!(
+                session(&url, "h264", want(), Duration::from_secs(10)),
+                session(&url, "h264", want(), Duration::from_secs(10)),
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            let r = server.resources();
+            assert_eq!(r["peer_connections"], 2, "cycle {cycle}");
+            assert_eq!(
+                r["transcoders"], 1,
+                "cycle {cycle}: two viewers, one transcoder"
+            );
+            assert_eq!(r["viewers"]["transcoder"], 1, "cycle {cycle}");
+            for s in [&a, &b] {
+                let status = http.delete(&s.location).send().await.unwrap().status();
+                assert_eq!(status, StatusCode::OK, "cycle {cycle}");
+            }
+            // DELETE returns once the peer is gone and the unused transcoder has stopped.
+            let r = server.resources();
+            assert_eq!(r["transcoders"], 0, "cycle {cycle}");
+            assert_eq!(r["peer_connections"], 0, "cycle {cycle}");
+        }
+        eprintln!(
+            "200 cycles of two AAC WebRTC viewers in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    });
+    let after = server.resources();
+    for key in [
+        "peer_connections",
+        "transcoders",
+        "tasks",
+        "viewers",
+        "open_fds",
+    ] {
+        assert_eq!(after[key], baseline[key], "{key}");
+    }
 }

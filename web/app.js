@@ -65,7 +65,7 @@ function renderList() {
     badge.textContent = c.state;
     badge.className = `badge ${c.state}`;
     el.querySelector(".meta").textContent = describe(c);
-    el.querySelector(".reason").textContent = c.reason || c.webrtc_note || "";
+    el.querySelector(".reason").textContent = c.reason || "";
     el.querySelector('[data-act="toggle"]').textContent = c.state === "stopped" || c.state === "failed" ? "Start" : "Stop";
     el.classList.toggle("selected", state.view === "single" && c.id === state.selected);
   }

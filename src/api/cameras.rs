@@ -44,9 +44,6 @@ pub struct CameraJson {
     reason: Option<String>,
     video: Option<VideoJson>,
     audio: Option<AudioCodec>,
-    /// Why the audio does not reach WebRTC viewers, when it doesn't.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    webrtc_note: Option<String>,
     viewers: usize,
     stats: crate::hub::stats::StatsView,
     /// The analysis settings (API key masked) and what the analysers see now.
@@ -90,16 +87,6 @@ pub fn camera_json(state: &AppState, camera: &Camera) -> CameraJson {
             height: v.height,
             fps: v.fps.or((view.stats.fps > 0.0).then_some(view.stats.fps)),
         }),
-        webrtc_note: view
-            .audio
-            .as_ref()
-            .filter(|a| !matches!(a.codec, "opus" | "pcma" | "pcmu"))
-            .map(|a| {
-                format!(
-                    "{} audio is not sent over WebRTC yet (video only); MSE carries it",
-                    a.codec
-                )
-            }),
         audio: view.audio,
         viewers: view.viewers,
         stats: view.stats,

@@ -49,6 +49,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     metrics::gauge!("livelens_peer_connections").set(r.peer_connections as f64);
     metrics::gauge!("livelens_websockets").set(r.websockets as f64);
     metrics::gauge!("livelens_child_processes").set(r.child_processes as f64);
+    metrics::gauge!("livelens_transcoders").set(r.transcoders as f64);
     metrics::gauge!("livelens_open_fds").set(r.open_fds as f64);
     metrics::gauge!("livelens_rss_bytes").set(r.rss_bytes as f64);
     for camera in state.hub.list() {

@@ -4,7 +4,7 @@
 //! Both sides work at 48 kHz mono: what WebRTC's `opus/48000/2` accepts from a camera (mono is
 //! a valid Opus stream) and what the speech path resamples from.
 
-use unsafe_libopus as ffi;
+use unsafe_libopus as unsafe_opus;
 
 pub const RATE: u32 = 48_000;
 /// 20 ms at 48 kHz: the frame size browsers expect by default.
@@ -16,20 +16,20 @@ const MAX_PACKET: usize = 4000;
 
 fn error_text(code: i32) -> String {
     match code {
-        ffi::OPUS_BAD_ARG => "bad argument".into(),
-        ffi::OPUS_BUFFER_TOO_SMALL => "buffer too small".into(),
-        ffi::OPUS_INTERNAL_ERROR => "internal error".into(),
-        ffi::OPUS_INVALID_PACKET => "invalid packet".into(),
-        ffi::OPUS_UNIMPLEMENTED => "unimplemented".into(),
-        ffi::OPUS_INVALID_STATE => "invalid state".into(),
-        ffi::OPUS_ALLOC_FAIL => "allocation failed".into(),
+        unsafe_opus::OPUS_BAD_ARG => "bad argument".into(),
+        unsafe_opus::OPUS_BUFFER_TOO_SMALL => "buffer too small".into(),
+        unsafe_opus::OPUS_INTERNAL_ERROR => "internal error".into(),
+        unsafe_opus::OPUS_INVALID_PACKET => "invalid packet".into(),
+        unsafe_opus::OPUS_UNIMPLEMENTED => "unimplemented".into(),
+        unsafe_opus::OPUS_INVALID_STATE => "invalid state".into(),
+        unsafe_opus::OPUS_ALLOC_FAIL => "allocation failed".into(),
         other => format!("error {other}"),
     }
 }
 
 /// A mono 48 kHz Opus encoder that takes 20 ms frames.
 pub struct Encoder {
-    state: *mut ffi::OpusEncoder,
+    state: *mut unsafe_opus::OpusEncoder,
     packet: Vec<u8>,
 }
 
@@ -41,18 +41,25 @@ impl Encoder {
         let mut error = 0;
         // SAFETY: valid arguments; the result is checked before use and freed in Drop.
         let state = unsafe {
-            ffi::opus_encoder_create(RATE as i32, 1, ffi::OPUS_APPLICATION_AUDIO, &mut error)
+            unsafe_opus::opus_encoder_create(
+                RATE as i32,
+                1,
+                unsafe_opus::OPUS_APPLICATION_AUDIO,
+                &mut error,
+            )
         };
-        if state.is_null() || error != ffi::OPUS_OK {
+        if state.is_null() || error != unsafe_opus::OPUS_OK {
             return Err(format!("Opus encoder: {}", error_text(error)));
         }
         // SAFETY: `state` is a live encoder; the request takes one i32.
-        let r = unsafe { ffi::opus_encoder_ctl!(state, ffi::OPUS_SET_BITRATE_REQUEST, bitrate) };
+        let r = unsafe {
+            unsafe_opus::opus_encoder_ctl!(state, unsafe_opus::OPUS_SET_BITRATE_REQUEST, bitrate)
+        };
         let encoder = Encoder {
             state,
             packet: vec![0; MAX_PACKET],
         };
-        if r != ffi::OPUS_OK {
+        if r != unsafe_opus::OPUS_OK {
             return Err(format!("Opus bitrate {bitrate}: {}", error_text(r)));
         }
         Ok(encoder)
@@ -67,7 +74,7 @@ impl Encoder {
             .collect();
         // SAFETY: `pcm` holds one frame of mono samples; `packet` has `MAX_PACKET` bytes.
         let n = unsafe {
-            ffi::opus_encode(
+            unsafe_opus::opus_encode(
                 self.state,
                 pcm.as_ptr(),
                 FRAME_SAMPLES as i32,
@@ -85,13 +92,13 @@ impl Encoder {
 impl Drop for Encoder {
     fn drop(&mut self) {
         // SAFETY: created by opus_encoder_create, freed once.
-        unsafe { ffi::opus_encoder_destroy(self.state) }
+        unsafe { unsafe_opus::opus_encoder_destroy(self.state) }
     }
 }
 
 /// A 48 kHz Opus decoder producing mono samples (a stereo stream is down-mixed by libopus).
 pub struct Decoder {
-    state: *mut ffi::OpusDecoder,
+    state: *mut unsafe_opus::OpusDecoder,
     pcm: Vec<i16>,
 }
 
@@ -102,8 +109,8 @@ impl Decoder {
     pub fn new() -> Result<Decoder, String> {
         let mut error = 0;
         // SAFETY: valid arguments; checked before use and freed in Drop.
-        let state = unsafe { ffi::opus_decoder_create(RATE as i32, 1, &mut error) };
-        if state.is_null() || error != ffi::OPUS_OK {
+        let state = unsafe { unsafe_opus::opus_decoder_create(RATE as i32, 1, &mut error) };
+        if state.is_null() || error != unsafe_opus::OPUS_OK {
             return Err(format!("Opus decoder: {}", error_text(error)));
         }
         Ok(Decoder {
@@ -119,7 +126,7 @@ impl Decoder {
         }
         // SAFETY: `packet` is a valid slice; `pcm` has room for the largest frame.
         let n = unsafe {
-            ffi::opus_decode(
+            unsafe_opus::opus_decode(
                 self.state,
                 packet.as_ptr(),
                 packet.len() as i32,
@@ -139,7 +146,7 @@ impl Decoder {
 impl Drop for Decoder {
     fn drop(&mut self) {
         // SAFETY: created by opus_decoder_create, freed once.
-        unsafe { ffi::opus_decoder_destroy(self.state) }
+        unsafe { unsafe_opus::opus_decoder_destroy(self.state) }
     }
 }
 

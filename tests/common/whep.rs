@@ -19,6 +19,34 @@ pub async fn receive(
     wanted: usize,
     within: Duration,
 ) -> Result<Vec<Arc<[u8]>>, String> {
+    let want = Wanted {
+        video: wanted,
+        audio: None,
+    };
+    Ok(session(whep_url, codec, want, within).await?.video)
+}
+
+/// How much media to wait for; `audio: Some(n)` also offers Opus audio.
+pub struct Wanted {
+    pub video: usize,
+    pub audio: Option<usize>,
+}
+
+pub struct Received {
+    pub video: Vec<Arc<[u8]>>,
+    /// Opus packets.
+    pub audio: Vec<Arc<[u8]>>,
+    /// The WHEP session's URL, for DELETE.
+    pub location: String,
+}
+
+/// Offers `codec` (and Opus audio when asked) and collects media until `want` is met.
+pub async fn session(
+    whep_url: &str,
+    codec: &str,
+    want: Wanted,
+    within: Duration,
+) -> Result<Received, String> {
     str0m::crypto::from_feature_flags().install_process_default();
     let socket = UdpSocket::bind("127.0.0.1:0")
         .await
@@ -30,10 +58,18 @@ pub async fn receive(
     } else {
         builder.enable_h264(true)
     };
+    let builder = if want.audio.is_some() {
+        builder.enable_opus(true, false)
+    } else {
+        builder
+    };
     let mut rtc = builder.build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let audio_mid = want
+        .audio
+        .map(|_| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
     let (offer, pending) = api.apply().ok_or("no offer")?;
     let response = reqwest::Client::new()
         .post(whep_url)
@@ -49,6 +85,15 @@ pub async fn receive(
             response.text().await.unwrap_or_default()
         ));
     }
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(|l| {
+            let base = reqwest::Url::parse(whep_url).expect("WHEP URL");
+            base.join(l).expect("location").to_string()
+        })
+        .unwrap_or_default();
     let answer = SdpAnswer::from_sdp_string(&response.text().await.map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     rtc.sdp_api()
@@ -56,10 +101,15 @@ pub async fn receive(
         .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + within;
     let mut frames = Vec::new();
+    let mut audio = Vec::new();
     let mut buf = vec![0u8; 2000];
-    while frames.len() < wanted {
+    while frames.len() < want.video || audio.len() < want.audio.unwrap_or(0) {
         if Instant::now() > deadline {
-            return Err(format!("only {} frames within {within:?}", frames.len()));
+            return Err(format!(
+                "only {} frames and {} audio packets within {within:?}",
+                frames.len(),
+                audio.len()
+            ));
         }
         let timeout = loop {
             match rtc.poll_output().map_err(|e| e.to_string())? {
@@ -67,6 +117,9 @@ pub async fn receive(
                     let _ = socket.send_to(&t.contents, t.destination).await;
                 }
                 Output::Timeout(t) => break t,
+                Output::Event(Event::MediaData(m)) if Some(m.mid) == audio_mid => {
+                    audio.push(m.data.clone())
+                }
                 Output::Event(Event::MediaData(m)) => frames.push(m.data.clone()),
                 Output::Event(_) => {}
             }
@@ -96,5 +149,9 @@ pub async fn receive(
                 .map_err(|e| e.to_string())?,
         }
     }
-    Ok(frames)
+    Ok(Received {
+        video: frames,
+        audio,
+        location,
+    })
 }

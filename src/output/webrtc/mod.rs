@@ -5,10 +5,13 @@
 //! are read by reader tasks owned by that loop. A peer starts a frame forwarder (its hub
 //! subscription) once ICE/DTLS connects, so the cached GOP arrives at once; the loop joins the
 //! forwarder when the peer goes. Every peer is counted in `peer_connections` while it exists.
+//! AAC audio reaches browsers through one [`transcode::Transcoder`] per camera, shared by its
+//! peers and owned by the same loop.
 
 pub mod codec;
+pub mod transcode;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,13 +23,14 @@ use str0m::media::{Frequency, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Camera;
 use crate::media::{h264, Frame, VideoCodec};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
+use transcode::Transcoder;
 
 /// A peer whose ICE stays disconnected this long is removed.
 const ICE_DISCONNECTED_LIMIT: Duration = Duration::from_secs(10);
@@ -70,8 +74,8 @@ struct Peer {
     camera: Arc<Camera>,
     rtc: Rtc,
     video: Option<(Mid, Pt)>,
-    /// The audio m-line and payload type, when the camera's audio can pass through.
-    audio: Option<(Mid, Pt)>,
+    /// Where and how the camera's audio is sent, when it can be.
+    audio: Option<PeerAudio>,
     last_keyframe_request: Option<Instant>,
     connected: bool,
     created: Instant,
@@ -83,6 +87,18 @@ struct Peer {
     sent_codec: Option<Arc<VideoCodec>>,
     _counted: Counted,
 }
+
+#[derive(Clone, Copy)]
+struct PeerAudio {
+    mid: Mid,
+    pt: Pt,
+    clock: Frequency,
+    /// The camera's audio goes through its transcoder (AAC → Opus) rather than as it is.
+    transcoded: bool,
+}
+
+/// The transcoders of the cameras whose peers want transcoded audio, by camera id.
+type Transcoders = HashMap<String, Transcoder>;
 
 /// Handle to the WebRTC task.
 pub struct WebRtc {
@@ -315,6 +331,7 @@ async fn run(
     drop(dgram_tx);
     let (frames_tx, mut frames) = mpsc::channel::<(String, Frame)>(1024);
     let mut peers: HashMap<String, Peer> = HashMap::new();
+    let mut transcoders = Transcoders::new();
     loop {
         // Drive every peer to its next timeout; a peer that panics is dropped, not the loop.
         let mut next = Instant::now() + Duration::from_millis(100);
@@ -330,7 +347,7 @@ async fn run(
                         }
                     }
                     for e in events {
-                        on_event(peer, e, &frames_tx);
+                        on_event(peer, e, &frames_tx, &mut transcoders);
                     }
                 }
                 _ => peer.rtc.disconnect(),
@@ -347,10 +364,14 @@ async fn run(
                 dead.push(peer.session.clone());
             }
         }
+        let any_dead = !dead.is_empty();
         for session in dead {
             if let Some(peer) = peers.remove(&session) {
                 end_peer(peer).await;
             }
+        }
+        if any_dead {
+            stop_unused_transcoders(&peers, &mut transcoders).await;
         }
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
         tokio::select! {
@@ -394,6 +415,7 @@ async fn run(
                         Some(peer) => { end_peer(peer).await; true }
                         None => false,
                     };
+                    stop_unused_transcoders(&peers, &mut transcoders).await;
                     let _ = reply.send(found);
                 }
                 Command::RemoveCamera { camera, reply } => {
@@ -401,6 +423,7 @@ async fn run(
                     for s in sessions {
                         if let Some(peer) = peers.remove(&s) { end_peer(peer).await; }
                     }
+                    stop_unused_transcoders(&peers, &mut transcoders).await;
                     let _ = reply.send(());
                 }
             },
@@ -409,6 +432,7 @@ async fn run(
     for (_, peer) in peers.drain() {
         end_peer(peer).await;
     }
+    stop_unused_transcoders(&peers, &mut transcoders).await;
     for r in readers {
         let _ = r.await;
     }
@@ -432,7 +456,31 @@ fn drain(peer: &mut Peer) -> Result<Drained, str0m::RtcError> {
     }
 }
 
-fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Frame)>) {
+/// Stops (and waits for) every transcoder no remaining peer needs.
+async fn stop_unused_transcoders(peers: &HashMap<String, Peer>, transcoders: &mut Transcoders) {
+    let wanted: HashSet<&str> = peers
+        .values()
+        .filter(|p| p.audio.is_some_and(|a| a.transcoded))
+        .map(|p| p.camera.id())
+        .collect();
+    let unused: Vec<String> = transcoders
+        .keys()
+        .filter(|id| !wanted.contains(id.as_str()))
+        .cloned()
+        .collect();
+    for id in unused {
+        if let Some(t) = transcoders.remove(&id) {
+            t.stop().await;
+        }
+    }
+}
+
+fn on_event(
+    peer: &mut Peer,
+    event: Event,
+    frames_tx: &mpsc::Sender<(String, Frame)>,
+    transcoders: &mut Transcoders,
+) {
     match event {
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
             peer.disconnected_since.get_or_insert_with(Instant::now);
@@ -458,7 +506,25 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
             let audio = peer.camera.stream.audio();
             if let (Some(a), Some(writer)) = (audio, peer.rtc.writer(m.mid)) {
                 if let Some(pt) = codec::choose_audio(writer.payload_params(), a.codec) {
-                    peer.audio = Some((m.mid, pt));
+                    peer.audio = Some(PeerAudio {
+                        mid: m.mid,
+                        pt,
+                        clock: Frequency::new(a.sample_rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
+                        transcoded: false,
+                    });
+                } else if let Some(pt) = codec::choose_transcoded(writer.payload_params(), a.codec)
+                {
+                    peer.audio = Some(PeerAudio {
+                        mid: m.mid,
+                        pt,
+                        clock: Frequency::FORTY_EIGHT_KHZ,
+                        transcoded: true,
+                    });
+                    // Media can be announced after ICE/DTLS connected: the running forwarder
+                    // would pass the camera's AAC on, so it is replaced by one that transcodes.
+                    if peer.connected {
+                        start_forwarder(peer, frames_tx, transcoders);
+                    }
                 } else {
                     tracing::info!(
                         camera = peer.camera.id(),
@@ -477,20 +543,25 @@ fn on_event(peer: &mut Peer, event: Event, frames_tx: &mpsc::Sender<(String, Fra
                     .is_none_or(|t| t.elapsed() > Duration::from_secs(1)) =>
         {
             peer.last_keyframe_request = Some(Instant::now());
-            start_forwarder(peer, frames_tx);
+            start_forwarder(peer, frames_tx, transcoders);
         }
         Event::Connected => {
             peer.connected = true;
             // Subscribe now, so the cached GOP goes out the moment media can flow.
-            start_forwarder(peer, frames_tx);
+            start_forwarder(peer, frames_tx, transcoders);
         }
         _ => {}
     }
 }
 
 /// Starts (or restarts) the peer's hub subscription; an old forwarder is left to finish on its
-/// cancelled token and is joined when the peer ends.
-fn start_forwarder(peer: &mut Peer, frames_tx: &mpsc::Sender<(String, Frame)>) {
+/// cancelled token and is joined when the peer ends. A peer with transcoded audio gets its
+/// camera's audio from the camera's transcoder (started here for the first such peer) instead.
+fn start_forwarder(
+    peer: &mut Peer,
+    frames_tx: &mpsc::Sender<(String, Frame)>,
+    transcoders: &mut Transcoders,
+) {
     // Finished forwarders need no join; keep only those still winding down.
     peer.old_forwarders.retain(|t| !t.is_finished());
     if let Some((cancel, task)) = peer.forwarder.take() {
@@ -500,6 +571,21 @@ fn start_forwarder(peer: &mut Peer, frames_tx: &mpsc::Sender<(String, Frame)>) {
     let Some(mut sub) = peer.camera.stream.subscribe(ViewerKind::Webrtc) else {
         return;
     };
+    let mut transcoded = match peer.audio {
+        Some(a) if a.transcoded => {
+            let id = peer.camera.id();
+            // A transcoder whose task ended (its stream ended) is replaced; a finished task
+            // needs no join.
+            if transcoders.get(id).is_some_and(Transcoder::is_finished) {
+                transcoders.remove(id);
+            }
+            let t = transcoders
+                .entry(id.to_string())
+                .or_insert_with(|| Transcoder::start(peer.camera.clone()));
+            Some(t.subscribe())
+        }
+        _ => None,
+    };
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let tx = frames_tx.clone();
@@ -508,7 +594,13 @@ fn start_forwarder(peer: &mut Peer, frames_tx: &mpsc::Sender<(String, Frame)>) {
         loop {
             let frame = tokio::select! {
                 _ = stop.cancelled() => return,
-                f = sub.next() => match f { Ok(f) => f, Err(_) => return },
+                f = sub.next() => match f {
+                    // The camera's own audio is replaced by the transcoder's.
+                    Ok(f) if transcoded.is_some() && !f.is_video() => continue,
+                    Ok(f) => f,
+                    Err(_) => return,
+                },
+                Some(f) = next_transcoded(&mut transcoded) => f,
             };
             if tx.send((session.clone(), frame)).await.is_err() {
                 return;
@@ -518,16 +610,28 @@ fn start_forwarder(peer: &mut Peer, frames_tx: &mpsc::Sender<(String, Frame)>) {
     peer.forwarder = Some((cancel, task));
 }
 
+/// The next transcoded audio frame; `None` (never ready) without a transcoder, or once it
+/// has gone. A peer that fell behind skips what it missed.
+async fn next_transcoded(rx: &mut Option<broadcast::Receiver<Frame>>) -> Option<Frame> {
+    loop {
+        let Some(r) = rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        match r.recv().await {
+            Ok(f) => return Some(f),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => *rx = None,
+        }
+    }
+}
+
 fn write_frame(peer: &mut Peer, frame: &Frame) {
     if !frame.is_video() {
-        // Opus and G.711 frames are RTP payloads already: passed through as they are.
-        if let (Some((mid, pt)), Some(a)) = (peer.audio, peer.camera.stream.audio()) {
-            let time = MediaTime::new(
-                frame.pts.max(0) as u64,
-                Frequency::new(a.sample_rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
-            );
-            if let Some(writer) = peer.rtc.writer(mid) {
-                let _ = writer.write(pt, Instant::now(), time, frame.data.to_vec());
+        // Opus and G.711 frames (the camera's, or its transcoder's) are RTP payloads already.
+        if let Some(a) = peer.audio {
+            let time = MediaTime::new(frame.pts.max(0) as u64, a.clock);
+            if let Some(writer) = peer.rtc.writer(a.mid) {
+                let _ = writer.write(a.pt, Instant::now(), time, frame.data.to_vec());
             }
         }
         return;
