@@ -1,7 +1,8 @@
-//! Speech-to-text end to end: speech made with espeak-ng is muxed with a test picture (AAC) by an
-//! exec camera; livelens decodes, resamples to 16 kHz, cuts segments with its VAD and sends WAVs
-//! to a real recogniser (PocketSphinx with a phrase grammar, `tests/fixtures/stt_server.py`),
-//! which answers only for correctly decoded, resampled and segmented speech.
+//! Speech-to-text end to end: speech made with espeak-ng is served with a test picture by the RTSP
+//! fixture, as AAC and as Opus; livelens decodes, resamples to 16 kHz, cuts segments with its
+//! VAD and sends WAVs to a real recogniser (PocketSphinx with a phrase grammar,
+//! `tests/fixtures/stt_server.py`), which answers only for correctly decoded, resampled and
+//! segmented speech.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{require, write_config, Server};
+use common::{require, write_config, RtspCamera, Server};
 use serde_json::Value;
 
 // Phrases of the recogniser's grammar that PocketSphinx still recognises after AAC coding (its
@@ -107,25 +108,38 @@ fn speech(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn spoken_phrases_become_transcript_events() {
-    require("ffmpeg", "ffmpeg");
+fn spoken_phrases_in_aac_become_transcript_events() {
+    spoken_phrases_become_transcript_events("aac");
+}
+
+#[test]
+fn spoken_phrases_in_opus_become_transcript_events() {
+    spoken_phrases_become_transcript_events("opus");
+}
+
+/// The RTSP fixture loops two phrases (each after 2 s of silence) as `codec` audio; both must
+/// come back as transcript events, and nothing else.
+fn spoken_phrases_become_transcript_events(codec: &str) {
     require("espeak-ng", "espeak-ng");
     require("sox", "sox");
-    let dir = common::temp_dir("asr-speech");
+    let dir = common::temp_dir(&format!("asr-speech-{codec}"));
     let wav = speech(&dir);
+    let camera = RtspCamera::start(&[
+        "--size",
+        "320x240",
+        "--audio",
+        codec,
+        "--audio-file",
+        wav.to_str().unwrap(),
+    ]);
     let stt = SttServer::start();
-    let command = format!(
-        "exec:ffmpeg -hide_banner -nostdin -loglevel error -re -f lavfi -i testsrc2=size=320x240:rate=25 \
-         -stream_loop -1 -i {} -map 0:v -map 1:a -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
-         -c:a aac -ar 48000 -ac 1 -f mpegts -",
-        wav.display()
-    );
     let config = format!(
-        "[sources]\nallow_exec = true\n\n[[camera]]\nid = \"talk\"\nsource = '{command}'\n\
+        "[[camera]]\nid = \"talk\"\nsource = \"{}\"\n\
          [camera.analysis.asr]\nendpoint = \"http://127.0.0.1:{}/v1\"\nmodel = \"pocketsphinx\"\nlanguage = \"en\"\npad = \"500ms\"\n",
+        camera.url(),
         stt.port
     );
-    let path = write_config("asr", &config);
+    let path = write_config(&format!("asr-{codec}"), &config);
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     server.wait_live("talk", Duration::from_secs(10));
     // Both phrases come back, each as its own transcript event.
@@ -177,4 +191,6 @@ fn spoken_phrases_become_transcript_events() {
     }
     let status = server.get_json("/api/cameras/talk")["analysis_status"]["asr"].clone();
     assert_eq!(status["asr_dropped"], 0, "{status}");
+    let audio = server.get_json("/api/cameras/talk")["audio"]["codec"].clone();
+    assert_eq!(audio, codec);
 }
