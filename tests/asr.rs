@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{require, write_config, RtspCamera, Server};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 // Phrases of the recogniser's grammar that PocketSphinx still recognises after AAC coding (its
 // "camera one is online" does not, even at 128 kbit/s, while the WAV original does).
@@ -60,6 +60,39 @@ impl Drop for SttServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (30 s at most) until both phrases are transcript events; returns every transcript event.
+fn wait_for_phrases(server: &Server, context: impl Fn() -> String) -> Vec<Value> {
+    let mut found: Vec<Value> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !PHRASES
+        .iter()
+        .all(|p| found.iter().any(|e| e["data"]["text"] == *p))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both phrases not transcribed in 30 s; events {found:?}; {}; status {}",
+            context(),
+            server.get_json("/api/cameras/talk")["analysis_status"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        found = server
+            .get_json("/api/events?kind=transcript")
+            .as_array()
+            .unwrap()
+            .clone();
+    }
+    found
+}
+
+fn patch(server: &Server, id: &str, body: Value) -> reqwest::blocking::Response {
+    server
+        .http
+        .patch(server.url(&format!("/api/cameras/{id}")))
+        .json(&body)
+        .send()
+        .unwrap()
 }
 
 /// Two phrases, each after two seconds of silence, as a WAV file.
@@ -142,26 +175,7 @@ fn spoken_phrases_become_transcript_events(codec: &str) {
     let path = write_config(&format!("asr-{codec}"), &config);
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     server.wait_live("talk", Duration::from_secs(10));
-    // Both phrases come back, each as its own transcript event.
-    let mut found: Vec<Value> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !PHRASES
-        .iter()
-        .all(|p| found.iter().any(|e| e["data"]["text"] == *p))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "both phrases not transcribed in 30 s; events {found:?}; recogniser saw {:?}; status {}",
-            stt.requests(),
-            server.get_json("/api/cameras/talk")["analysis_status"]
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        found = server
-            .get_json("/api/events?kind=transcript")
-            .as_array()
-            .unwrap()
-            .clone();
-    }
+    let found = wait_for_phrases(&server, || format!("recogniser saw {:?}", stt.requests()));
     for e in &found {
         let text = e["data"]["text"].as_str().unwrap();
         assert!(
@@ -193,4 +207,95 @@ fn spoken_phrases_become_transcript_events(codec: &str) {
     assert_eq!(status["asr_dropped"], 0, "{status}");
     let audio = server.get_json("/api/cameras/talk")["audio"]["codec"].clone();
     assert_eq!(audio, codec);
+}
+
+#[test]
+fn a_worker_backed_recogniser_starts_on_demand_and_is_gone_after_shutdown() {
+    require("espeak-ng", "espeak-ng");
+    require("sox", "sox");
+    let dir = common::temp_dir("asr-worker");
+    let wav = speech(&dir);
+    let camera = RtspCamera::start(&[
+        "--size",
+        "320x240",
+        "--audio",
+        "aac",
+        "--audio-file",
+        wav.to_str().unwrap(),
+    ]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stt_server.py");
+    let config = format!(
+        "[[worker]]\nname = \"stt\"\ncommand = \"python3 -W ignore {script} --port {{port}}\"\n\
+         health = \"http://127.0.0.1:{{port}}/health\"\non_demand = true\n\n\
+         [[camera]]\nid = \"talk\"\nsource = \"{}\"\n",
+        camera.url()
+    );
+    let path = write_config("asr-worker-config", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("talk", Duration::from_secs(10));
+    // Nobody needs the recogniser yet: it does not run.
+    let worker = || server.get_json("/api/workers")[0].clone();
+    assert_eq!(worker()["state"], "idle", "{}", worker());
+    assert_eq!(server.resources()["child_processes"], 0);
+    // Speech-to-text through the worker starts it, and its answers become events.
+    let r = patch(
+        &server,
+        "talk",
+        json!({"analysis": {"asr": {"endpoint": "worker:stt", "model": "pocketsphinx", "pad": "500ms"}}}),
+    );
+    assert_eq!(r.status(), 200);
+    wait_for_phrases(&server, || format!("worker {}", worker()));
+    let w = worker();
+    assert_eq!(w["state"], "ready", "{w}");
+    assert_eq!(w["starts"], 1, "{w}");
+    let pid = w["pid"].as_u64().unwrap() as u32;
+    assert!(common::is_running(pid));
+    // Shutdown stops it: nothing of the worker is left once livelens has exited.
+    let livelens = server.pid();
+    let (status, took) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(!common::is_running(pid), "worker {pid} survived shutdown");
+    assert!(common::children_of(livelens).is_empty());
+    eprintln!("shutdown with a running recogniser worker took {took:?}");
+}
+
+#[test]
+fn two_hundred_speech_to_text_switches_leave_nothing_behind() {
+    let camera = RtspCamera::start(&["--size", "320x240", "--audio", "aac"]);
+    let stt = SttServer::start();
+    let config = format!("[[camera]]\nid = \"talk\"\nsource = \"{}\"\n", camera.url());
+    let path = write_config("asr-cycles", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("talk", Duration::from_secs(10));
+    let baseline = server.resources();
+    let on = json!({"analysis": {"asr": {
+        "endpoint": format!("http://127.0.0.1:{}/v1", stt.port), "model": "pocketsphinx"}}});
+    for i in 0..200 {
+        assert_eq!(patch(&server, "talk", on.clone()).status(), 200, "on {i}");
+        if i % 50 == 0 {
+            // Now and then, let the speech path take the camera's audio before it is stopped.
+            common::wait_until(Duration::from_secs(5), "listening", || {
+                server.get_json("/api/cameras/talk")["analysis_status"]["asr"]["state"] == "waiting"
+                    && server.resources()["viewers"]["analysis"] == 1
+            });
+        }
+        assert_eq!(
+            patch(&server, "talk", json!({"analysis": null})).status(),
+            200,
+            "off {i}"
+        );
+    }
+    let after = server.resources();
+    eprintln!("200 speech-to-text cycles: {baseline} → {after}");
+    for key in [
+        "tasks",
+        "streams_live",
+        "websockets",
+        "child_processes",
+        "viewers",
+    ] {
+        assert_eq!(after[key], baseline[key], "{key}");
+    }
+    assert_eq!(server.camera_state("talk"), "live");
+    assert!(server.get_json("/api/cameras/talk")["analysis"].is_null());
 }
