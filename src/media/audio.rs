@@ -127,6 +127,8 @@ const TAPS: isize = 8;
 
 /// Streaming windowed-sinc resampler from one rate to another.
 pub struct Resampler {
+    /// Same rate in and out: samples pass as they are.
+    passthrough: bool,
     step: f64,
     cutoff: f64,
     /// Input not yet consumed, with `TAPS` samples of history before `position`.
@@ -139,6 +141,7 @@ impl Resampler {
     pub fn new(in_rate: u32, out_rate: u32) -> Resampler {
         let ratio = out_rate as f64 / in_rate as f64;
         Resampler {
+            passthrough: in_rate == out_rate,
             step: 1.0 / ratio,
             cutoff: ratio.min(1.0) * 0.95,
             input: vec![0.0; TAPS as usize],
@@ -148,6 +151,10 @@ impl Resampler {
 
     /// Resamples `samples` (−1..1), appending the output samples (−1..1) to `out`.
     pub fn push(&mut self, samples: &[f32], out: &mut Vec<f32>) {
+        if self.passthrough {
+            out.extend_from_slice(samples);
+            return;
+        }
         self.input.extend_from_slice(samples);
         while self.position + (TAPS as f64) < self.input.len() as f64 {
             let centre = self.position.floor() as isize;
@@ -235,6 +242,14 @@ mod tests {
             to_i16(&buf, &mut out);
         }
         out
+    }
+
+    #[test]
+    fn the_same_rate_passes_samples_unchanged() {
+        let input = tone(48_000, 440.0, 0.1);
+        let mut out = Vec::new();
+        Resampler::new(48_000, 48_000).push(&input, &mut out);
+        assert_eq!(out, input);
     }
 
     #[test]
