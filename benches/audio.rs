@@ -2,9 +2,9 @@
 //!
 //! Per camera, in process, on 60 s of real camera-style audio (espeak-ng speech with pauses,
 //! encoded by FFmpeg as 48 kHz mono AAC at 64 kb/s): thread CPU time of the speech path (decode,
-//! + resample to 16 kHz, + VAD) and of the WebRTC transcoder (AAC → 48 kHz Opus), as % of one
-//! core; the speech path is also run on the transcoder's Opus. Then the real binary with one RTSP
-//! AAC camera (the fixture's tone): server CPU % with speech-to-text off and on.
+//! then resample to 16 kHz, then VAD) and of the WebRTC transcoder (AAC to 48 kHz Opus), as % of
+//! one core; the speech path is also run on the transcoder's Opus. Then the real binary with one
+//! RTSP AAC camera (the fixture's tone): server CPU % with speech-to-text off and on.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
