@@ -1,12 +1,13 @@
 //! Voice activity detection and segmentation, sans-IO: 16 kHz mono samples in, speech segments
 //! out.
 //!
-//! A documented energy + zero-crossing detector (no model): each 20 ms frame is "voiced" when its
-//! RMS level is `threshold` above the running noise floor and its zero-crossing rate is in the
-//! range of speech (not hiss). A segment starts after `min_speech` of voiced frames, ends after
-//! `min_silence` of unvoiced ones (or at `max_segment`), and is padded by `pad` on both sides so
-//! word edges are not clipped. The noise floor follows quiet frames slowly, so a constant hum is
-//! not speech.
+//! Each 20 ms frame is "voiced" when three tests agree: WebRTC's voice activity detector (the
+//! `webrtc-vad` crate: libfvad, Google's GMM speech/noise classifier, built from C source) says it
+//! is speech; its RMS level is `threshold` dB above the running noise floor (so `threshold` keeps
+//! far-away chatter and a room's murmur out, and a constant hum raises the floor); and its
+//! zero-crossing rate is in the range of voiced speech (libfvad takes loud hiss for speech). A segment
+//! starts after `min_speech` of voiced frames, ends after `min_silence` of unvoiced ones (or at
+//! `max_segment`), and is padded by `pad` on both sides so word edges are not clipped.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -53,8 +54,30 @@ impl Segment {
     }
 }
 
+/// libfvad's state: plain memory owned by this value, so it may move between threads.
+struct Classifier(webrtc_vad::Vad);
+
+// SAFETY: the fvad instance is only reached through `&mut self`, and libfvad keeps no global or
+// thread-local state.
+unsafe impl Send for Classifier {}
+
+impl Classifier {
+    fn new() -> Classifier {
+        Classifier(webrtc_vad::Vad::new_with_rate_and_mode(
+            webrtc_vad::SampleRate::Rate16kHz,
+            webrtc_vad::VadMode::Aggressive,
+        ))
+    }
+
+    fn is_speech(&mut self, frame: &[i16]) -> bool {
+        // 20 ms at 16 kHz is a frame length libfvad accepts, so there is no error to handle.
+        self.0.is_voice_segment(frame).unwrap_or(false)
+    }
+}
+
 pub struct Vad {
     config: VadConfig,
+    classifier: Classifier,
     pending: Vec<i16>,
     /// Samples kept before a segment for padding (and for the frames that confirm speech).
     history: VecDeque<i16>,
@@ -78,6 +101,7 @@ impl Vad {
     pub fn new(config: VadConfig) -> Vad {
         Vad {
             config,
+            classifier: Classifier::new(),
             pending: Vec::new(),
             history: VecDeque::new(),
             history_start: 0,
@@ -119,9 +143,12 @@ impl Vad {
             .count() as f32
             / frame.len() as f32;
         let above = 20.0 * (rms / self.noise_floor).log10();
-        // Voiced speech (pitch ≥ ~65 Hz) crosses zero ≥ 0.008 times per sample at 16 kHz; mains hum
-        // (50/60 Hz) less, hiss more than 0.4.
-        let voiced = above >= self.config.threshold_db && (0.008..0.4).contains(&crossings);
+        // Voiced speech (pitch ≥ ~65 Hz) crosses zero ≥ 0.008 times per sample at 16 kHz; mains
+        // hum (50/60 Hz) less, and broadband hiss — which libfvad alone takes for speech — more
+        // than 0.4.
+        let voiced = above >= self.config.threshold_db
+            && (0.008..0.4).contains(&crossings)
+            && self.classifier.is_speech(frame);
         if !voiced {
             // The floor follows quiet frames: fast down, slow up.
             let a = if rms < self.noise_floor { 0.3 } else { 0.02 };
@@ -276,8 +303,23 @@ mod tests {
     fn silence_and_hum_give_nothing_and_long_speech_is_cut() {
         assert!(run(&quiet(3.0), VadConfig::default()).is_empty());
         let mut hum = quiet(0.5);
-        hum.extend(tone(3.0, 50.0, 3000.0)); // mains hum: too few zero crossings
+        hum.extend(tone(3.0, 50.0, 3000.0)); // mains hum
         assert!(run(&hum, VadConfig::default()).is_empty());
+        // Loud hiss (a fan, rain) is far above the floor but is not speech.
+        let mut hiss = quiet(0.5);
+        hiss.extend(quiet(3.0).iter().map(|s| s * 200));
+        assert!(
+            run(&hiss, VadConfig::default()).is_empty(),
+            "hiss is speech"
+        );
+        // A loud 200 Hz motor whine passes level and zero-crossing tests; libfvad knows it is not
+        // speech.
+        let mut whine = quiet(0.5);
+        whine.extend(tone(3.0, 200.0, 8000.0));
+        assert!(
+            run(&whine, VadConfig::default()).is_empty(),
+            "a whine is speech"
+        );
         let config = VadConfig {
             max_segment: Duration::from_secs(2),
             pad: Duration::ZERO,
