@@ -23,7 +23,7 @@ struct SttServer {
 }
 
 impl SttServer {
-    fn start() -> SttServer {
+    fn start(extra: &[&str]) -> SttServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -32,6 +32,7 @@ impl SttServer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stt_server.py");
         let mut child = Command::new("python3")
             .args(["-W", "ignore", script, "--port", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
@@ -45,6 +46,14 @@ impl SttServer {
             "the STT server did not start: install PyPI pocketsphinx 5 (python3 -m pip install pocketsphinx; scripts/test does)"
         );
         SttServer { child, port }
+    }
+
+    fn max_in_flight(&self) -> u64 {
+        let stats: Value = reqwest::blocking::get(format!("http://127.0.0.1:{}/stats", self.port))
+            .unwrap()
+            .json()
+            .unwrap();
+        stats["max_in_flight"].as_u64().unwrap()
     }
 
     fn requests(&self) -> Vec<Value> {
@@ -165,7 +174,7 @@ fn spoken_phrases_become_transcript_events(codec: &str) {
         "--audio-file",
         wav.to_str().unwrap(),
     ]);
-    let stt = SttServer::start();
+    let stt = SttServer::start(&[]);
     let config = format!(
         "[[camera]]\nid = \"talk\"\nsource = \"{}\"\n\
          [camera.analysis.asr]\nendpoint = \"http://127.0.0.1:{}/v1\"\nmodel = \"pocketsphinx\"\nlanguage = \"en\"\npad = \"500ms\"\n",
@@ -262,7 +271,7 @@ fn a_worker_backed_recogniser_starts_on_demand_and_is_gone_after_shutdown() {
 #[test]
 fn two_hundred_speech_to_text_switches_leave_nothing_behind() {
     let camera = RtspCamera::start(&["--size", "320x240", "--audio", "aac"]);
-    let stt = SttServer::start();
+    let stt = SttServer::start(&[]);
     let config = format!("[[camera]]\nid = \"talk\"\nsource = \"{}\"\n", camera.url());
     let path = write_config("asr-cycles", &config);
     let server = Server::start(&["--config", path.to_str().unwrap()]);
@@ -298,4 +307,58 @@ fn two_hundred_speech_to_text_switches_leave_nothing_behind() {
     }
     assert_eq!(server.camera_state("talk"), "live");
     assert!(server.get_json("/api/cameras/talk")["analysis"].is_null());
+}
+
+#[test]
+fn a_recogniser_that_falls_behind_gets_one_segment_at_a_time_and_the_rest_are_counted() {
+    require("espeak-ng", "espeak-ng");
+    require("sox", "sox");
+    let dir = common::temp_dir("asr-slow");
+    let wav = speech(&dir);
+    let camera = RtspCamera::start(&[
+        "--size",
+        "320x240",
+        "--audio",
+        "aac",
+        "--audio-file",
+        wav.to_str().unwrap(),
+    ]);
+    // Each answer takes 8 s; a phrase is cut every ~3.5 s.
+    let stt = SttServer::start(&["--delay", "8"]);
+    let config = format!(
+        "[[camera]]\nid = \"talk\"\nsource = \"{}\"\n\
+         [camera.analysis.asr]\nendpoint = \"http://127.0.0.1:{}/v1\"\nmodel = \"pocketsphinx\"\npad = \"500ms\"\n",
+        camera.url(),
+        stt.port
+    );
+    let path = write_config("asr-slow-config", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("talk", Duration::from_secs(10));
+    let status = || server.get_json("/api/cameras/talk")["analysis_status"]["asr"].clone();
+    common::wait_until(
+        Duration::from_secs(30),
+        "two segments dropped and one answer",
+        || {
+            let s = status();
+            s["asr_dropped"].as_u64().unwrap_or(0) >= 2 && !stt.requests().is_empty()
+        },
+    );
+    let s = status();
+    // Never more than one request at a time, and every segment is either sent or counted.
+    assert_eq!(stt.max_in_flight(), 1, "{s}");
+    let sent = stt.requests().len() as u64;
+    let segments = s["segments"].as_u64().unwrap();
+    let dropped = s["asr_dropped"].as_u64().unwrap();
+    assert!(
+        segments >= sent + dropped && segments <= sent + dropped + 1,
+        "{segments} segments, {sent} answered, {dropped} dropped (one may be in flight)"
+    );
+    // What was answered is still right.
+    let events = server.get_json("/api/events?kind=transcript");
+    for e in events.as_array().unwrap() {
+        assert!(
+            PHRASES.contains(&e["data"]["text"].as_str().unwrap()),
+            "{e}"
+        );
+    }
 }
