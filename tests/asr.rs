@@ -104,6 +104,21 @@ fn patch(server: &Server, id: &str, body: Value) -> reqwest::blocking::Response 
         .unwrap()
 }
 
+/// The RTSP fixture looping the phrases (see [`speech`]) as `codec` audio with a test picture.
+fn talking_camera(name: &str, codec: &str) -> RtspCamera {
+    require("espeak-ng", "espeak-ng");
+    require("sox", "sox");
+    let wav = speech(&common::temp_dir(name));
+    RtspCamera::start(&[
+        "--size",
+        "320x240",
+        "--audio",
+        codec,
+        "--audio-file",
+        wav.to_str().unwrap(),
+    ])
+}
+
 /// Two phrases, each after two seconds of silence, as a WAV file.
 fn speech(dir: &std::path::Path) -> std::path::PathBuf {
     let mut parts = Vec::new();
@@ -162,18 +177,7 @@ fn spoken_phrases_in_opus_become_transcript_events() {
 /// The RTSP fixture loops two phrases (each after 2 s of silence) as `codec` audio; both must
 /// come back as transcript events, and nothing else.
 fn spoken_phrases_become_transcript_events(codec: &str) {
-    require("espeak-ng", "espeak-ng");
-    require("sox", "sox");
-    let dir = common::temp_dir(&format!("asr-speech-{codec}"));
-    let wav = speech(&dir);
-    let camera = RtspCamera::start(&[
-        "--size",
-        "320x240",
-        "--audio",
-        codec,
-        "--audio-file",
-        wav.to_str().unwrap(),
-    ]);
+    let camera = talking_camera(&format!("asr-speech-{codec}"), codec);
     let stt = SttServer::start(&[]);
     let config = format!(
         "[[camera]]\nid = \"talk\"\nsource = \"{}\"\n\
@@ -220,18 +224,7 @@ fn spoken_phrases_become_transcript_events(codec: &str) {
 
 #[test]
 fn a_worker_backed_recogniser_starts_on_demand_and_is_gone_after_shutdown() {
-    require("espeak-ng", "espeak-ng");
-    require("sox", "sox");
-    let dir = common::temp_dir("asr-worker");
-    let wav = speech(&dir);
-    let camera = RtspCamera::start(&[
-        "--size",
-        "320x240",
-        "--audio",
-        "aac",
-        "--audio-file",
-        wav.to_str().unwrap(),
-    ]);
+    let camera = talking_camera("asr-worker", "aac");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stt_server.py");
     let config = format!(
         "[[worker]]\nname = \"stt\"\ncommand = \"python3 -W ignore {script} --port {{port}}\"\n\
@@ -311,18 +304,7 @@ fn two_hundred_speech_to_text_switches_leave_nothing_behind() {
 
 #[test]
 fn a_recogniser_that_falls_behind_gets_one_segment_at_a_time_and_the_rest_are_counted() {
-    require("espeak-ng", "espeak-ng");
-    require("sox", "sox");
-    let dir = common::temp_dir("asr-slow");
-    let wav = speech(&dir);
-    let camera = RtspCamera::start(&[
-        "--size",
-        "320x240",
-        "--audio",
-        "aac",
-        "--audio-file",
-        wav.to_str().unwrap(),
-    ]);
+    let camera = talking_camera("asr-slow", "aac");
     // Each answer takes 8 s; a phrase is cut every ~3.5 s.
     let stt = SttServer::start(&["--delay", "8"]);
     let config = format!(
