@@ -642,6 +642,45 @@ fn tone_hz(pcm: &[f32], rate: f64) -> f64 {
     crossings / 2.0 / (pcm.len() as f64 / rate)
 }
 
+/// A WHEP viewer offering only Opus receives (50 packets of) the fixture's 440 Hz tone; the
+/// session is deleted after.
+async fn opus_viewer_hears_the_tone(url: &str, http: &reqwest::Client) {
+    use common::whep::{session, Wanted};
+    let want = Wanted {
+        video: 1,
+        audio: Some(50),
+    };
+    let one = session(url, "h264", want, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut decoder = livelens::media::opus::Decoder::new().unwrap();
+    let mut pcm = Vec::new();
+    for p in &one.audio {
+        decoder.decode(p, &mut pcm).unwrap();
+    }
+    let steady = &pcm[pcm.len() / 2..];
+    let hz = tone_hz(steady, 48_000.0);
+    let peak = steady.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+    assert!((425.0..455.0).contains(&hz), "decoded tone at {hz:.1} Hz");
+    assert!(peak > 0.1, "decoded peak {peak}");
+    let status = http.delete(&one.location).send().await.unwrap().status();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn a_g711_camera_reaches_an_opus_only_viewer_through_the_transcoder() {
+    let pcmu = RtspCamera::start(&["--size", "320x240", "--audio", "pcmu"]);
+    let server = Server::start(&[]);
+    let r = server.post_json("/api/cameras", &json!({"id": "pcmu", "source": pcmu.url()}));
+    assert!(r.status().is_success());
+    server.wait_live("pcmu", Duration::from_secs(10));
+    let url = server.url("/api/cameras/pcmu/whep");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        opus_viewer_hears_the_tone(&url, &reqwest::Client::new()).await;
+    });
+    assert_eq!(server.resources()["transcoders"], 0);
+}
+
 #[test]
 fn aac_viewers_share_one_transcoder_and_200_viewer_cycles_leave_nothing() {
     use common::whep::{session, Wanted};
@@ -656,24 +695,7 @@ fn aac_viewers_share_one_transcoder_and_200_viewer_cycles_leave_nothing() {
     let http = reqwest::Client::new();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         // The Opus a viewer receives is the camera's 440 Hz tone.
-        let want = Wanted {
-            video: 1,
-            audio: Some(50),
-        };
-        let one = session(&url, "h264", want, Duration::from_secs(10))
-            .await
-            .unwrap();
-        let mut decoder = livelens::media::opus::Decoder::new().unwrap();
-        let mut pcm = Vec::new();
-        for p in &one.audio {
-            decoder.decode(p, &mut pcm).unwrap();
-        }
-        let steady = &pcm[pcm.len() / 2..];
-        let hz = tone_hz(steady, 48_000.0);
-        let peak = steady.iter().fold(0.0f32, |m, s| m.max(s.abs()));
-        assert!((425.0..455.0).contains(&hz), "decoded tone at {hz:.1} Hz");
-        assert!(peak > 0.1, "decoded peak {peak}");
-        http.delete(&one.location).send().await.unwrap();
+        opus_viewer_hears_the_tone(&url, &http).await;
         assert_eq!(server.resources()["transcoders"], 0);
 
         let started = Instant::now();

@@ -70,15 +70,9 @@ pub fn choose_audio<'a>(
     params.find(|p| p.spec().codec == want).map(|p| p.pt())
 }
 
-/// The Opus payload type for a camera whose audio must be transcoded to reach a browser (AAC);
-/// `None` for audio that passes through or when Opus is not offered.
-pub fn choose_transcoded<'a>(
-    mut params: impl Iterator<Item = &'a PayloadParams>,
-    camera_codec: &str,
-) -> Option<Pt> {
-    if camera_codec != "aac" {
-        return None;
-    }
+/// The Opus payload type for a camera whose audio cannot pass through (AAC, or G.711 to a browser
+/// that offers neither PCMA nor PCMU): it is transcoded to Opus. `None` when Opus is not offered.
+pub fn choose_transcoded<'a>(mut params: impl Iterator<Item = &'a PayloadParams>) -> Option<Pt> {
     params
         .find(|p| p.spec().codec == Codec::Opus)
         .map(|p| p.pt())

@@ -512,8 +512,7 @@ fn on_event(
                         clock: Frequency::new(a.sample_rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
                         transcoded: false,
                     });
-                } else if let Some(pt) = codec::choose_transcoded(writer.payload_params(), a.codec)
-                {
+                } else if let Some(pt) = codec::choose_transcoded(writer.payload_params()) {
                     peer.audio = Some(PeerAudio {
                         mid: m.mid,
                         pt,

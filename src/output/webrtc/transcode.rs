@@ -1,5 +1,5 @@
-//! Camera audio → Opus for WebRTC viewers of cameras whose audio browsers cannot take over
-//! WebRTC (AAC). One transcoder per camera, shared by all of its WebRTC peers: the WebRTC task
+//! Camera audio → Opus for WebRTC viewers of cameras whose audio a browser cannot take over
+//! WebRTC (AAC; G.711 to a browser that offers no G.711). One transcoder per camera, shared by all of its WebRTC peers: the WebRTC task
 //! starts it for the first peer that wants audio and stops it (and waits for it) when the last
 //! such peer has gone. Each one is counted in `transcoders` while it runs.
 //!
