@@ -519,17 +519,17 @@ fn on_event(
                         clock: Frequency::FORTY_EIGHT_KHZ,
                         transcoded: true,
                     });
-                    // Media can be announced after ICE/DTLS connected: the running forwarder
-                    // would pass the camera's AAC on, so it is replaced by one that transcodes.
-                    if peer.connected {
-                        start_forwarder(peer, frames_tx, transcoders);
-                    }
                 } else {
                     tracing::info!(
                         camera = peer.camera.id(),
                         "WebRTC: {} audio is not sent (video only)",
                         a.codec
                     );
+                }
+                // str0m can announce media after ICE/DTLS connected: the running forwarder
+                // carries no audio yet, so it is replaced by one that does.
+                if peer.connected && peer.audio.is_some() {
+                    start_forwarder(peer, frames_tx, transcoders);
                 }
             }
         }
@@ -585,6 +585,9 @@ fn start_forwarder(
         }
         _ => None,
     };
+    // The camera's own audio goes out only when it passes through as it is: not before the
+    // audio m-line is known, and not when the transcoder replaces it.
+    let camera_audio = peer.audio.is_some_and(|a| !a.transcoded);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let tx = frames_tx.clone();
@@ -594,8 +597,7 @@ fn start_forwarder(
             let frame = tokio::select! {
                 _ = stop.cancelled() => return,
                 f = sub.next() => match f {
-                    // The camera's own audio is replaced by the transcoder's.
-                    Ok(f) if transcoded.is_some() && !f.is_video() => continue,
+                    Ok(f) if !camera_audio && !f.is_video() => continue,
                     Ok(f) => f,
                     Err(_) => return,
                 },
