@@ -344,3 +344,90 @@ fn a_recogniser_that_falls_behind_gets_one_segment_at_a_time_and_the_rest_are_co
         );
     }
 }
+
+/// Reads the SSE stream on a thread until the first `event: NAME`; returns its data.
+fn first_sse_event(url: String, name: &'static str) -> std::thread::JoinHandle<Value> {
+    std::thread::spawn(move || {
+        let response = reqwest::blocking::Client::new().get(url).send().unwrap();
+        let mut lines = BufReader::new(response).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line == format!("event: {name}") {
+                for line in lines.by_ref() {
+                    if let Some(data) = line.unwrap().strip_prefix("data: ") {
+                        return serde_json::from_str::<Value>(data).unwrap();
+                    }
+                }
+            }
+        }
+        panic!("the SSE stream ended");
+    })
+}
+
+#[test]
+fn transcripts_reach_sse_mqtt_and_the_players_caption() {
+    use common::browser::Browser;
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let _serial = common::browser::serial();
+    let camera = talking_camera("asr-delivery", "aac");
+    let stt = SttServer::start(&[]);
+    let broker = common::Mosquitto::start();
+    let (client, mut connection) =
+        Client::new(MqttOptions::new("asr-test", "127.0.0.1", broker.port), 16);
+    client
+        .subscribe("livelens/talk/transcript", QoS::AtLeastOnce)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let listener = std::thread::spawn(move || {
+        for notification in connection.iter() {
+            match notification {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(String::from_utf8_lossy(&p.payload).into()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let config = format!(
+        "[mqtt]\nurl = \"{}\"\n\n[[camera]]\nid = \"talk\"\nsource = \"{}\"\n\
+         [camera.analysis.asr]\nendpoint = \"http://127.0.0.1:{}/v1\"\nmodel = \"pocketsphinx\"\npad = \"500ms\"\n",
+        broker.url(),
+        camera.url(),
+        stt.port
+    );
+    let path = write_config("asr-delivery-config", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let sse = first_sse_event(server.url("/api/events/stream"), "transcript");
+    server.wait_live("talk", Duration::from_secs(10));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.client.goto(&server.base).await.unwrap();
+        // The caption under the player shows what was said, in quotes.
+        let phrases = serde_json::to_string(&PHRASES).unwrap();
+        browser
+            .until(
+                Duration::from_secs(30),
+                "a spoken phrase as the player's caption",
+                &format!(
+                    "const c = document.querySelector('.tile[data-id=\"talk\"] .caption'); \
+                     return !!c && {phrases}.some(p => c.textContent === '\u{201c}' + p + '\u{201d}');"
+                ),
+            )
+            .await;
+        browser.close().await;
+    });
+    let event = sse.join().unwrap();
+    assert_eq!(event["camera"], "talk");
+    assert!(
+        PHRASES.contains(&event["data"]["text"].as_str().unwrap()),
+        "{event}"
+    );
+    let said = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an MQTT transcript");
+    assert!(PHRASES.contains(&said.as_str()), "MQTT said {said:?}");
+    client.disconnect().unwrap();
+    let _ = listener.join();
+}
