@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::vlm_server::{Failure, VlmServer};
@@ -153,25 +152,7 @@ fn the_model_is_asked_at_the_interval_and_never_twice_at_once() {
     let s = vlm_setup("vlm-rate", None);
     s.server.wait_live("fast", Duration::from_secs(5));
     // The SSE stream, read on a thread, collects the first vlm event.
-    let sse_url = s.server.url("/api/events/stream");
-    let sse = std::thread::spawn(move || {
-        let response = reqwest::blocking::Client::new()
-            .get(sse_url)
-            .send()
-            .unwrap();
-        let mut lines = BufReader::new(response).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if line == "event: vlm" {
-                // The event's other fields (data, id) follow until a blank line.
-                for line in lines.by_ref() {
-                    if let Some(data) = line.unwrap().strip_prefix("data: ") {
-                        return serde_json::from_str::<Value>(data).unwrap();
-                    }
-                }
-            }
-        }
-        panic!("the SSE stream ended");
-    });
+    let sse = common::first_sse_event(s.server.url("/api/events/stream"), "vlm");
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(8));
     let span = window.elapsed();

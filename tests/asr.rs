@@ -345,24 +345,6 @@ fn a_recogniser_that_falls_behind_gets_one_segment_at_a_time_and_the_rest_are_co
     }
 }
 
-/// Reads the SSE stream on a thread until the first `event: NAME`; returns its data.
-fn first_sse_event(url: String, name: &'static str) -> std::thread::JoinHandle<Value> {
-    std::thread::spawn(move || {
-        let response = reqwest::blocking::Client::new().get(url).send().unwrap();
-        let mut lines = BufReader::new(response).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if line == format!("event: {name}") {
-                for line in lines.by_ref() {
-                    if let Some(data) = line.unwrap().strip_prefix("data: ") {
-                        return serde_json::from_str::<Value>(data).unwrap();
-                    }
-                }
-            }
-        }
-        panic!("the SSE stream ended");
-    })
-}
-
 #[test]
 fn transcripts_reach_sse_mqtt_and_the_players_caption() {
     use common::browser::Browser;
@@ -399,7 +381,7 @@ fn transcripts_reach_sse_mqtt_and_the_players_caption() {
     );
     let path = write_config("asr-delivery-config", &config);
     let server = Server::start(&["--config", path.to_str().unwrap()]);
-    let sse = first_sse_event(server.url("/api/events/stream"), "transcript");
+    let sse = common::first_sse_event(server.url("/api/events/stream"), "transcript");
     server.wait_live("talk", Duration::from_secs(10));
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;

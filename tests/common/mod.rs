@@ -479,3 +479,21 @@ impl Drop for Mosquitto {
         let _ = self.child.wait();
     }
 }
+
+/// Reads the SSE stream on a thread until the first `event: NAME`; returns its data.
+pub fn first_sse_event(url: String, name: &'static str) -> std::thread::JoinHandle<Value> {
+    std::thread::spawn(move || {
+        let response = reqwest::blocking::Client::new().get(url).send().unwrap();
+        let mut lines = BufReader::new(response).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line == format!("event: {name}") {
+                for line in lines.by_ref() {
+                    if let Some(data) = line.unwrap().strip_prefix("data: ") {
+                        return serde_json::from_str::<Value>(data).unwrap();
+                    }
+                }
+            }
+        }
+        panic!("the SSE stream ended");
+    })
+}
