@@ -237,3 +237,55 @@ fn model_answers_over_the_player_a_timeline_and_a_prompt_editor() {
     });
     vlm.stop();
 }
+
+#[test]
+fn the_speaker_button_shows_for_cameras_with_sound_and_unmutes_them() {
+    let _serial = common::browser::serial();
+    let aac = RtspCamera::start(&["--size", "320x240", "--audio", "aac"]);
+    let server = Server::start(&[]);
+    let r = server.post_json("/api/cameras", &json!({"id": "loud", "source": aac.url()}));
+    assert!(r.status().is_success());
+    server.wait_live("loud", Duration::from_secs(10));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        open_ui(&browser, &server).await;
+        let tile = |id: &str| format!("document.querySelector('.tile[data-id=\"{id}\"] livelens-player')");
+        // Both tiles play; only the camera with sound gets a speaker, and it starts muted.
+        for id in ["demo", "loud"] {
+            browser
+                .until(Duration::from_secs(10), &format!("{id} playing"),
+                    &format!("const p = {}; return !!p && p.stats.frames >= 10;", tile(id)))
+                .await;
+        }
+        browser
+            .until(Duration::from_secs(5), "a speaker on the camera with sound",
+                &format!("const b = {}.querySelector('.sound'); return !b.hidden && b.title === 'Unmute';", tile("loud")))
+            .await;
+        let demo_button = browser
+            .run(&format!("return {}.querySelector('.sound').hidden;", tile("demo")))
+            .await;
+        assert_eq!(demo_button, json!(true), "the demo camera has no sound");
+        // A click unmutes: the element plays sound and the button offers to mute again.
+        browser
+            .run(&format!("{}.querySelector('.sound').click();", tile("loud")))
+            .await;
+        let state = browser
+            .run(&format!(
+                "const p = {}; return [p.muted, p.video.muted, p.querySelector('.sound').title, p.stats.mode];",
+                tile("loud")
+            ))
+            .await;
+        assert_eq!(state[0], json!(false), "{state}");
+        assert_eq!(state[1], json!(false), "{state}");
+        assert_eq!(state[2], json!("Mute"), "{state}");
+        eprintln!("player state after unmute: {state}");
+        // Over WebRTC, the AAC camera's sound arrives (transcoded) with the fixture's tone level.
+        if state[3] == "webrtc" {
+            browser
+                .until(Duration::from_secs(5), "audible sound",
+                    &format!("const p = {}; let level = 0; (await p.session.pc.getStats()).forEach((s) => {{ if (s.type === 'inbound-rtp' && s.kind === 'audio') level = s.audioLevel || 0; }}); return level > 0.05;", tile("loud")))
+                .await;
+        }
+        browser.close().await;
+    });
+}

@@ -14,6 +14,9 @@
 // stopped, srcObject cleared, pc.close() and a WHEP DELETE — so switching cameras 1000 times
 // leaks nothing.
 //
+// Sound: the player starts muted (browsers only autoplay muted video); when the stream has audio a
+// speaker button appears in its top-right corner, and `player.muted` can be set from script too.
+//
 // `player.stats`: {mode, fps, buffered, latency, firstFrameMs, frames, drops, state}.
 //   latency (seconds) is read from the testsrc time strip in the decoded picture, when present.
 
@@ -70,6 +73,14 @@ class LivelensPlayer extends HTMLElement {
     this.video.style.width = "100%";
     this.video.style.height = "100%";
     this.video.style.background = "#000";
+    this.soundButton = document.createElement("button");
+    this.soundButton.type = "button";
+    this.soundButton.className = "sound";
+    this.soundButton.hidden = true;
+    this.soundButton.style.cssText = "position:absolute;top:.3rem;right:.4rem;border:0;border-radius:.3rem;" +
+      "background:rgba(0,0,0,.55);color:#fff;font-size:1rem;line-height:1;padding:.25rem .4rem;cursor:pointer";
+    this.soundButton.addEventListener("click", (e) => { e.stopPropagation(); this.muted = !this.muted; });
+    this.paintSound();
     this.canvas = document.createElement("canvas");
     this.stats = this.emptyStats();
     this.session = null;
@@ -83,8 +94,29 @@ class LivelensPlayer extends HTMLElement {
   }
 
   connectedCallback() {
-    if (!this.video.parentNode) this.appendChild(this.video);
+    if (!this.style.position) this.style.position = "relative";
+    if (!this.video.parentNode) this.append(this.video, this.soundButton);
     this.start();
+  }
+
+  get muted() { return this.video.muted; }
+
+  set muted(value) {
+    this.video.muted = !!value;
+    if (!value) this.video.play().catch(() => {});
+    this.paintSound();
+  }
+
+  paintSound() {
+    const muted = this.video.muted;
+    this.soundButton.textContent = muted ? "\u{1F507}" : "\u{1F50A}";
+    this.soundButton.title = muted ? "Unmute" : "Mute";
+    this.soundButton.setAttribute("aria-label", this.soundButton.title);
+  }
+
+  // The speaker button shows only for a stream that has sound.
+  showSound(hasAudio) {
+    this.soundButton.hidden = !hasAudio;
   }
 
   disconnectedCallback() {
@@ -102,6 +134,7 @@ class LivelensPlayer extends HTMLElement {
     const id = this.getAttribute("src");
     if (!id) return;
     this.stats = this.emptyStats();
+    this.showSound(false);
     this.modes = (this.getAttribute("mode") || "webrtc,mse").split(",").map((m) => m.trim()).filter(Boolean);
     this.modeIndex = 0;
     this.startMode(id);
@@ -235,6 +268,7 @@ class LivelensPlayer extends HTMLElement {
   // A new codec description: a fresh MediaSource and SourceBuffer, no page reload.
   newMediaSource(s, mime) {
     this.releaseMedia(s);
+    this.showSound(/mp4a|opus/.test(mime));
     s.queue = [];
     const MS = window.ManagedMediaSource || window.MediaSource;
     const ms = new MS();
@@ -300,6 +334,12 @@ class LivelensPlayer extends HTMLElement {
     if (s.mode === "mse") {
       if (b.length && (v.currentTime < b.start(0) || ahead > 1.0)) this.jumpToLiveEdge();
       else v.playbackRate = ahead > 0.3 ? 1.1 : 1.0;
+    }
+    // WebRTC: an audio m-line is answered even for a camera without sound; the speaker shows once
+    // audio packets actually arrive.
+    if (s.pc && this.soundButton.hidden) {
+      const audio = s.pc.getReceivers().find((r) => r.track.kind === "audio");
+      if (audio && audio.getSynchronizationSources().length) this.showSound(true);
     }
     this.stats.fps = (this.stats.frames - s.lastFrames) * 4;
     s.lastFrames = this.stats.frames;
