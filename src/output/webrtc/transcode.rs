@@ -136,6 +136,7 @@ async fn run(camera: Arc<Camera>, packets: broadcast::Sender<Frame>, cancel: Can
     };
     let mut state: Option<ToOpus> = None;
     let mut failed_for: Option<AudioCodec> = None;
+    let mut warned = false;
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -170,7 +171,12 @@ async fn run(camera: Arc<Camera>, packets: broadcast::Sender<Frame>, cancel: Can
                     let _ = packets.send(Frame::audio(pts, data));
                 }
             }
-            // One bad frame costs 20-odd ms of sound, not the transcoder.
+            // One bad frame costs 20-odd ms of sound, not the transcoder. The first is a
+            // warning (a camera whose audio never decodes must not be silent in the log too).
+            Err(e) if !warned => {
+                tracing::warn!(camera = camera.id(), "WebRTC audio: {e}");
+                warned = true;
+            }
             Err(e) => tracing::debug!(camera = camera.id(), "WebRTC audio: {e}"),
         }
     }
