@@ -613,7 +613,7 @@ fn on_audio(
     let segments = match pipeline.push(&frame.data) {
         Ok(s) => s,
         Err(reason) => {
-            tracing::debug!(camera = %ctx.camera.id(), "{reason}");
+            set_asr_error(ctx, reason);
             return;
         }
     };

@@ -137,7 +137,12 @@ pub struct Pipeline {
     decoded: Vec<f32>,
     resampled: Vec<f32>,
     pcm: Vec<i16>,
+    /// Frames in a row that did not decode.
+    failed_in_a_row: u32,
 }
+
+/// A single bad frame (a reconnect, a lost packet) is no error; this many in a row is.
+pub const FAILED_FRAMES_ERROR: u32 = 50;
 
 /// What speech segments are sent at.
 pub const SPEECH_RATE: u32 = vad::RATE;
@@ -153,6 +158,7 @@ impl Pipeline {
             decoded: Vec::new(),
             resampled: Vec::new(),
             pcm: Vec::new(),
+            failed_in_a_row: 0,
         })
     }
 
@@ -160,10 +166,20 @@ impl Pipeline {
         &self.codec
     }
 
-    /// Feeds one audio frame; returns the segments it completed.
+    /// Feeds one audio frame; returns the segments it completed. An error is the camera's
+    /// audio failing: [`FAILED_FRAMES_ERROR`] frames in a row that did not decode.
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<Segment>, String> {
         self.decoded.clear();
-        self.decoder.decode(data, &mut self.decoded)?;
+        if let Err(e) = self.decoder.decode(data, &mut self.decoded) {
+            self.failed_in_a_row += 1;
+            if self.failed_in_a_row == FAILED_FRAMES_ERROR {
+                return Err(format!(
+                    "{FAILED_FRAMES_ERROR} audio frames in a row did not decode: {e}"
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        self.failed_in_a_row = 0;
         self.resampled.clear();
         self.resampler.push(&self.decoded, &mut self.resampled);
         self.pcm.clear();
@@ -203,4 +219,44 @@ pub async fn transcribe(
         .as_str()
         .map(|t| t.trim().to_string())
         .ok_or_else(|| "the transcription answer has no text field".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_that_keeps_failing_to_decode_is_an_error_once_and_a_bad_frame_is_not() {
+        let opus = AudioCodec {
+            codec: "opus",
+            rfc6381: None,
+            sample_rate: 48_000,
+            channels: 1,
+            extra_data: bytes::Bytes::new(),
+        };
+        let config: AsrConfig =
+            serde_json::from_value(serde_json::json!({"endpoint": "http://x/v1", "model": "m"}))
+                .unwrap();
+        let mut p = Pipeline::new(&opus, &config).unwrap();
+        let garbage = [0x03, 0xff];
+        let mut errors = Vec::new();
+        for _ in 0..(FAILED_FRAMES_ERROR * 2) {
+            if let Err(e) = p.push(&garbage) {
+                errors.push(e);
+            }
+        }
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("did not decode: Opus decode: invalid packet"),
+            "{}",
+            errors[0]
+        );
+        // A good frame resets the run: the next bad frames are no error until there are 50 again.
+        let mut encoder = crate::media::opus::Encoder::new(32_000).unwrap();
+        let good = encoder.encode(&[0.0; 960]).unwrap().to_vec();
+        p.push(&good).unwrap();
+        for _ in 0..FAILED_FRAMES_ERROR - 1 {
+            p.push(&garbage).unwrap();
+        }
+    }
 }
