@@ -617,6 +617,9 @@ fn on_audio(
             return;
         }
     };
+    if pipeline.take_recovered() {
+        clear_asr_error(ctx);
+    }
     for segment in segments {
         let mut status = ctx.status.lock().unwrap();
         let Some(s) = status.asr.as_mut() else { return };
@@ -636,6 +639,16 @@ fn on_audio(
             config.clone(),
             segment,
         )));
+    }
+}
+
+/// The audio decodes again: the error it caused is over.
+fn clear_asr_error(ctx: &Context) {
+    let mut status = ctx.status.lock().unwrap();
+    if let Some(s) = status.asr.as_mut() {
+        tracing::info!(camera = %ctx.camera.id(), "speech-to-text: the audio decodes again");
+        s.state = if s.text.is_some() { "ok" } else { "waiting" };
+        s.reason = None;
     }
 }
 

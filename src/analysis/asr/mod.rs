@@ -139,6 +139,8 @@ pub struct Pipeline {
     pcm: Vec<i16>,
     /// Frames in a row that did not decode.
     failed_in_a_row: u32,
+    /// A decode error was reported and no frame has decoded since.
+    failure_reported: bool,
 }
 
 /// A single bad frame (a reconnect, a lost packet) is no error; this many in a row is.
@@ -159,11 +161,21 @@ impl Pipeline {
             resampled: Vec::new(),
             pcm: Vec::new(),
             failed_in_a_row: 0,
+            failure_reported: false,
         })
     }
 
     pub fn codec(&self) -> &AudioCodec {
         &self.codec
+    }
+
+    /// True once, when audio decodes again after a reported decode error.
+    pub fn take_recovered(&mut self) -> bool {
+        let recovered = self.failure_reported && self.failed_in_a_row == 0;
+        if recovered {
+            self.failure_reported = false;
+        }
+        recovered
     }
 
     /// Feeds one audio frame; returns the segments it completed. An error is the camera's
@@ -173,6 +185,7 @@ impl Pipeline {
         if let Err(e) = self.decoder.decode(data, &mut self.decoded) {
             self.failed_in_a_row += 1;
             if self.failed_in_a_row == FAILED_FRAMES_ERROR {
+                self.failure_reported = true;
                 return Err(format!(
                     "{FAILED_FRAMES_ERROR} audio frames in a row did not decode: {e}"
                 ));
@@ -251,10 +264,14 @@ mod tests {
             "{}",
             errors[0]
         );
-        // A good frame resets the run: the next bad frames are no error until there are 50 again.
+        assert!(!p.take_recovered(), "still failing");
+        // A good frame resets the run (and is the recovery, said once): the next bad frames are
+        // no error until there are 50 again.
         let mut encoder = crate::media::opus::Encoder::new(32_000).unwrap();
         let good = encoder.encode(&[0.0; 960]).unwrap().to_vec();
         p.push(&good).unwrap();
+        assert!(p.take_recovered());
+        assert!(!p.take_recovered());
         for _ in 0..FAILED_FRAMES_ERROR - 1 {
             p.push(&garbage).unwrap();
         }
