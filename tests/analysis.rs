@@ -22,15 +22,6 @@ fn events(server: &Server, query: &str) -> Vec<Value> {
         .clone()
 }
 
-fn patch(server: &Server, id: &str, body: Value) -> reqwest::blocking::Response {
-    server
-        .http
-        .patch(server.url(&format!("/api/cameras/{id}")))
-        .json(&body)
-        .send()
-        .unwrap()
-}
-
 #[test]
 fn motion_events_follow_the_picture() {
     let dir = common::temp_dir("motion");
@@ -56,12 +47,12 @@ fn motion_events_follow_the_picture() {
 
     // The box starts moving: a start event within 2 s of the camera being live again.
     assert_eq!(
-        patch(
-            &server,
-            "cam",
-            json!({"source": "testsrc://?size=640x360&fps=25&motion=1"})
-        )
-        .status(),
+        server
+            .patch_camera(
+                "cam",
+                &json!({"source": "testsrc://?size=640x360&fps=25&motion=1"})
+            )
+            .status(),
         200
     );
     server.wait_live("cam", Duration::from_secs(5));
@@ -86,12 +77,12 @@ fn motion_events_follow_the_picture() {
 
     // Still again: the motion ends.
     assert_eq!(
-        patch(
-            &server,
-            "cam",
-            json!({"source": "testsrc://?size=640x360&fps=25&motion=0"})
-        )
-        .status(),
+        server
+            .patch_camera(
+                "cam",
+                &json!({"source": "testsrc://?size=640x360&fps=25&motion=0"})
+            )
+            .status(),
         200
     );
     wait_until(Duration::from_secs(5), "a motion end event", || {
@@ -307,10 +298,9 @@ fn events_reach_mqtt_with_the_last_will() {
                 .is_ok_and(|v| v["kind"] == "vlm" && v["camera"] == "fast")
     });
     // Motion switched on at runtime: ON, retained.
-    let r = patch(
-        &s.server,
+    let r = s.server.patch_camera(
         "fast",
-        json!({"analysis": {"motion": {"masks": [[0.0, 0.0, 1.0, 0.06], [0.0, 0.8, 0.45, 0.2]]}}}),
+        &json!({"analysis": {"motion": {"masks": [[0.0, 0.0, 1.0, 0.06], [0.0, 0.8, 0.45, 0.2]]}}}),
     );
     assert_eq!(r.status(), 200);
     wait_for("motion ON", &|m| {
@@ -335,24 +325,13 @@ fn two_hundred_analysis_switches_leave_nothing_behind() {
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     server.wait_live("cam", Duration::from_secs(5));
     let baseline = server.resources();
-    let on = json!({"analysis": {"motion": {"fps": 5}}});
-    for i in 0..200 {
-        assert_eq!(patch(&server, "cam", on.clone()).status(), 200, "on {i}");
-        if i % 50 == 0 {
-            // Now and then, let the decoder thread produce pictures before it is stopped.
-            wait_until(Duration::from_secs(5), "analysing", || {
-                server.get_json("/api/cameras/cam")["analysis_status"]["motion"]["area"]
-                    .as_f64()
-                    .is_some()
-                    && server.resources()["viewers"]["analysis"] == 1
-            });
-        }
-        assert_eq!(
-            patch(&server, "cam", json!({"analysis": null})).status(),
-            200,
-            "off {i}"
-        );
-    }
+    let on = json!({"motion": {"fps": 5}});
+    common::analysis_cycles(&server, "cam", &on, 200, || {
+        server.get_json("/api/cameras/cam")["analysis_status"]["motion"]["area"]
+            .as_f64()
+            .is_some()
+            && server.resources()["viewers"]["analysis"] == 1
+    });
     let after = server.resources();
     eprintln!("200 analysis cycles: {baseline} → {after}");
     for key in ["tasks", "streams_live", "websockets", "child_processes"] {
@@ -361,21 +340,16 @@ fn two_hundred_analysis_switches_leave_nothing_behind() {
     assert_eq!(after["viewers"]["analysis"], 0);
     assert_eq!(server.camera_state("cam"), "live");
     // Bad analysis settings are refused with the field named, and change nothing.
-    let r = patch(
-        &server,
-        "cam",
-        json!({"analysis": {"motion": {"sensitivity": 3}}}),
-    );
+    let r = server.patch_camera("cam", &json!({"analysis": {"motion": {"sensitivity": 3}}}));
     assert_eq!(r.status(), 422);
     let body: Value = r.json().unwrap();
     assert!(
         body.to_string().contains("analysis.motion.sensitivity"),
         "{body}"
     );
-    let r = patch(
-        &server,
+    let r = server.patch_camera(
         "cam",
-        json!({"analysis": {"vlm": {"endpoint": "http://x/v1"}}}),
+        &json!({"analysis": {"vlm": {"endpoint": "http://x/v1"}}}),
     );
     assert_eq!(r.status(), 422, "a vlm without a model");
     assert!(server.get_json("/api/cameras/cam")["analysis"].is_null());

@@ -95,15 +95,6 @@ fn wait_for_phrases(server: &Server, context: impl Fn() -> String) -> Vec<Value>
     found
 }
 
-fn patch(server: &Server, id: &str, body: Value) -> reqwest::blocking::Response {
-    server
-        .http
-        .patch(server.url(&format!("/api/cameras/{id}")))
-        .json(&body)
-        .send()
-        .unwrap()
-}
-
 /// The RTSP fixture looping the phrases (see [`speech`]) as `codec` audio with a test picture.
 fn talking_camera(name: &str, codec: &str) -> RtspCamera {
     require("espeak-ng", "espeak-ng");
@@ -240,10 +231,7 @@ fn a_worker_backed_recogniser_starts_on_demand_and_is_gone_after_shutdown() {
     assert_eq!(worker()["state"], "idle", "{}", worker());
     assert_eq!(server.resources()["child_processes"], 0);
     // Speech-to-text through the worker starts it, and its answers become events.
-    let r = patch(
-        &server,
-        "talk",
-        json!({"analysis": {"asr": {"endpoint": "worker:stt", "model": "pocketsphinx", "pad": "500ms"}}}),
+    let r = server.patch_camera("talk", &json!({"analysis": {"asr": {"endpoint": "worker:stt", "model": "pocketsphinx", "pad": "500ms"}}}),
     );
     assert_eq!(r.status(), 200);
     wait_for_phrases(&server, || format!("worker {}", worker()));
@@ -270,23 +258,12 @@ fn two_hundred_speech_to_text_switches_leave_nothing_behind() {
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     server.wait_live("talk", Duration::from_secs(10));
     let baseline = server.resources();
-    let on = json!({"analysis": {"asr": {
-        "endpoint": format!("http://127.0.0.1:{}/v1", stt.port), "model": "pocketsphinx"}}});
-    for i in 0..200 {
-        assert_eq!(patch(&server, "talk", on.clone()).status(), 200, "on {i}");
-        if i % 50 == 0 {
-            // Now and then, let the speech path take the camera's audio before it is stopped.
-            common::wait_until(Duration::from_secs(5), "listening", || {
-                server.get_json("/api/cameras/talk")["analysis_status"]["asr"]["state"] == "waiting"
-                    && server.resources()["viewers"]["analysis"] == 1
-            });
-        }
-        assert_eq!(
-            patch(&server, "talk", json!({"analysis": null})).status(),
-            200,
-            "off {i}"
-        );
-    }
+    let on = json!({"asr": {
+        "endpoint": format!("http://127.0.0.1:{}/v1", stt.port), "model": "pocketsphinx"}});
+    common::analysis_cycles(&server, "talk", &on, 200, || {
+        server.get_json("/api/cameras/talk")["analysis_status"]["asr"]["state"] == "waiting"
+            && server.resources()["viewers"]["analysis"] == 1
+    });
     let after = server.resources();
     eprintln!("200 speech-to-text cycles: {baseline} → {after}");
     for key in [

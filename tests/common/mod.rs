@@ -88,6 +88,15 @@ impl Server {
             .expect("POST")
     }
 
+    /// `PATCH /api/cameras/{id}` with a JSON body.
+    pub fn patch_camera(&self, id: &str, body: &Value) -> reqwest::blocking::Response {
+        self.http
+            .patch(self.url(&format!("/api/cameras/{id}")))
+            .json(body)
+            .send()
+            .expect("PATCH")
+    }
+
     pub fn resources(&self) -> Value {
         self.get_json("/api/resources")
     }
@@ -496,4 +505,25 @@ pub fn first_sse_event(url: String, name: &'static str) -> std::thread::JoinHand
         }
         panic!("the SSE stream ended");
     })
+}
+
+/// Switches a camera's analysis on (`on`, the whole `analysis` value) and off `cycles` times.
+/// Every 50th time it waits, with a deadline, until `running` says the analyser is at work, so
+/// some cycles stop one that is busy rather than one just starting.
+pub fn analysis_cycles(
+    server: &Server,
+    id: &str,
+    on: &Value,
+    cycles: usize,
+    mut running: impl FnMut() -> bool,
+) {
+    let on = serde_json::json!({ "analysis": on });
+    let off = serde_json::json!({ "analysis": null });
+    for i in 0..cycles {
+        assert_eq!(server.patch_camera(id, &on).status(), 200, "on {i}");
+        if i % 50 == 0 {
+            wait_until(Duration::from_secs(5), "the analyser at work", &mut running);
+        }
+        assert_eq!(server.patch_camera(id, &off).status(), 200, "off {i}");
+    }
 }
