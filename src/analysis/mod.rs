@@ -127,14 +127,65 @@ pub struct AnalysisStatus {
     pub asr: Option<AsrStatus>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct AsrStatus {
-    /// "waiting" (no speech yet), "ok", "busy" or "error".
+/// Where a model-backed analyser (VLM, speech) stands, as the API shows it: one state machine
+/// for both, so they report alike.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelState {
+    /// "waiting" (no answer yet), "ok", "busy" or "error".
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The latest answer with words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+}
+
+impl Default for ModelState {
+    fn default() -> Self {
+        ModelState {
+            state: "waiting",
+            reason: None,
+            text: None,
+        }
+    }
+}
+
+impl ModelState {
+    /// A request went out; an error stays shown until an answer comes.
+    fn busy(&mut self) {
+        if self.state != "error" {
+            self.state = "busy";
+        }
+    }
+
+    /// An answer came; `None` when it had no words (the last text stays).
+    fn answered(&mut self, text: Option<String>) {
+        self.state = "ok";
+        self.reason = None;
+        if text.is_some() {
+            self.text = text;
+        }
+    }
+
+    /// A failure; true when its reason is new (worth a warning, once).
+    fn failed(&mut self, reason: String) -> bool {
+        let new = self.reason.as_deref() != Some(reason.as_str());
+        self.state = "error";
+        self.reason = Some(reason);
+        new
+    }
+
+    /// What failed works again, with no answer yet to show for it.
+    fn recovered(&mut self) {
+        self.state = if self.text.is_some() { "ok" } else { "waiting" };
+        self.reason = None;
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AsrStatus {
+    #[serde(flatten)]
+    pub model: ModelState,
     /// Speech segments cut by the VAD.
     pub segments: u64,
     /// Segments dropped because the model was still busy with the previous one.
@@ -150,12 +201,8 @@ pub struct MotionStatus {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VlmStatus {
-    /// "waiting" (no answer yet), "ok", "busy" or "error".
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
+    #[serde(flatten)]
+    pub model: ModelState,
     pub requests: u64,
     pub skipped: u64,
 }
@@ -219,14 +266,8 @@ impl Analysis {
         }
         let status = Arc::new(Mutex::new(AnalysisStatus {
             motion: config.motion().map(|_| MotionStatus::default()),
-            vlm: config.vlm().map(|_| VlmStatus {
-                state: "waiting",
-                ..VlmStatus::default()
-            }),
-            asr: config.asr().map(|_| AsrStatus {
-                state: "waiting",
-                ..AsrStatus::default()
-            }),
+            vlm: config.vlm().map(|_| VlmStatus::default()),
+            asr: config.asr().map(|_| AsrStatus::default()),
         }));
         let cancel = CancellationToken::new();
         let ctx = Context {
@@ -407,9 +448,7 @@ async fn run(ctx: Context, cancel: CancellationToken) {
                     )));
                     if let Some(s) = ctx.status.lock().unwrap().vlm.as_mut() {
                         s.requests += 1;
-                        if s.state != "error" {
-                            s.state = "busy";
-                        }
+                        s.model.busy();
                     }
                 }
             }
@@ -470,9 +509,7 @@ fn record_answer(ctx: &Context, outcome: VlmOutcome) {
     let Some(s) = status.vlm.as_mut() else { return };
     match outcome.result {
         Ok(text) => {
-            s.state = "ok";
-            s.reason = None;
-            s.text = Some(text.clone());
+            s.model.answered(Some(text.clone()));
             drop(status);
             let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
             add_event(
@@ -493,11 +530,9 @@ fn record_answer(ctx: &Context, outcome: VlmOutcome) {
             );
         }
         Err(reason) => {
-            if s.reason.as_deref() != Some(reason.as_str()) {
+            if s.model.failed(reason.clone()) {
                 tracing::warn!(camera = %ctx.camera.id(), %reason, "VLM request failed; retrying at the interval");
             }
-            s.state = "error";
-            s.reason = Some(reason);
         }
     }
 }
@@ -629,9 +664,7 @@ fn on_audio(
             tracing::warn!(camera = %ctx.camera.id(), dropped = s.asr_dropped, "speech model busy; segment dropped");
             continue;
         }
-        if s.state != "error" {
-            s.state = "busy";
-        }
+        s.model.busy();
         drop(status);
         *transcribing = Some(Box::pin(ask_asr(
             ctx.http.clone(),
@@ -647,19 +680,16 @@ fn clear_asr_error(ctx: &Context) {
     let mut status = ctx.status.lock().unwrap();
     if let Some(s) = status.asr.as_mut() {
         tracing::info!(camera = %ctx.camera.id(), "speech-to-text: the audio decodes again");
-        s.state = if s.text.is_some() { "ok" } else { "waiting" };
-        s.reason = None;
+        s.model.recovered();
     }
 }
 
 fn set_asr_error(ctx: &Context, reason: String) {
     let mut status = ctx.status.lock().unwrap();
     if let Some(s) = status.asr.as_mut() {
-        if s.reason.as_deref() != Some(reason.as_str()) {
+        if s.model.failed(reason.clone()) {
             tracing::warn!(camera = %ctx.camera.id(), %reason, "speech-to-text failed");
         }
-        s.state = "error";
-        s.reason = Some(reason);
     }
 }
 
@@ -700,11 +730,8 @@ fn record_transcript(ctx: &Context, outcome: AsrOutcome) {
             {
                 let mut status = ctx.status.lock().unwrap();
                 if let Some(s) = status.asr.as_mut() {
-                    s.state = "ok";
-                    s.reason = None;
-                    if !text.is_empty() {
-                        s.text = Some(text.clone());
-                    }
+                    s.model
+                        .answered(Some(text.clone()).filter(|t| !t.is_empty()));
                 }
             }
             if text.is_empty() {
