@@ -68,13 +68,9 @@ impl Encoder {
     /// Encodes exactly [`FRAME_SAMPLES`] samples (−1..1) into one packet.
     pub fn encode(&mut self, pcm: &[f32]) -> Result<&[u8], String> {
         assert_eq!(pcm.len(), FRAME_SAMPLES, "Opus frames are 20 ms");
-        let pcm: Vec<i16> = pcm
-            .iter()
-            .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .collect();
         // SAFETY: `pcm` holds one frame of mono samples; `packet` has `MAX_PACKET` bytes.
         let n = unsafe {
-            unsafe_opus::opus_encode(
+            unsafe_opus::opus_encode_float(
                 self.state,
                 pcm.as_ptr(),
                 FRAME_SAMPLES as i32,
@@ -99,7 +95,7 @@ impl Drop for Encoder {
 /// A 48 kHz Opus decoder producing mono samples (a stereo stream is down-mixed by libopus).
 pub struct Decoder {
     state: *mut unsafe_opus::OpusDecoder,
-    pcm: Vec<i16>,
+    pcm: Vec<f32>,
 }
 
 // SAFETY: as for Encoder.
@@ -115,7 +111,7 @@ impl Decoder {
         }
         Ok(Decoder {
             state,
-            pcm: vec![0; MAX_FRAME_SAMPLES],
+            pcm: vec![0.0; MAX_FRAME_SAMPLES],
         })
     }
 
@@ -126,7 +122,7 @@ impl Decoder {
         }
         // SAFETY: `packet` is a valid slice; `pcm` has room for the largest frame.
         let n = unsafe {
-            unsafe_opus::opus_decode(
+            unsafe_opus::opus_decode_float(
                 self.state,
                 packet.as_ptr(),
                 packet.len() as i32,
@@ -138,7 +134,7 @@ impl Decoder {
         if n < 0 {
             return Err(format!("Opus decode: {}", error_text(n)));
         }
-        out.extend(self.pcm[..n as usize].iter().map(|s| *s as f32 / 32768.0));
+        out.extend_from_slice(&self.pcm[..n as usize]);
         Ok(())
     }
 }
