@@ -117,6 +117,11 @@ impl AnalysisConfig {
 }
 
 /// What the API shows of a camera's analysis.
+/// Serde default of every analyser's `enabled`: configuring one turns it on.
+pub(crate) fn enabled_by_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AnalysisStatus {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MotionConfig {
-    #[serde(default = "yes")]
+    #[serde(default = "crate::analysis::enabled_by_default")]
     pub enabled: bool,
     /// 0.0 (only large changes) ..= 1.0 (tiny changes); default 0.5.
     #[serde(default = "half")]
@@ -28,9 +28,6 @@ pub struct MotionConfig {
     pub fps: f64,
 }
 
-fn yes() -> bool {
-    true
-}
 fn half() -> f64 {
     0.5
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VlmConfig {
-    #[serde(default = "yes")]
+    #[serde(default = "crate::analysis::enabled_by_default")]
     pub enabled: bool,
     /// Base URL ending before `/chat/completions` (e.g. `http://127.0.0.1:11434/v1`), or
     /// `worker:NAME`.
@@ -38,9 +38,6 @@ pub struct VlmConfig {
     pub image_width: u32,
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_prompt() -> String {
     "Describe what you see in one sentence.".into()
 }

@@ -18,7 +18,7 @@ use vad::{Segment, Vad, VadConfig};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AsrConfig {
-    #[serde(default = "yes")]
+    #[serde(default = "crate::analysis::enabled_by_default")]
     pub enabled: bool,
     /// Base URL ending before `/audio/transcriptions` (e.g. `http://127.0.0.1:8000/v1`), or
     /// `worker:NAME`.
@@ -43,9 +43,6 @@ pub struct AsrConfig {
     pub timeout: String,
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_threshold() -> f32 {
     12.0
 }
