@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use livelens::output::fmp4::{audio_fits_mp4, Fmp4Muxer, Tracks};
+use livelens::output::mse::{ClientCodecs, MseSession, Outgoing};
 use livelens::resources::ViewerKind;
 
 fn ffprobe(args: &[&str]) -> String {
@@ -37,7 +37,9 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
         let (hub, camera) = common::hub_with_camera(&format!("source = \"{source}\"")).await;
         let mut viewer = camera.stream.subscribe(ViewerKind::Mse).unwrap();
         let mut out = Vec::new();
-        let mut muxer: Option<Fmp4Muxer> = None;
+        // The same session code the WebSocket endpoint runs: init segment, then the camera's
+        // shared fragments.
+        let mut session = MseSession::new(ClientCodecs::all());
         let mut video = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while video < frames {
@@ -45,20 +47,11 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
                 .await
                 .unwrap()
                 .unwrap();
-            if muxer.is_none() {
-                let Some(codec) = &frame.video_codec else {
-                    continue;
-                };
-                let audio = camera.stream.audio().filter(audio_fits_mp4);
-                let m = Fmp4Muxer::new(Tracks {
-                    video: (**codec).clone(),
-                    audio,
-                });
-                out.extend_from_slice(&m.init_segment().unwrap());
-                muxer = Some(m);
-            }
-            if let Some(f) = muxer.as_mut().unwrap().fragment(&frame).unwrap() {
-                out.extend_from_slice(&f);
+            let audio = camera.stream.audio();
+            for message in session.on_frame(&frame, audio.as_ref()).unwrap() {
+                if let Outgoing::Binary(b) = message {
+                    out.extend_from_slice(&b);
+                }
             }
             if frame.is_video() {
                 video += 1;
@@ -92,9 +85,12 @@ fn testsrc_fmp4_decodes_frame_for_frame_with_ffprobe() {
         .map(|l| l.split(',').collect())
         .collect();
     assert_eq!(frames.len(), 60, "{csv}");
+    // Fragments carry the camera's timeline: the viewer's first frame is wherever the camera was.
+    let first: f64 = frames[0][1].parse().unwrap();
     for (i, f) in frames.iter().enumerate() {
         let (key, pts, w, h): (&str, f64, &str, &str) = (f[0], f[1].parse().unwrap(), f[2], f[3]);
         assert_eq!((w, h), ("320", "240"));
+        let pts = pts - first;
         assert!((pts - i as f64 * 0.04).abs() < 0.002, "frame {i} at {pts}");
         // The first frame is a keyframe; testsrc's GOP is 25.
         assert_eq!(key == "1", i % 25 == 0, "frame {i} key_frame={key}");

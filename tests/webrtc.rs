@@ -752,3 +752,110 @@ fn aac_viewers_share_one_transcoder_and_200_viewer_cycles_leave_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The deadlock that froze every peer: viewers leaving all at once while frames keep coming.
+/// 120 in-process viewers receive; then half are DELETEd at once and the other half vanish and
+/// their camera is stopped. Every count is back within 2 s, and a new viewer plays.
+#[test]
+fn a_hundred_viewers_removed_at_once_drain_and_a_new_viewer_plays() {
+    const VIEWERS: usize = 120;
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let baseline = server.resources_async().await;
+        let url = server.url("/api/cameras/demo/whep");
+        let viewers: Vec<common::whep::LiveViewer> = futures_util::future::join_all(
+            (0..VIEWERS).map(|_| common::whep::LiveViewer::start(&url)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every offer answered");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while viewers.iter().any(|v| v.frames() < 5) {
+            let behind = viewers.iter().filter(|v| v.frames() < 5).count();
+            assert!(
+                Instant::now() < deadline,
+                "{behind} of {VIEWERS} viewers got < 5 frames"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(server.resources_async().await["peer_connections"], VIEWERS);
+
+        let (deleted, vanishing) = {
+            let mut v = viewers;
+            let rest = v.split_off(VIEWERS / 2);
+            (v, rest)
+        };
+        // Half leave by DELETE, all at once, while they (and the rest) keep receiving.
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        let statuses =
+            futures_util::future::join_all(deleted.iter().map(|v| http.delete(&v.location).send()))
+                .await;
+        for s in statuses {
+            assert_eq!(s.expect("DELETE answered").status(), 200);
+        }
+        server
+            .resources_until(Duration::from_secs(2), "the deleted peers to go", |r| {
+                r["peer_connections"] == VIEWERS / 2
+            })
+            .await;
+        // The other half vanish without a word, and their camera stops: nothing waits on them.
+        futures_util::future::join_all(vanishing.into_iter().map(|v| v.vanish())).await;
+        let stop = http
+            .post(server.url("/api/cameras/demo/stop"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stop.status(), 200);
+        server
+            .resources_until(Duration::from_secs(2), "every peer and viewer gone", |r| {
+                r["peer_connections"] == 0 && r["viewers"]["webrtc"] == 0
+            })
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        for v in deleted {
+            v.vanish().await;
+        }
+        // A new viewer plays.
+        let start = http
+            .post(server.url("/api/cameras/demo/start"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(start.status(), 200);
+        server.wait_live("demo", Duration::from_secs(5));
+        let new = common::whep::LiveViewer::start(&url).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while new.frames() < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "the new viewer got {} frames",
+                new.frames()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            http.delete(&new.location).send().await.unwrap().status(),
+            200
+        );
+        new.vanish().await;
+        server
+            .resources_until(
+                Duration::from_secs(2),
+                "every count back to baseline",
+                |r| {
+                    r["peer_connections"] == 0
+                        && r["viewers"] == baseline["viewers"]
+                        && r["tasks"] == baseline["tasks"]
+                        && r["transcoders"] == baseline["transcoders"]
+                },
+            )
+            .await;
+    });
+}

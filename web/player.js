@@ -96,6 +96,13 @@ class LivelensPlayer extends HTMLElement {
   connectedCallback() {
     if (!this.style.position) this.style.position = "relative";
     if (!this.video.parentNode) this.append(this.video, this.soundButton);
+    // A closed or navigated-away tab runs no cleanup of its own: end the server's session
+    // now (the WHEP DELETE goes out with keepalive), instead of when ICE times out ~20 s later.
+    // A page restored from the back-forward cache starts again.
+    this.onPageHide ??= () => this.stop();
+    this.onPageShow ??= (e) => { if (e.persisted && this.isConnected) this.start(); };
+    window.addEventListener("pagehide", this.onPageHide);
+    window.addEventListener("pageshow", this.onPageShow);
     this.start();
   }
 
@@ -120,6 +127,8 @@ class LivelensPlayer extends HTMLElement {
   }
 
   disconnectedCallback() {
+    window.removeEventListener("pagehide", this.onPageHide);
+    window.removeEventListener("pageshow", this.onPageShow);
     this.stop();
   }
 

@@ -379,7 +379,7 @@ async fn run(ctx: Context, cancel: CancellationToken) {
         let stopped = loop {
             enum Step {
                 Cancelled,
-                Frame(crate::media::Frame),
+                Frame(Arc<crate::hub::Packet>),
                 Ended,
                 Picture,
                 Answer(VlmOutcome),

@@ -194,10 +194,11 @@ async fn run(
     state: SharedState,
 ) {
     let mut sessions = Vec::new();
+    let id = camera.id().to_string();
     serve(socket, camera, codecs, &state, &mut sessions).await;
     if let Some(w) = &state.webrtc {
         for session in &sessions {
-            w.remove(session).await;
+            w.remove(&id, session).await;
         }
     }
 }

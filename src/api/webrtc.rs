@@ -126,7 +126,7 @@ pub async fn whep_delete(
 ) -> Result<StatusCode, ApiError> {
     state.hub.get(&id)?;
     let removed = match &state.webrtc {
-        Some(w) => w.remove(&session).await,
+        Some(w) => w.remove(&id, &session).await,
         None => false,
     };
     if removed {

@@ -11,11 +11,12 @@
 //!   instead of waiting up to a GOP for the next keyframe.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
+use super::packet::{Packet, Sequencer};
 use crate::demand::{Demand, DemandLease};
 use crate::media::Frame;
 use crate::resources::{Counted, Resource, ViewerKind};
@@ -33,7 +34,7 @@ const GOP_MAX_BYTES: usize = 32 << 20;
 
 #[derive(Default)]
 struct Gop {
-    frames: Vec<Frame>,
+    frames: Vec<Arc<Packet>>,
     bytes: usize,
     /// Set when the cache overflowed; cleared at the next keyframe.
     overflowed: bool,
@@ -49,8 +50,10 @@ pub struct FanOut {
 struct Inner {
     /// Present while the stream is running. Dropping it ends every subscription with
     /// [`ViewerEnd::StreamStopped`].
-    sender: Option<broadcast::Sender<Frame>>,
+    sender: Option<broadcast::Sender<Arc<Packet>>>,
     gop: Gop,
+    /// Numbers frames and measures their durations on the camera-wide timeline.
+    sequencer: Sequencer,
 }
 
 /// Why a subscription ended.
@@ -81,6 +84,7 @@ impl FanOut {
             inner: Mutex::new(Inner {
                 sender: None,
                 gop: Gop::default(),
+                sequencer: Sequencer::default(),
             }),
             demand: Demand::new(),
         }
@@ -107,13 +111,14 @@ impl FanOut {
         self.inner.lock().unwrap().gop = Gop::default();
     }
 
-    /// Hands a frame to every viewer and the GOP cache. Dropped when the ring is closed, so a
-    /// stopped stream holds no frames.
+    /// Hands a frame to every viewer and the GOP cache, as one shared [`Packet`]. Dropped when
+    /// the ring is closed, so a stopped stream holds no frames.
     pub fn publish(&self, frame: Frame) {
         let mut inner = self.inner.lock().unwrap();
         if inner.sender.is_none() {
             return;
         }
+        let frame = inner.sequencer.packet(frame);
         let gop = &mut inner.gop;
         if frame.is_video() && frame.keyframe {
             *gop = Gop::default();
@@ -136,7 +141,8 @@ impl FanOut {
 
     /// The frames since the last keyframe (cheap: reference counts).
     pub fn gop(&self) -> Vec<Frame> {
-        self.inner.lock().unwrap().gop.frames.clone()
+        let inner = self.inner.lock().unwrap();
+        inner.gop.frames.iter().map(|p| p.frame.clone()).collect()
     }
 
     /// Attaches a viewer of `kind`. `None` when the stream is not running.
@@ -172,8 +178,8 @@ impl FanOut {
 
 /// One viewer's view of the stream. Counted as a viewer of its kind while it exists.
 pub struct Subscription {
-    pending: VecDeque<Frame>,
-    receiver: broadcast::Receiver<Frame>,
+    pending: VecDeque<Arc<Packet>>,
+    receiver: broadcast::Receiver<Arc<Packet>>,
     awaiting_keyframe: bool,
     policy: LagPolicy,
     dropped_frames: u64,
@@ -183,7 +189,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next frame for this viewer; the first video frame is always a keyframe.
-    pub async fn next(&mut self) -> Result<Frame, ViewerEnd> {
+    pub async fn next(&mut self) -> Result<Arc<Packet>, ViewerEnd> {
         loop {
             if self.pending.is_empty() && self.receiver.len() > MAX_BACKLOG {
                 // Behind the live edge: drop the backlog and wait for the next keyframe.
@@ -325,6 +331,7 @@ mod tests {
         f.publish(frame(1, true, 1000));
         let fa = a.next().await.unwrap();
         let fb = b.next().await.unwrap();
+        assert!(Arc::ptr_eq(&fa, &fb), "one packet, shared");
         assert_eq!(fa.data.as_ptr(), fb.data.as_ptr());
     }
 
@@ -333,7 +340,7 @@ mod tests {
         f: &std::sync::Arc<FanOut>,
         sub: &mut Subscription,
         from: i64,
-    ) -> Result<Frame, ViewerEnd> {
+    ) -> Result<Arc<Packet>, ViewerEnd> {
         let publisher = f.clone();
         let feed = tokio::spawn(async move {
             for n in from..from + 100 {

@@ -4,6 +4,7 @@
 //! and stopping a stream is serialised by the stream itself.
 
 pub mod fanout;
+pub mod packet;
 pub mod state;
 pub mod stats;
 pub mod stream;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
 use crate::source::SourceSpec;
 pub use fanout::{Subscription, ViewerEnd};
+pub use packet::Packet;
 pub use state::{State, StateName};
 pub use stream::{Publisher, Stream, StreamView};
 

@@ -1,24 +1,30 @@
-//! A sans-IO fragmented-MP4 muxer on mp4-atom: codec descriptions in, an init segment
-//! (ftyp + moov) out; frames in, one fragment (moof + mdat) per frame out.
+//! Sans-IO fragmented MP4: codec descriptions in, an init segment (ftyp + moov) out; a published
+//! frame in, its fragment (moof + mdat) out.
 //!
-//! One fragment per access unit keeps latency at one frame. Each fragment's `tfdt` is the frame's
-//! decode time, rebased so the viewer's first frame is at 0 (audio shares the video's origin, so
-//! the tracks stay in sync); the sample duration is the distance to the previous frame of the same
-//! track, the best estimate available without waiting for the next one.
+//! A fragment depends on the frame alone, never on the viewer, so it is made once per camera and
+//! shared by every viewer ([`Packet::fmp4`]): one fragment per access unit (latency of one frame),
+//! `tfdt` = the frame's decode time on the camera-wide timeline (which the hub keeps continuous
+//! across source restarts), the sequence number = the frame's number in the stream, the sample
+//! duration = the distance to the previous frame of the same track. A viewer that joins late
+//! starts at a later time; players start at the first buffered time (as with any live stream).
+//! Track 1 is video, track 2 audio, in every init segment, so the same audio fragment fits every
+//! viewer that has an audio track; viewers without one are simply not sent audio fragments.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use mp4_atom::{
     Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, HvcCArray, Hvcc,
-    Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd,
-    Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual,
-    Vmhd,
+    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz,
+    Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
+use crate::hub::Packet;
 use crate::media::bits::BitReader;
 use crate::media::h264::remove_emulation_prevention;
-use crate::media::{AudioCodec, Frame, TrackKind, VideoCodec};
+use crate::media::{AudioCodec, TrackKind, VideoCodec};
 
 const VIDEO_TIMESCALE: u32 = 90_000;
+pub const VIDEO_TRACK: u32 = 1;
+pub const AUDIO_TRACK: u32 = 2;
 const SYNC_SAMPLE: u32 = 0x0200_0000;
 const NON_SYNC_SAMPLE: u32 = 0x0101_0000;
 
@@ -70,153 +76,109 @@ fn mux_err(e: impl std::fmt::Display) -> MuxError {
     MuxError(format!("fMP4: {e}"))
 }
 
-#[derive(Debug, Default, Clone)]
-struct TrackState {
-    last_dts: Option<i64>,
-    last_duration: u32,
-}
-
-/// One viewer's muxer. Feed it the frames of one codec description; a new description needs a
-/// new muxer (and a new init segment).
-pub struct Fmp4Muxer {
-    tracks: Tracks,
-    sequence: u32,
-    /// The first video frame's time in seconds: time zero for this viewer.
-    origin_secs: Option<f64>,
-    video: TrackState,
-    audio: TrackState,
-}
-
-impl Fmp4Muxer {
-    pub fn new(tracks: Tracks) -> Fmp4Muxer {
-        Fmp4Muxer {
-            tracks,
-            sequence: 0,
-            origin_secs: None,
-            video: TrackState::default(),
-            audio: TrackState::default(),
-        }
+/// ftyp + moov for `tracks` (video as track 1, audio as track 2).
+pub fn init_segment(tracks: &Tracks) -> Result<Bytes, MuxError> {
+    let mut out = Vec::new();
+    Ftyp {
+        major_brand: b"iso5".into(),
+        minor_version: 512,
+        compatible_brands: vec![b"iso5".into(), b"iso6".into(), b"mp41".into()],
     }
-
-    pub fn tracks(&self) -> &Tracks {
-        &self.tracks
+    .encode(&mut out)
+    .map_err(mux_err)?;
+    let mut traks = vec![video_trak(&tracks.video)?];
+    let mut trexs = vec![trex(VIDEO_TRACK)];
+    if let Some(a) = &tracks.audio {
+        traks.push(audio_trak(a)?);
+        trexs.push(trex(AUDIO_TRACK));
     }
-
-    /// ftyp + moov.
-    pub fn init_segment(&self) -> Result<Bytes, MuxError> {
-        let mut out = Vec::new();
-        Ftyp {
-            major_brand: b"iso5".into(),
-            minor_version: 512,
-            compatible_brands: vec![b"iso5".into(), b"iso6".into(), b"mp41".into()],
-        }
-        .encode(&mut out)
-        .map_err(mux_err)?;
-        let mut traks = vec![video_trak(&self.tracks.video)?];
-        let mut trexs = vec![trex(1)];
-        if let Some(a) = &self.tracks.audio {
-            traks.push(audio_trak(a)?);
-            trexs.push(trex(2));
-        }
-        Moov {
-            mvhd: Mvhd {
-                timescale: 1000,
-                rate: 1.into(),
-                volume: 1.into(),
-                next_track_id: traks.len() as u32 + 1,
-                ..Default::default()
-            },
-            mvex: Some(Mvex {
-                mehd: None,
-                trex: trexs,
-            }),
-            trak: traks,
+    Moov {
+        mvhd: Mvhd {
+            timescale: 1000,
+            rate: 1.into(),
+            volume: 1.into(),
+            next_track_id: traks.len() as u32 + 1,
             ..Default::default()
-        }
-        .encode(&mut out)
-        .map_err(mux_err)?;
-        Ok(Bytes::from(out))
+        },
+        mvex: Some(Mvex {
+            mehd: None,
+            trex: trexs,
+        }),
+        trak: traks,
+        ..Default::default()
     }
+    .encode(&mut out)
+    .map_err(mux_err)?;
+    Ok(Bytes::from(out))
+}
 
-    /// moof + mdat for one frame; `None` for frames this viewer does not carry (audio when the
-    /// viewer has no audio track, audio from before the first video frame).
-    pub fn fragment(&mut self, frame: &Frame) -> Result<Option<Bytes>, MuxError> {
-        let (track_id, timescale, state) = match frame.track {
-            TrackKind::Video => (1, VIDEO_TIMESCALE, &mut self.video),
-            TrackKind::Audio => match &self.tracks.audio {
-                Some(a) => (2, a.sample_rate, &mut self.audio),
-                None => return Ok(None),
-            },
-        };
-        let secs = frame.dts as f64 / timescale as f64;
-        let origin = match (self.origin_secs, frame.track) {
-            (Some(o), _) => o,
-            (None, TrackKind::Video) => *self.origin_secs.insert(secs),
-            (None, TrackKind::Audio) => return Ok(None),
-        };
-        let base = ((secs - origin) * timescale as f64).round() as i64;
-        if base < 0 {
-            return Ok(None);
+/// moof + mdat for one published frame, the same bytes for every viewer.
+pub fn fragment(packet: &Packet) -> Result<Bytes, MuxError> {
+    let frame = &packet.frame;
+    let (track_id, duration) = match frame.track {
+        TrackKind::Video => {
+            // The first frame has no predecessor: a nominal frame time.
+            let nominal = frame
+                .video_codec
+                .as_ref()
+                .and_then(|c| c.fps)
+                .filter(|f| *f > 0.0)
+                .map_or(3600, |fps| (VIDEO_TIMESCALE as f64 / fps) as u32);
+            (VIDEO_TRACK, nonzero(packet.duration, nominal))
         }
-        let dts = frame.dts;
-        let duration = match state.last_dts {
-            Some(last) if dts > last => (dts - last).min(u32::MAX as i64) as u32,
-            _ if state.last_duration > 0 => state.last_duration,
-            // First frame: a nominal frame time until the second one tells us better.
-            _ => match frame.track {
-                TrackKind::Video => {
-                    (VIDEO_TIMESCALE as f64 / self.tracks.video.fps.unwrap_or(25.0)) as u32
-                }
-                TrackKind::Audio => 1024.min(timescale / 50),
-            },
-        };
-        state.last_dts = Some(dts);
-        state.last_duration = duration;
-        self.sequence += 1;
-
-        let flags = match frame.track {
-            TrackKind::Video if frame.keyframe => SYNC_SAMPLE,
-            TrackKind::Video => NON_SYNC_SAMPLE,
-            TrackKind::Audio => SYNC_SAMPLE,
-        };
-        let cts = frame.pts - frame.dts;
-        let mut moof = Moof {
-            mfhd: Mfhd {
-                sequence_number: self.sequence,
-            },
-            traf: vec![Traf {
-                tfhd: Tfhd {
-                    track_id,
-                    default_base_is_moof: true,
-                    ..Default::default()
-                },
-                tfdt: Some(Tfdt {
-                    base_media_decode_time: base as u64,
-                }),
-                trun: vec![Trun {
-                    data_offset: Some(0),
-                    samples: TrunSamples::Explicit(vec![TrunEntry {
-                        duration: Some(duration),
-                        size: Some(frame.data.len() as u32),
-                        flags: Some(flags),
-                        cts: (frame.track == TrackKind::Video).then_some(cts),
-                    }]),
-                }],
+        // 1024 samples: an AAC frame (Opus frames are 960; only the first frame guesses).
+        TrackKind::Audio => (AUDIO_TRACK, nonzero(packet.duration, 1024)),
+    };
+    let flags = match frame.track {
+        TrackKind::Video if frame.keyframe => SYNC_SAMPLE,
+        TrackKind::Video => NON_SYNC_SAMPLE,
+        TrackKind::Audio => SYNC_SAMPLE,
+    };
+    let cts = frame.pts - frame.dts;
+    let mut moof = Moof {
+        mfhd: Mfhd {
+            sequence_number: packet.sequence,
+        },
+        traf: vec![Traf {
+            tfhd: Tfhd {
+                track_id,
+                default_base_is_moof: true,
                 ..Default::default()
+            },
+            tfdt: Some(Tfdt {
+                base_media_decode_time: frame.dts.max(0) as u64,
+            }),
+            trun: vec![Trun {
+                data_offset: Some(0),
+                samples: TrunSamples::Explicit(vec![TrunEntry {
+                    duration: Some(duration),
+                    size: Some(frame.data.len() as u32),
+                    flags: Some(flags),
+                    cts: (frame.track == TrackKind::Video).then_some(cts),
+                }]),
             }],
-        };
-        // The data offset counts from the moof's start to the mdat's payload.
-        let mut probe = Vec::new();
-        moof.encode(&mut probe).map_err(mux_err)?;
-        moof.traf[0].trun[0].data_offset = Some(probe.len() as i32 + 8);
-        let mut out = Vec::with_capacity(probe.len() + 8 + frame.data.len());
-        moof.encode(&mut out).map_err(mux_err)?;
-        Mdat {
-            data: frame.data.to_vec(),
-        }
-        .encode(&mut out)
-        .map_err(mux_err)?;
-        Ok(Some(Bytes::from(out)))
+            ..Default::default()
+        }],
+    };
+    // The data offset counts from the moof's start to the mdat's payload; its value does not
+    // change the moof's size, so one trial encoding tells it.
+    let mut out = Vec::with_capacity(256 + frame.data.len());
+    moof.encode(&mut out).map_err(mux_err)?;
+    moof.traf[0].trun[0].data_offset = Some(out.len() as i32 + 8);
+    out.clear();
+    moof.encode(&mut out).map_err(mux_err)?;
+    let mdat_size = u32::try_from(8 + frame.data.len()).map_err(mux_err)?;
+    out.put_u32(mdat_size);
+    out.put_slice(b"mdat");
+    out.put_slice(&frame.data);
+    Ok(Bytes::from(out))
+}
+
+fn nonzero(value: u32, default: u32) -> u32 {
+    if value == 0 {
+        default
+    } else {
+        value
     }
 }
 
@@ -278,7 +240,7 @@ fn video_trak(v: &VideoCodec) -> Result<Trak, MuxError> {
         other => return Err(MuxError(format!("{other} video cannot go in MP4"))),
     };
     let tkhd = Tkhd {
-        track_id: 1,
+        track_id: VIDEO_TRACK,
         enabled: true,
         in_movie: true,
         width: (v.width as u16).into(),
@@ -426,7 +388,7 @@ fn audio_trak(a: &AudioCodec) -> Result<Trak, MuxError> {
         other => return Err(MuxError(format!("{other} audio cannot go in MP4"))),
     };
     let tkhd = Tkhd {
-        track_id: 2,
+        track_id: AUDIO_TRACK,
         alternate_group: 1,
         enabled: true,
         in_movie: true,
@@ -450,6 +412,7 @@ fn audio_trak(a: &AudioCodec) -> Result<Trak, MuxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::Frame;
     use mp4_atom::{Any, Decode};
     use std::sync::Arc;
 
@@ -493,7 +456,7 @@ mod tests {
             audio: Some(aac),
         };
         assert_eq!(tracks.mime(), "video/mp4; codecs=\"avc1.42c01f,mp4a.40.2\"");
-        let init = Fmp4Muxer::new(tracks).init_segment().unwrap();
+        let init = init_segment(&tracks).unwrap();
         let mut buf = std::io::Cursor::new(&init[..]);
         assert!(matches!(Any::decode(&mut buf).unwrap(), Any::Ftyp(_)));
         let Any::Moov(moov) = Any::decode(&mut buf).unwrap() else {
@@ -510,32 +473,25 @@ mod tests {
     }
 
     #[test]
-    fn fragments_carry_rebased_times_flags_and_the_payload() {
+    fn fragments_carry_the_camera_timeline_flags_and_the_payload() {
         let codec = Arc::new(test_video());
-        let mut m = Fmp4Muxer::new(Tracks {
-            video: (*codec).clone(),
-            audio: None,
-        });
-        assert!(m
-            .fragment(&frame(TrackKind::Audio, 0, true, &codec))
-            .unwrap()
-            .is_none());
-        let first = m
-            .fragment(&frame(TrackKind::Video, 900_000, true, &codec))
-            .unwrap()
-            .unwrap();
-        let second = m
-            .fragment(&frame(TrackKind::Video, 903_600, false, &codec))
-            .unwrap()
-            .unwrap();
-        for (bytes, want_tfdt, want_flags) in
-            [(first, 0, SYNC_SAMPLE), (second, 3600, NON_SYNC_SAMPLE)]
-        {
+        let mut seq = crate::hub::packet::Sequencer::default();
+        let first = seq.packet(frame(TrackKind::Video, 900_000, true, &codec));
+        let audio = seq.packet(frame(TrackKind::Audio, 480_000, true, &codec));
+        let second = seq.packet(frame(TrackKind::Video, 903_600, false, &codec));
+        for (packet, want_track, want_seq, want_tfdt, want_flags) in [
+            (&first, VIDEO_TRACK, 1, 900_000, SYNC_SAMPLE),
+            (&audio, AUDIO_TRACK, 2, 480_000, SYNC_SAMPLE),
+            (&second, VIDEO_TRACK, 3, 903_600, NON_SYNC_SAMPLE),
+        ] {
+            let bytes = fragment(packet).unwrap();
             let mut buf = std::io::Cursor::new(&bytes[..]);
             let Any::Moof(moof) = Any::decode(&mut buf).unwrap() else {
                 panic!("no moof")
             };
+            assert_eq!(moof.mfhd.sequence_number, want_seq);
             let traf = &moof.traf[0];
+            assert_eq!(traf.tfhd.track_id, want_track);
             assert_eq!(
                 traf.tfdt.as_ref().unwrap().base_media_decode_time,
                 want_tfdt
@@ -545,11 +501,19 @@ mod tests {
                 panic!("explicit samples")
             };
             assert_eq!(entries[0].flags, Some(want_flags));
-            assert_eq!(entries[0].duration, Some(3600));
+            // The first frame of each track gets a nominal duration, later ones the real gap.
+            let want_duration = if want_track == AUDIO_TRACK {
+                1024
+            } else {
+                3600
+            };
+            assert_eq!(entries[0].duration, Some(want_duration));
             // data_offset points at the payload inside the mdat.
             let offset = trun.data_offset.unwrap() as usize;
             assert_eq!(&bytes[offset..], &[0, 0, 0, 2, 0x65, 0x88]);
             assert_eq!(&bytes[offset - 4..offset], b"mdat");
+            let mdat_size = u32::from_be_bytes(bytes[offset - 8..offset - 4].try_into().unwrap());
+            assert_eq!(mdat_size as usize, bytes.len() - (offset - 8));
         }
     }
 }

@@ -1,8 +1,10 @@
-//! MSE over WebSocket, sans-IO: frames in, the messages to send out.
+//! MSE over WebSocket, sans-IO: published frames in, the messages to send out.
 //!
 //! The protocol is go2rtc's, so its players work unchanged: a text message
 //! `{"type":"mse","value":"video/mp4; codecs=\"…\""}`, then the init segment and one fragment per
-//! frame as binary messages. A new codec description (camera restarted with new settings) sends a
+//! frame as binary messages. The fragments are the camera's, made once and shared by every viewer
+//! ([`fmp4::fragment`] through [`Packet::fmp4`]); what is a viewer's own is only its init segment
+//! (which tracks it plays), codec changes and drop notices. A new codec description (camera restarted with new settings) sends a
 //! new `mse` message and init segment. A viewer that fell behind is told `{"type":"drop","frames":N}`
 //! (the hub has already skipped it to the next keyframe).
 
@@ -11,8 +13,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::fmp4::{audio_fits_mp4, Fmp4Muxer, Tracks};
-use crate::media::{AudioCodec, Frame, VideoCodec};
+use super::fmp4::{self, audio_fits_mp4, Tracks};
+use crate::hub::Packet;
+use crate::media::{AudioCodec, VideoCodec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
@@ -79,7 +82,10 @@ impl ClientCodecs {
 
 pub struct MseSession {
     accepts: ClientCodecs,
-    muxer: Option<(Arc<VideoCodec>, Fmp4Muxer)>,
+    /// The description whose init segment this viewer has.
+    codec: Option<Arc<VideoCodec>>,
+    /// Whether that init segment has an audio track.
+    audio: bool,
     dropped_reported: u64,
 }
 
@@ -87,22 +93,23 @@ impl MseSession {
     pub fn new(accepts: ClientCodecs) -> MseSession {
         MseSession {
             accepts,
-            muxer: None,
+            codec: None,
+            audio: false,
             dropped_reported: 0,
         }
     }
 
-    /// The messages for one frame. `audio` is the camera's audio description now. An `Err` is
-    /// the text for a final `{"type":"error"}` message: nothing this viewer can play.
+    /// The messages for one frame: usually just its shared fragment. `audio` is the camera's
+    /// audio description now. An `Err` is the text for a final `{"type":"error"}` message:
+    /// nothing this viewer can play.
     pub fn on_frame(
         &mut self,
-        frame: &Frame,
+        packet: &Packet,
         audio: Option<&AudioCodec>,
     ) -> Result<Vec<Outgoing>, String> {
         let mut out = Vec::new();
-        if let Some(codec) = &frame.video_codec {
-            let current = self.muxer.as_ref().map(|(c, _)| c);
-            if !current.is_some_and(|c| Arc::ptr_eq(c, codec)) {
+        if let Some(codec) = &packet.video_codec {
+            if !self.codec.as_ref().is_some_and(|c| Arc::ptr_eq(c, codec)) {
                 if !self.accepts.video(codec) {
                     return Err(format!(
                         "mse: the browser cannot play {} video ({}); it offered {}",
@@ -115,19 +122,20 @@ impl MseSession {
                     video: (**codec).clone(),
                     audio: audio.filter(|a| self.accepts.audio(a)).cloned(),
                 };
-                let muxer = Fmp4Muxer::new(tracks);
-                let init = muxer.init_segment().map_err(|e| format!("mse: {e}"))?;
+                let init = fmp4::init_segment(&tracks).map_err(|e| format!("mse: {e}"))?;
                 out.push(Outgoing::Text(
-                    json!({"type": "mse", "value": muxer.tracks().mime()}).to_string(),
+                    json!({"type": "mse", "value": tracks.mime()}).to_string(),
                 ));
                 out.push(Outgoing::Binary(init));
-                self.muxer = Some((codec.clone(), muxer));
+                self.codec = Some(codec.clone());
+                self.audio = tracks.audio.is_some();
             }
         }
-        if let Some((_, muxer)) = &mut self.muxer {
-            if let Some(fragment) = muxer.fragment(frame).map_err(|e| format!("mse: {e}"))? {
-                out.push(Outgoing::Binary(fragment));
-            }
+        // Nothing before the init segment; audio only to viewers whose init segment has it.
+        let wanted = self.codec.is_some() && (packet.is_video() || self.audio);
+        if wanted {
+            let fragment = packet.fmp4(|p| fmp4::fragment(p).map_err(|e| format!("mse: {e}")))?;
+            out.push(Outgoing::Binary(fragment));
         }
         Ok(out)
     }
@@ -149,7 +157,8 @@ impl MseSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::TrackKind;
+    use crate::hub::packet::Sequencer;
+    use crate::media::{Frame, TrackKind};
 
     fn video(codec: &'static str, rfc: &str) -> Arc<VideoCodec> {
         Arc::new(VideoCodec {
@@ -165,16 +174,20 @@ mod tests {
         })
     }
 
-    fn frame(codec: &Arc<VideoCodec>, dts: i64, keyframe: bool) -> Frame {
-        Frame {
-            track: TrackKind::Video,
-            pts: dts,
-            dts,
-            keyframe,
-            capture_time_us: None,
-            video_codec: Some(codec.clone()),
-            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
-        }
+    fn frame(codec: &Arc<VideoCodec>, dts: i64, keyframe: bool) -> Arc<Packet> {
+        Packet::new(
+            Frame {
+                track: TrackKind::Video,
+                pts: dts,
+                dts,
+                keyframe,
+                capture_time_us: None,
+                video_codec: Some(codec.clone()),
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            },
+            1,
+            3600,
+        )
     }
 
     #[test]
@@ -197,6 +210,42 @@ mod tests {
             3,
             "new description: new mse message and init segment"
         );
+    }
+
+    #[test]
+    fn viewers_share_one_fragment_and_audio_goes_only_to_viewers_with_an_audio_track() {
+        let aac = AudioCodec {
+            codec: "aac",
+            rfc6381: Some("mp4a.40.2".into()),
+            sample_rate: 48_000,
+            channels: 1,
+            extra_data: Bytes::from_static(&[0x11, 0x88]),
+        };
+        let codec = video("h264", "avc1.64001e");
+        let mut seq = Sequencer::default();
+        let key = seq.packet(Frame {
+            track: TrackKind::Video,
+            pts: 0,
+            dts: 0,
+            keyframe: true,
+            capture_time_us: None,
+            video_codec: Some(codec.clone()),
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        });
+        let sound = seq.packet(Frame::audio(1024, Bytes::from_static(&[1, 2, 3])));
+        let mut with = MseSession::new(ClientCodecs::all());
+        let mut without = MseSession::new(ClientCodecs::parse("avc1.640029"));
+        let a = with.on_frame(&key, Some(&aac)).unwrap();
+        let b = without.on_frame(&key, Some(&aac)).unwrap();
+        let (Outgoing::Binary(fa), Outgoing::Binary(fb)) = (&a[2], &b[2]) else {
+            panic!("fragments")
+        };
+        assert_eq!(fa.as_ptr(), fb.as_ptr(), "one fragment for both viewers");
+        assert_eq!(with.on_frame(&sound, Some(&aac)).unwrap().len(), 1);
+        assert!(without.on_frame(&sound, Some(&aac)).unwrap().is_empty());
+        // Audio before a viewer's init segment is not sent.
+        let mut late = MseSession::new(ClientCodecs::all());
+        assert!(late.on_frame(&sound, Some(&aac)).unwrap().is_empty());
     }
 
     #[test]

@@ -155,3 +155,125 @@ pub async fn session(
         location,
     })
 }
+
+/// A viewer that keeps receiving in its own task until told to go, counting video frames.
+pub struct LiveViewer {
+    pub frames: Arc<std::sync::atomic::AtomicUsize>,
+    pub location: String,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl LiveViewer {
+    /// Offers H.264 to `whep_url` and starts receiving. Errors if the offer is refused.
+    pub async fn start(whep_url: &str) -> Result<LiveViewer, String> {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let local: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_h264(true)
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().ok_or("no offer")?;
+        let response = reqwest::Client::new()
+            .post(whep_url)
+            .header("content-type", "application/sdp")
+            .body(offer.to_sdp_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != 201 {
+            return Err(format!("WHEP answered {}", response.status()));
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(|l| {
+                let base = reqwest::Url::parse(whep_url).expect("WHEP URL");
+                base.join(l).expect("location").to_string()
+            })
+            .unwrap_or_default();
+        let answer = SdpAnswer::from_sdp_string(&response.text().await.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())?;
+        let frames = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(receive_until(
+            rtc,
+            socket,
+            local,
+            frames.clone(),
+            stop.clone(),
+        ));
+        Ok(LiveViewer {
+            frames,
+            location,
+            stop,
+            task,
+        })
+    }
+
+    pub fn frames(&self) -> usize {
+        self.frames.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Goes away without a word (like a killed tab): no DELETE, no DTLS close.
+    pub async fn vanish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn receive_until(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    frames: Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 2000];
+    while rtc.is_alive() {
+        let timeout = loop {
+            match rtc.poll_output().map_err(|e| e.to_string())? {
+                Output::Transmit(t) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Output::Timeout(t) => break t,
+                Output::Event(Event::MediaData(_)) => {
+                    frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Output::Event(_) => {}
+            }
+        };
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = tokio::time::timeout(wait, socket.recv_from(&mut buf)) => match r {
+                Ok(Ok((n, source))) => {
+                    let Ok(contents) = buf[..n].try_into() else { continue };
+                    let input = Input::Receive(Instant::now(), Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: local,
+                        contents,
+                    });
+                    rtc.handle_input(input).map_err(|e| e.to_string())?;
+                }
+                _ => rtc
+                    .handle_input(Input::Timeout(Instant::now()))
+                    .map_err(|e| e.to_string())?,
+            },
+        }
+    }
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //! [`ToOpus`] is the sans-IO part (frames in, 20 ms Opus packets with 48 kHz timestamps out);
 //! [`Transcoder`] is the task that feeds it from the camera and fans the packets out.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -94,32 +95,34 @@ impl ToOpus {
 }
 
 /// The running transcoder of one camera.
+/// One camera's AAC/G.711 → Opus transcoder task and its fan-out. Counted in `transcoders` while
+/// its task runs.
 pub struct Transcoder {
     packets: broadcast::Sender<Frame>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
-    _counted: Counted,
 }
 
 impl Transcoder {
     pub fn start(camera: Arc<Camera>) -> Transcoder {
         let (packets, _) = broadcast::channel(CHANNEL_PACKETS);
         let cancel = CancellationToken::new();
-        let task = spawn_task(run(camera, packets.clone(), cancel.clone()));
+        let running = run(camera, packets.clone(), cancel.clone());
+        let task = spawn_task(async move {
+            let _counted = Counted::new(Resource::Transcoder);
+            running.await
+        });
         Transcoder {
             packets,
             cancel,
             task,
-            _counted: Counted::new(Resource::Transcoder),
         }
     }
 
-    /// Opus frames from now on (48 kHz timestamps).
     pub fn subscribe(&self) -> broadcast::Receiver<Frame> {
         self.packets.subscribe()
     }
 
-    /// True once the task has ended by itself (the camera's stream ended).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
@@ -127,6 +130,100 @@ impl Transcoder {
     pub async fn stop(self) {
         self.cancel.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// The running transcoders, one per camera, shared by that camera's peers in every WebRTC
+/// worker loop. Taking and releasing one never waits: a worker loop must not await (it drains
+/// its own inputs). The last lease cancels the transcoder, whose task ends at once; the registry
+/// keeps its handle and joins it at [`Transcoders::stop`] (or forgets it once finished).
+#[derive(Default)]
+pub struct Transcoders {
+    inner: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    /// By camera id: the transcoder, its instance id and its number of leases.
+    running: HashMap<String, (u64, Transcoder, usize)>,
+    /// Cancelled, not yet joined.
+    stopping: Vec<Transcoder>,
+}
+
+/// A peer's use of its camera's transcoder; dropping it releases the transcoder.
+pub struct TranscoderLease {
+    registry: Arc<Transcoders>,
+    camera: String,
+    id: u64,
+}
+
+impl Drop for TranscoderLease {
+    fn drop(&mut self) {
+        let mut r = self.registry.inner.lock().unwrap();
+        let last = match r.running.get_mut(&self.camera) {
+            Some((id, _, leases)) if *id == self.id => {
+                *leases -= 1;
+                *leases == 0
+            }
+            _ => false,
+        };
+        if last {
+            if let Some((_, t, _)) = r.running.remove(&self.camera) {
+                t.cancel.cancel();
+                r.stopping.push(t);
+            }
+        }
+    }
+}
+
+impl Transcoders {
+    /// The camera's transcoded audio, starting its transcoder for the first peer.
+    pub fn acquire(
+        self: &Arc<Self>,
+        camera: &Arc<Camera>,
+    ) -> (broadcast::Receiver<Frame>, TranscoderLease) {
+        let mut guard = self.inner.lock().unwrap();
+        let r = &mut *guard;
+        r.stopping.retain(|t| !t.is_finished());
+        let id = camera.id();
+        // A transcoder whose task ended (its stream stopped) is replaced.
+        if r.running.get(id).is_some_and(|(_, t, _)| t.is_finished()) {
+            if let Some((_, t, _)) = r.running.remove(id) {
+                r.stopping.push(t);
+            }
+        }
+        if !r.running.contains_key(id) {
+            r.next_id += 1;
+            let t = Transcoder::start(camera.clone());
+            r.running.insert(id.to_string(), (r.next_id, t, 0));
+        }
+        let (instance, t, leases) = r.running.get_mut(id).expect("inserted above");
+        *leases += 1;
+        let lease = TranscoderLease {
+            registry: self.clone(),
+            camera: id.to_string(),
+            id: *instance,
+        };
+        (t.subscribe(), lease)
+    }
+
+    /// Transcoders running now (leased).
+    pub fn running(&self) -> usize {
+        self.inner.lock().unwrap().running.len()
+    }
+
+    /// Stops every transcoder and waits for their tasks.
+    pub async fn stop(&self) {
+        let all: Vec<Transcoder> = {
+            let mut r = self.inner.lock().unwrap();
+            let mut all: Vec<Transcoder> = r.stopping.drain(..).collect();
+            all.extend(r.running.drain().map(|(_, (_, t, _))| t));
+            all
+        };
+        for t in all {
+            t.stop().await;
+        }
     }
 }
 

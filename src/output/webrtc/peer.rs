@@ -1,0 +1,361 @@
+//! One WebRTC viewer: its str0m `Rtc`, the media it was negotiated, and its feed of frames.
+//!
+//! Everything here is synchronous: a worker loop calls these methods with what arrived (a
+//! datagram, a frame, the time) and sends what they return. A peer's frames come from its
+//! [`Feed`], a stream the worker loop polls among all its peers' feeds; nothing a peer owns
+//! ever waits on the loop, so the loop can never wait on itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{AbortHandle, Abortable, BoxStream};
+use futures_util::StreamExt;
+use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::net::Transmit;
+use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
+use tokio::sync::broadcast;
+
+use super::codec;
+use super::route::SessionId;
+use super::transcode::{TranscoderLease, Transcoders};
+use crate::hub::{Camera, Packet, Subscription};
+use crate::media::{h264, Frame};
+use crate::resources::{Counted, Resource, ViewerKind};
+
+/// A peer whose ICE stays disconnected this long is removed.
+pub const ICE_DISCONNECTED_LIMIT: Duration = Duration::from_secs(10);
+/// A peer that never connects (the browser went away mid-offer) is removed after this long.
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+/// At most one feed restart per this long for a browser's keyframe requests (PLI/FIR).
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a peer's feed yields.
+pub enum Media {
+    /// The camera's own frame (video, and audio that passes through as it is).
+    Camera(Arc<Packet>),
+    /// An Opus packet from the camera's transcoder.
+    Transcoded(Frame),
+}
+
+/// A feed as the worker loop polls it: frames tagged with their session.
+pub type FeedStream = BoxStream<'static, (SessionId, Media)>;
+
+pub struct Peer {
+    pub session: SessionId,
+    pub camera: Arc<Camera>,
+    pub rtc: Rtc,
+    video: Option<(Mid, Pt)>,
+    audio: Option<PeerAudio>,
+    last_keyframe_request: Option<Instant>,
+    connected: bool,
+    created: Instant,
+    disconnected_since: Option<Instant>,
+    /// Ends the running feed (its subscription is dropped when the loop next polls it).
+    feed: Option<AbortHandle>,
+    /// When str0m next wants `Input::Timeout`.
+    pub deadline: Instant,
+    _counted: Counted,
+}
+
+#[derive(Clone, Copy)]
+struct PeerAudio {
+    mid: Mid,
+    pt: Pt,
+    clock: Frequency,
+    /// The camera's audio goes through its transcoder (AAC → Opus) rather than as it is.
+    transcoded: bool,
+}
+
+impl Peer {
+    pub fn new(session: SessionId, camera: Arc<Camera>, rtc: Rtc, now: Instant) -> Peer {
+        Peer {
+            session,
+            camera,
+            rtc,
+            video: None,
+            audio: None,
+            last_keyframe_request: None,
+            connected: false,
+            created: now,
+            disconnected_since: None,
+            feed: None,
+            deadline: now,
+            _counted: Counted::new(Resource::PeerConnection),
+        }
+    }
+
+    /// Polls str0m until `Timeout`: datagrams go to `transmits`, and events are acted on. A
+    /// returned feed replaces the peer's old one (the loop starts polling it).
+    pub fn drain(
+        &mut self,
+        transmits: &mut Vec<Transmit>,
+        transcoders: &Arc<Transcoders>,
+    ) -> Result<Option<FeedStream>, RtcError> {
+        let mut feed = None;
+        while self.rtc.is_alive() {
+            match self.rtc.poll_output()? {
+                Output::Transmit(t) => transmits.push(t),
+                Output::Timeout(t) => {
+                    self.deadline = t;
+                    break;
+                }
+                Output::Event(e) => {
+                    if self.on_event(e) {
+                        feed = Some(self.start_feed(transcoders));
+                    }
+                }
+            }
+        }
+        Ok(feed.flatten())
+    }
+
+    /// Whether the peer should be removed: it closed, never connected, or lost ICE for too long.
+    pub fn expired(&self, now: Instant) -> bool {
+        !self.rtc.is_alive()
+            || (!self.connected && now.duration_since(self.created) > CONNECT_LIMIT)
+            || self
+                .disconnected_since
+                .is_some_and(|t| now.duration_since(t) > ICE_DISCONNECTED_LIMIT)
+    }
+
+    /// Acts on one str0m event; true when the feed must (re)start.
+    fn on_event(&mut self, event: Event) -> bool {
+        match event {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.disconnected_since.get_or_insert_with(Instant::now);
+                false
+            }
+            Event::IceConnectionStateChange(_) => {
+                self.disconnected_since = None;
+                false
+            }
+            Event::MediaAdded(m) if m.kind == MediaKind::Video => {
+                let video = self.camera.stream.view().video;
+                if let Some(writer) = self.rtc.writer(m.mid) {
+                    let pt = match video.as_deref() {
+                        Some(v) if v.codec == "h265" => codec::choose_h265(writer.payload_params()),
+                        v => {
+                            let profile = v.and_then(|v| {
+                                v.parameter_sets.first().and_then(|s| s.get(1).copied())
+                            });
+                            codec::choose_h264(writer.payload_params(), profile)
+                        }
+                    };
+                    if let Some(pt) = pt {
+                        self.video = Some((m.mid, pt));
+                    }
+                }
+                false
+            }
+            Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
+                let audio = self.camera.stream.audio();
+                let (Some(a), Some(writer)) = (audio, self.rtc.writer(m.mid)) else {
+                    return false;
+                };
+                if let Some(pt) = codec::choose_audio(writer.payload_params(), a.codec) {
+                    self.audio = Some(PeerAudio {
+                        mid: m.mid,
+                        pt,
+                        clock: Frequency::new(a.sample_rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
+                        transcoded: false,
+                    });
+                } else if let Some(pt) = codec::choose_transcoded(writer.payload_params()) {
+                    self.audio = Some(PeerAudio {
+                        mid: m.mid,
+                        pt,
+                        clock: Frequency::FORTY_EIGHT_KHZ,
+                        transcoded: true,
+                    });
+                } else {
+                    tracing::info!(
+                        camera = self.camera.id(),
+                        "WebRTC: {} audio is not sent (video only)",
+                        a.codec
+                    );
+                }
+                // str0m can announce media after ICE/DTLS connected: the running feed carries
+                // no audio yet, so it is replaced by one that does.
+                self.connected && self.audio.is_some()
+            }
+            // A PLI/FIR: the browser lost its reference. Restart the feed, which begins with
+            // the cached GOP (a keyframe), at most once a second.
+            Event::KeyframeRequest(_)
+                if self.connected
+                    && self
+                        .last_keyframe_request
+                        .is_none_or(|t| t.elapsed() > KEYFRAME_REQUEST_INTERVAL) =>
+            {
+                self.last_keyframe_request = Some(Instant::now());
+                true
+            }
+            // Subscribe now, so the cached GOP goes out the moment media can flow.
+            Event::Connected => {
+                self.connected = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A new feed from the camera (its GOP first), ending the old one. `None` when the camera
+    /// is not running.
+    fn start_feed(&mut self, transcoders: &Arc<Transcoders>) -> Option<FeedStream> {
+        self.end_feed();
+        let subscription = self.camera.stream.subscribe(ViewerKind::Webrtc)?;
+        let transcoded = match self.audio {
+            Some(a) if a.transcoded => Some(transcoders.acquire(&self.camera)),
+            _ => None,
+        };
+        let feed = Feed {
+            subscription,
+            // The camera's own audio goes out only when it passes through as it is: not before
+            // the audio m-line is known, and not when the transcoder replaces it.
+            camera_audio: self.audio.is_some_and(|a| !a.transcoded),
+            transcoded,
+        };
+        let (abort, registration) = AbortHandle::new_pair();
+        self.feed = Some(abort);
+        let session = self.session.clone();
+        let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+            let media = feed.next().await?;
+            Some((media, feed))
+        })
+        .map(move |media| (session.clone(), media));
+        Some(Abortable::new(stream, registration).boxed())
+    }
+
+    /// Ends the feed: its subscription (and transcoder lease) go when the loop next polls it.
+    pub fn end_feed(&mut self) {
+        if let Some(abort) = self.feed.take() {
+            abort.abort();
+        }
+    }
+
+    /// Hands one frame to str0m (it packetises on the next timeout).
+    pub fn write(&mut self, media: &Media, now: Instant) {
+        match media {
+            Media::Camera(p) if p.is_video() => self.write_video(p, now),
+            // Opus and G.711 frames (the camera's, or its transcoder's) are RTP payloads already.
+            Media::Camera(p) => self.write_audio(&p.frame, now),
+            Media::Transcoded(f) => self.write_audio(f, now),
+        }
+    }
+
+    fn write_audio(&mut self, frame: &Frame, now: Instant) {
+        let Some(a) = self.audio else { return };
+        let time = MediaTime::new(frame.pts.max(0) as u64, a.clock);
+        if let Some(writer) = self.rtc.writer(a.mid) {
+            let _ = writer.write(a.pt, now, time, &frame.data[..]);
+        }
+    }
+
+    fn write_video(&mut self, packet: &Packet, now: Instant) {
+        let Some((mid, pt)) = self.video else { return };
+        // Built once per frame for every peer; each peer takes a reference count.
+        let access_unit = packet.annex_b(annex_b);
+        let time = MediaTime::new(packet.pts.max(0) as u64, Frequency::NINETY_KHZ);
+        if let Some(writer) = self.rtc.writer(mid) {
+            let _ = writer.write(pt, now, time, access_unit);
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.end_feed();
+    }
+}
+
+/// A frame as str0m's H.264/H.265 packetisers take it: Annex B, with the parameter sets before
+/// every keyframe (a viewer's first video frame is always one, so it always gets them).
+pub fn annex_b(packet: &Packet) -> Arc<[u8]> {
+    let mut data = Vec::with_capacity(packet.data.len() + 64);
+    if let (true, Some(codec)) = (packet.keyframe, &packet.video_codec) {
+        h264::append_annex_b(&mut data, codec.parameter_sets.iter().map(|p| &p[..]));
+    }
+    h264::append_annex_b(&mut data, h264::length_prefixed_nals(&packet.data));
+    Arc::from(data)
+}
+
+/// One peer's frames: its hub subscription (video, and the camera's audio when it passes
+/// through) merged with its camera's transcoded audio.
+struct Feed {
+    subscription: Subscription,
+    camera_audio: bool,
+    transcoded: Option<(broadcast::Receiver<Frame>, TranscoderLease)>,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Media> {
+        loop {
+            tokio::select! {
+                p = self.subscription.next() => match p {
+                    Ok(p) if !self.camera_audio && !p.is_video() => continue,
+                    Ok(p) => return Some(Media::Camera(p)),
+                    Err(_) => return None,
+                },
+                Some(f) = next_transcoded(&mut self.transcoded) => return Some(Media::Transcoded(f)),
+            }
+        }
+    }
+}
+
+/// The next transcoded audio frame; never ready without a transcoder, or once it has gone.
+/// A peer that fell behind skips what it missed.
+async fn next_transcoded(
+    rx: &mut Option<(broadcast::Receiver<Frame>, TranscoderLease)>,
+) -> Option<Frame> {
+    loop {
+        let Some((r, _)) = rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        match r.recv().await {
+            Ok(f) => return Some(f),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => *rx = None,
+        }
+    }
+}
+
+/// Feeds `Input::Timeout(now)` (str0m packetises queued frames and runs its timers on it).
+pub fn handle_timeout(rtc: &mut Rtc, now: Instant) -> Result<(), RtcError> {
+    rtc.handle_input(Input::Timeout(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{TrackKind, VideoCodec};
+    use bytes::Bytes;
+
+    #[test]
+    fn annex_b_has_parameter_sets_before_keyframes_only() {
+        let codec = Arc::new(VideoCodec {
+            codec: "h264",
+            rfc6381: "avc1.42c01f".into(),
+            width: 64,
+            height: 64,
+            fps: None,
+            parameter_sets: vec![
+                Bytes::from_static(&[0x67, 1]),
+                Bytes::from_static(&[0x68, 2]),
+            ],
+        });
+        let frame = |keyframe| Frame {
+            track: TrackKind::Video,
+            pts: 0,
+            dts: 0,
+            keyframe,
+            capture_time_us: None,
+            video_codec: Some(codec.clone()),
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 9]),
+        };
+        let key = annex_b(&Packet::new(frame(true), 1, 0));
+        assert_eq!(
+            &key[..],
+            &[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 9]
+        );
+        let delta = annex_b(&Packet::new(frame(false), 2, 0));
+        assert_eq!(&delta[..], &[0, 0, 0, 1, 0x65, 9]);
+    }
+}

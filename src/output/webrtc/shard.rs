@@ -1,0 +1,295 @@
+//! A WebRTC worker loop: owns a share of the peers and drives them (one loop per core).
+//!
+//! The rule that keeps it from ever deadlocking: the loop awaits nothing but its own inputs.
+//! Datagrams arrive on a bounded queue that the socket readers fill with `try_send` (a full
+//! queue drops the datagram, as a congested network would); frames come from the peers' feeds,
+//! which the loop polls itself (so a slow loop makes a peer lag in the hub's ring and skip to
+//! the next keyframe, never block a producer); API commands carry oneshot replies. Removing a
+//! peer is synchronous: its feed is aborted and its subscription dropped on the loop's next poll.
+//!
+//! str0m is driven as its docs ask: after every input, `poll_output` until `Timeout`. Only the
+//! peer that got the input is drained; timers are handled for the peers whose deadline is due.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::SelectAll;
+use futures_util::StreamExt;
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::Input;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::peer::{handle_timeout, FeedStream, Media, Peer};
+use super::route::{Router, SessionId};
+use super::transcode::Transcoders;
+
+/// Datagrams waiting for one loop; beyond this the readers drop (UDP loss, never a wait).
+pub const DATAGRAM_QUEUE: usize = 4096;
+/// Timers due this soon are handled together, so many peers cost few wake-ups.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// Peers are checked for expiry (never connected, ICE lost) at least this often.
+const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+
+pub struct Datagram {
+    pub data: Vec<u8>,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+}
+
+pub enum Command {
+    Add(Box<Peer>),
+    /// Ends a session if it belongs to `camera`; replies whether it did.
+    Remove {
+        camera: String,
+        session: SessionId,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Ends every session of a camera; replies how many.
+    RemoveCamera {
+        camera: String,
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+/// The UDP sockets (one per advertised address, same port), by local address.
+pub type Sockets = Arc<Vec<(SocketAddr, Arc<UdpSocket>)>>;
+
+pub struct Shard {
+    index: usize,
+    peers: HashMap<SessionId, Peer>,
+    sockets: Sockets,
+    router: Arc<Mutex<Router>>,
+    transcoders: Arc<Transcoders>,
+    /// Reused for every drain.
+    transmits: Vec<Transmit>,
+    next_wake: Instant,
+    last_expiry_check: Instant,
+    drop_input: bool,
+}
+
+impl Shard {
+    pub fn new(
+        index: usize,
+        sockets: Sockets,
+        router: Arc<Mutex<Router>>,
+        transcoders: Arc<Transcoders>,
+    ) -> Shard {
+        let now = Instant::now();
+        Shard {
+            index,
+            peers: HashMap::new(),
+            sockets,
+            router,
+            transcoders,
+            transmits: Vec::new(),
+            next_wake: now + EXPIRY_CHECK,
+            last_expiry_check: now,
+            // Fault injection for tests: behave as if a firewall dropped every incoming datagram.
+            drop_input: std::env::var_os("LIVELENS_TEST_DROP_WEBRTC_INPUT").is_some(),
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut datagrams: mpsc::Receiver<(SessionId, Datagram)>,
+        cancel: CancellationToken,
+    ) {
+        let mut feeds: SelectAll<FeedStream> = SelectAll::new();
+        loop {
+            let wake = tokio::time::sleep_until(tokio::time::Instant::from_std(self.next_wake));
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(cmd) = commands.recv() => self.command(cmd, &mut feeds),
+                Some((session, d)) = datagrams.recv() => self.receive(&session, d, &mut feeds),
+                Some((session, media)) = feeds.next() => self.media(&session, &media, &mut feeds),
+                _ = wake => self.timeouts(&mut feeds),
+            }
+        }
+        let sessions: Vec<SessionId> = self.peers.keys().cloned().collect();
+        for s in sessions {
+            self.end(&s, false);
+        }
+        // Dropping the feeds drops every subscription and transcoder lease.
+        drop(feeds);
+    }
+
+    fn command(&mut self, cmd: Command, feeds: &mut SelectAll<FeedStream>) {
+        match cmd {
+            Command::Add(peer) => {
+                let session = peer.session.clone();
+                self.peers.insert(session.clone(), *peer);
+                self.drive(&session, feeds);
+            }
+            Command::Remove {
+                camera,
+                session,
+                reply,
+            } => {
+                let found = self
+                    .peers
+                    .get(&session)
+                    .is_some_and(|p| p.camera.id() == camera);
+                if found {
+                    self.end(&session, true);
+                }
+                let _ = reply.send(found);
+            }
+            Command::RemoveCamera { camera, reply } => {
+                let sessions: Vec<SessionId> = self
+                    .peers
+                    .values()
+                    .filter(|p| p.camera.id() == camera)
+                    .map(|p| p.session.clone())
+                    .collect();
+                for s in &sessions {
+                    self.end(s, true);
+                }
+                let _ = reply.send(sessions.len());
+            }
+        }
+    }
+
+    fn receive(&mut self, session: &SessionId, d: Datagram, feeds: &mut SelectAll<FeedStream>) {
+        if self.drop_input {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(session) else {
+            return;
+        };
+        let Ok(contents) = d.data.as_slice().try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source: d.source,
+                destination: d.destination,
+                contents,
+            },
+        );
+        // str0m never panics on input by design; if it does, the peer goes, not the loop.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            peer.rtc.accepts(&input) && peer.rtc.handle_input(input).is_ok()
+        }));
+        if !matches!(ok, Ok(true)) {
+            peer.rtc.disconnect();
+        }
+        self.drive(session, feeds);
+    }
+
+    fn media(&mut self, session: &SessionId, media: &Media, feeds: &mut SelectAll<FeedStream>) {
+        let Some(peer) = self.peers.get_mut(session) else {
+            return;
+        };
+        let now = Instant::now();
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            peer.write(media, now);
+            // str0m packetises what was written on a timeout.
+            handle_timeout(&mut peer.rtc, now).is_ok()
+        }));
+        if !matches!(ok, Ok(true)) {
+            peer.rtc.disconnect();
+        }
+        self.drive(session, feeds);
+    }
+
+    fn timeouts(&mut self, feeds: &mut SelectAll<FeedStream>) {
+        let now = Instant::now();
+        let due: Vec<SessionId> = self
+            .peers
+            .values()
+            .filter(|p| p.deadline <= now + TIMER_SLACK)
+            .map(|p| p.session.clone())
+            .collect();
+        for session in &due {
+            if let Some(peer) = self.peers.get_mut(session) {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle_timeout(&mut peer.rtc, now).is_ok()
+                }));
+                if !matches!(r, Ok(true)) {
+                    peer.rtc.disconnect();
+                }
+            }
+            self.drive(session, feeds);
+        }
+        if now.duration_since(self.last_expiry_check) >= EXPIRY_CHECK {
+            self.last_expiry_check = now;
+            let expired: Vec<SessionId> = self
+                .peers
+                .values()
+                .filter(|p| p.expired(now))
+                .map(|p| p.session.clone())
+                .collect();
+            for s in &expired {
+                self.end(s, false);
+            }
+        }
+        let earliest = self.peers.values().map(|p| p.deadline).min();
+        let limit = now + EXPIRY_CHECK;
+        self.next_wake = earliest
+            .map_or(limit, |d| d.min(limit))
+            .max(now + Duration::from_millis(1));
+    }
+
+    /// Drains a peer after an input: sends its datagrams, starts its feed, removes it if dead.
+    fn drive(&mut self, session: &SessionId, feeds: &mut SelectAll<FeedStream>) {
+        let Some(peer) = self.peers.get_mut(session) else {
+            return;
+        };
+        let transmits = &mut self.transmits;
+        let transcoders = &self.transcoders;
+        let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            peer.drain(transmits, transcoders)
+        }));
+        match drained {
+            Ok(Ok(Some(feed))) => feeds.push(feed),
+            Ok(Ok(None)) => {}
+            _ => peer.rtc.disconnect(),
+        }
+        self.next_wake = self.next_wake.min(peer.deadline);
+        let alive = peer.rtc.is_alive();
+        self.send();
+        if !alive {
+            self.end(session, false);
+        }
+    }
+
+    fn send(&mut self) {
+        for t in self.transmits.drain(..) {
+            if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == t.source) {
+                // A full socket buffer drops the datagram, as the network would.
+                let _ = socket.try_send_to(&t.contents, t.destination);
+            }
+        }
+    }
+
+    /// Removes a peer. `tell` closes it properly first (RTCP BYE, DTLS close_notify), so the
+    /// browser learns at once; a peer that is already dead or gone is just dropped.
+    fn end(&mut self, session: &SessionId, tell: bool) {
+        let Some(mut peer) = self.peers.remove(session) else {
+            return;
+        };
+        self.router.lock().unwrap().remove(session);
+        if tell && peer.rtc.is_alive() {
+            let transmits = &mut self.transmits;
+            let transcoders = &self.transcoders;
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if peer.rtc.close().is_ok() {
+                    let _ = peer.drain(transmits, transcoders);
+                    let _ = handle_timeout(&mut peer.rtc, Instant::now());
+                    let _ = peer.drain(transmits, transcoders);
+                }
+            }));
+            self.send();
+        }
+        peer.end_feed();
+        tracing::debug!(session = %peer.session, camera = peer.camera.id(), shard = self.index, "WebRTC peer ended");
+    }
+}
