@@ -1,13 +1,26 @@
-//! `livelens-bench mse --url ws://HOST/api/cameras/ID/mse --viewers N --seconds S [--pid PID]`
+//! `livelens-bench mse|flv|webrtc --url URL --viewers N --seconds S [--pid PID]`
 //!
-//! A load generator: N plain WebSocket readers of the MSE endpoint. Each parses the fMP4
-//! fragments it receives and reads the capture-time SEI that `testsrc://` puts in every access
-//! unit, so latency is measured end to end (same machine, same clock). Prints one table row:
-//! viewers, server CPU % and RSS, bytes/s per viewer, first-frame time and latency percentiles.
+//! A load generator: N viewers of one live stream, run for S seconds, one table row (or one JSON
+//! line with `--json`) of what the server cost and what the viewers got.
+//!
+//! - `mse`: WebSocket readers of livelens's fMP4 endpoint (`/api/cameras/ID/mse`).
+//! - `flv`: WebSocket readers of an HTTP-FLV-over-WebSocket stream (node-media-server's
+//!   `ws://HOST/APP/NAME.flv`), to compare livelens with another server on the same clip.
+//! - `webrtc`: WHEP viewers, str0m clients doing real ICE/DTLS/SRTP. At the end they leave
+//!   without a word, like a closed tab; `--delete` sends the WHEP DELETE instead.
+//!
+//! Readers buffer their stream, so boxes and tags may be split over WebSocket messages or merged
+//! into one. Where the stream carries the capture-time SEI that `testsrc://` puts in every access
+//! unit, latency is measured end to end (same machine, same clock).
+//!
+//! Per viewer: bytes and video frames over the run, the time to its first video frame. A viewer
+//! is "below source" when it got less than 95 % of the source's bytes/s (`--source-kbps`, or the
+//! median viewer when not given).
 
+use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,35 +35,51 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// N WebSocket MSE viewers of one camera.
+    /// N WebSocket MSE (fMP4) viewers of one camera.
     Mse {
         #[arg(long, default_value = "ws://127.0.0.1:8080/api/cameras/demo/mse")]
         url: String,
-        #[arg(long, default_value_t = 1)]
-        viewers: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// The server's pid, for CPU %; found by its command line when absent.
-        #[arg(long)]
-        pid: Option<u32>,
-        /// Print the table header too.
-        #[arg(long)]
-        header: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// N WebSocket readers of an HTTP-FLV stream (e.g. node-media-server's ws://HOST/live/NAME.flv).
+    Flv {
+        #[arg(long, default_value = "ws://127.0.0.1:8000/live/clip.flv")]
+        url: String,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// N WebRTC (WHEP) viewers of one camera: str0m clients doing real ICE/DTLS/SRTP.
     Webrtc {
         /// The camera's WHEP URL.
         #[arg(long, default_value = "http://127.0.0.1:8080/api/cameras/demo/whep")]
         url: String,
-        #[arg(long, default_value_t = 1)]
-        viewers: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
+        /// Leave with the WHEP DELETE (the Location of the answer) rather than silently.
         #[arg(long)]
-        pid: Option<u32>,
-        #[arg(long)]
-        header: bool,
+        delete: bool,
+        #[command(flatten)]
+        run: RunArgs,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, default_value_t = 1)]
+    viewers: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The server's pid, for CPU % and RSS; asked from livelens's /healthz when absent.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The source's rate in kbit/s; viewers below 95 % of it are counted. 0: the median viewer.
+    #[arg(long, default_value_t = 0.0)]
+    source_kbps: f64,
+    /// Print the table header too.
+    #[arg(long)]
+    header: bool,
+    /// Print one JSON object instead of a table row.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Default)]
@@ -58,7 +87,23 @@ struct ViewerResult {
     first_frame: Option<Duration>,
     latencies_ms: Vec<f64>,
     bytes: u64,
+    frames: u64,
     error: Option<String>,
+}
+
+impl ViewerResult {
+    /// Counts `frames` video frames that arrived now; `capture` is the capture time they carry.
+    fn on_frames(&mut self, frames: u64, capture: Option<i64>, started: Instant, since_us: i64) {
+        if frames == 0 {
+            return;
+        }
+        self.frames += frames;
+        self.first_frame.get_or_insert_with(|| started.elapsed());
+        // Latency of live frames only: a cached GOP sent at connect is old by design.
+        if let Some(t) = capture.filter(|t| *t >= since_us) {
+            self.latencies_ms.push((now_us() - t) as f64 / 1000.0);
+        }
+    }
 }
 
 fn now_us() -> i64 {
@@ -67,20 +112,240 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// The capture time carried by the access unit inside one moof+mdat fragment.
-fn capture_time(fragment: &[u8]) -> Option<i64> {
-    let moof_len = u32::from_be_bytes(fragment.get(0..4)?.try_into().ok()?) as usize;
-    let mdat = fragment.get(moof_len..)?;
-    if mdat.get(4..8)? != b"mdat" {
-        return None;
-    }
-    h264::length_prefixed_nals(mdat.get(8..)?)
+/// The capture time in the first NALs of a 4-byte length-prefixed access unit.
+fn capture_time(access_unit: &[u8]) -> Option<i64> {
+    h264::length_prefixed_nals(access_unit)
         .take(4)
         .find_map(sei::read_capture_time)
         .map(|t| t.unix_us)
 }
 
-async fn viewer(url: String, until: Instant) -> ViewerResult {
+fn be_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be_u24(data: &[u8], at: usize) -> Option<usize> {
+    let b = data.get(at..at + 3)?;
+    Some(usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
+}
+
+/// Larger boxes or tags than this are taken for a broken stream rather than buffered.
+const MAX_UNIT: usize = 64 << 20;
+
+/// Bytes of a stream that wait for the rest of their box or tag in the next message.
+#[derive(Default)]
+struct Reassembly {
+    buf: Vec<u8>,
+}
+
+impl Reassembly {
+    /// Gives `parse` what is buffered followed by `data`; `parse` consumes whole units from the
+    /// front and returns how many bytes it used. The rest is kept. Without buffered bytes,
+    /// `data` is parsed in place and only its incomplete tail is copied.
+    fn push(
+        &mut self,
+        data: &[u8],
+        parse: impl FnOnce(&[u8]) -> Result<usize, String>,
+    ) -> Result<(), String> {
+        if self.buf.is_empty() {
+            let used = parse(data)?;
+            self.buf.extend_from_slice(&data[used..]);
+        } else {
+            self.buf.extend_from_slice(data);
+            let used = parse(&self.buf)?;
+            self.buf.drain(..used);
+        }
+        Ok(())
+    }
+}
+
+/// A stream format: finds the video frames in whole units at the front of a buffer.
+trait Demuxer: Default + Send + 'static {
+    /// Parses the whole units at the front of `data`; calls `frames(count, access_unit)` for
+    /// every unit carrying video frames, with its (first) length-prefixed access unit. Returns
+    /// the bytes used; an incomplete unit is left for the next call.
+    fn parse(&mut self, data: &[u8], frames: &mut impl FnMut(u64, &[u8])) -> Result<usize, String>;
+}
+
+/// ISO-BMFF boxes: `(type, payload)` for each box in `data`, which holds whole boxes.
+fn boxes(mut data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+    std::iter::from_fn(move || {
+        let (kind, header, size) = box_header(data).ok()??;
+        let size = if size == 0 { data.len() } else { size };
+        let payload = data.get(header..size)?;
+        data = &data[size..];
+        Some((kind, payload))
+    })
+}
+
+/// `(type, header length, size)` of the box at the start of `data`; `None` when the header is
+/// incomplete; size 0 means "to the end".
+fn box_header(data: &[u8]) -> Result<Option<([u8; 4], usize, usize)>, String> {
+    let (Some(size), Some(kind)) = (be_u32(data, 0), data.get(4..8)) else {
+        return Ok(None);
+    };
+    let kind: [u8; 4] = kind.try_into().expect("4 bytes");
+    let (header, size) = match size {
+        0 => (8, 0),
+        1 => match data.get(8..16) {
+            Some(b) => (
+                16,
+                u64::from_be_bytes(b.try_into().expect("8 bytes")) as usize,
+            ),
+            None => return Ok(None),
+        },
+        n => (8, n as usize),
+    };
+    if size != 0 && size < header {
+        return Err(format!(
+            "box {:?} of {size} bytes",
+            String::from_utf8_lossy(&kind)
+        ));
+    }
+    Ok(Some((kind, header, size)))
+}
+
+fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    boxes(data).find(|(k, _)| k == kind).map(|(_, p)| p)
+}
+
+/// fMP4 as livelens's MSE endpoint sends it: ftyp+moov, then moof+mdat fragments.
+struct Fmp4 {
+    /// The video track (from the moov's `hdlr` = vide; 1 until a moov says otherwise).
+    video_track: u32,
+    /// Video samples in the last moof, waiting for its mdat.
+    pending: Option<u64>,
+}
+
+impl Default for Fmp4 {
+    fn default() -> Self {
+        Fmp4 {
+            video_track: 1,
+            pending: None,
+        }
+    }
+}
+
+impl Fmp4 {
+    /// The track id of the moov's video track.
+    fn video_track(moov: &[u8]) -> Option<u32> {
+        boxes(moov)
+            .filter(|(k, _)| k == b"trak")
+            .find_map(|(_, trak)| {
+                let hdlr = child(child(trak, b"mdia")?, b"hdlr")?;
+                if hdlr.get(8..12)? != b"vide" {
+                    return None;
+                }
+                let tkhd = child(trak, b"tkhd")?;
+                // Full box: version 1 has 64-bit creation and modification times.
+                be_u32(tkhd, if tkhd.first()? == &1 { 20 } else { 12 })
+            })
+    }
+
+    /// Samples of `track` in a moof: the trun sample counts of its trafs.
+    fn samples(moof: &[u8], track: u32) -> u64 {
+        boxes(moof)
+            .filter(|(k, traf)| {
+                k == b"traf" && child(traf, b"tfhd").and_then(|t| be_u32(t, 4)) == Some(track)
+            })
+            .flat_map(|(_, traf)| boxes(traf).filter(|(k, _)| k == b"trun"))
+            .filter_map(|(_, trun)| be_u32(trun, 4))
+            .map(u64::from)
+            .sum()
+    }
+}
+
+impl Demuxer for Fmp4 {
+    fn parse(&mut self, data: &[u8], frames: &mut impl FnMut(u64, &[u8])) -> Result<usize, String> {
+        let mut at = 0;
+        while let Some((kind, header, size)) = box_header(&data[at..])? {
+            if size == 0 {
+                return Err("a box of unknown size in a stream".into());
+            }
+            if size > MAX_UNIT {
+                return Err(format!("a box of {size} bytes"));
+            }
+            let Some(payload) = data.get(at + header..at + size) else {
+                break;
+            };
+            match &kind {
+                b"moov" => self.video_track = Self::video_track(payload).unwrap_or(1),
+                b"moof" => self.pending = Some(Self::samples(payload, self.video_track)),
+                // The fragment's mdat starts with its first sample.
+                b"mdat" => frames(self.pending.take().unwrap_or(0), payload),
+                _ => {}
+            }
+            at += size;
+        }
+        Ok(at)
+    }
+}
+
+/// FLV: a 9-byte header and PreviousTagSize0, then tags (11-byte header, data, PreviousTagSize).
+#[derive(Default)]
+struct Flv {
+    header_done: bool,
+}
+
+impl Flv {
+    const TAG_VIDEO: u8 = 9;
+
+    /// The access unit of a video tag's data when it carries a frame (not a sequence header).
+    fn access_unit(tag: &[u8]) -> Option<&[u8]> {
+        let first = *tag.first()?;
+        if first & 0x80 != 0 {
+            // Enhanced RTMP: packet type in the low nibble, then a FourCC; CodedFrames (1) has
+            // a 3-byte composition time, CodedFramesX (3) has none.
+            return match first & 0x0f {
+                1 => tag.get(8..),
+                3 => tag.get(5..),
+                _ => None,
+            };
+        }
+        // Legacy: frame type and codec id (7 AVC, 12 HEVC), AVCPacketType (1 = NALU), CTS.
+        (matches!(first & 0x0f, 7 | 12) && *tag.get(1)? == 1)
+            .then(|| tag.get(5..))
+            .flatten()
+    }
+}
+
+impl Demuxer for Flv {
+    fn parse(&mut self, data: &[u8], frames: &mut impl FnMut(u64, &[u8])) -> Result<usize, String> {
+        let mut at = 0;
+        if !self.header_done {
+            let Some(header_len) = be_u32(data, 5) else {
+                return Ok(0);
+            };
+            if &data[..3] != b"FLV" {
+                return Err("not an FLV stream".into());
+            }
+            at = header_len as usize + 4;
+            if data.len() < at {
+                return Ok(0);
+            }
+            self.header_done = true;
+        }
+        while let (Some(&kind), Some(size)) = (data.get(at), be_u24(data, at + 1)) {
+            let end = at + 11 + size + 4;
+            let Some(tag) = data.get(at + 11..at + 11 + size) else {
+                break;
+            };
+            if data.len() < end {
+                break;
+            }
+            if kind & 0x1f == Self::TAG_VIDEO {
+                if let Some(au) = Self::access_unit(tag) {
+                    frames(1, au);
+                }
+            }
+            at = end;
+        }
+        Ok(at)
+    }
+}
+
+/// One WebSocket reader of a stream in format `D`.
+async fn ws_viewer<D: Demuxer>(url: String, until: Instant) -> ViewerResult {
     let mut r = ViewerResult::default();
     let started = Instant::now();
     let connected_at = now_us();
@@ -91,18 +356,26 @@ async fn viewer(url: String, until: Instant) -> ViewerResult {
             return r;
         }
     };
+    let mut demuxer = D::default();
+    let mut reassembly = Reassembly::default();
     while let Ok(Some(msg)) = tokio::time::timeout_at(until.into(), ws.next()).await {
-        let Ok(Message::Binary(data)) = msg else {
-            continue;
+        let data = match msg {
+            Ok(Message::Binary(data)) => data,
+            Ok(_) => continue,
+            Err(e) => {
+                r.error = Some(e.to_string());
+                break;
+            }
         };
         r.bytes += data.len() as u64;
-        if data.get(4..8) != Some(b"moof") {
-            continue;
-        }
-        r.first_frame.get_or_insert_with(|| started.elapsed());
-        // Latency of live frames only: the cached GOP sent at connect is old by design.
-        if let Some(t) = capture_time(&data).filter(|t| *t >= connected_at) {
-            r.latencies_ms.push((now_us() - t) as f64 / 1000.0);
+        let parsed = reassembly.push(&data, |buf| {
+            demuxer.parse(buf, &mut |n, au| {
+                r.on_frames(n, capture_time(au), started, connected_at);
+            })
+        });
+        if let Err(e) = parsed {
+            r.error = Some(e);
+            break;
         }
     }
     let _ = ws.close(None).await;
@@ -129,7 +402,7 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// The server's pid, from its `/healthz` (same machine).
+/// The server's pid, from livelens's `/healthz` (same machine).
 async fn find_server(ws_url: &str) -> Option<u32> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = ws_url.strip_prefix("ws://")?;
@@ -143,11 +416,11 @@ async fn find_server(ws_url: &str) -> Option<u32> {
     json["pid"].as_u64().map(|p| p as u32)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
-        return f64::NAN;
+        return None;
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    Some(sorted[((sorted.len() - 1) as f64 * p).round() as usize])
 }
 
 fn raise_fd_limit() {
@@ -167,63 +440,92 @@ fn raise_fd_limit() {
 fn main() {
     raise_fd_limit();
     match Cli::parse().command {
-        Bench::Mse {
-            url,
-            viewers,
-            seconds,
-            pid,
-            header,
-        } => mse(url, viewers, seconds, pid, header),
-        Bench::Webrtc {
-            url,
-            viewers,
-            seconds,
-            pid,
-            header,
-        } => webrtc::run(url, viewers, seconds, pid, header),
+        Bench::Mse { url, run } => measure(&url, &url, &run, ws_viewer::<Fmp4>),
+        Bench::Flv { url, run } => measure(&url, &url, &run, ws_viewer::<Flv>),
+        Bench::Webrtc { url, delete, run } => webrtc::run(&url, delete, &run),
     }
 }
 
-fn mse(url: String, viewers: usize, seconds: u64, pid: Option<u32>, header: bool) {
-    let spawn = |url: String, until: Instant| tokio::spawn(viewer(url, until));
-    measure(&url, &url, viewers, seconds, pid, header, spawn);
+/// What the server cost over the run.
+struct ServerUse {
+    cpu_percent: Option<f64>,
+    /// The largest RSS seen during the run.
+    rss_mib: Option<f64>,
+    /// This load generator's own CPU: near 100 % per core, the figures measure the client.
+    bench_cpu_percent: Option<f64>,
 }
 
-/// Runs `viewers` viewers (made by `spawn`) for `seconds` and prints one table row: server CPU
-/// and RSS over the run, bytes per viewer, first-frame and latency percentiles.
-fn measure(
-    url: &str,
-    ws_url_for_pid: &str,
-    viewers: usize,
-    seconds: u64,
-    pid: Option<u32>,
-    header: bool,
-    spawn: impl Fn(String, Instant) -> tokio::task::JoinHandle<ViewerResult>,
-) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let pid = pid.or_else(|| runtime.block_on(find_server(ws_url_for_pid)));
-    let cpu_before = pid.and_then(cpu_seconds);
+/// Samples CPU time at the start and at `until`, and RSS every second in between.
+async fn watch(pid: Option<u32>, until: Instant) -> ServerUse {
+    let me = std::process::id();
     let t0 = Instant::now();
-    let until = t0 + Duration::from_secs(seconds);
-    let results: Vec<ViewerResult> = runtime.block_on(async {
-        let tasks: Vec<_> = (0..viewers)
-            .map(|_| spawn(url.to_string(), until))
+    let (cpu0, bench0) = (pid.and_then(cpu_seconds), cpu_seconds(me));
+    let mut rss: Option<f64> = None;
+    loop {
+        if let Some(m) = pid.and_then(rss_mib) {
+            rss = Some(rss.map_or(m, |r| r.max(m)));
+        }
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        tokio::time::sleep((until - now).min(Duration::from_secs(1))).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let percent = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / elapsed * 100.0);
+    ServerUse {
+        cpu_percent: percent(cpu0, pid.and_then(cpu_seconds)),
+        rss_mib: rss,
+        bench_cpu_percent: percent(bench0, cpu_seconds(me)),
+    }
+}
+
+/// Runs `run.viewers` viewers (each made by `viewer`) for `run.seconds` and prints one row: server
+/// CPU and RSS over the run, bytes and frames per viewer, viewers below the source rate, first
+/// frame and latency percentiles.
+fn measure<F, Fut>(url: &str, ws_url_for_pid: &str, run: &RunArgs, viewer: F)
+where
+    F: Fn(String, Instant) -> Fut,
+    Fut: Future<Output = ViewerResult> + Send + 'static,
+{
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let pid = run
+        .pid
+        .or_else(|| runtime.block_on(find_server(ws_url_for_pid)));
+    let window = Duration::from_secs(run.seconds);
+    let until = Instant::now() + window;
+    let (results, server) = runtime.block_on(async {
+        let tasks: Vec<_> = (0..run.viewers)
+            .map(|_| tokio::spawn(viewer(url.to_string(), until)))
             .collect();
+        let server = watch(pid, until).await;
         let mut out = Vec::new();
         for t in tasks {
-            out.push(t.await.unwrap_or_default());
+            out.push(t.await.unwrap_or_else(|e| ViewerResult {
+                error: Some(e.to_string()),
+                ..ViewerResult::default()
+            }));
         }
-        out
+        (out, server)
     });
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, pid.and_then(cpu_seconds)) {
-        (Some(a), Some(b)) => format!("{:.1}", (b - a) / elapsed * 100.0),
-        _ => "?".into(),
-    };
-    let rss = pid
-        .and_then(rss_mib)
-        .map_or("?".into(), |m| format!("{m:.0} MiB"));
+    report(&results, &server, window, run);
+}
+
+fn report(results: &[ViewerResult], server: &ServerUse, window: Duration, run: &RunArgs) {
+    let secs = window.as_secs_f64().max(1e-3);
+    let n = results.len().max(1) as f64;
     let errors = results.iter().filter(|r| r.error.is_some()).count();
+    let no_frame = results.iter().filter(|r| r.first_frame.is_none()).count();
+    let mut rates: Vec<f64> = results.iter().map(|r| r.bytes as f64 / secs).collect();
+    rates.sort_by(f64::total_cmp);
+    let source = if run.source_kbps > 0.0 {
+        Some(run.source_kbps * 1000.0 / 8.0)
+    } else {
+        percentile(&rates, 0.5)
+    };
+    let below = source.map_or(0, |s| rates.iter().filter(|r| **r < 0.95 * s).count());
+    let bytes_per_s = rates.iter().sum::<f64>() / n;
+    let frames_per_s = results.iter().map(|r| r.frames as f64).sum::<f64>() / n / secs;
     let mut first: Vec<f64> = results
         .iter()
         .filter_map(|r| r.first_frame)
@@ -235,22 +537,50 @@ fn measure(
         .flat_map(|r| r.latencies_ms.iter().copied())
         .collect();
     lat.sort_by(f64::total_cmp);
-    let bytes_per_viewer =
-        results.iter().map(|r| r.bytes).sum::<u64>() as f64 / viewers.max(1) as f64 / elapsed;
-    let frames_per_s = lat.len() as f64 / elapsed;
-    if header {
-        println!("| viewers | server CPU % | server RSS | kB/s per viewer | live frames/s (all viewers) | first frame p50 / p99 | latency p50 / p99 | errors |");
-        println!("|---|---|---|---|---|---|---|---|");
+    let first_error = results.iter().find_map(|r| r.error.clone());
+    if run.json {
+        let v = serde_json::json!({
+            "viewers": results.len(),
+            "seconds": secs,
+            "cpu_percent": server.cpu_percent,
+            "rss_mib": server.rss_mib,
+            "bench_cpu_percent": server.bench_cpu_percent,
+            "kbytes_per_s_per_viewer": bytes_per_s / 1000.0,
+            "frames_per_s_per_viewer": frames_per_s,
+            "source_kbytes_per_s": source.map(|s| s / 1000.0),
+            "below_95": below,
+            "no_frame": no_frame,
+            "first_frame_p50_ms": percentile(&first, 0.5),
+            "first_frame_p99_ms": percentile(&first, 0.99),
+            "latency_p50_ms": percentile(&lat, 0.5),
+            "latency_p99_ms": percentile(&lat, 0.99),
+            "errors": errors,
+            "first_error": first_error,
+        });
+        println!("{v}");
+        return;
+    }
+    let num = |v: Option<f64>, unit: &str| v.map_or("–".into(), |v| format!("{v:.0}{unit}"));
+    let pair = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (None, None) => "–".to_string(),
+        _ => format!("{} / {} ms", num(a, ""), num(b, "")),
+    };
+    if run.header {
+        println!("| viewers | server CPU % | server RSS | kB/s per viewer | frames/s per viewer | below 95 % of source | first frame p50 / p99 | latency p50 / p99 | errors | bench CPU % |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
     }
     println!(
-        "| {viewers} | {cpu} | {rss} | {:.0} | {frames_per_s:.0} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {errors} |",
-        bytes_per_viewer / 1000.0,
-        percentile(&first, 0.5),
-        percentile(&first, 0.99),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
+        "| {} | {} | {} | {:.0} | {frames_per_s:.1} | {below} (source {} kB/s) | {} | {} | {errors} | {} |",
+        results.len(),
+        server.cpu_percent.map_or("?".into(), |c| format!("{c:.1}")),
+        num(server.rss_mib, " MiB"),
+        bytes_per_s / 1000.0,
+        num(source.map(|s| s / 1000.0), ""),
+        pair(percentile(&first, 0.5), percentile(&first, 0.99)),
+        pair(percentile(&lat, 0.5), percentile(&lat, 0.99)),
+        num(server.bench_cpu_percent, ""),
     );
-    if let Some(e) = results.iter().find_map(|r| r.error.clone()) {
+    if let Some(e) = first_error {
         eprintln!("first error: {e}");
     }
 }
@@ -264,24 +594,30 @@ mod webrtc {
     use str0m::media::{Direction, MediaKind};
     use str0m::net::{Protocol, Receive};
     use str0m::{Candidate, Event, Input, Output, Rtc};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UdpSocket;
 
-    use super::{now_us, ViewerResult};
+    use super::{now_us, RunArgs, ViewerResult};
     use livelens::media::{h264, sei};
 
-    /// POSTs the offer with a minimal HTTP/1.1 client (same machine, plain HTTP).
-    async fn whep(url: &str, offer: &SdpOffer) -> Result<String, String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// One HTTP/1.1 request with a minimal client (same machine, plain HTTP); returns the head
+    /// and the body of the response.
+    async fn http(
+        method: &str,
+        url: &str,
+        path: Option<&str>,
+        body: &str,
+    ) -> Result<(String, String), String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or("the URL must be http://")?;
-        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let body = offer.to_sdp_string();
+        let (host, url_path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = path.unwrap_or(url_path);
         let mut stream = tokio::net::TcpStream::connect(host)
             .await
             .map_err(|e| e.to_string())?;
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream
@@ -293,22 +629,54 @@ mod webrtc {
             .read_to_string(&mut response)
             .await
             .map_err(|e| e.to_string())?;
-        let (head, answer) = response.split_once("\r\n\r\n").ok_or("bad HTTP response")?;
+        let (head, body) = response.split_once("\r\n\r\n").ok_or("bad HTTP response")?;
+        Ok((head.to_string(), body.to_string()))
+    }
+
+    /// POSTs the offer; returns the answer and the session's Location.
+    async fn whep(url: &str, offer: &SdpOffer) -> Result<(String, Option<String>), String> {
+        let (head, answer) = http("POST", url, None, &offer.to_sdp_string()).await?;
         if !head.starts_with("HTTP/1.1 201") {
             return Err(head.lines().next().unwrap_or("").to_string());
         }
-        Ok(answer.to_string())
+        let location = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_string())
+        });
+        Ok((answer, location))
     }
 
-    async fn viewer(url: String, until: Instant) -> ViewerResult {
+    async fn viewer(url: String, until: Instant, delete: bool) -> ViewerResult {
         let mut r = ViewerResult::default();
-        if let Err(e) = viewer_inner(&url, until, &mut r).await {
+        let mut location = None;
+        if let Err(e) = viewer_inner(&url, until, &mut r, &mut location).await {
             r.error = Some(e);
+        }
+        // Without --delete the peer just goes away (sockets closed, nothing sent), like a tab
+        // closed or a network lost: the server has to notice through ICE/DTLS.
+        if delete {
+            let deleted = match &location {
+                Some(path) => http("DELETE", &url, Some(path), "").await.map(|(h, _)| h),
+                None => Err("no Location to DELETE".into()),
+            };
+            match deleted {
+                Ok(head) if head.starts_with("HTTP/1.1 2") => {}
+                Ok(head) => {
+                    r.error = Some(format!("DELETE: {}", head.lines().next().unwrap_or("")))
+                }
+                Err(e) => r.error = Some(format!("DELETE: {e}")),
+            }
         }
         r
     }
 
-    async fn viewer_inner(url: &str, until: Instant, r: &mut ViewerResult) -> Result<(), String> {
+    async fn viewer_inner(
+        url: &str,
+        until: Instant,
+        r: &mut ViewerResult,
+        location: &mut Option<String>,
+    ) -> Result<(), String> {
         let started = Instant::now();
         let connected_at = now_us();
         let socket = UdpSocket::bind("127.0.0.1:0")
@@ -324,7 +692,8 @@ mod webrtc {
         let mut api = rtc.sdp_api();
         api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().ok_or("no offer")?;
-        let answer = whep(url, &offer).await?;
+        let (answer, loc) = whep(url, &offer).await?;
+        *location = loc;
         let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| e.to_string())?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
@@ -339,17 +708,14 @@ mod webrtc {
                     Output::Timeout(t) => break t,
                     Output::Event(Event::MediaData(m)) => {
                         r.bytes += m.data.len() as u64;
-                        r.first_frame.get_or_insert_with(|| started.elapsed());
-                        // str0m hands over H.264 in Annex B; the SEI carries the capture time.
-                        let t = h264::split_annex_b(&m.data)
+                        // str0m hands over one H.264 frame in Annex B; the SEI carries the
+                        // capture time.
+                        let capture = h264::split_annex_b(&m.data)
                             .into_iter()
                             .take(4)
                             .find_map(sei::read_capture_time)
-                            .map(|t| t.unix_us)
-                            .filter(|t| *t >= connected_at);
-                        if let Some(t) = t {
-                            r.latencies_ms.push((now_us() - t) as f64 / 1000.0);
-                        }
+                            .map(|t| t.unix_us);
+                        r.on_frames(1, capture, started, connected_at);
                     }
                     Output::Event(_) => {}
                 }
@@ -385,10 +751,120 @@ mod webrtc {
         Ok(())
     }
 
-    pub fn run(url: String, viewers: usize, seconds: u64, pid: Option<u32>, header: bool) {
+    pub fn run(url: &str, delete: bool, run: &RunArgs) {
         str0m::crypto::from_feature_flags().install_process_default();
         let ws = url.replacen("http://", "ws://", 1);
-        let spawn = |url: String, until: Instant| tokio::spawn(viewer(url, until));
-        super::measure(&url, &ws, viewers, seconds, pid, header, spawn);
+        let spawn = move |url: String, until: Instant| viewer(url, until, delete);
+        super::measure(url, &ws, run, spawn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bx(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut b = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn full(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        bx(kind, &[&[0u8; 4][..], body].concat())
+    }
+
+    /// A moov with an audio track 1 and a video track 2, and a video fragment of 3 samples.
+    fn fmp4_stream() -> Vec<u8> {
+        let trak = |id: u32, handler: &[u8; 4]| {
+            let tkhd = full(b"tkhd", &[&[0u8; 8][..], &id.to_be_bytes()].concat());
+            let hdlr = full(b"hdlr", &[&[0u8; 4][..], handler].concat());
+            bx(b"trak", &[tkhd, bx(b"mdia", &hdlr)].concat())
+        };
+        let moov = bx(b"moov", &[trak(1, b"soun"), trak(2, b"vide")].concat());
+        let traf = |id: u32, samples: u32| {
+            let tfhd = full(b"tfhd", &id.to_be_bytes());
+            let trun = full(b"trun", &samples.to_be_bytes());
+            bx(b"traf", &[tfhd, trun].concat())
+        };
+        let audio = bx(b"moof", &traf(1, 5));
+        let video = bx(b"moof", &traf(2, 3));
+        let au = [&4u32.to_be_bytes()[..], &[0x65, 1, 2, 3]].concat();
+        [
+            bx(b"ftyp", b"iso5"),
+            moov,
+            audio,
+            bx(b"mdat", &[9; 20]),
+            video,
+            bx(b"mdat", &au),
+        ]
+        .concat()
+    }
+
+    /// Feeds `stream` in chunks of `chunk` bytes; returns (frames, access units seen).
+    fn feed<D: Demuxer>(stream: &[u8], chunk: usize) -> (u64, Vec<Vec<u8>>) {
+        let (mut demuxer, mut reassembly) = (D::default(), Reassembly::default());
+        let (mut frames, mut aus) = (0, Vec::new());
+        for part in stream.chunks(chunk) {
+            reassembly
+                .push(part, |buf| {
+                    demuxer.parse(buf, &mut |n, au| {
+                        if n > 0 {
+                            frames += n;
+                            aus.push(au.to_vec());
+                        }
+                    })
+                })
+                .unwrap();
+        }
+        assert!(reassembly.buf.is_empty(), "whole stream consumed");
+        (frames, aus)
+    }
+
+    #[test]
+    fn fmp4_frames_whatever_the_message_boundaries() {
+        let stream = fmp4_stream();
+        for chunk in [1, 3, 7, 64, stream.len()] {
+            let (frames, aus) = feed::<Fmp4>(&stream, chunk);
+            assert_eq!(frames, 3, "chunk {chunk}");
+            assert_eq!(aus, vec![vec![0, 0, 0, 4, 0x65, 1, 2, 3]], "chunk {chunk}");
+        }
+    }
+
+    fn flv_stream() -> Vec<u8> {
+        let tag = |kind: u8, data: &[u8]| {
+            let mut t = vec![kind];
+            t.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+            t.extend_from_slice(&[0; 7]);
+            t.extend_from_slice(data);
+            t.extend_from_slice(&((data.len() + 11) as u32).to_be_bytes());
+            t
+        };
+        let nalu = [&[0x17, 1, 0, 0, 0][..], &[0, 0, 0, 2, 0x65, 0x88]].concat();
+        [
+            b"FLV\x01\x05\0\0\0\x09\0\0\0\0".to_vec(),
+            tag(18, b"onMetaData"),
+            tag(9, &[0x17, 0, 0, 0, 0, 1, 2, 3]),
+            tag(8, &[0xaf, 1, 4, 5]),
+            tag(9, &nalu),
+            tag(9, &[0x27, 1, 0, 0, 0, 0, 0, 0, 2, 0x41, 0x9a]),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn flv_frames_whatever_the_message_boundaries() {
+        let stream = flv_stream();
+        for chunk in [1, 2, 5, 13, stream.len()] {
+            let (frames, aus) = feed::<Flv>(&stream, chunk);
+            assert_eq!(frames, 2, "chunk {chunk}");
+            assert_eq!(aus[0], vec![0, 0, 0, 2, 0x65, 0x88], "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn not_flv_is_an_error() {
+        let mut flv = Flv::default();
+        assert!(flv.parse(b"<html>\r\n\r\n", &mut |_, _| {}).is_err());
     }
 }
