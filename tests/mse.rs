@@ -193,11 +193,19 @@ fn go2rtc_websocket_protocol_and_instant_start() {
         assert!(v["value"].as_str().unwrap().starts_with("video/mp4; codecs=\"avc1."), "{v}");
         let Message::Binary(init) = next(&mut ws).await else { panic!("init segment") };
         assert_eq!(box_type(&init), "ftyp");
-        // Instant start: the cached GOP arrives at once, not a GOP later.
+        // Instant start: the cached GOP arrives at once, not a GOP later. Each fragment is a
+        // moof (the viewer's own time, starting at 0) followed by the camera's shared mdat.
         let mut fragments = 0;
         while fragments < 10 {
-            let Message::Binary(f) = next(&mut ws).await else { panic!("fragment") };
-            assert_eq!(box_type(&f), "moof");
+            let Message::Binary(moof) = next(&mut ws).await else { panic!("fragment") };
+            assert_eq!(box_type(&moof), "moof");
+            let Message::Binary(mdat) = next(&mut ws).await else { panic!("fragment") };
+            assert_eq!(box_type(&mdat), "mdat");
+            if fragments == 0 {
+                let tfdt = moof.windows(4).position(|w| w == b"tfdt").unwrap();
+                let time = &moof[tfdt + 8..tfdt + 12];
+                assert!(time.iter().all(|b| *b == 0), "the first fragment is at 0: {time:?}");
+            }
             fragments += 1;
         }
         let took = started.elapsed();
@@ -355,9 +363,8 @@ fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
                         dropped = v["frames"].as_u64();
                     }
                 }
-                Message::Binary(b) if dropped.is_some() && box_type(&b) == "moof" => {
-                    let moof_len = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
-                    let idr = h264::length_prefixed_nals(&b[moof_len + 8..])
+                Message::Binary(b) if dropped.is_some() && box_type(&b) == "mdat" => {
+                    let idr = h264::length_prefixed_nals(&b[8..])
                         .any(|n| h264::nal_type(n) == 5);
                     assert!(idr, "first fragment after the drop is not a keyframe");
                     break;

@@ -655,18 +655,16 @@ mod webrtc {
         }
         // Without --delete the peer just goes away (sockets closed, nothing sent), like a tab
         // closed or a network lost: the server has to notice through ICE/DTLS.
-        if delete {
+        if delete && r.error.is_none() {
             let deleted = match &location {
                 Some(path) => http("DELETE", &url, Some(path), "").await.map(|(h, _)| h),
-                None => Err("no Location to DELETE".into()),
+                None => Err("the answer has no Location".into()),
             };
-            match deleted {
-                Ok(head) if head.starts_with("HTTP/1.1 2") => {}
-                Ok(head) => {
-                    r.error = Some(format!("DELETE: {}", head.lines().next().unwrap_or("")))
-                }
-                Err(e) => r.error = Some(format!("DELETE: {e}")),
-            }
+            r.error = match deleted {
+                Ok(head) if head.starts_with("HTTP/1.1 2") => None,
+                Ok(head) => Some(format!("DELETE: {}", head.lines().next().unwrap_or(""))),
+                Err(e) => Some(format!("DELETE: {e}")),
+            };
         }
         r
     }

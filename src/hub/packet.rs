@@ -25,7 +25,7 @@ pub struct Packet {
     /// Distance to the previous frame of the same track, in the track's clock; 0 when unknown
     /// (the first frame). The best sample duration available without waiting for the next frame.
     pub duration: u32,
-    fmp4: OnceLock<Result<Bytes, String>>,
+    fmp4: OnceLock<Result<Packaged, String>>,
     annex_b: OnceLock<Arc<[u8]>>,
 }
 
@@ -50,8 +50,8 @@ impl Packet {
     /// The frame's fMP4 fragment (moof + mdat), made by `make` for the first viewer that asks.
     pub fn fmp4(
         &self,
-        make: impl FnOnce(&Packet) -> Result<Bytes, String>,
-    ) -> Result<Bytes, String> {
+        make: impl FnOnce(&Packet) -> Result<Packaged, String>,
+    ) -> Result<Packaged, String> {
         self.fmp4.get_or_init(|| make(self)).clone()
     }
 
@@ -59,6 +59,37 @@ impl Packet {
     /// because that is what str0m's writer takes: every peer gets a reference count.
     pub fn annex_b(&self, make: impl FnOnce(&Packet) -> Arc<[u8]>) -> Arc<[u8]> {
         self.annex_b.get_or_init(|| make(self)).clone()
+    }
+}
+
+/// A frame's packaging as every viewer shares it, but for one big-endian number in its short
+/// head that each viewer sets itself (fMP4: the decode time, so that each viewer's own timeline
+/// starts at 0, which every MSE player expects). The body (the payload, the bulk of the bytes)
+/// is sent as it is: a viewer costs a copy of the head and a reference count of the body.
+#[derive(Debug, Clone)]
+pub struct Packaged {
+    pub head: Bytes,
+    /// Where the per-viewer number is in `head`, and its width in bytes (4 or 8).
+    pub field_at: usize,
+    pub field_len: usize,
+    /// The number as packaged (on the camera-wide timeline).
+    pub field: u64,
+    pub body: Bytes,
+}
+
+impl Packaged {
+    /// The head with `value` in the per-viewer field (the packaged head when it is unchanged).
+    pub fn head_with(&self, value: u64) -> Bytes {
+        if value == self.field {
+            return self.head.clone();
+        }
+        let mut head = self.head.to_vec();
+        let field = &mut head[self.field_at..self.field_at + self.field_len];
+        match self.field_len {
+            8 => field.copy_from_slice(&value.to_be_bytes()),
+            _ => field.copy_from_slice(&(value as u32).to_be_bytes()),
+        }
+        Bytes::from(head)
     }
 }
 
@@ -131,12 +162,21 @@ mod tests {
     fn packaging_is_made_once() {
         let p = Packet::new(frame(TrackKind::Video, 0), 1, 0);
         let mut calls = 0;
+        let make = |_: &Packet| Packaged {
+            head: Bytes::from_static(&[9, 0, 0, 0, 7, 9]),
+            field_at: 1,
+            field_len: 4,
+            field: 7,
+            body: Bytes::from_static(b"payload"),
+        };
         for _ in 0..3 {
-            let b = p.fmp4(|_| {
+            let b = p.fmp4(|p| {
                 calls += 1;
-                Ok(Bytes::from_static(b"moof"))
+                Ok(make(p))
             });
-            assert_eq!(b.unwrap(), Bytes::from_static(b"moof"));
+            let b = b.unwrap();
+            assert_eq!(&b.head_with(7)[..], &[9, 0, 0, 0, 7, 9]);
+            assert_eq!(&b.head_with(0x0102_0304)[..], &[9, 1, 2, 3, 4, 9]);
         }
         assert_eq!(calls, 1);
         let a = p.annex_b(|_| Arc::from(&[0u8, 0, 0, 1][..]));

@@ -5,10 +5,15 @@
 //! shared by every viewer ([`Packet::fmp4`]): one fragment per access unit (latency of one frame),
 //! `tfdt` = the frame's decode time on the camera-wide timeline (which the hub keeps continuous
 //! across source restarts), the sequence number = the frame's number in the stream, the sample
-//! duration = the distance to the previous frame of the same track. A viewer that joins late
-//! starts at a later time; players start at the first buffered time (as with any live stream).
-//! Track 1 is video, track 2 audio, in every init segment, so the same audio fragment fits every
-//! viewer that has an audio track; viewers without one are simply not sent audio fragments.
+//! duration = the distance to the previous frame of the same track. Track 1 is video, track 2
+//! audio, in every init segment, so the same audio fragment fits every viewer with an audio
+//! track; viewers without one are not sent audio fragments.
+//!
+//! Players of go2rtc's protocol expect a viewer's time to start near 0 (a live stream that
+//! starts minutes in leaves them waiting at 0, before the first buffered picture). So the moof
+//! (~100 bytes) and the mdat are packaged apart ([`Packaged`]): each viewer sends a copy of the
+//! moof with its own `tfdt`, then the shared mdat. MSE parses the byte stream, not messages, so
+//! the two halves may arrive as two WebSocket messages.
 
 use bytes::{BufMut, Bytes};
 use mp4_atom::{
@@ -17,7 +22,7 @@ use mp4_atom::{
     Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
-use crate::hub::Packet;
+use crate::hub::{Packaged, Packet};
 use crate::media::bits::BitReader;
 use crate::media::h264::remove_emulation_prevention;
 use crate::media::{AudioCodec, TrackKind, VideoCodec};
@@ -112,8 +117,8 @@ pub fn init_segment(tracks: &Tracks) -> Result<Bytes, MuxError> {
     Ok(Bytes::from(out))
 }
 
-/// moof + mdat for one published frame, the same bytes for every viewer.
-pub fn fragment(packet: &Packet) -> Result<Bytes, MuxError> {
+/// moof + mdat for one published frame, the same bytes for every viewer but the moof's `tfdt`.
+pub fn fragment(packet: &Packet) -> Result<Packaged, MuxError> {
     let frame = &packet.frame;
     let (track_id, duration) = match frame.track {
         TrackKind::Video => {
@@ -162,16 +167,35 @@ pub fn fragment(packet: &Packet) -> Result<Bytes, MuxError> {
     };
     // The data offset counts from the moof's start to the mdat's payload; its value does not
     // change the moof's size, so one trial encoding tells it.
-    let mut out = Vec::with_capacity(256 + frame.data.len());
-    moof.encode(&mut out).map_err(mux_err)?;
-    moof.traf[0].trun[0].data_offset = Some(out.len() as i32 + 8);
-    out.clear();
-    moof.encode(&mut out).map_err(mux_err)?;
+    let mut head = Vec::with_capacity(256);
+    moof.encode(&mut head).map_err(mux_err)?;
+    moof.traf[0].trun[0].data_offset = Some(head.len() as i32 + 8);
+    head.clear();
+    moof.encode(&mut head).map_err(mux_err)?;
+    let (field_at, field_len) = tfdt_field(&head)?;
     let mdat_size = u32::try_from(8 + frame.data.len()).map_err(mux_err)?;
-    out.put_u32(mdat_size);
-    out.put_slice(b"mdat");
-    out.put_slice(&frame.data);
-    Ok(Bytes::from(out))
+    let mut body = Vec::with_capacity(8 + frame.data.len());
+    body.put_u32(mdat_size);
+    body.put_slice(b"mdat");
+    body.put_slice(&frame.data);
+    Ok(Packaged {
+        head: Bytes::from(head),
+        field_at,
+        field_len,
+        field: frame.dts.max(0) as u64,
+        body: Bytes::from(body),
+    })
+}
+
+/// Where `tfdt`'s baseMediaDecodeTime is in an encoded moof, and its width (version 1: 8 bytes).
+fn tfdt_field(moof: &[u8]) -> Result<(usize, usize), MuxError> {
+    let at = moof
+        .windows(4)
+        .position(|w| w == b"tfdt")
+        .ok_or_else(|| MuxError("fMP4: moof without tfdt".into()))?;
+    // type(4) version(1) flags(3), then the time.
+    let width = if moof.get(at + 4) == Some(&1) { 8 } else { 4 };
+    Ok((at + 8, width))
 }
 
 fn nonzero(value: u32, default: u32) -> u32 {
@@ -484,7 +508,18 @@ mod tests {
             (&audio, AUDIO_TRACK, 2, 480_000, SYNC_SAMPLE),
             (&second, VIDEO_TRACK, 3, 903_600, NON_SYNC_SAMPLE),
         ] {
-            let bytes = fragment(packet).unwrap();
+            let packaged = fragment(packet).unwrap();
+            let bytes = [packaged.head.clone(), packaged.body.clone()].concat();
+            // A viewer that started at 880 000 sees its own time; everything else is the same.
+            let rebased = packaged.head_with(want_tfdt - 1000);
+            let mut buf = std::io::Cursor::new(&rebased[..]);
+            let Any::Moof(moof) = Any::decode(&mut buf).unwrap() else {
+                panic!("no moof")
+            };
+            assert_eq!(
+                moof.traf[0].tfdt.as_ref().unwrap().base_media_decode_time,
+                want_tfdt - 1000
+            );
             let mut buf = std::io::Cursor::new(&bytes[..]);
             let Any::Moof(moof) = Any::decode(&mut buf).unwrap() else {
                 panic!("no moof")

@@ -2,9 +2,12 @@
 //!
 //! The protocol is go2rtc's, so its players work unchanged: a text message
 //! `{"type":"mse","value":"video/mp4; codecs=\"…\""}`, then the init segment and one fragment per
-//! frame as binary messages. The fragments are the camera's, made once and shared by every viewer
-//! ([`fmp4::fragment`] through [`Packet::fmp4`]); what is a viewer's own is only its init segment
-//! (which tracks it plays), codec changes and drop notices. A new codec description (camera restarted with new settings) sends a
+//! frame as binary messages (the moof, then the mdat: MSE parses a byte stream, so players that
+//! append what they receive need nothing more). The fragments are the camera's, made once and
+//! shared by every viewer ([`fmp4::fragment`] through [`Packet::fmp4`]); what is a viewer's own is
+//! its init segment (which tracks it plays), codec changes, drop notices, and the start of its
+//! timeline: each viewer's first frame is at time 0, as go2rtc's players expect (a copy of the
+//! ~100-byte moof with that time in its `tfdt`; the mdat with the picture is shared). A new codec description (camera restarted with new settings) sends a
 //! new `mse` message and init segment. A viewer that fell behind is told `{"type":"drop","frames":N}`
 //! (the hub has already skipped it to the next keyframe).
 
@@ -15,7 +18,9 @@ use serde_json::json;
 
 use super::fmp4::{self, audio_fits_mp4, Tracks};
 use crate::hub::Packet;
-use crate::media::{AudioCodec, VideoCodec};
+use crate::media::{AudioCodec, TrackKind, VideoCodec};
+
+const VIDEO_RATE: u32 = 90_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
@@ -84,8 +89,10 @@ pub struct MseSession {
     accepts: ClientCodecs,
     /// The description whose init segment this viewer has.
     codec: Option<Arc<VideoCodec>>,
-    /// Whether that init segment has an audio track.
-    audio: bool,
+    /// The audio track's clock rate, when the init segment has an audio track.
+    audio_rate: Option<u32>,
+    /// The camera time (seconds) of this viewer's first frame: its time zero.
+    origin: Option<f64>,
     dropped_reported: u64,
 }
 
@@ -94,7 +101,8 @@ impl MseSession {
         MseSession {
             accepts,
             codec: None,
-            audio: false,
+            audio_rate: None,
+            origin: None,
             dropped_reported: 0,
         }
     }
@@ -128,15 +136,34 @@ impl MseSession {
                 ));
                 out.push(Outgoing::Binary(init));
                 self.codec = Some(codec.clone());
-                self.audio = tracks.audio.is_some();
+                self.audio_rate = tracks.audio.map(|a| a.sample_rate);
             }
         }
         // Nothing before the init segment; audio only to viewers whose init segment has it.
-        let wanted = self.codec.is_some() && (packet.is_video() || self.audio);
-        if wanted {
-            let fragment = packet.fmp4(|p| fmp4::fragment(p).map_err(|e| format!("mse: {e}")))?;
-            out.push(Outgoing::Binary(fragment));
+        if self.codec.is_none() {
+            return Ok(out);
         }
+        let rate = match packet.track {
+            TrackKind::Video => VIDEO_RATE,
+            TrackKind::Audio => match self.audio_rate {
+                Some(rate) => rate,
+                None => return Ok(out),
+            },
+        };
+        let secs = packet.dts as f64 / rate as f64;
+        // Time zero is the first video frame; audio from before it is not sent.
+        let origin = match (self.origin, packet.track) {
+            (Some(o), _) => o,
+            (None, TrackKind::Video) => *self.origin.insert(secs),
+            (None, TrackKind::Audio) => return Ok(out),
+        };
+        let time = ((secs - origin) * rate as f64).round();
+        if time < 0.0 {
+            return Ok(out);
+        }
+        let fragment = packet.fmp4(|p| fmp4::fragment(p).map_err(|e| format!("mse: {e}")))?;
+        out.push(Outgoing::Binary(fragment.head_with(time as u64)));
+        out.push(Outgoing::Binary(fragment.body));
         Ok(out)
     }
 
@@ -195,19 +222,20 @@ mod tests {
         let mut s = MseSession::new(ClientCodecs::parse("avc1.640029,mp4a.40.2"));
         let a = video("h264", "avc1.64001e");
         let out = s.on_frame(&frame(&a, 0, true), None).unwrap();
-        assert_eq!(out.len(), 3);
+        assert_eq!(out.len(), 4);
         assert_eq!(
             out[0],
             Outgoing::Text(r#"{"type":"mse","value":"video/mp4; codecs=\"avc1.64001e\""}"#.into())
         );
         assert!(matches!(&out[1], Outgoing::Binary(b) if &b[4..8] == b"ftyp"));
         assert!(matches!(&out[2], Outgoing::Binary(b) if &b[4..8] == b"moof"));
-        assert_eq!(s.on_frame(&frame(&a, 3600, false), None).unwrap().len(), 1);
+        assert!(matches!(&out[3], Outgoing::Binary(b) if &b[4..8] == b"mdat"));
+        assert_eq!(s.on_frame(&frame(&a, 3600, false), None).unwrap().len(), 2);
         let b = video("h264", "avc1.42c01e");
         let out = s.on_frame(&frame(&b, 7200, true), None).unwrap();
         assert_eq!(
             out.len(),
-            3,
+            4,
             "new description: new mse message and init segment"
         );
     }
@@ -237,11 +265,11 @@ mod tests {
         let mut without = MseSession::new(ClientCodecs::parse("avc1.640029"));
         let a = with.on_frame(&key, Some(&aac)).unwrap();
         let b = without.on_frame(&key, Some(&aac)).unwrap();
-        let (Outgoing::Binary(fa), Outgoing::Binary(fb)) = (&a[2], &b[2]) else {
+        let (Outgoing::Binary(fa), Outgoing::Binary(fb)) = (&a[3], &b[3]) else {
             panic!("fragments")
         };
-        assert_eq!(fa.as_ptr(), fb.as_ptr(), "one fragment for both viewers");
-        assert_eq!(with.on_frame(&sound, Some(&aac)).unwrap().len(), 1);
+        assert_eq!(fa.as_ptr(), fb.as_ptr(), "one mdat for both viewers");
+        assert_eq!(with.on_frame(&sound, Some(&aac)).unwrap().len(), 2);
         assert!(without.on_frame(&sound, Some(&aac)).unwrap().is_empty());
         // Audio before a viewer's init segment is not sent.
         let mut late = MseSession::new(ClientCodecs::all());
