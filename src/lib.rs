@@ -2,7 +2,7 @@
 //!
 //! Data flows left to right, and each module depends only on those to its left:
 //! `media` → `source` → `hub` → `output` → `api`, with `config` and `resources` used throughout.
-//! See `../shared/DESIGN.md` for the principles every module follows.
+//! See `docs/ARCHITECTURE.md` for the principles every module follows.
 
 pub mod analysis;
 pub mod api;

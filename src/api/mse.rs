@@ -249,14 +249,7 @@ async fn serve(
                 let audio = if frame.is_video() && frame.keyframe { camera.stream.audio() } else { None };
                 match session.on_frame(&frame, audio.as_ref()) {
                     Ok(messages) => {
-                        let mut failed = false;
-                        for m in messages {
-                            if emit(&mut socket, m).await.is_err() {
-                                failed = true;
-                                break;
-                            }
-                        }
-                        if failed {
+                        if emit_all(&mut socket, messages).await.is_err() {
                             break "the viewer stopped reading".into();
                         }
                     }
@@ -285,10 +278,28 @@ async fn serve(
     .await;
 }
 
-async fn emit(socket: &mut WebSocket, message: Outgoing) -> Result<(), ()> {
-    let message = match message {
+fn message(m: Outgoing) -> Message {
+    match m {
         Outgoing::Text(t) => Message::Text(Utf8Bytes::from(t)),
         Outgoing::Binary(b) => Message::Binary(b),
+    }
+}
+
+async fn emit(socket: &mut WebSocket, m: Outgoing) -> Result<(), ()> {
+    send(socket, message(m)).await
+}
+
+/// Sends a frame's messages with one flush (one write to the socket for the moof and the mdat).
+async fn emit_all(socket: &mut WebSocket, messages: Vec<Outgoing>) -> Result<(), ()> {
+    use futures_util::SinkExt;
+    let write = async {
+        for m in messages {
+            socket.feed(message(m)).await?;
+        }
+        socket.flush().await
     };
-    send(socket, message).await
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
