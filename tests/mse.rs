@@ -364,8 +364,7 @@ fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
                     }
                 }
                 Message::Binary(b) if dropped.is_some() && box_type(&b) == "mdat" => {
-                    let idr = h264::length_prefixed_nals(&b[8..])
-                        .any(|n| h264::nal_type(n) == 5);
+                    let idr = h264::length_prefixed_nals(&b[8..]).any(|n| h264::nal_type(n) == 5);
                     assert!(idr, "first fragment after the drop is not a keyframe");
                     break;
                 }

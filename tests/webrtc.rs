@@ -724,9 +724,11 @@ fn aac_viewers_share_one_transcoder_and_200_viewer_cycles_leave_nothing() {
             // on the worker loop's next turn (the loop never waits for them).
             assert_eq!(server.resources()["peer_connections"], 0, "cycle {cycle}");
             server
-                .resources_until(Duration::from_secs(1), "the unused transcoder to stop", |r| {
-                    r["transcoders"] == 0 && r["viewers"]["webrtc"] == 0
-                })
+                .resources_until(
+                    Duration::from_secs(1),
+                    "the unused transcoder to stop",
+                    |r| r["transcoders"] == 0 && r["viewers"]["webrtc"] == 0,
+                )
                 .await;
         }
         eprintln!(
@@ -861,5 +863,58 @@ fn a_hundred_viewers_removed_at_once_drain_and_a_new_viewer_plays() {
                 },
             )
             .await;
+    });
+}
+
+/// A browser that closes its peer connection without a DELETE (DTLS close_notify), and a tab that
+/// navigates away from a playing `<livelens-player>` (its `pagehide` DELETE), free the peer in
+/// under 2 s, not when ICE gives up.
+#[test]
+fn a_closed_peer_connection_or_tab_frees_its_peer_within_two_seconds() {
+    let _serial = common::browser::serial();
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        browser.run(WHEP_CLIENT).await;
+        browser.run("window.s = await window.whep('demo');").await;
+        browser
+            .until(Duration::from_secs(10), "10 decoded frames",
+                "return await window.framesDecoded(window.s.pc) >= 10;")
+            .await;
+        assert_eq!(server.resources_async().await["peer_connections"], 1);
+        browser.run("window.s.pc.close();").await;
+        let closed = Instant::now();
+        server
+            .resources_until(Duration::from_secs(2), "the closed peer to go", |r| {
+                r["peer_connections"] == 0 && r["viewers"]["webrtc"] == 0
+            })
+            .await;
+        eprintln!("peer freed {:?} after pc.close()", closed.elapsed());
+
+        browser
+            .run(&format!(
+                "{WHEP_CLIENT} await import('/player.js');
+                 const p = document.createElement('livelens-player');
+                 p.setAttribute('mode', 'webrtc'); p.setAttribute('src', 'demo');
+                 document.body.append(p); window.p = p;"
+            ))
+            .await;
+        browser
+            .until(Duration::from_secs(10), "the player to decode 10 frames",
+                "return window.p.session && window.p.session.pc && await window.framesDecoded(window.p.session.pc) >= 10;")
+            .await;
+        assert_eq!(server.resources_async().await["peer_connections"], 1);
+        // Leaving the page: no script of ours runs but the player's pagehide handler.
+        browser.goto(&server.url("/healthz")).await;
+        let left = Instant::now();
+        server
+            .resources_until(Duration::from_secs(2), "the left page's peer to go", |r| {
+                r["peer_connections"] == 0 && r["viewers"]["webrtc"] == 0
+            })
+            .await;
+        eprintln!("peer freed {:?} after the tab left the page", left.elapsed());
+        browser.close().await;
     });
 }

@@ -516,7 +516,15 @@ fn report(results: &[ViewerResult], server: &ServerUse, window: Duration, run: &
     let n = results.len().max(1) as f64;
     let errors = results.iter().filter(|r| r.error.is_some()).count();
     let no_frame = results.iter().filter(|r| r.first_frame.is_none()).count();
-    let mut rates: Vec<f64> = results.iter().map(|r| r.bytes as f64 / secs).collect();
+    // A viewer's rate counts from its first frame: connecting 300 viewers takes a moment, and a
+    // viewer that started late is not behind.
+    let mut rates: Vec<f64> = results
+        .iter()
+        .map(|r| {
+            let started = r.first_frame.map_or(0.0, |d| d.as_secs_f64());
+            r.bytes as f64 / (secs - started).max(1e-3)
+        })
+        .collect();
     rates.sort_by(f64::total_cmp);
     let source = if run.source_kbps > 0.0 {
         Some(run.source_kbps * 1000.0 / 8.0)
@@ -587,6 +595,7 @@ fn report(results: &[ViewerResult], server: &ServerUse, window: Duration, run: &
 
 /// WebRTC viewers: each a str0m `Rtc` on its own UDP socket, driven by its own task.
 mod webrtc {
+    static CERT: std::sync::OnceLock<str0m::config::DtlsCert> = std::sync::OnceLock::new();
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};
 
@@ -684,6 +693,9 @@ mod webrtc {
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_h264(true)
+            // One certificate for every viewer: key generation per viewer would make the load
+            // generator, not the server, the slow part of connecting hundreds at once.
+            .set_dtls_cert(CERT.get().expect("made in run").clone())
             .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?)
             .ok_or("candidate refused")?;
@@ -750,7 +762,13 @@ mod webrtc {
     }
 
     pub fn run(url: &str, delete: bool, run: &RunArgs) {
-        str0m::crypto::from_feature_flags().install_process_default();
+        let crypto = str0m::crypto::from_feature_flags();
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .expect("DTLS certificate");
+        let _ = CERT.set(cert);
+        crypto.install_process_default();
         let ws = url.replacen("http://", "ws://", 1);
         let spawn = move |url: String, until: Instant| viewer(url, until, delete);
         super::measure(url, &ws, run, spawn);

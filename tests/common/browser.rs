@@ -137,6 +137,11 @@ impl Browser {
             .await;
     }
 
+    /// Navigates the tab to `url` (the page being left gets its `pagehide`).
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
     /// Ends the WebDriver session (Chromium exits); Drop then stops chromedriver.
     pub async fn close(self) {
         let _ = self.client.clone().close().await;

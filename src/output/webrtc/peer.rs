@@ -26,6 +26,10 @@ use crate::resources::{Counted, Resource, ViewerKind};
 pub const ICE_DISCONNECTED_LIMIT: Duration = Duration::from_secs(10);
 /// A peer that never connects (the browser went away mid-offer) is removed after this long.
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+/// A connected peer that sends nothing for this long is gone (a killed tab, a lost network): a
+/// browser sends RTCP reports about every second and STUN consent checks every few seconds, so
+/// silence this long is no hiccup. Without this, ICE alone takes ~25 s to give up.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(8);
 /// At most one feed restart per this long for a browser's keyframe requests (PLI/FIR).
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -50,6 +54,8 @@ pub struct Peer {
     connected: bool,
     created: Instant,
     disconnected_since: Option<Instant>,
+    /// When the last datagram from the browser arrived.
+    last_heard: Instant,
     /// Ends the running feed (its subscription is dropped when the loop next polls it).
     feed: Option<AbortHandle>,
     /// When str0m next wants `Input::Timeout`.
@@ -78,6 +84,7 @@ impl Peer {
             connected: false,
             created: now,
             disconnected_since: None,
+            last_heard: now,
             feed: None,
             deadline: now,
             _counted: Counted::new(Resource::PeerConnection),
@@ -109,10 +116,17 @@ impl Peer {
         Ok(feed.flatten())
     }
 
-    /// Whether the peer should be removed: it closed, never connected, or lost ICE for too long.
+    /// A datagram from the browser arrived.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// Whether the peer should be removed: it closed, never connected, went silent, or lost ICE
+    /// for too long.
     pub fn expired(&self, now: Instant) -> bool {
         !self.rtc.is_alive()
             || (!self.connected && now.duration_since(self.created) > CONNECT_LIMIT)
+            || (self.connected && now.duration_since(self.last_heard) > SILENCE_LIMIT)
             || self
                 .disconnected_since
                 .is_some_and(|t| now.duration_since(t) > ICE_DISCONNECTED_LIMIT)

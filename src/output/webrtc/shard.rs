@@ -165,8 +165,10 @@ impl Shard {
         let Ok(contents) = d.data.as_slice().try_into() else {
             return;
         };
+        let now = Instant::now();
+        peer.heard(now);
         let input = Input::Receive(
-            Instant::now(),
+            now,
             Receive {
                 proto: Protocol::Udp,
                 source: d.source,
