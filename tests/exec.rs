@@ -65,7 +65,10 @@ async fn play_mse(server: &Server, id: &str, fragments: usize) -> Vec<u8> {
             .expect("ok");
         if let Message::Binary(b) = msg {
             out.extend_from_slice(&b);
-            count += 1;
+            // A fragment is a moof message, then an mdat message.
+            if b.get(4..8) == Some(b"mdat") {
+                count += 1;
+            }
         }
     }
     let _ = ws.close(None).await;

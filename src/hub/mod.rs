@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
 use crate::source::SourceSpec;
 pub use fanout::{Subscription, ViewerEnd};
-pub use packet::{Packaged, Packet};
+pub use packet::{Packaged, Packet, RtpPayloads};
 pub use state::{State, StateName};
 pub use stream::{Publisher, Stream, StreamView};
 

@@ -26,8 +26,11 @@ pub struct Packet {
     /// (the first frame). The best sample duration available without waiting for the next frame.
     pub duration: u32,
     fmp4: OnceLock<Result<Packaged, String>>,
-    annex_b: OnceLock<Arc<[u8]>>,
+    rtp: OnceLock<RtpPayloads>,
 }
+
+/// A frame's RTP payloads, in order; shared (`Arc`) so that every peer sends the same bytes.
+pub type RtpPayloads = Arc<[Arc<[u8]>]>;
 
 impl Deref for Packet {
     type Target = Frame;
@@ -43,7 +46,7 @@ impl Packet {
             sequence,
             duration,
             fmp4: OnceLock::new(),
-            annex_b: OnceLock::new(),
+            rtp: OnceLock::new(),
         })
     }
 
@@ -55,10 +58,10 @@ impl Packet {
         self.fmp4.get_or_init(|| make(self)).clone()
     }
 
-    /// The frame as an Annex B access unit (for RTP packetisers), made once. An `Arc<[u8]>`
-    /// because that is what str0m's writer takes: every peer gets a reference count.
-    pub fn annex_b(&self, make: impl FnOnce(&Packet) -> Arc<[u8]>) -> Arc<[u8]> {
-        self.annex_b.get_or_init(|| make(self)).clone()
+    /// The frame's RTP payloads, made once. `Arc<[u8]>`s because that is what str0m's RTP
+    /// writer takes: every peer gets reference counts, not copies.
+    pub fn rtp(&self, make: impl FnOnce(&Packet) -> RtpPayloads) -> RtpPayloads {
+        self.rtp.get_or_init(|| make(self)).clone()
     }
 }
 
@@ -179,8 +182,8 @@ mod tests {
             assert_eq!(&b.head_with(0x0102_0304)[..], &[9, 1, 2, 3, 4, 9]);
         }
         assert_eq!(calls, 1);
-        let a = p.annex_b(|_| Arc::from(&[0u8, 0, 0, 1][..]));
-        let b = p.annex_b(|_| unreachable!("made once"));
-        assert_eq!(a.as_ptr(), b.as_ptr(), "shared, not copied");
+        let a = p.rtp(|_| Arc::from(vec![Arc::from(&[0u8, 0, 0, 1][..])]));
+        let b = p.rtp(|_| unreachable!("made once"));
+        assert!(Arc::ptr_eq(&a, &b), "shared, not copied");
     }
 }

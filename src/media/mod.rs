@@ -13,6 +13,7 @@ pub mod h264;
 pub mod h265;
 pub mod mpegts;
 pub mod opus;
+pub mod rtp_packetize;
 pub mod rtp_video;
 pub mod sei;
 pub mod video_params;

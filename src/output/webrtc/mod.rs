@@ -203,6 +203,8 @@ impl WebRtc {
         let now = Instant::now();
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
+            // Frames are packetized once per camera (`peer::rtp_payloads`) and written as RTP.
+            .set_rtp_mode(true)
             .set_dtls_cert(self.cert.clone())
             // Packets kept for retransmission (NACK): ~1 s of a 2 Mb/s camera, not str0m's
             // default 1000 (~1.2 MB per viewer).
@@ -234,7 +236,8 @@ impl WebRtc {
             .lock()
             .unwrap()
             .add(session.clone(), index, &ufrag);
-        let peer = Peer::new(session.clone(), camera, rtc, now);
+        let seq = u16::from_str_radix(&session[..4], 16).unwrap_or(0);
+        let peer = Peer::new(session.clone(), camera, rtc, now, seq);
         if self.shards[index]
             .commands
             .send(Command::Add(Box::new(peer)))

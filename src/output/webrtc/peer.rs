@@ -10,16 +10,20 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{AbortHandle, Abortable, BoxStream};
 use futures_util::StreamExt;
-use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::Transmit;
+use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tokio::sync::broadcast;
 
 use super::codec;
 use super::route::SessionId;
 use super::transcode::{TranscoderLease, Transcoders};
-use crate::hub::{Camera, Packet, Subscription};
-use crate::media::{h264, Frame};
+use crate::hub::{Camera, Packet, RtpPayloads, Subscription};
+use crate::media::rtp_packetize::{packetize, MAX_PAYLOAD};
+use crate::media::rtp_video::VideoKind;
+use crate::media::Frame;
 use crate::resources::{Counted, Resource, ViewerKind};
 
 /// A peer whose ICE stays disconnected this long is removed.
@@ -60,6 +64,9 @@ pub struct Peer {
     feed: Option<AbortHandle>,
     /// When str0m next wants `Input::Timeout`.
     pub deadline: Instant,
+    /// The next RTP sequence numbers (str0m's RTP mode leaves them to us).
+    video_seq: u64,
+    audio_seq: u64,
     _counted: Counted,
 }
 
@@ -67,13 +74,14 @@ pub struct Peer {
 struct PeerAudio {
     mid: Mid,
     pt: Pt,
-    clock: Frequency,
     /// The camera's audio goes through its transcoder (AAC → Opus) rather than as it is.
     transcoded: bool,
 }
 
 impl Peer {
-    pub fn new(session: SessionId, camera: Arc<Camera>, rtc: Rtc, now: Instant) -> Peer {
+    /// `rtc` must be in RTP mode: frames are packetized once per camera, not once per peer.
+    /// `seq` seeds the sequence numbers (random, as RFC 3550 asks).
+    pub fn new(session: SessionId, camera: Arc<Camera>, rtc: Rtc, now: Instant, seq: u16) -> Peer {
         Peer {
             session,
             camera,
@@ -87,6 +95,8 @@ impl Peer {
             last_heard: now,
             feed: None,
             deadline: now,
+            video_seq: seq as u64,
+            audio_seq: seq.wrapping_mul(7) as u64,
             _counted: Counted::new(Resource::PeerConnection),
         }
     }
@@ -145,39 +155,35 @@ impl Peer {
             }
             Event::MediaAdded(m) if m.kind == MediaKind::Video => {
                 let video = self.camera.stream.view().video;
-                if let Some(writer) = self.rtc.writer(m.mid) {
-                    let pt = match video.as_deref() {
-                        Some(v) if v.codec == "h265" => codec::choose_h265(writer.payload_params()),
-                        v => {
-                            let profile = v.and_then(|v| {
-                                v.parameter_sets.first().and_then(|s| s.get(1).copied())
-                            });
-                            codec::choose_h264(writer.payload_params(), profile)
-                        }
-                    };
-                    if let Some(pt) = pt {
-                        self.video = Some((m.mid, pt));
+                let params = payload_params(&self.rtc, m.mid);
+                let pt = match video.as_deref() {
+                    Some(v) if v.codec == "h265" => codec::choose_h265(params.iter()),
+                    v => {
+                        let profile = v
+                            .and_then(|v| v.parameter_sets.first().and_then(|s| s.get(1).copied()));
+                        codec::choose_h264(params.iter(), profile)
                     }
+                };
+                if let Some(pt) = pt {
+                    self.video = Some((m.mid, pt));
                 }
                 false
             }
             Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
-                let audio = self.camera.stream.audio();
-                let (Some(a), Some(writer)) = (audio, self.rtc.writer(m.mid)) else {
+                let Some(a) = self.camera.stream.audio() else {
                     return false;
                 };
-                if let Some(pt) = codec::choose_audio(writer.payload_params(), a.codec) {
+                let params = payload_params(&self.rtc, m.mid);
+                if let Some(pt) = codec::choose_audio(params.iter(), a.codec) {
                     self.audio = Some(PeerAudio {
                         mid: m.mid,
                         pt,
-                        clock: Frequency::new(a.sample_rate).unwrap_or(Frequency::FORTY_EIGHT_KHZ),
                         transcoded: false,
                     });
-                } else if let Some(pt) = codec::choose_transcoded(writer.payload_params()) {
+                } else if let Some(pt) = codec::choose_transcoded(params.iter()) {
                     self.audio = Some(PeerAudio {
                         mid: m.mid,
                         pt,
-                        clock: Frequency::FORTY_EIGHT_KHZ,
                         transcoded: true,
                     });
                 } else {
@@ -245,7 +251,7 @@ impl Peer {
         }
     }
 
-    /// Hands one frame to str0m (it packetises on the next timeout).
+    /// Hands one frame to str0m as RTP packets (sent on the next timeout).
     pub fn write(&mut self, media: &Media, now: Instant) {
         match media {
             Media::Camera(p) if p.is_video() => self.write_video(p, now),
@@ -257,19 +263,38 @@ impl Peer {
 
     fn write_audio(&mut self, frame: &Frame, now: Instant) {
         let Some(a) = self.audio else { return };
-        let time = MediaTime::new(frame.pts.max(0) as u64, a.clock);
-        if let Some(writer) = self.rtc.writer(a.mid) {
-            let _ = writer.write(a.pt, now, time, &frame.data[..]);
-        }
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(a.mid, None) else {
+            return;
+        };
+        // Audio timestamps are in the codec's clock, as RTP wants them.
+        let time = frame.pts as u32;
+        let payload: Arc<[u8]> = Arc::from(&frame.data[..]);
+        stream.write_rtp(
+            RtpWrite::new(a.pt, SeqNo::from(self.audio_seq), time, now, payload)
+                .marker(true)
+                .nackable(false),
+        );
+        self.audio_seq += 1;
     }
 
     fn write_video(&mut self, packet: &Packet, now: Instant) {
         let Some((mid, pt)) = self.video else { return };
-        // Built once per frame for every peer; each peer takes a reference count.
-        let access_unit = packet.annex_b(annex_b);
-        let time = MediaTime::new(packet.pts.max(0) as u64, Frequency::NINETY_KHZ);
-        if let Some(writer) = self.rtc.writer(mid) {
-            let _ = writer.write(pt, now, time, access_unit);
+        // Packetized once per frame for every peer; each peer takes reference counts.
+        let payloads = packet.rtp(rtp_payloads);
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return;
+        };
+        let time = packet.pts.max(0) as u32;
+        let last = payloads.len().saturating_sub(1);
+        for (i, payload) in payloads.iter().enumerate() {
+            stream.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(self.video_seq), time, now, payload.clone())
+                    .marker(i == last)
+                    .nackable(true),
+            );
+            self.video_seq += 1;
         }
     }
 }
@@ -280,15 +305,38 @@ impl Drop for Peer {
     }
 }
 
-/// A frame as str0m's H.264/H.265 packetisers take it: Annex B, with the parameter sets before
-/// every keyframe (a viewer's first video frame is always one, so it always gets them).
-pub fn annex_b(packet: &Packet) -> Arc<[u8]> {
-    let mut data = Vec::with_capacity(packet.data.len() + 64);
-    if let (true, Some(codec)) = (packet.keyframe, &packet.video_codec) {
-        h264::append_annex_b(&mut data, codec.parameter_sets.iter().map(|p| &p[..]));
-    }
-    h264::append_annex_b(&mut data, h264::length_prefixed_nals(&packet.data));
-    Arc::from(data)
+/// The payload types a media line of the remote's offer accepts.
+fn payload_params(rtc: &Rtc, mid: Mid) -> Vec<PayloadParams> {
+    let Some(media) = rtc.media(mid) else {
+        return Vec::new();
+    };
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter(|p| media.remote_pts().contains(&p.pt()))
+        .cloned()
+        .collect()
+}
+
+/// A video frame's RTP payloads: the parameter sets before every keyframe (a viewer's first
+/// video frame is always one, so it always gets them), then the frame's NAL units.
+pub fn rtp_payloads(packet: &Packet) -> RtpPayloads {
+    let Some(codec) = &packet.video_codec else {
+        return Arc::from(Vec::new());
+    };
+    let kind = if codec.codec == "h265" {
+        VideoKind::H265
+    } else {
+        VideoKind::H264
+    };
+    let sets = packet
+        .keyframe
+        .then_some(&codec.parameter_sets)
+        .into_iter()
+        .flatten()
+        .map(|s| &s[..]);
+    let nals = sets.chain(crate::media::h264::length_prefixed_nals(&packet.data));
+    Arc::from(packetize(kind, nals, MAX_PAYLOAD))
 }
 
 /// One peer's frames: its hub subscription (video, and the camera's audio when it passes
@@ -343,7 +391,7 @@ mod tests {
     use bytes::Bytes;
 
     #[test]
-    fn annex_b_has_parameter_sets_before_keyframes_only() {
+    fn parameter_sets_go_before_keyframes_only() {
         let codec = Arc::new(VideoCodec {
             codec: "h264",
             rfc6381: "avc1.42c01f".into(),
@@ -364,12 +412,11 @@ mod tests {
             video_codec: Some(codec.clone()),
             data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 9]),
         };
-        let key = annex_b(&Packet::new(frame(true), 1, 0));
-        assert_eq!(
-            &key[..],
-            &[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 9]
-        );
-        let delta = annex_b(&Packet::new(frame(false), 2, 0));
-        assert_eq!(&delta[..], &[0, 0, 0, 1, 0x65, 9]);
+        let key = rtp_payloads(&Packet::new(frame(true), 1, 0));
+        let key: Vec<&[u8]> = key.iter().map(|p| &p[..]).collect();
+        assert_eq!(key, [&[0x67, 1][..], &[0x68, 2][..], &[0x65, 9][..]]);
+        let delta = rtp_payloads(&Packet::new(frame(false), 2, 0));
+        assert_eq!(delta.len(), 1);
+        assert_eq!(&delta[0][..], &[0x65, 9]);
     }
 }
