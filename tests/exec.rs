@@ -57,6 +57,7 @@ async fn play_mse(server: &Server, id: &str, fragments: usize) -> Vec<u8> {
         .expect("websocket");
     let mut out = Vec::new();
     let mut count = 0;
+    let mut after_moof = false;
     while count <= fragments {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -64,11 +65,12 @@ async fn play_mse(server: &Server, id: &str, fragments: usize) -> Vec<u8> {
             .expect("open")
             .expect("ok");
         if let Message::Binary(b) = msg {
-            out.extend_from_slice(&b);
-            // A fragment is a moof message, then an mdat message.
-            if b.get(4..8) == Some(b"mdat") {
+            // A fragment is a moof message (ending with the mdat's header), then the payload.
+            if after_moof {
                 count += 1;
             }
+            after_moof = b.get(4..8) == Some(b"moof");
+            out.extend_from_slice(&b);
         }
     }
     let _ = ws.close(None).await;

@@ -199,8 +199,11 @@ fn go2rtc_websocket_protocol_and_instant_start() {
         while fragments < 10 {
             let Message::Binary(moof) = next(&mut ws).await else { panic!("fragment") };
             assert_eq!(box_type(&moof), "moof");
-            let Message::Binary(mdat) = next(&mut ws).await else { panic!("fragment") };
-            assert_eq!(box_type(&mdat), "mdat");
+            // The moof message ends with the mdat's header; the payload is the next message.
+            assert_eq!(&moof[moof.len() - 4..], b"mdat");
+            let mdat_size = u32::from_be_bytes(moof[moof.len() - 8..moof.len() - 4].try_into().unwrap());
+            let Message::Binary(payload) = next(&mut ws).await else { panic!("fragment") };
+            assert_eq!(payload.len() + 8, mdat_size as usize);
             if fragments == 0 {
                 let tfdt = moof.windows(4).position(|w| w == b"tfdt").unwrap();
                 let time = &moof[tfdt + 8..tfdt + 12];
@@ -353,6 +356,7 @@ fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
         let rss_stalled = rss();
         // Read again: a drop report, then the next fragment is a keyframe.
         let mut dropped = None;
+        let mut after_moof = false;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             assert!(Instant::now() < deadline, "no drop report");
@@ -363,10 +367,16 @@ fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
                         dropped = v["frames"].as_u64();
                     }
                 }
-                Message::Binary(b) if dropped.is_some() && box_type(&b) == "mdat" => {
-                    let idr = h264::length_prefixed_nals(&b[8..]).any(|n| h264::nal_type(n) == 5);
-                    assert!(idr, "first fragment after the drop is not a keyframe");
-                    break;
+                Message::Binary(b) => {
+                    // The message after a moof (which ends with the mdat's header) is the
+                    // frame's payload.
+                    let payload = after_moof;
+                    after_moof = b.get(4..8) == Some(b"moof");
+                    if payload && dropped.is_some() {
+                        let idr = h264::length_prefixed_nals(&b).any(|n| h264::nal_type(n) == 5);
+                        assert!(idr, "first fragment after the drop is not a keyframe");
+                        break;
+                    }
                 }
                 _ => {}
             }

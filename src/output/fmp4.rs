@@ -173,25 +173,28 @@ pub fn fragment(packet: &Packet) -> Result<Packaged, MuxError> {
     head.clear();
     moof.encode(&mut head).map_err(mux_err)?;
     let (field_at, field_len) = tfdt_field(&head)?;
+    // The mdat's header goes with the moof, so the body is the frame's own bytes: no copy.
     let mdat_size = u32::try_from(8 + frame.data.len()).map_err(mux_err)?;
-    let mut body = Vec::with_capacity(8 + frame.data.len());
-    body.put_u32(mdat_size);
-    body.put_slice(b"mdat");
-    body.put_slice(&frame.data);
+    head.put_u32(mdat_size);
+    head.put_slice(b"mdat");
     Ok(Packaged {
         head: Bytes::from(head),
         field_at,
         field_len,
         field: frame.dts.max(0) as u64,
-        body: Bytes::from(body),
+        body: frame.data.clone(),
     })
 }
 
 /// Where `tfdt`'s baseMediaDecodeTime is in an encoded moof, and its width (version 1: 8 bytes).
+/// The search starts after the moof header and the mfhd (8 + 16 bytes), whose sequence number
+/// could otherwise spell "tfdt".
 fn tfdt_field(moof: &[u8]) -> Result<(usize, usize), MuxError> {
+    const AFTER_MFHD: usize = 24;
     let at = moof
-        .windows(4)
-        .position(|w| w == b"tfdt")
+        .get(AFTER_MFHD..)
+        .and_then(|rest| rest.windows(4).position(|w| w == b"tfdt"))
+        .map(|p| p + AFTER_MFHD)
         .ok_or_else(|| MuxError("fMP4: moof without tfdt".into()))?;
     // type(4) version(1) flags(3), then the time.
     let width = if moof.get(at + 4) == Some(&1) { 8 } else { 4 };

@@ -137,6 +137,8 @@ impl MseSession {
                 out.push(Outgoing::Binary(init));
                 self.codec = Some(codec.clone());
                 self.audio_rate = tracks.audio.map(|a| a.sample_rate);
+                // Players start a new MediaSource for a new description: time starts again.
+                self.origin = None;
             }
         }
         // Nothing before the init segment; audio only to viewers whose init segment has it.
@@ -229,7 +231,9 @@ mod tests {
         );
         assert!(matches!(&out[1], Outgoing::Binary(b) if &b[4..8] == b"ftyp"));
         assert!(matches!(&out[2], Outgoing::Binary(b) if &b[4..8] == b"moof"));
-        assert!(matches!(&out[3], Outgoing::Binary(b) if &b[4..8] == b"mdat"));
+        // The moof ends with the mdat's header; the payload is the frame's own bytes.
+        assert!(matches!(&out[2], Outgoing::Binary(b) if b.ends_with(b"mdat")));
+        assert!(matches!(&out[3], Outgoing::Binary(b) if b[..] == [0, 0, 0, 1, 0x65]));
         assert_eq!(s.on_frame(&frame(&a, 3600, false), None).unwrap().len(), 2);
         let b = video("h264", "avc1.42c01e");
         let out = s.on_frame(&frame(&b, 7200, true), None).unwrap();

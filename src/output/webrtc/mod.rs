@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod peer;
 pub mod route;
+pub mod send;
 pub mod shard;
 pub mod transcode;
 
@@ -123,9 +124,9 @@ impl WebRtc {
             };
             let local = socket.local_addr()?;
             port = local.port();
-            sockets.push((local, Arc::new(socket)));
+            sockets.push(send::Socket::new(local, Arc::new(socket))?);
         }
-        let candidates: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
+        let candidates: Vec<SocketAddr> = sockets.iter().map(|s| s.local).collect();
         tracing::info!(?candidates, loops, "WebRTC listening");
         let sockets: Sockets = Arc::new(sockets);
         let cancel = CancellationToken::new();
@@ -149,10 +150,10 @@ impl WebRtc {
         }
         let inboxes: Vec<mpsc::Sender<(SessionId, Datagram)>> =
             shards.iter().map(|s| s.datagrams.clone()).collect();
-        for (local, socket) in sockets.iter() {
+        for s in sockets.iter() {
             tasks.push(spawn_task(read_socket(
-                *local,
-                socket.clone(),
+                s.local,
+                s.socket.clone(),
                 router.clone(),
                 inboxes.clone(),
                 cancel.clone(),
@@ -231,6 +232,13 @@ impl WebRtc {
             .to_string();
         let session: SessionId = random_session_id().into();
         let index = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        // A slot in the loop's queue first: between routing and handing over there is no
+        // await, so a cancelled offer cannot leave a route behind.
+        let permit = self.shards[index]
+            .commands
+            .reserve()
+            .await
+            .map_err(|_| OfferError::Unavailable("WebRTC is shutting down".into()))?;
         // Routed before the answer leaves, so the browser's first STUN request finds its loop.
         self.router
             .lock()
@@ -238,15 +246,7 @@ impl WebRtc {
             .add(session.clone(), index, &ufrag);
         let seq = u16::from_str_radix(&session[..4], 16).unwrap_or(0);
         let peer = Peer::new(session.clone(), camera, rtc, now, seq);
-        if self.shards[index]
-            .commands
-            .send(Command::Add(Box::new(peer)))
-            .await
-            .is_err()
-        {
-            self.router.lock().unwrap().remove(&session);
-            return Err(OfferError::Unavailable("WebRTC is shutting down".into()));
-        }
+        permit.send(Command::Add(Box::new(peer)));
         Ok((session.to_string(), answer))
     }
 

@@ -43,6 +43,8 @@ pub enum Media {
     Camera(Arc<Packet>),
     /// An Opus packet from the camera's transcoder.
     Transcoded(Frame),
+    /// The subscription ended (camera stopped, viewer too slow): the last item of a feed.
+    Ended,
 }
 
 /// A feed as the worker loop polls it: frames tagged with their session.
@@ -67,6 +69,8 @@ pub struct Peer {
     /// The next RTP sequence numbers (str0m's RTP mode leaves them to us).
     video_seq: u64,
     audio_seq: u64,
+    /// RTP's marker bit on audio starts a talkspurt: the first packet only.
+    audio_marker: bool,
     _counted: Counted,
 }
 
@@ -97,6 +101,7 @@ impl Peer {
             deadline: now,
             video_seq: seq as u64,
             audio_seq: seq.wrapping_mul(7) as u64,
+            audio_marker: true,
             _counted: Counted::new(Resource::PeerConnection),
         }
     }
@@ -228,6 +233,7 @@ impl Peer {
         };
         let feed = Feed {
             subscription,
+            ended: false,
             // The camera's own audio goes out only when it passes through as it is: not before
             // the audio m-line is known, and not when the transcoder replaces it.
             camera_audio: self.audio.is_some_and(|a| !a.transcoded),
@@ -258,6 +264,7 @@ impl Peer {
             // Opus and G.711 frames (the camera's, or its transcoder's) are RTP payloads already.
             Media::Camera(p) => self.write_audio(&p.frame, now),
             Media::Transcoded(f) => self.write_audio(f, now),
+            Media::Ended => {}
         }
     }
 
@@ -272,7 +279,7 @@ impl Peer {
         let payload: Arc<[u8]> = Arc::from(&frame.data[..]);
         stream.write_rtp(
             RtpWrite::new(a.pt, SeqNo::from(self.audio_seq), time, now, payload)
-                .marker(true)
+                .marker(std::mem::take(&mut self.audio_marker))
                 .nackable(false),
         );
         self.audio_seq += 1;
@@ -343,18 +350,25 @@ pub fn rtp_payloads(packet: &Packet) -> RtpPayloads {
 /// through) merged with its camera's transcoded audio.
 struct Feed {
     subscription: Subscription,
+    ended: bool,
     camera_audio: bool,
     transcoded: Option<(broadcast::Receiver<Frame>, TranscoderLease)>,
 }
 
 impl Feed {
     async fn next(&mut self) -> Option<Media> {
+        if self.ended {
+            return None;
+        }
         loop {
             tokio::select! {
                 p = self.subscription.next() => match p {
                     Ok(p) if !self.camera_audio && !p.is_video() => continue,
                     Ok(p) => return Some(Media::Camera(p)),
-                    Err(_) => return None,
+                    Err(_) => {
+                        self.ended = true;
+                        return Some(Media::Ended);
+                    }
                 },
                 Some(f) = next_transcoded(&mut self.transcoded) => return Some(Media::Transcoded(f)),
             }

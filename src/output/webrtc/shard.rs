@@ -19,12 +19,12 @@ use futures_util::stream::SelectAll;
 use futures_util::StreamExt;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::Input;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::peer::{handle_timeout, FeedStream, Media, Peer};
 use super::route::{Router, SessionId};
+use super::send::{send_all, Socket};
 use super::transcode::Transcoders;
 
 /// Datagrams waiting for one loop; beyond this the readers drop (UDP loss, never a wait).
@@ -55,8 +55,8 @@ pub enum Command {
     },
 }
 
-/// The UDP sockets (one per advertised address, same port), by local address.
-pub type Sockets = Arc<Vec<(SocketAddr, Arc<UdpSocket>)>>;
+/// The UDP sockets (one per advertised address, same port).
+pub type Sockets = Arc<Vec<Socket>>;
 
 pub struct Shard {
     index: usize,
@@ -66,6 +66,8 @@ pub struct Shard {
     transcoders: Arc<Transcoders>,
     /// Reused for every drain.
     transmits: Vec<Transmit>,
+    /// Reused for every batched send.
+    scratch: Vec<u8>,
     next_wake: Instant,
     last_expiry_check: Instant,
     drop_input: bool,
@@ -86,6 +88,7 @@ impl Shard {
             router,
             transcoders,
             transmits: Vec::new(),
+            scratch: Vec::new(),
             next_wake: now + EXPIRY_CHECK,
             last_expiry_check: now,
             // Fault injection for tests: behave as if a firewall dropped every incoming datagram.
@@ -101,6 +104,11 @@ impl Shard {
     ) {
         let mut feeds: SelectAll<FeedStream> = SelectAll::new();
         loop {
+            // Timers first: a loop kept busy by frames and datagrams must still run str0m's
+            // timers and the expiry check (the select below prefers its other inputs).
+            if Instant::now() >= self.next_wake {
+                self.timeouts(&mut feeds);
+            }
             let wake = tokio::time::sleep_until(tokio::time::Instant::from_std(self.next_wake));
             tokio::select! {
                 biased;
@@ -166,7 +174,6 @@ impl Shard {
             return;
         };
         let now = Instant::now();
-        peer.heard(now);
         let input = Input::Receive(
             now,
             Receive {
@@ -176,17 +183,30 @@ impl Shard {
                 contents,
             },
         );
-        // str0m never panics on input by design; if it does, the peer goes, not the loop.
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            peer.rtc.accepts(&input) && peer.rtc.handle_input(input).is_ok()
+        // A datagram str0m does not take (a binding indication, a packet from a pair that has
+        // not succeeded, a forgery naming the session's ufrag) is dropped; it neither ends the
+        // peer nor counts as hearing from it. str0m never panics on input by design; if it
+        // does, the peer goes, not the loop.
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !peer.rtc.accepts(&input) {
+                return Ok(false);
+            }
+            peer.rtc.handle_input(input).map(|()| true)
         }));
-        if !matches!(ok, Ok(true)) {
-            peer.rtc.disconnect();
+        match taken {
+            Ok(Ok(true)) => peer.heard(now),
+            Ok(Ok(false)) => return,
+            _ => peer.rtc.disconnect(),
         }
         self.drive(session, feeds);
     }
 
     fn media(&mut self, session: &SessionId, media: &Media, feeds: &mut SelectAll<FeedStream>) {
+        if matches!(media, Media::Ended) {
+            // The camera stopped, or the viewer stayed too slow: a peer without media goes.
+            self.end(session, true);
+            return;
+        }
         let Some(peer) = self.peers.get_mut(session) else {
             return;
         };
@@ -264,12 +284,7 @@ impl Shard {
     }
 
     fn send(&mut self) {
-        for t in self.transmits.drain(..) {
-            if let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == t.source) {
-                // A full socket buffer drops the datagram, as the network would.
-                let _ = socket.try_send_to(&t.contents, t.destination);
-            }
-        }
+        send_all(&self.sockets, &mut self.transmits, &mut self.scratch);
     }
 
     /// Removes a peer. `tell` closes it properly first (RTCP BYE, DTLS close_notify), so the
