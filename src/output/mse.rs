@@ -244,15 +244,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn viewers_share_one_fragment_and_audio_goes_only_to_viewers_with_an_audio_track() {
-        let aac = AudioCodec {
+    fn aac() -> AudioCodec {
+        AudioCodec {
             codec: "aac",
             rfc6381: Some("mp4a.40.2".into()),
             sample_rate: 48_000,
             channels: 1,
             extra_data: Bytes::from_static(&[0x11, 0x88]),
-        };
+        }
+    }
+
+    #[test]
+    fn viewers_share_one_fragment_and_audio_goes_only_to_viewers_with_an_audio_track() {
+        let aac = aac();
         let codec = video("h264", "avc1.64001e");
         let mut seq = Sequencer::default();
         let key = seq.packet(Frame {
@@ -295,13 +299,7 @@ mod tests {
 
     #[test]
     fn audio_the_browser_cannot_play_is_left_out() {
-        let aac = AudioCodec {
-            codec: "aac",
-            rfc6381: Some("mp4a.40.2".into()),
-            sample_rate: 48_000,
-            channels: 1,
-            extra_data: Bytes::from_static(&[0x11, 0x88]),
-        };
+        let aac = aac();
         let a = video("h264", "avc1.64001e");
         let mut with = MseSession::new(ClientCodecs::all());
         let out = with.on_frame(&frame(&a, 0, true), Some(&aac)).unwrap();

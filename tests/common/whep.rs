@@ -47,58 +47,13 @@ pub async fn session(
     want: Wanted,
     within: Duration,
 ) -> Result<Received, String> {
-    str0m::crypto::from_feature_flags().install_process_default();
-    let socket = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let local: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
-    let builder = Rtc::builder().clear_codecs();
-    let builder = if codec == "h265" {
-        builder.enable_h265(true)
-    } else {
-        builder.enable_h264(true)
-    };
-    let builder = if want.audio.is_some() {
-        builder.enable_opus(true, false)
-    } else {
-        builder
-    };
-    let mut rtc = builder.build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    let audio_mid = want
-        .audio
-        .map(|_| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
-    let (offer, pending) = api.apply().ok_or("no offer")?;
-    let response = reqwest::Client::new()
-        .post(whep_url)
-        .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status() != 201 {
-        return Err(format!(
-            "WHEP answered {}: {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        ));
-    }
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .map(|l| {
-            let base = reqwest::Url::parse(whep_url).expect("WHEP URL");
-            base.join(l).expect("location").to_string()
-        })
-        .unwrap_or_default();
-    let answer = SdpAnswer::from_sdp_string(&response.text().await.map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| e.to_string())?;
+    let Connected {
+        mut rtc,
+        socket,
+        local,
+        location,
+        audio_mid,
+    } = connect(whep_url, codec, want.audio.is_some()).await?;
     let deadline = Instant::now() + within;
     let mut frames = Vec::new();
     let mut audio = Vec::new();
@@ -156,6 +111,78 @@ pub async fn session(
     })
 }
 
+/// A str0m client whose offer the server answered.
+struct Connected {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The WHEP session's URL, for DELETE.
+    location: String,
+    audio_mid: Option<str0m::media::Mid>,
+}
+
+/// Offers `codec` video (and Opus audio when `audio`) to `whep_url` and applies the answer.
+async fn connect(whep_url: &str, codec: &str, audio: bool) -> Result<Connected, String> {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let local: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
+    let builder = Rtc::builder().clear_codecs();
+    let builder = if codec == "h265" {
+        builder.enable_h265(true)
+    } else {
+        builder.enable_h264(true)
+    };
+    let builder = if audio {
+        builder.enable_opus(true, false)
+    } else {
+        builder
+    };
+    let mut rtc = builder.build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let audio_mid =
+        audio.then(|| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
+    let (offer, pending) = api.apply().ok_or("no offer")?;
+    let response = reqwest::Client::new()
+        .post(whep_url)
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != 201 {
+        return Err(format!(
+            "WHEP answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        ));
+    }
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(|l| {
+            let base = reqwest::Url::parse(whep_url).expect("WHEP URL");
+            base.join(l).expect("location").to_string()
+        })
+        .unwrap_or_default();
+    let answer = SdpAnswer::from_sdp_string(&response.text().await.map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())?;
+    Ok(Connected {
+        rtc,
+        socket,
+        local,
+        location,
+        audio_mid,
+    })
+}
+
 /// A viewer that keeps receiving in its own task until told to go, counting video frames.
 pub struct LiveViewer {
     pub frames: Arc<std::sync::atomic::AtomicUsize>,
@@ -167,43 +194,13 @@ pub struct LiveViewer {
 impl LiveViewer {
     /// Offers H.264 to `whep_url` and starts receiving. Errors if the offer is refused.
     pub async fn start(whep_url: &str) -> Result<LiveViewer, String> {
-        str0m::crypto::from_feature_flags().install_process_default();
-        let socket = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let local: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_h264(true)
-            .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-        let mut api = rtc.sdp_api();
-        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = api.apply().ok_or("no offer")?;
-        let response = reqwest::Client::new()
-            .post(whep_url)
-            .header("content-type", "application/sdp")
-            .body(offer.to_sdp_string())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status() != 201 {
-            return Err(format!("WHEP answered {}", response.status()));
-        }
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .map(|l| {
-                let base = reqwest::Url::parse(whep_url).expect("WHEP URL");
-                base.join(l).expect("location").to_string()
-            })
-            .unwrap_or_default();
-        let answer = SdpAnswer::from_sdp_string(&response.text().await.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        rtc.sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| e.to_string())?;
+        let Connected {
+            rtc,
+            socket,
+            local,
+            location,
+            ..
+        } = connect(whep_url, "h264", false).await?;
         let frames = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(receive_until(
