@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -47,17 +47,10 @@ pub async fn session(
     want: Wanted,
     within: Duration,
 ) -> Result<Received, String> {
-    let Connected {
-        mut rtc,
-        socket,
-        local,
-        location,
-        audio_mid,
-    } = connect(whep_url, codec, want.audio.is_some()).await?;
+    let mut client = connect(whep_url, codec, want.audio.is_some()).await?;
     let deadline = Instant::now() + within;
     let mut frames = Vec::new();
     let mut audio = Vec::new();
-    let mut buf = vec![0u8; 2000];
     while frames.len() < want.video || audio.len() < want.audio.unwrap_or(0) {
         if Instant::now() > deadline {
             return Err(format!(
@@ -66,48 +59,21 @@ pub async fn session(
                 audio.len()
             ));
         }
-        let timeout = loop {
-            match rtc.poll_output().map_err(|e| e.to_string())? {
-                Output::Transmit(t) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
+        let audio_mid = client.audio_mid;
+        client
+            .step(|mid, data| {
+                if Some(mid) == audio_mid {
+                    audio.push(data)
+                } else {
+                    frames.push(data)
                 }
-                Output::Timeout(t) => break t,
-                Output::Event(Event::MediaData(m)) if Some(m.mid) == audio_mid => {
-                    audio.push(m.data.clone())
-                }
-                Output::Event(Event::MediaData(m)) => frames.push(m.data.clone()),
-                Output::Event(_) => {}
-            }
-        };
-        let wait = timeout
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        let now = Instant::now();
-        match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
-            Ok(Ok((n, source))) => {
-                let Ok(contents) = buf[..n].try_into() else {
-                    continue;
-                };
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: local,
-                        contents,
-                    },
-                );
-                rtc.handle_input(input).map_err(|e| e.to_string())?;
-            }
-            _ => rtc
-                .handle_input(Input::Timeout(Instant::now()))
-                .map_err(|e| e.to_string())?,
-        }
+            })
+            .await?;
     }
     Ok(Received {
         video: frames,
         audio,
-        location,
+        location: client.location,
     })
 }
 
@@ -118,7 +84,46 @@ struct Connected {
     local: SocketAddr,
     /// The WHEP session's URL, for DELETE.
     location: String,
-    audio_mid: Option<str0m::media::Mid>,
+    audio_mid: Option<Mid>,
+}
+
+impl Connected {
+    /// Drives str0m once: sends what it has to send, hands each media payload to `on_media`,
+    /// then feeds it the next datagram or its timeout.
+    async fn step(&mut self, mut on_media: impl FnMut(Mid, Arc<[u8]>)) -> Result<(), String> {
+        let timeout = loop {
+            match self.rtc.poll_output().map_err(|e| e.to_string())? {
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                }
+                Output::Timeout(t) => break t,
+                Output::Event(Event::MediaData(m)) => on_media(m.mid, m.data.clone()),
+                Output::Event(_) => {}
+            }
+        };
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let mut buf = [0u8; 2000];
+        let input = match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, source))) => {
+                let Ok(contents) = buf[..n].try_into() else {
+                    return Ok(());
+                };
+                Input::Receive(
+                    Instant::now(),
+                    Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: self.local,
+                        contents,
+                    },
+                )
+            }
+            _ => Input::Timeout(Instant::now()),
+        };
+        self.rtc.handle_input(input).map_err(|e| e.to_string())
+    }
 }
 
 /// Offers `codec` video (and Opus audio when `audio`) to `whep_url` and applies the answer.
@@ -194,22 +199,11 @@ pub struct LiveViewer {
 impl LiveViewer {
     /// Offers H.264 to `whep_url` and starts receiving. Errors if the offer is refused.
     pub async fn start(whep_url: &str) -> Result<LiveViewer, String> {
-        let Connected {
-            rtc,
-            socket,
-            local,
-            location,
-            ..
-        } = connect(whep_url, "h264", false).await?;
+        let client = connect(whep_url, "h264", false).await?;
+        let location = client.location.clone();
         let frames = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(receive_until(
-            rtc,
-            socket,
-            local,
-            frames.clone(),
-            stop.clone(),
-        ));
+        let task = tokio::spawn(receive_until(client, frames.clone(), stop.clone()));
         Ok(LiveViewer {
             frames,
             location,
@@ -230,46 +224,17 @@ impl LiveViewer {
 }
 
 async fn receive_until(
-    mut rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
+    mut client: Connected,
     frames: Arc<std::sync::atomic::AtomicUsize>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; 2000];
-    while rtc.is_alive() {
-        let timeout = loop {
-            match rtc.poll_output().map_err(|e| e.to_string())? {
-                Output::Transmit(t) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Output::Timeout(t) => break t,
-                Output::Event(Event::MediaData(_)) => {
-                    frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Output::Event(_) => {}
-            }
-        };
-        let wait = timeout
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
+    let count = |_, _| {
+        frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    while client.rtc.is_alive() {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            r = tokio::time::timeout(wait, socket.recv_from(&mut buf)) => match r {
-                Ok(Ok((n, source))) => {
-                    let Ok(contents) = buf[..n].try_into() else { continue };
-                    let input = Input::Receive(Instant::now(), Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: local,
-                        contents,
-                    });
-                    rtc.handle_input(input).map_err(|e| e.to_string())?;
-                }
-                _ => rtc
-                    .handle_input(Input::Timeout(Instant::now()))
-                    .map_err(|e| e.to_string())?,
-            },
+            r = client.step(count) => r?,
         }
     }
     Ok(())

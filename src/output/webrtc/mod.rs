@@ -175,11 +175,6 @@ impl WebRtc {
         &self.candidates
     }
 
-    /// Sessions that exist now.
-    pub fn sessions(&self) -> usize {
-        self.router.lock().unwrap().len()
-    }
-
     /// Accepts an SDP offer for `camera`; returns the session id and the SDP answer.
     pub async fn offer(
         &self,

@@ -131,6 +131,11 @@ impl Peer {
         Ok(feed.flatten())
     }
 
+    /// Feeds `Input::Timeout(now)`: str0m sends what was written and runs its timers on it.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
+        self.rtc.handle_input(Input::Timeout(now))
+    }
+
     /// A datagram from the browser arrived.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = now;
@@ -391,11 +396,6 @@ async fn next_transcoded(
             Err(broadcast::error::RecvError::Closed) => *rx = None,
         }
     }
-}
-
-/// Feeds `Input::Timeout(now)` (str0m packetises queued frames and runs its timers on it).
-pub fn handle_timeout(rtc: &mut Rtc, now: Instant) -> Result<(), RtcError> {
-    rtc.handle_input(Input::Timeout(now))
 }
 
 #[cfg(test)]

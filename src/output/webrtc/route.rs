@@ -69,14 +69,6 @@ impl Router {
         self.sessions.get(session).map(|e| e.route.shard)
     }
 
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
     /// Where a datagram from `source` goes, learning the address from a STUN request.
     pub fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<Route> {
         if let Some(ufrag) = stun_local_ufrag(datagram) {
@@ -195,7 +187,7 @@ mod tests {
         assert_eq!(r.remove("s2").unwrap().shard, 1);
         assert_eq!(r.route(addr(5000), &[22, 254, 253]), None);
         assert_eq!(r.route(addr(5000), &binding_request("bbbb:zz")), None);
-        assert_eq!(r.len(), 1);
+        assert_eq!(r.sessions.len(), 1);
     }
 
     #[test]

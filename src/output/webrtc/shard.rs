@@ -22,7 +22,7 @@ use str0m::Input;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::peer::{handle_timeout, FeedStream, Media, Peer};
+use super::peer::{FeedStream, Media, Peer};
 use super::route::{Router, SessionId};
 use super::send::{send_all, Socket};
 use super::transcode::Transcoders;
@@ -185,19 +185,19 @@ impl Shard {
         );
         // A datagram str0m does not take (a binding indication, a packet from a pair that has
         // not succeeded, a forgery naming the session's ufrag) is dropped; it neither ends the
-        // peer nor counts as hearing from it. str0m never panics on input by design; if it
-        // does, the peer goes, not the loop.
-        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if !peer.rtc.accepts(&input) {
-                return Ok(false);
+        // peer nor counts as hearing from it.
+        let mut accepted = true;
+        guarded(peer, |p| {
+            if !p.rtc.accepts(&input) {
+                accepted = false;
+                return Ok(());
             }
-            peer.rtc.handle_input(input).map(|()| true)
-        }));
-        match taken {
-            Ok(Ok(true)) => peer.heard(now),
-            Ok(Ok(false)) => return,
-            _ => peer.rtc.disconnect(),
+            p.rtc.handle_input(input)
+        });
+        if !accepted {
+            return;
         }
+        peer.heard(now);
         self.drive(session, feeds);
     }
 
@@ -211,14 +211,11 @@ impl Shard {
             return;
         };
         let now = Instant::now();
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            peer.write(media, now);
-            // str0m packetises what was written on a timeout.
-            handle_timeout(&mut peer.rtc, now).is_ok()
-        }));
-        if !matches!(ok, Ok(true)) {
-            peer.rtc.disconnect();
-        }
+        guarded(peer, |p| {
+            p.write(media, now);
+            // str0m sends what was written on a timeout.
+            p.handle_timeout(now)
+        });
         self.drive(session, feeds);
     }
 
@@ -232,12 +229,7 @@ impl Shard {
             .collect();
         for session in &due {
             if let Some(peer) = self.peers.get_mut(session) {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle_timeout(&mut peer.rtc, now).is_ok()
-                }));
-                if !matches!(r, Ok(true)) {
-                    peer.rtc.disconnect();
-                }
+                guarded(peer, |p| p.handle_timeout(now));
             }
             self.drive(session, feeds);
         }
@@ -300,7 +292,7 @@ impl Shard {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if peer.rtc.close().is_ok() {
                     let _ = peer.drain(transmits, transcoders);
-                    let _ = handle_timeout(&mut peer.rtc, Instant::now());
+                    let _ = peer.handle_timeout(Instant::now());
                     let _ = peer.drain(transmits, transcoders);
                 }
             }));
@@ -308,5 +300,14 @@ impl Shard {
         }
         peer.end_feed();
         tracing::debug!(session = %peer.session, camera = peer.camera.id(), shard = self.index, "WebRTC peer ended");
+    }
+}
+
+/// Runs one input on a peer's str0m. An error, or a panic (str0m's "panic means bug": it must
+/// never panic on input), ends that peer, never the loop.
+fn guarded(peer: &mut Peer, input: impl FnOnce(&mut Peer) -> Result<(), str0m::RtcError>) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input(peer)));
+    if !matches!(result, Ok(Ok(()))) {
+        peer.rtc.disconnect();
     }
 }

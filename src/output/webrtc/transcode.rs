@@ -94,7 +94,6 @@ impl ToOpus {
     }
 }
 
-/// The running transcoder of one camera.
 /// One camera's AAC/G.711 → Opus transcoder task and its fan-out. Counted in `transcoders` while
 /// its task runs.
 pub struct Transcoder {
@@ -119,10 +118,12 @@ impl Transcoder {
         }
     }
 
+    /// Opus frames from now on (48 kHz timestamps).
     pub fn subscribe(&self) -> broadcast::Receiver<Frame> {
         self.packets.subscribe()
     }
 
+    /// True once the task has ended by itself (the camera's stream ended).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
@@ -206,11 +207,6 @@ impl Transcoders {
             id: *instance,
         };
         (t.subscribe(), lease)
-    }
-
-    /// Transcoders running now (leased).
-    pub fn running(&self) -> usize {
-        self.inner.lock().unwrap().running.len()
     }
 
     /// Stops every transcoder and waits for their tasks.
