@@ -52,15 +52,15 @@ impl Socket {
 
 /// Sends and empties `transmits`, one GSO send per run (`scratch` is reused between calls).
 pub fn send_all(sockets: &[Socket], transmits: &mut Vec<Transmit>, scratch: &mut Vec<u8>) {
+    if transmits.is_empty() {
+        return;
+    }
     let Some(max) = sockets.iter().map(Socket::max_segments).min() else {
         transmits.clear();
         return;
     };
-    let keys: Vec<(SocketAddr, SocketAddr, usize)> = transmits
-        .iter()
-        .map(|t| (t.source, t.destination, t.contents.len()))
-        .collect();
-    for run in runs(&keys, max) {
+    let key = |t: &Transmit| (t.source, t.destination, t.contents.len());
+    for run in runs(transmits, max, key) {
         let first = &transmits[run.start];
         let Some(socket) = sockets.iter().find(|s| s.local == first.source) else {
             continue;
@@ -80,14 +80,19 @@ pub fn send_all(sockets: &[Socket], transmits: &mut Vec<Transmit>, scratch: &mut
 
 /// Runs of datagrams that one GSO send can carry: same source and destination, each as long as
 /// the first except the last, which may be shorter (and ends the run); at most `max` long.
-pub fn runs(datagrams: &[(SocketAddr, SocketAddr, usize)], max: usize) -> Vec<Range<usize>> {
+/// `key` gives a datagram's (source, destination, length).
+pub fn runs<T>(
+    datagrams: &[T],
+    max: usize,
+    key: impl Fn(&T) -> (SocketAddr, SocketAddr, usize),
+) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < datagrams.len() {
-        let (src, dst, size) = datagrams[start];
+        let (src, dst, size) = key(&datagrams[start]);
         let mut end = start + 1;
         while end < datagrams.len() && end - start < max.max(1) {
-            let (s, d, len) = datagrams[end];
+            let (s, d, len) = key(&datagrams[end]);
             if s != src || d != dst || len > size {
                 break;
             }
@@ -122,8 +127,9 @@ mod tests {
             (l, q, 1300), // longer than the first: a new run
             (l, q, 80),
         ];
-        assert_eq!(runs(&d, 64), [0..3, 3..4, 4..5, 5..7]);
-        assert_eq!(runs(&d[..3], 2), [0..2, 2..3], "at most max per run");
-        assert!(runs(&[], 64).is_empty());
+        let key = |d: &(SocketAddr, SocketAddr, usize)| *d;
+        assert_eq!(runs(&d, 64, key), [0..3, 3..4, 4..5, 5..7]);
+        assert_eq!(runs(&d[..3], 2, key), [0..2, 2..3], "at most max per run");
+        assert!(runs(&[], 64, key).is_empty());
     }
 }
