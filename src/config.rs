@@ -41,6 +41,24 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: Option<String>,
     pub token: Option<String>,
+    /// Host names the server answers to besides IP addresses, `localhost` and this machine's
+    /// name (DNS rebinding protection); `["*"]` accepts any, e.g. behind a reverse proxy.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://dash.example`) whose pages may open WebSockets and change state.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Open HTTP connections at most (default 10,000, and never more than the open-file limit
+    /// allows); more get 503.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Open HTTP connections from one client address at most (default 2,000); more get 503.
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    /// How long a client has to send a request's headers, and how long an idle connection is
+    /// kept (default "10s").
+    #[serde(default)]
+    pub header_timeout: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -163,7 +181,20 @@ pub fn source_spec(camera: &CameraConfig, allow_exec: bool) -> Result<SourceSpec
                     Err(e) => problems.push(problem("timeout", e)),
                 }
             }
-            options.user_agent = camera.user_agent.clone();
+            if let Some(agent) = &camera.user_agent {
+                // It becomes a header line: no line breaks or other control characters.
+                let ok = !agent.is_empty()
+                    && agent.len() <= 256
+                    && agent.bytes().all(|b| (0x20..0x7f).contains(&b));
+                if ok {
+                    options.user_agent = Some(agent.clone());
+                } else {
+                    problems.push(problem(
+                        "user_agent",
+                        "must be 1 to 256 printable ASCII characters (no line breaks)",
+                    ));
+                }
+            }
         }
         None => {
             for (key, set) in rtsp_only {
@@ -327,6 +358,33 @@ impl Config {
                 }
             }
         }
+        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || ["http://", "https://"].iter().any(|p| {
+                    origin
+                        .strip_prefix(p)
+                        .is_some_and(|h| !h.is_empty() && !h.contains('/'))
+                });
+            if !ok {
+                problems.push(problem(
+                    format!("server.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin such as \"https://dash.example\""),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("max_connections", self.server.max_connections),
+            ("max_connections_per_ip", self.server.max_connections_per_ip),
+        ] {
+            if value == Some(0) {
+                problems.push(problem(format!("server.{key}"), "must be at least 1"));
+            }
+        }
+        if let Some(text) = &self.server.header_timeout {
+            if let Err(e) = parse_duration(text) {
+                problems.push(problem("server.header_timeout", e));
+            }
+        }
         if self.server.token.as_deref() == Some("") {
             problems.push(problem(
                 "server.token",
@@ -364,7 +422,6 @@ impl Config {
         problems
     }
 
-    /// `[webrtc] listen` (default 0.0.0.0:8555: every interface, one UDP port).
     /// `[storage] path`: where events are stored; in memory when unset.
     pub fn storage_path(&self) -> Option<PathBuf> {
         let path = self.storage.as_ref()?.get("path")?.as_str()?;
@@ -384,13 +441,20 @@ impl Config {
         Some(self.mqtt.as_ref()?.get("url")?.as_str()?.to_string())
     }
 
-    pub fn webrtc_listen(&self) -> SocketAddr {
+    /// `[webrtc] listen`; by default port 8555 in the HTTP server's scope: on its address when
+    /// that is loopback-only, on every interface otherwise.
+    pub fn webrtc_listen(&self, http: SocketAddr) -> SocketAddr {
+        let default = if http.ip().is_loopback() {
+            SocketAddr::new(http.ip(), 8555)
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 8555))
+        };
         self.webrtc
             .as_ref()
             .and_then(|t| t.get("listen"))
             .and_then(|v| v.as_str())
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8555)))
+            .unwrap_or(default)
     }
 
     /// `[webrtc] candidates`: extra addresses to advertise.
@@ -426,6 +490,38 @@ impl Config {
 impl CameraConfig {
     pub fn masked_source(&self) -> String {
         mask_credentials(&self.source)
+    }
+}
+
+/// What the API shows in place of a secret.
+pub const MASKED: &str = "***";
+
+/// Keys whose values are secrets wherever they appear in a camera's settings.
+pub fn is_secret_key(key: &str) -> bool {
+    matches!(key, "api_key" | "password" | "token")
+}
+
+/// Puts back every secret that a client sent as [`MASKED`] (it read the settings, changed
+/// something else, and sent them back): the value at the same place in `old`, or nothing if
+/// there was none. One rule for every secret, at any depth.
+pub fn restore_masked_secrets(new: &mut toml::Table, old: Option<&toml::Table>) {
+    let keys: Vec<String> = new.keys().cloned().collect();
+    for key in keys {
+        let old_value = old.and_then(|o| o.get(&key));
+        match new.get_mut(&key) {
+            Some(toml::Value::Table(inner)) => {
+                restore_masked_secrets(inner, old_value.and_then(toml::Value::as_table));
+            }
+            Some(toml::Value::String(s)) if s == MASKED && is_secret_key(&key) => match old_value {
+                Some(v) => {
+                    new.insert(key, v.clone());
+                }
+                None => {
+                    new.remove(&key);
+                }
+            },
+            _ => {}
+        }
     }
 }
 
@@ -498,9 +594,39 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<(
     } else {
         doc["camera"] = Item::ArrayOfTables(tables);
     }
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, doc.to_string())?;
-    std::fs::rename(&tmp, path)
+    replace_file(path, doc.to_string().as_bytes())
+}
+
+/// Replaces the file at `path` (or, for a symlink, the file it points to) with `contents`,
+/// atomically: a temporary file in the same folder with the old file's mode and owner, synced,
+/// renamed over it, and the folder synced so the rename survives a power cut.
+pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let target = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(e) => return Err(e),
+    };
+    let old = std::fs::metadata(&target).ok();
+    let tmp = temp_path(&target);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        if let Some(old) = &old {
+            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))?;
+            // Only root may give a file away; anyone else writes their own file, as before.
+            let _ = std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()));
+        }
+        file.write_all(contents)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &target)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let folder = target.parent().filter(|p| !p.as_os_str().is_empty());
+    std::fs::File::open(folder.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 fn forget_positions(table: &mut toml_edit::Table) {
@@ -632,6 +758,25 @@ mod tests {
         assert_eq!(back.camera[0].analysis, cameras[0].analysis, "{text}");
         assert_eq!(back.camera[1].analysis, None, "{text}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn masked_secrets_are_restored_at_any_depth_and_nothing_else() {
+        let old: toml::Table = toml::from_str(
+            "[vlm]\napi_key = \"sk-1\"\n[asr]\napi_key = \"sk-2\"\n[x.y]\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let mut new: toml::Table = toml::from_str(
+            "[vlm]\napi_key = \"***\"\nmodel = \"***\"\n[asr]\napi_key = \"***\"\n\
+             [x.y]\npassword = \"***\"\n[z]\ntoken = \"***\"\n",
+        )
+        .unwrap();
+        restore_masked_secrets(&mut new, Some(&old));
+        assert_eq!(new["vlm"]["api_key"].as_str(), Some("sk-1"));
+        assert_eq!(new["vlm"]["model"].as_str(), Some("***"), "not a secret");
+        assert_eq!(new["asr"]["api_key"].as_str(), Some("sk-2"));
+        assert_eq!(new["x"]["y"]["password"].as_str(), Some("p"));
+        assert!(new["z"].get("token").is_none(), "no old secret: none kept");
     }
 
     #[test]

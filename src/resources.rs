@@ -25,6 +25,8 @@ pub enum Resource {
     ChildProcess,
     /// A camera-audio → Opus transcoder for WebRTC viewers.
     Transcoder,
+    /// An accepted HTTP connection, until its socket closes (WebSockets included).
+    HttpConnection,
 }
 
 /// The outputs a viewer can be attached through.
@@ -75,6 +77,7 @@ static PEER_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static WEBSOCKETS: AtomicI64 = AtomicI64::new(0);
 static CHILD_PROCESSES: AtomicI64 = AtomicI64::new(0);
 static TRANSCODERS: AtomicI64 = AtomicI64::new(0);
+static HTTP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 
 fn gauge(resource: Resource) -> &'static AtomicI64 {
     match resource {
@@ -85,6 +88,7 @@ fn gauge(resource: Resource) -> &'static AtomicI64 {
         Resource::WebSocket => &WEBSOCKETS,
         Resource::ChildProcess => &CHILD_PROCESSES,
         Resource::Transcoder => &TRANSCODERS,
+        Resource::HttpConnection => &HTTP_CONNECTIONS,
     }
 }
 
@@ -155,6 +159,7 @@ pub struct Snapshot {
     pub websockets: i64,
     pub child_processes: i64,
     pub transcoders: i64,
+    pub http_connections: i64,
     pub open_fds: i64,
     pub rss_bytes: i64,
 }
@@ -182,6 +187,7 @@ pub fn snapshot() -> Snapshot {
         websockets: count(Resource::WebSocket),
         child_processes: count(Resource::ChildProcess),
         transcoders: count(Resource::Transcoder),
+        http_connections: count(Resource::HttpConnection),
         open_fds: open_fds(),
         rss_bytes: rss_bytes(),
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::events::EventStore;
@@ -89,7 +89,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .install_recorder()
         .ok();
     let webrtc = match crate::output::webrtc::WebRtc::start(
-        config.webrtc_listen(),
+        config.webrtc_listen(listen),
         &config.webrtc_candidates(),
     )
     .await
@@ -129,6 +129,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         hub: hub.clone(),
         snapshots: Snapshots::default(),
         token,
+        access: api::Access::new(&config.server.allowed_hosts, &config.server.allowed_origins),
         metrics,
         shutdown: shutdown.clone(),
         webrtc: webrtc.clone(),
@@ -136,26 +137,36 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         analysis: analysis.clone(),
     });
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    // A server holds a descriptor per viewer: use all the process may have, and keep a quarter
+    // (at least 256) for cameras, peers, children and files.
+    let open_files = api::raise_open_file_limit() as usize;
+    let fit = open_files.saturating_sub((open_files / 4).max(256)).max(64);
+    let limits = api::Limits {
+        total: config.server.max_connections.unwrap_or(10_000).min(fit),
+        per_ip: config.server.max_connections_per_ip.unwrap_or(2_000),
+        header_timeout: config
+            .server
+            .header_timeout
+            .as_deref()
+            .and_then(|t| crate::source::rtsp::parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(10)),
+    };
+    tracing::info!(open_files, ?limits, "connection limits");
+    let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("livelens listening on http://{local}/");
     tracing::info!(%local, cameras = hub.list().len(), "serving");
 
     let signals = crate::resources::spawn_task(watch_signals(shutdown.clone()));
-    let server = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-    tokio::select! {
-        result = &mut server => result.context("HTTP server")?,
-        // Connections that do not drain within the budget are dropped with the runtime.
-        _ = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(HTTP_DRAIN_BUDGET).await;
-        } => tracing::warn!("HTTP connections still open at shutdown; closing them"),
-    }
+    api::serve(
+        listener,
+        api::router(state),
+        limits,
+        shutdown.clone(),
+        HTTP_DRAIN_BUDGET,
+    )
+    .await;
     tracing::info!("stopping cameras and workers");
     crate::supervisor::begin_shutdown();
     let stop_all = async {
@@ -181,6 +192,19 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let _ = signals.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTP listener, with a deep accept queue: with the default of 128, a burst of clients
+/// (a page of many players, a reconnecting wall of viewers) waits out SYN retransmits of 1 s
+/// and more while the server itself is idle.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// First SIGINT or SIGTERM: graceful shutdown. A second SIGINT: exit now.

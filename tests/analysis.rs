@@ -247,6 +247,56 @@ fn a_broken_model_server_is_an_error_that_recovers() {
     s.slow.stop();
 }
 
+/// A hostile model server: it cannot send the request (and its key) elsewhere, cannot make
+/// livelens read 300 MiB, and cannot put lines or control characters into the public reason.
+#[test]
+fn a_hostile_model_server_cannot_redirect_flood_or_write_the_reason() {
+    let s = vlm_setup("vlm-hostile", None);
+    s.server.wait_live("fast", Duration::from_secs(5));
+    let reason = |server: &Server| {
+        let v = server.get_json("/api/cameras/fast")["analysis_status"]["vlm"].clone();
+        (v["state"] == "error").then(|| v["reason"].as_str().unwrap_or("").to_string())
+    };
+    let wait_reason = |failure: Failure, words: &str| -> String {
+        s.fast.set(|b| b.failure = failure);
+        let mut last = None;
+        wait_until(Duration::from_secs(10), words, || {
+            last = reason(&s.server).filter(|r| r.contains(words));
+            last.is_some()
+        });
+        last.unwrap()
+    };
+    let noisy = wait_reason(Failure::Status500Noisy, "500");
+    assert!(noisy.contains("model crashed"), "{noisy}");
+    assert!(noisy.chars().all(|c| !c.is_control()), "{noisy:?}");
+    assert!(
+        noisy.chars().count() < 250,
+        "{} chars",
+        noisy.chars().count()
+    );
+
+    let served = s.fast.requests().len();
+    let redirected = wait_reason(Failure::RedirectElsewhere, "another host");
+    assert!(!redirected.contains("sk-test-secret"), "{redirected}");
+    // Every request was one of ours to the configured host: none followed the redirect.
+    let requests = s.fast.requests().len() - served;
+    assert!(requests >= 1, "{requests}");
+
+    let rss = |server: &Server| server.resources()["rss_bytes"].as_i64().unwrap();
+    let before = rss(&s.server);
+    let huge = wait_reason(Failure::Huge, "MiB");
+    assert!(huge.contains("more than 4 MiB"), "{huge}");
+    let grown = (rss(&s.server) - before) >> 20;
+    assert!(grown < 64, "RSS grew by {grown} MiB reading a huge answer");
+    // And it recovers once the server behaves.
+    s.fast.set(|b| b.failure = Failure::None);
+    wait_until(Duration::from_secs(5), "recovered", || {
+        s.server.get_json("/api/cameras/fast")["analysis_status"]["vlm"]["state"] == "ok"
+    });
+    s.fast.stop();
+    s.slow.stop();
+}
+
 #[test]
 fn events_reach_mqtt_with_the_last_will() {
     use rumqttc::{Client, Event, MqttOptions, Packet, QoS};

@@ -678,7 +678,10 @@ fn a_g711_camera_reaches_an_opus_only_viewer_through_the_transcoder() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         opus_viewer_hears_the_tone(&url, &reqwest::Client::new()).await;
     });
-    assert_eq!(server.resources()["transcoders"], 0);
+    // The transcoder ends on the worker loop's next turn after the DELETE.
+    common::wait_until(Duration::from_secs(1), "the transcoder to stop", || {
+        server.resources()["transcoders"] == 0
+    });
 }
 
 #[test]
@@ -696,7 +699,12 @@ fn aac_viewers_share_one_transcoder_and_200_viewer_cycles_leave_nothing() {
         let http = reqwest::Client::new();
         // The Opus a viewer receives is the camera's 440 Hz tone.
         opus_viewer_hears_the_tone(&url, &http).await;
-        assert_eq!(server.resources()["transcoders"], 0);
+        // The transcoder ends on the worker loop's next turn after the DELETE.
+        server
+            .resources_until(Duration::from_secs(1), "the transcoder to stop", |r| {
+                r["transcoders"] == 0
+            })
+            .await;
 
         let started = Instant::now();
         for cycle in 0..200 {

@@ -240,10 +240,7 @@ impl Analysis {
         Analysis {
             events,
             workers,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("an HTTP client without TLS always builds"),
+            http: http::client(),
             running: tokio::sync::Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
         }

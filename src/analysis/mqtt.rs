@@ -82,7 +82,8 @@ impl Mqtt {
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let mut events = store.subscribe();
-        let url = url.to_string();
+        // For the log: the URL may carry the broker's password.
+        let url = crate::source::mask_credentials(url);
         let task = spawn_task(async move {
             let available = format!("{PREFIX}/available");
             let mut connected = false;

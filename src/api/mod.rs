@@ -2,7 +2,9 @@
 //! and every error to a status code and a JSON `{"error": …}` body in one place ([`ApiError`]).
 
 mod cameras;
+mod connections;
 mod events;
+mod guard;
 mod live;
 mod mse;
 mod openapi;
@@ -12,9 +14,9 @@ mod webrtc;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{header, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,6 +34,8 @@ pub struct AppState {
     pub snapshots: Snapshots,
     /// When set, every state-changing request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// The Host and Origin exceptions (`[server] allowed_hosts`, `allowed_origins`).
+    pub access: Access,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The WebRTC task; `None` when its UDP port could not be opened.
     pub webrtc: Option<Arc<crate::output::webrtc::WebRtc>>,
@@ -41,10 +45,15 @@ pub struct AppState {
     pub analysis: Arc<crate::analysis::Analysis>,
 }
 
+pub use connections::{raise_open_file_limit, serve, Limits};
+pub use guard::Access;
+
 pub type SharedState = Arc<AppState>;
 
 pub fn router(state: SharedState) -> Router {
-    Router::new()
+    // Watching changes no camera: WHEP, go2rtc's WebRTC offer and the WebSockets need no token
+    // (they are still subject to the Host and Origin checks).
+    let watching = Router::new()
         .route("/", get(index))
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
@@ -55,7 +64,6 @@ pub fn router(state: SharedState) -> Router {
         .route("/app.js", get(app_js))
         .route("/analysis.js", get(analysis_js))
         .route("/api/cameras/stream", get(live::camera_stream))
-        .route("/api/probe", axum::routing::post(live::probe))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
         .route("/api/ws", get(mse::go2rtc))
         .route(
@@ -66,11 +74,24 @@ pub fn router(state: SharedState) -> Router {
             "/api/cameras/{id}/whep/{session}",
             axum::routing::delete(webrtc::whep_delete).patch(webrtc::whep_patch),
         )
-        .route("/api/webrtc", axum::routing::post(webrtc::go2rtc))
+        .route("/api/webrtc", axum::routing::post(webrtc::go2rtc));
+    // Everything else that is not a GET needs the token. Which routes these are is decided by
+    // the route that matched (a `route_layer`), not by the text of the path.
+    let control = Router::new()
+        .route("/api/probe", axum::routing::post(live::probe))
         .merge(cameras::routes())
         .merge(events::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ));
+    watching
+        .merge(control)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_host_and_origin,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -100,37 +121,6 @@ async fn player_js() -> impl IntoResponse {
     )
 }
 
-/// Refuses state-changing requests without the configured token (DESIGN principle 8).
-async fn require_token(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    // Watching (WHEP, go2rtc's WebRTC offer) changes no camera: it needs no token, like MSE.
-    let path = request.uri().path();
-    let watching = path.ends_with("/whep") || path.contains("/whep/") || path == "/api/webrtc";
-    let changes_state = !watching
-        && !matches!(
-            *request.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS
-        );
-    if let (true, Some(token)) = (changes_state, &state.token) {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "this call changes state and needs the header Authorization: Bearer <token>",
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// An error as the client sees it: a status and a message that names the problem.
 #[derive(Debug)]
 pub struct ApiError {
@@ -151,7 +141,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
+        // A server-side failure is logged with its cause; the client gets words, not internals
+        // (SQLite or join errors, paths). 503s say what is unavailable and are kept.
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(status = %self.status, cause = %self.message, "request failed");
+            "internal error; the server log has the cause".to_string()
+        } else {
+            if self.status.is_server_error() {
+                tracing::warn!(status = %self.status, reason = %self.message, "request refused");
+            }
+            self.message
+        };
+        let mut body = json!({ "error": message });
         if !self.problems.is_empty() {
             body["problems"] = self
                 .problems

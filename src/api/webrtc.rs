@@ -181,6 +181,7 @@ struct JsonOffer {
 pub async fn go2rtc(
     State(state): State<SharedState>,
     Query(q): Query<Src>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_or_error(body)?;
@@ -191,6 +192,14 @@ pub async fn go2rtc(
         )
     })?;
     state.hub.get(&id)?;
+    // A cross-site form can only send text/plain, urlencoded or multipart bodies.
+    let kind = content_type(&headers);
+    if !matches!(kind.as_str(), "application/sdp" | "application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "an offer needs Content-Type: application/sdp, or application/json for {\"type\":\"offer\",\"sdp\":…}",
+        ));
+    }
     let trimmed = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())

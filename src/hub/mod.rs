@@ -25,6 +25,9 @@ pub use stream::{Publisher, Stream, StreamView};
 pub struct Camera {
     config: Mutex<CameraConfig>,
     pub stream: Stream,
+    /// Held through a whole change (PATCH, start, stop, delete), so concurrent changes to one
+    /// camera happen one after the other and config, file and running source agree.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Camera {
@@ -153,6 +156,7 @@ impl Hub {
         let camera = Arc::new(Camera {
             stream: Stream::new(&config.id),
             config: Mutex::new(config.clone()),
+            changes: tokio::sync::Mutex::new(()),
         });
         {
             let mut cameras = self.cameras.write().unwrap();
@@ -174,6 +178,9 @@ impl Hub {
     /// Changes a camera. A new source restarts the stream if it was running.
     pub async fn update(&self, id: &str, patch: CameraPatch) -> Result<Arc<Camera>, HubError> {
         let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
+        // Removed while this change waited for its turn.
+        self.still_there(&camera)?;
         let mut new = camera.config();
         if let Some(source) = patch.source {
             new.source = source;
@@ -194,10 +201,7 @@ impl Hub {
             new.user_agent = v;
         }
         if let Some(v) = patch.analysis {
-            let old_key = new
-                .analysis
-                .as_ref()
-                .and_then(|a| a.get("vlm")?.get("api_key")?.as_str().map(str::to_string));
+            let old_analysis = new.analysis.clone();
             new.analysis = match v {
                 None => None,
                 Some(json) => Some(serde_json::from_value::<toml::Table>(json).map_err(|e| {
@@ -207,18 +211,9 @@ impl Hub {
                     }])
                 })?),
             };
-            // A client that read the camera got the key masked; sending it back keeps the key.
-            if let Some(vlm) = new
-                .analysis
-                .as_mut()
-                .and_then(|a| a.get_mut("vlm")?.as_table_mut())
-            {
-                if vlm.get("api_key").and_then(|k| k.as_str()) == Some("***") {
-                    match old_key {
-                        Some(key) => vlm.insert("api_key".into(), toml::Value::String(key)),
-                        None => vlm.remove("api_key"),
-                    };
-                }
+            // A client that read the camera got its secrets masked; sending them back keeps them.
+            if let Some(analysis) = new.analysis.as_mut() {
+                crate::config::restore_masked_secrets(analysis, old_analysis.as_ref());
             }
         }
         let spec = self.validate(&new)?;
@@ -236,33 +231,46 @@ impl Hub {
             camera.stream.start(spec, on_demand(&new)).await;
         }
         self.persist().await?;
-        Ok(camera)
+        Ok(camera.clone())
     }
 
     /// Removes a camera: stops it (ending its viewers) and forgets it.
     pub async fn remove(&self, id: &str) -> Result<(), HubError> {
-        let camera = self
-            .cameras
-            .write()
-            .unwrap()
-            .remove(id)
-            .ok_or_else(|| HubError::NotFound(id.to_string()))?;
+        let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
+        {
+            let mut cameras = self.cameras.write().unwrap();
+            match cameras.get(id) {
+                Some(c) if Arc::ptr_eq(c, &camera) => cameras.remove(id),
+                _ => return Err(HubError::NotFound(id.to_string())),
+            };
+        }
         camera.stream.stop().await;
         self.persist().await
     }
 
     pub async fn start(&self, id: &str) -> Result<Arc<Camera>, HubError> {
         let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
+        self.still_there(&camera)?;
         let config = camera.config();
         let spec = self.validate(&config)?;
         camera.stream.start(spec, on_demand(&config)).await;
-        Ok(camera)
+        Ok(camera.clone())
     }
 
     pub async fn stop(&self, id: &str) -> Result<Arc<Camera>, HubError> {
         let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
         camera.stream.stop().await;
-        Ok(camera)
+        Ok(camera.clone())
+    }
+
+    fn still_there(&self, camera: &Arc<Camera>) -> Result<(), HubError> {
+        match self.cameras.read().unwrap().get(camera.id()) {
+            Some(c) if Arc::ptr_eq(c, camera) => Ok(()),
+            _ => Err(HubError::NotFound(camera.id().to_string())),
+        }
     }
 
     /// Stops every camera, concurrently, and waits for all of them.

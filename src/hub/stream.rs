@@ -268,7 +268,15 @@ async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationTo
     loop {
         publisher.new_session();
         let frames_before = shared.status.lock().unwrap().stats.frames();
-        let result = source::run(&spec, &publisher, &cancel).await;
+        // A panic in a source (ours or a library's) is a failure like any other: the camera
+        // retries with a reason instead of staying "starting" for ever.
+        let run = std::panic::AssertUnwindSafe(source::run(&spec, &publisher, &cancel));
+        let result = match futures_util::FutureExt::catch_unwind(run).await {
+            Ok(result) => result,
+            Err(_) => Err(SourceError::retryable(
+                "the source crashed (a bug in livelens; the log has the details)",
+            )),
+        };
         if cancel.is_cancelled() {
             return;
         }

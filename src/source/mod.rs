@@ -44,6 +44,7 @@ impl SourceSpec {
             return TestsrcParams::parse(query).map(SourceSpec::Testsrc);
         }
         if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+            check_url_credentials(url)?;
             let rest = url.split_once("://").map(|x| x.1).unwrap_or("");
             let authority = rest.split('/').next().unwrap_or("");
             let host = authority.rsplit('@').next().unwrap_or("");
@@ -176,27 +177,47 @@ pub async fn run(
 
 /// Replaces the user-info of every `scheme://user:pass@host` in `text` with `***:***`, so
 /// credentials never reach logs or API output. Works on whole commands too (exec: sources).
+///
+/// A password may hold an unencoded `/`, `?` or `#` (users paste them so): then the user-info
+/// runs up to the last `@` of the word, and all of it is masked. Over-masking a path with an `@`
+/// in it is the price of never showing such a password.
 pub fn mask_credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match authority.rfind('@') {
+        let word_end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        let word = &tail[..word_end];
+        match word.rfind('@') {
             Some(at) => {
                 out.push_str("***:***");
-                out.push_str(&authority[at..]);
+                out.push_str(&word[at..]);
             }
-            None => out.push_str(authority),
+            None => out.push_str(word),
         }
-        rest = &tail[authority_end..];
+        rest = &tail[word_end..];
     }
     out.push_str(rest);
     out
+}
+
+/// Refuses a URL whose user name or password holds a character that ends the user-info
+/// early (`/ ? #`), or a space: such a URL would fail for ever and show the password.
+pub fn check_url_credentials(url: &str) -> Result<(), String> {
+    const HOW: &str = "percent-encode them in the user name and password: / as %2F, ? as %3F, \
+                       # as %23, @ as %40, space as %20";
+    if url.trim().contains(char::is_whitespace) {
+        return Err(format!("contains a space; {HOW}"));
+    }
+    let rest = url.split_once("://").map_or("", |x| x.1);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[authority_end..].contains('@') {
+        return Err(format!(
+            "has an @ after a /, ? or # (a password with one of those in it?); {HOW}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -218,6 +239,29 @@ mod tests {
             "ffmpeg -i rtsp://***:***@h/a -i rtsps://***:***@y/b -f mpegts -"
         );
         assert_eq!(mask_credentials("rtsp://a:b@c"), "rtsp://***:***@c");
+        // Unencoded / ? # in a password: the whole user-info is still masked.
+        for url in [
+            "rtsp://admin:pa/ss@cam/s",
+            "rtsp://admin:p?w@cam",
+            "rtsp://a:p#w@cam:554/x",
+        ] {
+            let masked = mask_credentials(url);
+            assert!(masked.starts_with("rtsp://***:***@cam"), "{masked}");
+            assert!(!masked.contains("pa") && !masked.contains("p?w") && !masked.contains("p#w"));
+        }
+    }
+
+    #[test]
+    fn urls_whose_password_needs_encoding_are_refused_with_how() {
+        for url in [
+            "rtsp://admin:pa/ss@cam/s",
+            "rtsp://admin:p?w@cam",
+            "rtsp://a:p w@cam",
+        ] {
+            let e = SourceSpec::parse(url).unwrap_err();
+            assert!(e.contains("%2F") && !e.contains("admin"), "{e}");
+        }
+        assert!(SourceSpec::parse("rtsp://admin:pa%2Fss@cam/s").is_ok());
     }
 
     #[test]

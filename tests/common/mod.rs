@@ -26,6 +26,15 @@ impl Server {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_with(args, env, |_| {})
+    }
+
+    /// As [`Server::start_with_env`], with a last change to the command (e.g. limits).
+    pub fn start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_livelens"));
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -37,6 +46,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn livelens");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();

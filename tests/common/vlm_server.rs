@@ -21,6 +21,12 @@ pub enum Failure {
     Status500,
     InvalidJson,
     NoText,
+    /// A 500 whose body is long, multi-line and full of control characters.
+    Status500Noisy,
+    /// A 307 to the same server under another host name (`localhost`).
+    RedirectElsewhere,
+    /// A 200 with a 300 MiB body, sent chunked (no length up front).
+    Huge,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +169,31 @@ async fn completions(State(server): State<VlmServer>, Json(body): Json<Value>) -
     match failure {
         Failure::Status500 => (StatusCode::INTERNAL_SERVER_ERROR, "model crashed").into_response(),
         Failure::InvalidJson => (StatusCode::OK, "{not json").into_response(),
+        Failure::Status500Noisy => {
+            let body = format!("model\r\ncrashed\x1b[2J\n{}", "trace ".repeat(2000));
+            (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+        }
+        Failure::RedirectElsewhere => {
+            let port = server
+                .url
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .trim_end_matches("/v1");
+            let to = format!("http://localhost:{port}/v1/chat/completions");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, to)],
+            )
+                .into_response()
+        }
+        Failure::Huge => {
+            let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+            let chunks = futures_util::stream::iter(
+                (0..300).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+            );
+            (StatusCode::OK, axum::body::Body::from_stream(chunks)).into_response()
+        }
         Failure::NoText => {
             Json(json!({"choices": [{"message": {"role": "assistant", "content": ""}}]}))
                 .into_response()

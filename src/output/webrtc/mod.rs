@@ -181,8 +181,12 @@ impl WebRtc {
         camera: Arc<Camera>,
         sdp: &str,
     ) -> Result<(String, String), OfferError> {
-        let offer = SdpOffer::from_sdp_string(sdp)
-            .map_err(|e| OfferError::Malformed(format!("not an SDP offer: {e}")))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+            // str0m's parse errors end with a pointer into our memory: not for clients.
+            let text = e.to_string();
+            let words = text.split(" at PointerOffset").next().unwrap_or_default();
+            OfferError::Malformed(format!("not a valid SDP offer ({words})"))
+        })?;
         let offered = codec::offered_video(sdp);
         let sends = camera
             .stream
