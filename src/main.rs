@@ -53,26 +53,16 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
-}
-
-/// Many viewers mean many sockets: use the hard limit on open files, not the (often 1024) soft one.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    /// (Internal) run a command so that nothing it starts outlives livelens.
+    #[command(hide = true)]
+    Reap {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIVELENS_LOG")
@@ -90,6 +80,8 @@ fn main() -> ExitCode {
             listen,
             insecure,
         } => {
+            // The running image, even if the file was replaced since (an upgrade, a rebuild).
+            livelens::supervisor::reaper::enable("/proc/self/exe".into());
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -118,6 +110,10 @@ fn main() -> ExitCode {
             timeout,
             json,
         } => probe(&url, &transport, &timeout, json),
+        Command::Reap { command } => {
+            let code = livelens::supervisor::reaper::run(&command[0], &command[1..]);
+            ExitCode::from(u8::try_from(code).unwrap_or(125))
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 println!("{}: ok ({} camera(s))", file.display(), config.camera.len());

@@ -119,6 +119,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         Some(url) => Some(Mqtt::start(&url, events.clone()).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
     };
+    let housekeeping = crate::resources::spawn_task(return_memory(shutdown_token.clone()));
     let retention = crate::resources::spawn_task(prune_events(
         events.clone(),
         Duration::from_secs(u64::from(config.keep_days()) * 86_400),
@@ -180,6 +181,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             m.stop().await;
         }
         let _ = retention.await;
+        let _ = housekeeping.await;
     };
     if tokio::time::timeout(STOP_STREAMS_BUDGET, stop_all)
         .await
@@ -228,6 +230,18 @@ async fn watch_signals(shutdown: CancellationToken) {
     tracing::warn!("second interrupt: exiting now");
     crate::supervisor::kill_all_now();
     std::process::exit(130);
+}
+
+/// Every 10 s, freed heap goes back to the system (see `resources::return_freed_memory`), so
+/// memory returns near its baseline within a minute after a load.
+async fn return_memory(shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        let _ = tokio::task::spawn_blocking(crate::resources::return_freed_memory).await;
+    }
 }
 
 /// Deletes events older than `keep`, at start and then hourly, until shutdown.

@@ -668,3 +668,129 @@ fn concurrent_changes_to_one_camera_end_in_agreement() {
         c["state"] == "live" && format!("{}x{}", v["width"], v["height"]) == size
     });
 }
+
+#[test]
+fn no_descendant_of_a_child_survives_sigkill_of_livelens() {
+    common::require("ffmpeg", "ffmpeg");
+    // A shell that leaves a background job behind, then becomes ffmpeg.
+    let source = "exec:sh -c 'sleep 300 & exec ffmpeg -hide_banner -loglevel error -re -f lavfi \
+                  -i testsrc2=size=160x120:rate=10 -c:v libx264 -preset ultrafast -g 10 -f mpegts -'";
+    let config = common::write_config(
+        "attacks-grandchild",
+        &format!(
+            "[sources]\nallow_exec = true\n\n[[camera]]\nid = \"shell\"\nsource = \"{}\"\n",
+            source.replace('"', "\\\"")
+        ),
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    server.wait_live("shell", Duration::from_secs(10));
+    // Every process descended from livelens.
+    let descendants = |root: u32| {
+        let all = common::processes();
+        let mut found = vec![root];
+        let mut i = 0;
+        while i < found.len() {
+            let parent = found[i];
+            found.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+            i += 1;
+        }
+        found.remove(0);
+        found
+    };
+    let family = descendants(server.pid());
+    assert!(family.len() >= 3, "reaper, sleep and ffmpeg: {family:?}");
+    server.kill_hard();
+    common::wait_until(Duration::from_secs(2), "every descendant gone", || {
+        family.iter().all(|p| !common::is_running(*p))
+    });
+}
+
+#[test]
+fn memory_returns_near_baseline_after_a_websocket_flood() {
+    use futures_util::StreamExt;
+    const SOCKETS: usize = 2000;
+    livelens::api::raise_open_file_limit();
+    // The flood comes from one address: let all of it in.
+    let config = common::write_config(
+        "attacks-memory",
+        "[server]\nmax_connections_per_ip = 4000\n\n[[camera]]\nid = \"demo\"\nsource = \"testsrc://\"\n",
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let rss = || server.resources()["rss_bytes"].as_i64().unwrap() >> 20;
+    let baseline = rss();
+    let url = server
+        .url("/api/cameras/demo/mse")
+        .replace("http://", "ws://");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let peak = runtime.block_on(async {
+        let mut sockets = Vec::new();
+        for chunk in 0..SOCKETS / 100 {
+            let connects = (0..100).map(|_| tokio_tungstenite::connect_async(url.clone()));
+            for connected in futures_util::future::join_all(connects).await {
+                let (ws, _) = connected.unwrap_or_else(|e| panic!("batch {chunk}: {e}"));
+                sockets.push(ws);
+            }
+        }
+        // Every viewer gets its init segment and the first fragment.
+        for ws in &mut sockets {
+            for _ in 0..2 {
+                tokio::time::timeout(Duration::from_secs(20), ws.next())
+                    .await
+                    .expect("a message within 20 s")
+                    .expect("open")
+                    .expect("a message");
+            }
+        }
+        let peak = server.resources_async().await["rss_bytes"]
+            .as_i64()
+            .unwrap()
+            >> 20;
+        drop(sockets);
+        peak
+    });
+    eprintln!("RSS {baseline} MiB → {peak} MiB with {SOCKETS} WebSockets");
+    let mut last = peak;
+    common::wait_until(
+        Duration::from_secs(40),
+        "RSS back near its baseline",
+        || {
+            last = rss();
+            last < baseline + 40
+        },
+    );
+    eprintln!("RSS {last} MiB after they closed");
+    assert_eq!(server.resources()["websockets"], 0);
+}
+
+#[test]
+fn sigterm_during_a_webrtc_load_exits_within_two_seconds() {
+    const VIEWERS: usize = 150;
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let url = server.url("/api/cameras/demo/whep");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let viewers: Vec<common::whep::LiveViewer> = futures_util::future::join_all(
+            (0..VIEWERS).map(|_| common::whep::LiveViewer::start(&url)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every offer answered");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while viewers.iter().any(|v| v.frames() < 5) {
+            assert!(Instant::now() < deadline, "viewers got < 5 frames");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Every peer is receiving when the signal comes.
+        let (status, took) = tokio::task::spawn_blocking(move || server.terminate())
+            .await
+            .unwrap();
+        eprintln!("SIGTERM with {VIEWERS} WebRTC viewers → exit in {took:?}");
+        assert!(status.success(), "{status:?}");
+        assert!(took < Duration::from_secs(2), "exit took {took:?}");
+        for v in viewers {
+            v.vanish().await;
+        }
+    });
+}

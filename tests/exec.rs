@@ -281,8 +281,9 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let children = children_of(server.pid());
     assert_eq!(children.len(), 1, "{children:?}");
     let pgid = children[0].2;
+    // The group: the reaper, the shell and the shell's sleep.
     wait_until(Duration::from_secs(5), "the shell's own child", || {
-        running_in_group(pgid).len() == 2
+        running_in_group(pgid).len() == 3
     });
     let started = Instant::now();
     let r = server.post("/api/cameras/stubborn/stop");

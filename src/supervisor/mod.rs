@@ -2,6 +2,7 @@
 //! grace → SIGKILL of its process group, always reaped, and dies with livelens.
 
 pub mod process;
+pub mod reaper;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,6 +15,7 @@
 //! after every child has been stopped.
 
 use std::collections::{HashSet, VecDeque};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -67,13 +68,32 @@ pub struct ChildProcess {
     stderr: Option<JoinHandle<()>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     exited: Option<ExitStatus>,
+    /// The write end of the reaper's lifeline: dropping it (or dying) ends the reaper's group.
+    _lifeline: Option<std::os::fd::OwnedFd>,
     _counted: Counted,
 }
 
 impl ChildProcess {
     /// Starts the child. The error names the command and what went wrong ("not found").
     pub fn spawn(spec: &ChildSpec) -> Result<ChildProcess, String> {
-        let mut command = Command::new(&spec.program);
+        // Through the reaper when the binary offers one (see `reaper`): then nothing the command
+        // starts outlives livelens. Its lifeline's read end goes to the reaper as fd 3.
+        let reaper = super::reaper::executable();
+        let lifeline = match reaper {
+            Some(_) => Some(
+                super::reaper::lifeline()
+                    .map_err(|e| format!("cannot run {:?}: {e}", spec.program))?,
+            ),
+            None => None,
+        };
+        let mut command = match reaper {
+            Some(exe) => {
+                let mut c = Command::new(exe);
+                c.arg("reap").arg("--").arg(&spec.program);
+                c
+            }
+            None => Command::new(&spec.program),
+        };
         command
             .args(&spec.args)
             .stdin(Stdio::null())
@@ -86,14 +106,23 @@ impl ChildProcess {
             .process_group(0)
             .kill_on_drop(true);
         let parent = std::process::id() as libc::pid_t;
+        let lifeline_read = lifeline.as_ref().map(|(read, _)| read.as_raw_fd());
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe calls (prctl, getppid, _exit).
+        // async-signal-safe calls (dup2, prctl, getppid, _exit).
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                if let Some(fd) = lifeline_read {
+                    // dup2 clears close-on-exec on the copy: the reaper keeps it.
+                    if libc::dup2(fd, super::reaper::LIFELINE_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    // Without a reaper the parent-death signal is the fallback. (A reaper must
+                    // not get it: killed at once, it could not end its group.)
                     return Err(std::io::Error::last_os_error());
                 }
-                // The parent may have died between fork and prctl: then nobody would signal us.
+                // The parent may have died between fork and exec: then nobody would signal us,
+                // and the lifeline we hold would never see EOF.
                 if libc::getppid() != parent {
                     libc::_exit(1);
                 }
@@ -112,6 +141,8 @@ impl ChildProcess {
             }
             _ => format!("cannot run {:?}: {e}", spec.program),
         })?;
+        // The reaper has its copy of the read end; ours would keep the lifeline from ever ending.
+        let lifeline = lifeline.map(|(_, write)| write);
         let counted = Counted::new(Resource::ChildProcess);
         let pgid = child.id().map_or(0, |p| p as i32);
         GROUPS
@@ -133,6 +164,7 @@ impl ChildProcess {
             stderr,
             tail,
             exited: None,
+            _lifeline: lifeline,
             _counted: counted,
         })
     }
