@@ -794,3 +794,105 @@ fn sigterm_during_a_webrtc_load_exits_within_two_seconds() {
         }
     });
 }
+
+/// Every secret livelens is given — the API token, an RTSP password (right and wrong), the MQTT
+/// broker's password, model-server keys — is looked for in its whole debug log and in every GET
+/// it answers, the live SSE stream included. None may appear.
+#[test]
+fn secrets_never_reach_logs_errors_or_api_output() {
+    use std::io::BufRead;
+    let broker = common::Mosquitto::start();
+    let camera = common::RtspCamera::start(&[
+        "--size",
+        "320x240",
+        "--user",
+        "viewer",
+        "--password",
+        "rtsp-pass-4411",
+    ]);
+    let secrets = [
+        "api-token-7781",
+        "rtsp-pass-4411",
+        "rtsp-wrong-9902",
+        "mqtt-pass-5523",
+        "sk-vlm-6634",
+        "sk-asr-7745",
+    ];
+    let mqtt = broker
+        .url()
+        .replace("mqtt://", "mqtt://bus:mqtt-pass-5523@");
+    let config = common::write_config(
+        "attacks-secrets-everywhere",
+        &format!(
+            "[server]\ntoken = \"api-token-7781\"\n\n[mqtt]\nurl = \"{mqtt}\"\n\n\
+             [[camera]]\nid = \"good\"\nsource = \"{}\"\n\
+             [camera.analysis.vlm]\nendpoint = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key = \"sk-vlm-6634\"\ninterval = \"1s\"\n\
+             [camera.analysis.asr]\nendpoint = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key = \"sk-asr-7745\"\n\n\
+             [[camera]]\nid = \"wrong\"\nsource = \"{}\"\n",
+            camera.url_with("viewer", "rtsp-pass-4411"),
+            camera.url_with("viewer", "rtsp-wrong-9902"),
+        ),
+    );
+    let log = common::temp_dir("attacks-secrets-log").join("stderr.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let server = Server::start_with(
+        &["--config", config.to_str().unwrap()],
+        &[("LIVELENS_LOG", "debug")],
+        |cmd| {
+            cmd.stderr(log_file);
+        },
+    );
+    server.wait_live("good", Duration::from_secs(10));
+    common::wait_until(
+        Duration::from_secs(10),
+        "the wrong password's reason",
+        || server.get_json("/api/cameras/wrong")["reason"].is_string(),
+    );
+    // Let the VLM fail at least once (its endpoint refuses), so its reason exists.
+    common::wait_until(Duration::from_secs(10), "the VLM's reason", || {
+        server.get_json("/api/cameras/good")["analysis_status"]["vlm"]["reason"].is_string()
+    });
+    let mut seen = String::new();
+    for path in [
+        "/api/cameras",
+        "/api/cameras/good",
+        "/api/cameras/wrong",
+        "/api/resources",
+        "/api/workers",
+        "/api/events",
+        "/api/openapi.json",
+        "/metrics",
+        "/healthz",
+        "/",
+    ] {
+        seen.push_str(&server.get(path).text().unwrap());
+    }
+    // The first events of the live camera stream.
+    let response = reqwest::blocking::Client::new()
+        .get(server.url("/api/cameras/stream"))
+        .send()
+        .unwrap();
+    for line in std::io::BufReader::new(response).lines().take(20) {
+        seen.push_str(&line.unwrap());
+    }
+    // Errors: a refused change and a bad token.
+    let r = server
+        .http
+        .patch(server.url("/api/cameras/good"))
+        .bearer_auth("api-token-778")
+        .json(&json!({"source": "rtsp://a:b@"}))
+        .send()
+        .unwrap();
+    seen.push_str(&r.text().unwrap());
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("MQTT connected"),
+        "the log is the debug log"
+    );
+    for secret in secrets {
+        assert!(!seen.contains(secret), "{secret} in the API output");
+        let line = logged.lines().find(|l| l.contains(secret));
+        assert!(line.is_none(), "{secret} in the log: {}", line.unwrap());
+    }
+}
