@@ -128,7 +128,8 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     }
     let rbsp = remove_emulation_prevention(&sps[1..]);
     let mut r = BitReader::new(&rbsp);
-    let parse = |r: &mut BitReader<'_>| -> Result<(u32, u32), super::bits::OutOfBits> {
+    type Sizes = ((u64, u64), (u64, u64));
+    let parse = |r: &mut BitReader<'_>| -> Result<Sizes, super::bits::OutOfBits> {
         let profile_idc = r.bits(8)?;
         r.skip(16)?; // constraint flags, level_idc
         r.ue()?; // seq_parameter_set_id
@@ -180,16 +181,17 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
         }
         r.ue()?; // max_num_ref_frames
         r.bit()?; // gaps_in_frame_num_value_allowed_flag
-        let width_mbs = r.ue()? + 1;
-        let height_map_units = r.ue()? + 1;
+        let width_mbs = u64::from(r.ue()?) + 1;
+        let height_map_units = u64::from(r.ue()?) + 1;
         let frame_mbs_only = r.bit()?;
         if frame_mbs_only == 0 {
             r.bit()?; // mb_adaptive_frame_field_flag
         }
         r.bit()?; // direct_8x8_inference_flag
-        let (mut crop_x, mut crop_y) = (0, 0);
+        let (mut crop_x, mut crop_y) = (0u64, 0u64);
         if r.bit()? == 1 {
-            let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+            let mut field = || r.ue().map(u64::from);
+            let (left, right, top, bottom) = (field()?, field()?, field()?, field()?);
             let (sub_w, sub_h) = match chroma_format_idc {
                 1 => (2, 2),
                 2 => (2, 1),
@@ -201,18 +203,39 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
                 (sub_w, sub_h * (2 - frame_mbs_only))
             };
             crop_x = (left + right) * unit_x;
-            crop_y = (top + bottom) * unit_y;
+            crop_y = (top + bottom) * u64::from(unit_y);
         }
         let width = width_mbs * 16;
-        let height = (2 - frame_mbs_only) * height_map_units * 16;
-        Ok((width.saturating_sub(crop_x), height.saturating_sub(crop_y)))
+        let height = u64::from(2 - frame_mbs_only) * height_map_units * 16;
+        Ok(((width, height), (crop_x, crop_y)))
     };
-    parse(&mut r).ok()
+    let (coded, crop) = parse(&mut r).ok()?;
+    super::picture_size(coded, crop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_sps_sizes_are_refused_not_overflowed() {
+        // Found by fuzz/fuzz_targets/h264_sps.rs (kept in fuzz/regressions/h264_sps/).
+        for sps in [
+            &include_bytes!("../../fuzz/regressions/h264_sps/width-multiply-overflow")[..],
+            include_bytes!("../../fuzz/regressions/h264_sps/zero-height-crop-larger-than-picture"),
+        ] {
+            for nal in [sps.to_vec(), {
+                let mut v = sps.to_vec();
+                v[0] = (v[0] & 0xe0) | NAL_SPS;
+                v
+            }] {
+                if let Some((w, h)) = sps_dimensions(&nal) {
+                    let side = 1..=crate::media::MAX_PICTURE_SIDE;
+                    assert!(side.contains(&w) && side.contains(&h), "{w}x{h}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn splits_three_and_four_byte_start_codes() {

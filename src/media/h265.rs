@@ -12,10 +12,15 @@ pub fn sps_info(sps: &[u8]) -> Option<(String, u32, u32)> {
         return None;
     }
     let rbsp = remove_emulation_prevention(&sps[2..]);
-    parse(&rbsp).ok()
+    let (codec, coded, crop) = parse(&rbsp).ok()?;
+    let (width, height) = super::picture_size(coded, crop)?;
+    Some((codec, width, height))
 }
 
-fn parse(rbsp: &[u8]) -> Result<(String, u32, u32), OutOfBits> {
+/// The codec string, the coded size and the conformance-window crop, as read (unchecked).
+type Parsed = (String, (u64, u64), (u64, u64));
+
+fn parse(rbsp: &[u8]) -> Result<Parsed, OutOfBits> {
     let mut r = BitReader::new(rbsp);
     r.skip(4)?; // sps_video_parameter_set_id
     let max_sub_layers_minus1 = r.bits(3)?;
@@ -52,8 +57,8 @@ fn parse(rbsp: &[u8]) -> Result<(String, u32, u32), OutOfBits> {
     if chroma_format_idc == 3 {
         r.skip(1)?; // separate_colour_plane_flag
     }
-    let mut width = r.ue()?;
-    let mut height = r.ue()?;
+    let coded = (u64::from(r.ue()?), u64::from(r.ue()?));
+    let mut crop = (0u64, 0u64);
     if r.bit()? == 1 {
         // conformance window, in chroma units
         let (sub_w, sub_h) = match chroma_format_idc {
@@ -61,9 +66,9 @@ fn parse(rbsp: &[u8]) -> Result<(String, u32, u32), OutOfBits> {
             2 => (2, 1),
             _ => (1, 1),
         };
-        let (l, rt, t, b) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
-        width = width.saturating_sub(sub_w * (l + rt));
-        height = height.saturating_sub(sub_h * (t + b));
+        let mut field = || r.ue().map(u64::from);
+        let (l, rt, t, b) = (field()?, field()?, field()?, field()?);
+        crop = (sub_w * (l + rt), sub_h * (t + b));
     }
     let space = ["", "A", "B", "C"][profile_space as usize];
     let mut codec = format!(
@@ -78,7 +83,7 @@ fn parse(rbsp: &[u8]) -> Result<(String, u32, u32), OutOfBits> {
     for c in &constraints[..used] {
         codec.push_str(&format!(".{c:X}"));
     }
-    Ok((codec, width, height))
+    Ok((codec, coded, crop))
 }
 
 #[cfg(test)]
@@ -96,6 +101,25 @@ mod tests {
         let (codec, w, h) = sps_info(&sps).unwrap();
         assert_eq!((w, h), (320, 240));
         assert_eq!(codec, "hvc1.1.6.L60.90");
+    }
+
+    #[test]
+    fn hostile_sizes_are_refused_not_overflowed() {
+        // Found by fuzz/fuzz_targets/h265_sps.rs (kept in fuzz/regressions/h265_sps/).
+        for sps in [
+            &include_bytes!("../../fuzz/regressions/h265_sps/zero-size")[..],
+            include_bytes!(
+                "../../fuzz/regressions/h265_sps/conformance-window-width-multiply-overflow"
+            ),
+            include_bytes!(
+                "../../fuzz/regressions/h265_sps/conformance-window-height-multiply-overflow"
+            ),
+        ] {
+            if let Some((_, w, h)) = sps_info(sps) {
+                assert!((1..=crate::media::MAX_PICTURE_SIDE).contains(&w), "{w}x{h}");
+                assert!((1..=crate::media::MAX_PICTURE_SIDE).contains(&h), "{w}x{h}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,23 @@ pub mod video_params;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+/// The largest picture side any H.264 or H.265 level allows (level 6.2: 139,264 macroblocks as
+/// a square-ish 8:1 frame). A parameter set claiming more is corrupt or hostile.
+pub const MAX_PICTURE_SIDE: u32 = 16_888;
+
+/// A picture size from an SPS's raw fields (coded size minus cropping, all as read from the
+/// bitstream, so possibly huge): `None` unless both sides are within 1..=[`MAX_PICTURE_SIDE`].
+/// Wide arithmetic first, so no field value can overflow.
+pub fn picture_size(coded: (u64, u64), crop: (u64, u64)) -> Option<(u32, u32)> {
+    let side = |coded: u64, crop: u64| {
+        let side = coded.checked_sub(crop)?;
+        (1..=u64::from(MAX_PICTURE_SIDE))
+            .contains(&side)
+            .then_some(side as u32)
+    };
+    Some((side(coded.0, crop.0)?, side(coded.1, crop.1)?))
+}
 use serde::Serialize;
 
 /// Which elementary stream a frame belongs to.

@@ -261,6 +261,10 @@ impl TsDemuxer {
         if let Some(e) = a.expected {
             data.truncate(e);
         }
+        // A declared length of nothing (but a header) leaves no payload: nothing to emit.
+        if data.is_empty() {
+            return;
+        }
         self.ready.push_back(Pes {
             pid,
             kind: a.kind,

@@ -127,8 +127,9 @@ pub fn fragment(packet: &Packet) -> Result<Packaged, MuxError> {
                 .video_codec
                 .as_ref()
                 .and_then(|c| c.fps)
-                .filter(|f| *f > 0.0)
-                .map_or(3600, |fps| (VIDEO_TIMESCALE as f64 / fps) as u32);
+                // A camera's SDP may claim any rate, even 1e9 or infinity: one tick at least.
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .map_or(3600, |fps| ((VIDEO_TIMESCALE as f64 / fps) as u32).max(1));
             (VIDEO_TRACK, nonzero(packet.duration, nominal))
         }
         // 1024 samples: an AAC frame (Opus frames are 960; only the first frame guesses).
@@ -231,6 +232,13 @@ fn stbl(codec: Codec) -> Stbl {
 }
 
 fn video_trak(v: &VideoCodec) -> Result<Trak, MuxError> {
+    // avcC and hvcC store each parameter set's length in 16 bits.
+    if v.parameter_sets
+        .iter()
+        .any(|s| s.len() > usize::from(u16::MAX))
+    {
+        return Err(MuxError("a parameter set of 64 KiB or more".into()));
+    }
     let visual = Visual {
         width: v.width as u16,
         height: v.height as u16,
