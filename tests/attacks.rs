@@ -611,6 +611,25 @@ fn secrets_survive_being_sent_back_as_shown() {
     assert!(file.contains("sk-vlm-secret"), "{file}");
     assert!(file.contains("sk-asr-secret"), "{file}");
     assert!(!file.contains("\"***\""), "{file}");
+
+    // The source's password likewise: shown masked, sent back, kept.
+    let r = server.patch_camera(
+        "cam",
+        &json!({"source": "rtsp://viewer:rtsp-secret@127.0.0.1:9/s"}),
+    );
+    assert!(r.status().is_success());
+    let shown = server.get_json("/api/cameras/cam");
+    assert_eq!(shown["source"], "rtsp://***:***@127.0.0.1:9/s");
+    let r = server.patch_camera(
+        "cam",
+        &json!({"source": shown["source"], "on_demand": true}),
+    );
+    assert!(r.status().is_success());
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        file.contains("rtsp://viewer:rtsp-secret@127.0.0.1:9/s"),
+        "{file}"
+    );
 }
 
 #[test]

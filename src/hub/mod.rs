@@ -183,7 +183,8 @@ impl Hub {
         self.still_there(&camera)?;
         let mut new = camera.config();
         if let Some(source) = patch.source {
-            new.source = source;
+            // Sent back as shown (credentials masked): the stored credentials stay.
+            new.source = crate::source::restore_masked_credentials(&source, &new.source);
         }
         if let Some(on_demand) = patch.on_demand {
             new.on_demand = on_demand;

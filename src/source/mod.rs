@@ -202,6 +202,17 @@ pub fn mask_credentials(text: &str) -> String {
     out
 }
 
+/// The inverse of [`mask_credentials`] for a URL sent back as it was shown: if `new` is `old`
+/// with its user-info masked, it is `old`; otherwise `new` unchanged (a real change, or new
+/// credentials).
+pub fn restore_masked_credentials(new: &str, old: &str) -> String {
+    if new.contains("***:***@") && mask_credentials(old) == new {
+        old.to_string()
+    } else {
+        new.to_string()
+    }
+}
+
 /// Refuses a URL whose user name or password holds a character that ends the user-info
 /// early (`/ ? #`), or a space: such a URL would fail for ever and show the password.
 pub fn check_url_credentials(url: &str) -> Result<(), String> {
@@ -249,6 +260,18 @@ mod tests {
             assert!(masked.starts_with("rtsp://***:***@cam"), "{masked}");
             assert!(!masked.contains("pa") && !masked.contains("p?w") && !masked.contains("p#w"));
         }
+    }
+
+    #[test]
+    fn a_masked_url_sent_back_keeps_its_credentials() {
+        let old = "rtsp://admin:secret@cam:554/s";
+        let shown = mask_credentials(old);
+        assert_eq!(restore_masked_credentials(&shown, old), old);
+        // Another host or path with masked credentials is not the old URL: taken as sent.
+        let moved = "rtsp://***:***@other:554/s";
+        assert_eq!(restore_masked_credentials(moved, old), moved);
+        let fresh = "rtsp://admin:new@cam:554/s";
+        assert_eq!(restore_masked_credentials(fresh, old), fresh);
     }
 
     #[test]
