@@ -151,10 +151,12 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
                 for i in 0..lists {
                     if r.bit()? == 1 {
                         let size = if i < 6 { 16 } else { 64 };
-                        let (mut last, mut next) = (8i32, 8i32);
+                        let (mut last, mut next) = (8i64, 8i64);
                         for _ in 0..size {
                             if next != 0 {
-                                next = (last + r.se()? + 256) % 256;
+                                // delta_scale should be -128..=127; a hostile one must not
+                                // overflow.
+                                next = (last + i64::from(r.se()?)).rem_euclid(256);
                             }
                             if next != 0 {
                                 last = next;
@@ -222,6 +224,7 @@ mod tests {
         // Found by fuzz/fuzz_targets/h264_sps.rs (kept in fuzz/regressions/h264_sps/).
         for sps in [
             &include_bytes!("../../fuzz/regressions/h264_sps/width-multiply-overflow")[..],
+            include_bytes!("../../fuzz/regressions/h264_sps/scaling-list-delta-overflow"),
             include_bytes!("../../fuzz/regressions/h264_sps/zero-height-crop-larger-than-picture"),
         ] {
             for nal in [sps.to_vec(), {
