@@ -423,22 +423,8 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[((sorted.len() - 1) as f64 * p).round() as usize])
 }
 
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn main() {
-    raise_fd_limit();
+    livelens::api::raise_open_file_limit();
     match Cli::parse().command {
         Bench::Mse { url, run } => measure(&url, &url, &run, ws_viewer::<Fmp4>),
         Bench::Flv { url, run } => measure(&url, &url, &run, ws_viewer::<Flv>),
