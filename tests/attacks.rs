@@ -789,18 +789,7 @@ fn sigterm_during_a_webrtc_load_exits_within_two_seconds() {
     server.wait_live("demo", Duration::from_secs(5));
     let url = server.url("/api/cameras/demo/whep");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let viewers: Vec<common::whep::LiveViewer> = futures_util::future::join_all(
-            (0..VIEWERS).map(|_| common::whep::LiveViewer::start(&url)),
-        )
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .expect("every offer answered");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while viewers.iter().any(|v| v.frames() < 5) {
-            assert!(Instant::now() < deadline, "viewers got < 5 frames");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let viewers = common::whep::live_viewers(&url, VIEWERS, 5, Duration::from_secs(30)).await;
         // Every peer is receiving when the signal comes.
         let (status, took) = tokio::task::spawn_blocking(move || server.terminate())
             .await

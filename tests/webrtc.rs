@@ -814,22 +814,7 @@ fn two_hundred_viewers_removed_at_once_drain_and_a_new_viewer_plays() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let baseline = server.resources_async().await;
         let url = server.url("/api/cameras/clip/whep");
-        let viewers: Vec<common::whep::LiveViewer> = futures_util::future::join_all(
-            (0..VIEWERS).map(|_| common::whep::LiveViewer::start(&url)),
-        )
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .expect("every offer answered");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while viewers.iter().any(|v| v.frames() < 5) {
-            let behind = viewers.iter().filter(|v| v.frames() < 5).count();
-            assert!(
-                Instant::now() < deadline,
-                "{behind} of {VIEWERS} viewers got < 5 frames"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let viewers = common::whep::live_viewers(&url, VIEWERS, 5, Duration::from_secs(30)).await;
         assert_eq!(server.resources_async().await["peer_connections"], VIEWERS);
 
         let (deleted, vanishing) = {

@@ -239,3 +239,29 @@ async fn receive_until(
     }
     Ok(())
 }
+
+/// `n` live viewers of `whep_url`, started at once, returned when each has received `frames`
+/// frames (panics naming how many are behind after `within`).
+pub async fn live_viewers(
+    whep_url: &str,
+    n: usize,
+    frames: usize,
+    within: Duration,
+) -> Vec<LiveViewer> {
+    let viewers: Vec<LiveViewer> =
+        futures_util::future::join_all((0..n).map(|_| LiveViewer::start(whep_url)))
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .expect("every offer answered");
+    let deadline = Instant::now() + within;
+    while viewers.iter().any(|v| v.frames() < frames) {
+        let behind = viewers.iter().filter(|v| v.frames() < frames).count();
+        assert!(
+            Instant::now() < deadline,
+            "{behind} of {n} viewers got < {frames} frames"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    viewers
+}
