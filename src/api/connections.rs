@@ -68,7 +68,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Tracked {
+        let io = TokioIo::new(Connection {
             stream,
             _slot: slot,
         });
@@ -167,13 +167,20 @@ impl Drop for Slot {
     }
 }
 
-/// The socket with its slot: an upgraded WebSocket keeps the slot for as long as it is open.
-struct Tracked {
+/// The socket with its slot: an upgraded WebSocket keeps the slot for as long as it is open
+/// (`api::ws` takes it back from hyper after the upgrade to write to the socket directly).
+pub(crate) struct Connection {
     stream: TcpStream,
     _slot: Slot,
 }
 
-impl AsyncRead for Tracked {
+impl Connection {
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl AsyncRead for Connection {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -183,7 +190,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl AsyncWrite for Connection {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

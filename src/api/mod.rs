@@ -6,10 +6,11 @@ mod connections;
 mod events;
 mod guard;
 mod live;
-mod mse;
+pub(crate) mod mse;
 mod openapi;
 mod system;
-mod webrtc;
+pub(crate) mod webrtc;
+mod ws;
 
 use std::sync::Arc;
 

@@ -4,31 +4,28 @@
 //! counted (websockets, and an MSE viewer while subscribed), ends when the camera stops, when the
 //! client leaves, when it stays too slow, or at server shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::mpsc;
 
+use super::ws::frame::{self, Incoming, Violation};
+use super::ws::{Socket, Upgrade, Writer};
 use super::{ApiError, SharedState};
 use crate::hub::Camera;
 use crate::output::mse::{ClientCodecs, MseSession, Outgoing};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
-use futures_util::{Sink, SinkExt, StreamExt};
 
-/// A send that takes longer than this means the client stopped reading: disconnect it.
-const SEND_TIMEOUT: Duration = Duration::from_secs(20);
-/// Read buffer per socket (see [`upgrade_or_400`]).
-const READ_BUFFER: usize = 4096;
-/// The largest message a client may send: a WebRTC offer over go2rtc's signalling is the
-/// largest thing it has to say.
-const MAX_CLIENT_MESSAGE: usize = 64 << 10;
 /// How long a go2rtc client gets to say which codecs it plays.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing message may take once the viewer is ending anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 pub struct MseQuery {
@@ -38,34 +35,14 @@ pub struct MseQuery {
 
 /// The camera is looked up before the upgrade is checked, so an unknown camera is a 404 whether
 /// or not the request is a WebSocket upgrade.
-fn upgrade_or_400(
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<WebSocketUpgrade, ApiError> {
-    upgrade
-        .map(|u| {
-            // tungstenite zero-fills its whole read buffer on every read attempt, and a viewer's
-            // socket is polled for reading after every frame it is sent: with the default
-            // 128 KiB that was half the CPU of 300 viewers. Clients only send short JSON.
-            u.read_buffer_size(READ_BUFFER)
-                .max_message_size(MAX_CLIENT_MESSAGE)
-                .max_frame_size(MAX_CLIENT_MESSAGE)
-        })
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("this endpoint is a WebSocket: {}", e.body_text()),
-            )
-        })
-}
-
 pub async fn livelens(
     State(state): State<SharedState>,
     Path(id): Path<String>,
     Query(query): Query<MseQuery>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, ApiError>,
 ) -> Result<Response, ApiError> {
     let camera = state.hub.get(&id)?;
-    let upgrade = upgrade_or_400(upgrade)?;
+    let upgrade = upgrade?;
     // No wait for a hello here: without ?codecs= the viewer gets every track that fits MP4.
     let codecs = Some(
         query
@@ -87,7 +64,7 @@ pub struct Go2rtcQuery {
 pub async fn go2rtc(
     State(state): State<SharedState>,
     Query(query): Query<Go2rtcQuery>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, ApiError>,
 ) -> Result<Response, ApiError> {
     let id = query.src.ok_or_else(|| {
         ApiError::new(
@@ -96,7 +73,7 @@ pub async fn go2rtc(
         )
     })?;
     let camera = state.hub.get(&id)?;
-    let upgrade = upgrade_or_400(upgrade)?;
+    let upgrade = upgrade?;
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _ws = Counted::new(Resource::WebSocket);
         // go2rtc's players speak first: {"type":"mse","value":"<codecs>"}.
@@ -104,65 +81,57 @@ pub async fn go2rtc(
     }))
 }
 
+/// A message from a go2rtc client.
 #[derive(Deserialize)]
-struct ClientMessage {
+pub(crate) struct ClientMessage {
     #[serde(rename = "type")]
-    kind: String,
+    pub(crate) kind: String,
     #[serde(default)]
-    value: serde_json::Value,
+    pub(crate) value: serde_json::Value,
 }
 
-async fn send<S>(socket: &mut S, message: Message) -> Result<(), ()>
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-async fn send_error<S>(socket: &mut S, text: &str)
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
+async fn send_error(writer: &Writer, text: &str) {
     let msg = json!({"type": "error", "value": text}).to_string();
-    let _ = send(socket, Message::Text(Utf8Bytes::from(msg))).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.text(&msg)).await;
 }
 
 /// go2rtc's signalling: waits for `{"type":"mse","value":codecs}` (returned), answering
 /// `{"type":"webrtc/offer","value":sdp}` with `{"type":"webrtc/answer","value":sdp}` meanwhile.
 /// WebRTC sessions made here are listed in `sessions` and end with the socket.
 async fn hello(
-    socket: &mut WebSocket,
-    camera: &std::sync::Arc<Camera>,
+    socket: &mut Socket,
+    camera: &Arc<Camera>,
     state: &SharedState,
     sessions: &mut Vec<String>,
 ) -> Option<ClientCodecs> {
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let writer = socket.writer().clone();
     loop {
         // Once a WebRTC session exists the socket is its signalling channel: no deadline.
         let next = if sessions.is_empty() {
             match tokio::time::timeout_at(deadline, socket.recv()).await {
                 Ok(m) => m,
                 Err(_) => {
-                    send_error(socket, "mse: no {\"type\":\"mse\"} request within 10 s").await;
+                    send_error(&writer, "mse: no {\"type\":\"mse\"} request within 10 s").await;
                     return None;
                 }
             }
         } else {
             socket.recv().await
         };
-        let Some(Ok(msg)) = next else {
-            return None;
-        };
-        let Message::Text(text) = msg else {
-            continue;
+        let text = match next? {
+            Incoming::Text(text) => text,
+            Incoming::Ping(payload) => {
+                writer.pong(&payload).await.ok()?;
+                continue;
+            }
+            Incoming::Close(_) => return None,
+            Incoming::Binary(_) | Incoming::Pong => continue,
         };
         let m = match serde_json::from_str::<ClientMessage>(&text) {
             Ok(m) => m,
             Err(e) => {
-                send_error(socket, &format!("malformed message: {e}")).await;
+                send_error(&writer, &format!("malformed message: {e}")).await;
                 continue;
             }
         };
@@ -186,21 +155,16 @@ async fn hello(
                     Ok((session, answer)) => {
                         sessions.push(session);
                         let msg = json!({"type": "webrtc/answer", "value": answer}).to_string();
-                        if send(socket, Message::Text(Utf8Bytes::from(msg)))
-                            .await
-                            .is_err()
-                        {
-                            return None;
-                        }
+                        writer.text(&msg).await.ok()?;
                     }
-                    Err(e) => send_error(socket, &e).await,
+                    Err(e) => send_error(&writer, &e).await,
                 }
             }
             // livelens is ICE-lite with its candidates in the answer: browser candidates are not needed.
             "webrtc/candidate" => {}
             other => {
                 let reply = format!("unsupported message type {other:?} (livelens speaks \"mse\" and \"webrtc/offer\")");
-                send_error(socket, &reply).await;
+                send_error(&writer, &reply).await;
             }
         }
     }
@@ -209,8 +173,8 @@ async fn hello(
 /// Serves one socket; WebRTC sessions signalled over it end with it (go2rtc's players may run
 /// WebRTC and MSE side by side on one socket and close the loser).
 async fn run(
-    socket: WebSocket,
-    camera: std::sync::Arc<Camera>,
+    socket: Socket,
+    camera: Arc<Camera>,
     codecs: Option<ClientCodecs>,
     state: SharedState,
 ) {
@@ -224,14 +188,25 @@ async fn run(
     }
 }
 
+/// How a viewer's connection ends: the close frame it is sent, if any.
+enum Ending {
+    /// Why livelens ends it (close code 1000 with the reason).
+    Reason(String),
+    /// The client closed, or its socket failed: answer its close, nothing to explain.
+    ClientLeft,
+    /// A write was cut off half-way (shutdown while the client was slow): no frame can follow.
+    Broken,
+}
+
 async fn serve(
-    mut socket: WebSocket,
-    camera: std::sync::Arc<Camera>,
+    mut socket: Socket,
+    camera: Arc<Camera>,
     codecs: Option<ClientCodecs>,
     state: &SharedState,
     sessions: &mut Vec<String>,
 ) {
     let shutdown = state.shutdown.clone();
+    let writer = socket.writer().clone();
     let codecs = match codecs {
         Some(c) => c,
         None => {
@@ -241,51 +216,68 @@ async fn serve(
             };
             match said {
                 Some(c) => c,
-                None => return,
+                None => {
+                    let (code, reason) = match socket.violation() {
+                        Some(v) => (v.code, v.reason),
+                        None => (frame::CLOSE_NORMAL, ""),
+                    };
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close(code, reason)).await;
+                    return;
+                }
             }
         }
     };
     let Some(mut viewer) = camera.stream.subscribe(ViewerKind::Mse) else {
-        send_error(
-            &mut socket,
-            &format!("mse: camera {:?} is stopped", camera.id()),
-        )
-        .await;
+        let text = format!("mse: camera {:?} is stopped", camera.id());
+        send_error(&writer, &text).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close(frame::CLOSE_NORMAL, &text)).await;
         return;
     };
-    // The client's messages are read by a task of their own: polling the socket for reading
-    // after every frame sent cost more than the sending itself. It cancels `stop` when the
-    // client closes; the server's shutdown cancels it too.
-    let (mut sink, mut stream) = socket.split();
+    // The client's messages are read by a task of their own, so the frame loop below only ever
+    // waits for frames. It cancels `stop` when the client closes (or breaks the protocol: its
+    // result); the server's shutdown cancels it too. Pings are answered by the frame loop, the
+    // socket's only writer.
     let stop = shutdown.child_token();
+    let (pongs_tx, mut pongs) = mpsc::channel::<Bytes>(2);
     let reader = {
         let stop = stop.clone();
         spawn_task(async move {
-            loop {
+            let violation = loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
-                    msg = stream.next() => match msg {
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                        // Clients may re-send their hello or ping; nothing to do.
-                        Some(Ok(_)) => {}
+                    _ = stop.cancelled() => return None,
+                    msg = socket.recv() => match msg {
+                        Some(Incoming::Ping(payload)) => {
+                            let _ = pongs_tx.try_send(payload);
+                        }
+                        Some(Incoming::Close(_)) => break None,
+                        None => break socket.violation(),
+                        // Clients may re-send their hello; nothing to do.
+                        Some(_) => {}
                     },
                 }
-            }
+            };
             stop.cancel();
+            violation
         })
     };
     let mut session = MseSession::new(codecs);
     let mut stopped = std::pin::pin!(stop.cancelled());
-    let reason = loop {
+    let ending = loop {
         let frame = tokio::select! {
             frame = viewer.next() => frame,
-            _ = &mut stopped => break None,
+            Some(payload) = pongs.recv() => {
+                if writer.pong(&payload).await.is_err() {
+                    break Ending::ClientLeft;
+                }
+                continue;
+            }
+            _ = &mut stopped => break Ending::ClientLeft,
         };
         let frame = match frame {
             Ok(f) => f,
-            Err(end) => break Some(end.to_string()),
+            Err(end) => break Ending::Reason(end.to_string()),
         };
-        let mut messages = Vec::with_capacity(2);
+        let mut messages = Vec::with_capacity(3);
         messages.extend(session.on_dropped(viewer.dropped_frames()));
         // The audio description only matters when a keyframe may start a new init segment.
         let audio = if frame.is_video() && frame.keyframe {
@@ -296,60 +288,38 @@ async fn serve(
         match session.on_frame(&frame, audio.as_ref()) {
             Ok(m) => messages.extend(m),
             Err(text) => {
-                send_error(&mut sink, &text).await;
-                break Some(text);
+                send_error(&writer, &text).await;
+                break Ending::Reason(text);
             }
         }
-        if emit_all(&mut sink, messages).await.is_err() {
-            break Some("the viewer stopped reading".into());
+        let parts: Vec<(u8, &[u8])> = messages.iter().map(as_frame).collect();
+        tokio::select! {
+            sent = writer.send(&parts) => if sent.is_err() {
+                break Ending::Reason("the viewer stopped reading".into());
+            },
+            _ = &mut stopped => break Ending::Broken,
         }
     };
     stop.cancel();
-    let _ = reader.await;
-    let reason = match reason {
-        Some(r) => r,
-        None if shutdown.is_cancelled() => "the server is shutting down".into(),
-        // The client closed: nothing more to say to it.
-        None => return,
-    };
-    tracing::debug!(camera = camera.id(), %reason, "MSE viewer ended");
-    let _ = send(
-        &mut sink,
-        Message::Close(Some(axum::extract::ws::CloseFrame {
-            code: 1000,
-            reason: Utf8Bytes::from(reason.chars().take(120).collect::<String>()),
-        })),
-    )
-    .await;
-}
-
-fn message(m: Outgoing) -> Message {
-    match m {
-        Outgoing::Text(t) => Message::Text(Utf8Bytes::from(t)),
-        Outgoing::Binary(b) => Message::Binary(b),
-    }
-}
-
-/// Sends a frame's messages with one flush (one write to the socket for the moof and the mdat).
-/// The send timeout's timer is only set when the socket does not take the bytes at once, which
-/// is rare: a timer per frame per viewer was a measurable cost.
-async fn emit_all<S>(sink: &mut S, messages: Vec<Outgoing>) -> Result<(), ()>
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    let write = async {
-        for m in messages {
-            sink.feed(message(m)).await?;
+    let violation = reader.await.ok().flatten();
+    let (code, reason) = match (violation, ending) {
+        (_, Ending::Broken) => return,
+        (Some(Violation { code, reason }), _) => (code, reason.to_string()),
+        (None, Ending::Reason(r)) => (frame::CLOSE_NORMAL, r),
+        (None, Ending::ClientLeft) if shutdown.is_cancelled() => {
+            (frame::CLOSE_NORMAL, "the server is shutting down".into())
         }
-        sink.flush().await
+        (None, Ending::ClientLeft) => (frame::CLOSE_NORMAL, String::new()),
     };
-    let mut write = std::pin::pin!(write);
-    let result = match futures_util::poll!(write.as_mut()) {
-        std::task::Poll::Ready(r) => r,
-        std::task::Poll::Pending => match tokio::time::timeout(SEND_TIMEOUT, write).await {
-            Ok(r) => r,
-            Err(_) => return Err(()),
-        },
-    };
-    result.map_err(|_| ())
+    if !reason.is_empty() {
+        tracing::debug!(camera = camera.id(), %reason, "MSE viewer ended");
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close(code, &reason)).await;
+}
+
+fn as_frame(m: &Outgoing) -> (u8, &[u8]) {
+    match m {
+        Outgoing::Text(t) => (frame::OP_TEXT, t.as_bytes()),
+        Outgoing::Binary(b) => (frame::OP_BINARY, &b[..]),
+    }
 }
