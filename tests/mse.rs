@@ -390,3 +390,129 @@ fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
         );
     });
 }
+
+/// The server's frames read off a raw socket: (opcode, payload) until a close frame.
+async fn read_until_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Skip the HTTP answer.
+    loop {
+        let mut chunk = [0u8; 65536];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("a close frame within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed without a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let mut at = end + 4;
+        loop {
+            let b = &buf[at..];
+            if b.len() < 2 {
+                break;
+            }
+            assert_eq!(b[1] & 0x80, 0, "server frames are not masked");
+            let (len, head) = match b[1] & 0x7f {
+                126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 if b.len() >= 10 => (
+                    u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if b.len() < head + len {
+                break;
+            }
+            if b[0] & 0x0f == 0x8 {
+                return b[head..head + len].to_vec();
+            }
+            at += head + len;
+        }
+    }
+}
+
+/// Clients that ping get pongs while video flows; clients that break the protocol (an unmasked
+/// frame, a message over the limit, text that is not UTF-8) get a close frame with the code
+/// that says why, and nothing stays behind.
+#[test]
+fn hostile_websocket_clients_get_close_codes_and_pings_get_pongs() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let baseline = server.resources();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A ping between fragments is answered with the same payload.
+        let mut ws = connect(&server, "/api/cameras/demo/mse").await;
+        ws.send(Message::Ping(b"are you there".to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            match next(&mut ws).await {
+                Message::Pong(p) => {
+                    assert_eq!(&p[..], b"are you there");
+                    break;
+                }
+                Message::Close(c) => panic!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+        // 100 KiB of text: over the 64 KiB limit → 1009.
+        ws.send(Message::Text("x".repeat(100 << 10).into()))
+            .await
+            .unwrap();
+        let close = loop {
+            match next(&mut ws).await {
+                Message::Close(c) => break c.expect("a close code"),
+                _ => continue,
+            }
+        };
+        assert_eq!(u16::from(close.code), 1009, "{close:?}");
+
+        // Raw frames a browser never sends.
+        let addr = server.base.trim_start_matches("http://").to_string();
+        let handshake = format!(
+            "GET /api/cameras/demo/mse HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        let unmasked = vec![0x81, 0x02, b'h', b'i'];
+        let bad_utf8 = vec![0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe];
+        for (frame, code) in [(unmasked, 1002u16), (bad_utf8, 1007)] {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            stream.write_all(handshake.as_bytes()).await.unwrap();
+            stream.write_all(&frame).await.unwrap();
+            let payload = read_until_close(&mut stream).await;
+            assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code);
+        }
+
+        // Not a complete handshake: a 400 that says what is missing.
+        let r = reqwest::Client::new()
+            .get(server.url("/api/cameras/demo/mse"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("Sec-WebSocket-Version"));
+    });
+    wait_until(Duration::from_secs(5), "counts back to baseline", || {
+        let r = server.resources();
+        r["viewers"]["mse"] == 0
+            && r["websockets"] == 0
+            && r["http_connections"] == baseline["http_connections"]
+    });
+    // And a new viewer is served.
+    runtime.block_on(async {
+        let mut ws = connect(&server, "/api/cameras/demo/mse").await;
+        let Message::Text(t) = next(&mut ws).await else {
+            panic!("mse message")
+        };
+        assert!(t.contains("\"mse\""), "{t}");
+    });
+}
