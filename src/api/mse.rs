@@ -4,7 +4,7 @@
 //! counted (websockets, and an MSE viewer while subscribed), ends when the camera stops, when the
 //! client leaves, when it stays too slow, or at server shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -13,7 +13,6 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::ws::frame::{self, Incoming, Violation};
 use super::ws::{Socket, Upgrade, Writer};
@@ -236,9 +235,11 @@ async fn serve(
     // The client's messages are read by a task of their own, so the frame loop below only ever
     // waits for frames. It cancels `stop` when the client closes (or breaks the protocol: its
     // result); the server's shutdown cancels it too. Pings are answered by the frame loop, the
-    // socket's only writer.
+    // socket's only writer, after the next frame (a slot, not a channel in the select: polling
+    // one more queue per frame per viewer was a measurable cost).
     let stop = shutdown.child_token();
-    let (pongs_tx, mut pongs) = mpsc::channel::<Bytes>(2);
+    let pong: Arc<Mutex<Option<Bytes>>> = Arc::default();
+    let pong_slot = pong.clone();
     let reader = {
         let stop = stop.clone();
         spawn_task(async move {
@@ -247,7 +248,7 @@ async fn serve(
                     _ = stop.cancelled() => return None,
                     msg = socket.recv() => match msg {
                         Some(Incoming::Ping(payload)) => {
-                            let _ = pongs_tx.try_send(payload);
+                            *pong_slot.lock().unwrap() = Some(payload);
                         }
                         Some(Incoming::Close(_)) => break None,
                         None => break socket.violation(),
@@ -264,14 +265,9 @@ async fn serve(
     let mut stopped = std::pin::pin!(stop.cancelled());
     let ending = loop {
         let frame = tokio::select! {
-            frame = viewer.next() => frame,
-            Some(payload) = pongs.recv() => {
-                if writer.pong(&payload).await.is_err() {
-                    break Ending::ClientLeft;
-                }
-                continue;
-            }
+            biased;
             _ = &mut stopped => break Ending::ClientLeft,
+            frame = viewer.next() => frame,
         };
         let frame = match frame {
             Ok(f) => f,
@@ -294,10 +290,17 @@ async fn serve(
         }
         let parts: Vec<(u8, &[u8])> = messages.iter().map(as_frame).collect();
         tokio::select! {
+            biased;
             sent = writer.send(&parts) => if sent.is_err() {
                 break Ending::Reason("the viewer stopped reading".into());
             },
             _ = &mut stopped => break Ending::Broken,
+        }
+        let ping = pong.lock().unwrap().take();
+        if let Some(payload) = ping {
+            if writer.pong(&payload).await.is_err() {
+                break Ending::ClientLeft;
+            }
         }
     };
     stop.cancel();
