@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpora in fuzz/corpus/<target>/ (small valid inputs, in each target's input
-format; see the doc comment at the top of each fuzz_targets/<target>.rs).
+format; see the doc comment at the top of each src/fuzzing/<target>.rs in the main crate).
 
 Run from anywhere: `python3 fuzz/make_seeds.py`. Seeds are named seed-*, so files the fuzzer
 adds to a corpus (named by their SHA-1) are left alone. The bytes come from the unit tests in

@@ -9,6 +9,11 @@ pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod demand;
+/// The checks behind the fuzz targets in `fuzz/` (one module per target, each with its
+/// invariants), replayed over the seed corpus by the unit tests. Only in tests and in
+/// `cargo fuzz` builds (`--cfg fuzzing`).
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod hub;
 pub mod media;
 pub mod output;

@@ -50,7 +50,7 @@ impl From<OfferError> for ApiError {
 }
 
 /// Checks the body is text that looks like an SDP offer; the message names what is wrong.
-fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
+pub(crate) fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
     if text.trim().is_empty() {

@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn hostile_sps_sizes_are_refused_not_overflowed() {
-        // Found by fuzz/fuzz_targets/h264_sps.rs (kept in fuzz/regressions/h264_sps/).
+        // Found by the h264_sps fuzz target (kept in fuzz/regressions/h264_sps/).
         for sps in [
             &include_bytes!("../../fuzz/regressions/h264_sps/width-multiply-overflow")[..],
             include_bytes!("../../fuzz/regressions/h264_sps/scaling-list-delta-overflow"),

@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn hostile_sizes_are_refused_not_overflowed() {
-        // Found by fuzz/fuzz_targets/h265_sps.rs (kept in fuzz/regressions/h265_sps/).
+        // Found by the h265_sps fuzz target (kept in fuzz/regressions/h265_sps/).
         for sps in [
             &include_bytes!("../../fuzz/regressions/h265_sps/zero-size")[..],
             include_bytes!(

@@ -62,6 +62,25 @@ impl std::fmt::Display for OfferError {
 /// RTP packets of video each peer keeps for retransmission.
 const SEND_BUFFER_PACKETS: usize = 256;
 
+/// A peer's `Rtc`, configured as every answer is made (also by the `whep_sdp` fuzz check).
+pub(crate) fn peer_rtc(cert: &str0m::config::DtlsCert, now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_ice_lite(true)
+        // Frames are packetized once per camera (`peer::rtp_payloads`) and written as RTP.
+        .set_rtp_mode(true)
+        .set_dtls_cert(cert.clone())
+        // Packets kept for retransmission (NACK): ~1 s of a 2 Mb/s camera, not str0m's
+        // default 1000 (~1.2 MB per viewer).
+        .set_send_buffer_video(SEND_BUFFER_PACKETS)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_h265(true)
+        .enable_opus(true, false)
+        .enable_pcma(true, false)
+        .enable_pcmu(true, false)
+        .build(now)
+}
+
 /// A worker loop as the handle sees it.
 struct ShardHandle {
     commands: mpsc::Sender<Command>,
@@ -201,21 +220,7 @@ impl WebRtc {
             )));
         }
         let now = Instant::now();
-        let mut rtc = Rtc::builder()
-            .set_ice_lite(true)
-            // Frames are packetized once per camera (`peer::rtp_payloads`) and written as RTP.
-            .set_rtp_mode(true)
-            .set_dtls_cert(self.cert.clone())
-            // Packets kept for retransmission (NACK): ~1 s of a 2 Mb/s camera, not str0m's
-            // default 1000 (~1.2 MB per viewer).
-            .set_send_buffer_video(SEND_BUFFER_PACKETS)
-            .clear_codecs()
-            .enable_h264(true)
-            .enable_h265(true)
-            .enable_opus(true, false)
-            .enable_pcma(true, false)
-            .enable_pcmu(true, false)
-            .build(now);
+        let mut rtc = peer_rtc(&self.cert, now);
         for addr in &self.candidates {
             if let Ok(c) = Candidate::host(*addr, "udp") {
                 let _ = rtc.add_local_candidate(c);
