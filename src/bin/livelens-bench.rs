@@ -74,6 +74,11 @@ struct RunArgs {
     /// The source's rate in kbit/s; viewers below 95 % of it are counted. 0: the median viewer.
     #[arg(long, default_value_t = 0.0)]
     source_kbps: f64,
+    /// Viewers that join one by one (100 ms apart) half-way through the run, while the others
+    /// watch: their first-frame times are a late viewer's wait at this load (the first-frame
+    /// figures of the main viewers measure all of them arriving at once).
+    #[arg(long, default_value_t = 0)]
+    joiners: usize,
     /// Print the table header too.
     #[arg(long)]
     header: bool,
@@ -480,24 +485,49 @@ where
         .or_else(|| runtime.block_on(find_server(ws_url_for_pid)));
     let window = Duration::from_secs(run.seconds);
     let until = Instant::now() + window;
-    let (results, server) = runtime.block_on(async {
+    let (results, joiners, server) = runtime.block_on(async {
         let tasks: Vec<_> = (0..run.viewers)
             .map(|_| tokio::spawn(viewer(url.to_string(), until)))
             .collect();
+        let joining = {
+            let (count, url) = (run.joiners, url.to_string());
+            let start = Instant::now() + window / 2;
+            let viewer = &viewer;
+            let joiners: Vec<_> = (0..count)
+                .map(|i| {
+                    let at = start + Duration::from_millis(100 * i as u64);
+                    let fut = viewer(url.clone(), until);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at.into()).await;
+                        fut.await
+                    })
+                })
+                .collect();
+            joiners
+        };
         let server = watch(pid, until).await;
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap_or_else(|e| ViewerResult {
-                error: Some(e.to_string()),
-                ..ViewerResult::default()
-            }));
-        }
-        (out, server)
+        let collect = |tasks: Vec<tokio::task::JoinHandle<ViewerResult>>| async move {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap_or_else(|e| ViewerResult {
+                    error: Some(e.to_string()),
+                    ..ViewerResult::default()
+                }));
+            }
+            out
+        };
+        (collect(tasks).await, collect(joining).await, server)
     });
-    report(&results, &server, window, run);
+    report(&results, &joiners, &server, window, run);
 }
 
-fn report(results: &[ViewerResult], server: &ServerUse, window: Duration, run: &RunArgs) {
+fn report(
+    results: &[ViewerResult],
+    joiners: &[ViewerResult],
+    server: &ServerUse,
+    window: Duration,
+    run: &RunArgs,
+) {
     let secs = window.as_secs_f64().max(1e-3);
     let n = results.len().max(1) as f64;
     let errors = results.iter().filter(|r| r.error.is_some()).count();
@@ -526,6 +556,12 @@ fn report(results: &[ViewerResult], server: &ServerUse, window: Duration, run: &
         .map(|d| d.as_secs_f64() * 1000.0)
         .collect();
     first.sort_by(f64::total_cmp);
+    let mut joined: Vec<f64> = joiners
+        .iter()
+        .filter_map(|r| r.first_frame)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    joined.sort_by(f64::total_cmp);
     let mut lat: Vec<f64> = results
         .iter()
         .flat_map(|r| r.latencies_ms.iter().copied())
@@ -546,6 +582,10 @@ fn report(results: &[ViewerResult], server: &ServerUse, window: Duration, run: &
             "no_frame": no_frame,
             "first_frame_p50_ms": percentile(&first, 0.5),
             "first_frame_p99_ms": percentile(&first, 0.99),
+            "joiners": joiners.len(),
+            "joiners_without_frame": joiners.len() - joined.len(),
+            "joiner_first_frame_p50_ms": percentile(&joined, 0.5),
+            "joiner_first_frame_max_ms": joined.last(),
             "latency_p50_ms": percentile(&lat, 0.5),
             "latency_p99_ms": percentile(&lat, 0.99),
             "errors": errors,
@@ -748,7 +788,8 @@ mod webrtc {
     }
 
     pub fn run(url: &str, delete: bool, run: &RunArgs) {
-        let crypto = str0m::crypto::from_feature_flags();
+        // livelens's provider: one shared DTLS configuration, as the server uses it.
+        let crypto = livelens::output::webrtc::dtls::provider();
         let cert = crypto
             .dtls_provider
             .generate_certificate()

@@ -14,6 +14,7 @@
 //! `viewers.webrtc` while its feed runs.
 
 pub mod codec;
+pub mod dtls;
 pub mod peer;
 pub mod route;
 pub mod send;
@@ -115,7 +116,7 @@ impl WebRtc {
         extra: &[IpAddr],
         loops: usize,
     ) -> std::io::Result<WebRtc> {
-        let crypto = str0m::crypto::from_feature_flags();
+        let crypto = dtls::provider();
         let cert = crypto
             .dtls_provider
             .generate_certificate()
