@@ -74,9 +74,10 @@ struct RunArgs {
     /// The source's rate in kbit/s; viewers below 95 % of it are counted. 0: the median viewer.
     #[arg(long, default_value_t = 0.0)]
     source_kbps: f64,
-    /// Viewers that join one by one (100 ms apart) half-way through the run, while the others
-    /// watch: their first-frame times are a late viewer's wait at this load (the first-frame
-    /// figures of the main viewers measure all of them arriving at once).
+    /// Viewers that join one by one half-way through the run, while the others watch, each a
+    /// process of its own (as a new browser is): their first-frame times are a late viewer's
+    /// wait at this load. (The main viewers' first frames measure all of them arriving at
+    /// once, and viewers inside this busy process would measure its own scheduling.)
     #[arg(long, default_value_t = 0)]
     joiners: usize,
     /// Print the table header too.
@@ -431,8 +432,8 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 fn main() {
     livelens::api::raise_open_file_limit();
     match Cli::parse().command {
-        Bench::Mse { url, run } => measure(&url, &url, &run, ws_viewer::<Fmp4>),
-        Bench::Flv { url, run } => measure(&url, &url, &run, ws_viewer::<Flv>),
+        Bench::Mse { url, run } => measure("mse", &url, &url, &run, ws_viewer::<Fmp4>),
+        Bench::Flv { url, run } => measure("flv", &url, &url, &run, ws_viewer::<Flv>),
         Bench::Webrtc { url, delete, run } => webrtc::run(&url, delete, &run),
     }
 }
@@ -471,10 +472,43 @@ async fn watch(pid: Option<u32>, until: Instant) -> ServerUse {
     }
 }
 
+/// `count` viewers of `kind`, one after the other from `start`, each a `livelens-bench` process
+/// of its own watching for a second: their first-frame times.
+async fn joiners(kind: String, url: String, count: usize, start: Instant) -> Vec<Option<f64>> {
+    tokio::time::sleep_until(start.into()).await;
+    let Ok(me) = std::env::current_exe() else {
+        return vec![None; count];
+    };
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let output = tokio::process::Command::new(&me)
+            .args([
+                &kind,
+                "--url",
+                &url,
+                "--viewers",
+                "1",
+                "--seconds",
+                "1",
+                "--json",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .await;
+        let first = output.ok().and_then(|o| {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            v["first_frame_p50_ms"].as_f64()
+        });
+        out.push(first);
+    }
+    out
+}
+
 /// Runs `run.viewers` viewers (each made by `viewer`) for `run.seconds` and prints one row: server
 /// CPU and RSS over the run, bytes and frames per viewer, viewers below the source rate, first
 /// frame and latency percentiles.
-fn measure<F, Fut>(url: &str, ws_url_for_pid: &str, run: &RunArgs, viewer: F)
+fn measure<F, Fut>(kind: &str, url: &str, ws_url_for_pid: &str, run: &RunArgs, viewer: F)
 where
     F: Fn(String, Instant) -> Fut,
     Fut: Future<Output = ViewerResult> + Send + 'static,
@@ -489,22 +523,12 @@ where
         let tasks: Vec<_> = (0..run.viewers)
             .map(|_| tokio::spawn(viewer(url.to_string(), until)))
             .collect();
-        let joining = {
-            let (count, url) = (run.joiners, url.to_string());
-            let start = Instant::now() + window / 2;
-            let viewer = &viewer;
-            let joiners: Vec<_> = (0..count)
-                .map(|i| {
-                    let at = start + Duration::from_millis(100 * i as u64);
-                    let fut = viewer(url.clone(), until);
-                    tokio::spawn(async move {
-                        tokio::time::sleep_until(at.into()).await;
-                        fut.await
-                    })
-                })
-                .collect();
-            joiners
-        };
+        let joining = tokio::spawn(joiners(
+            kind.to_string(),
+            url.to_string(),
+            run.joiners,
+            Instant::now() + window / 2,
+        ));
         let server = watch(pid, until).await;
         let collect = |tasks: Vec<tokio::task::JoinHandle<ViewerResult>>| async move {
             let mut out = Vec::new();
@@ -516,14 +540,18 @@ where
             }
             out
         };
-        (collect(tasks).await, collect(joining).await, server)
+        (
+            collect(tasks).await,
+            joining.await.unwrap_or_default(),
+            server,
+        )
     });
     report(&results, &joiners, &server, window, run);
 }
 
 fn report(
     results: &[ViewerResult],
-    joiners: &[ViewerResult],
+    joiners: &[Option<f64>],
     server: &ServerUse,
     window: Duration,
     run: &RunArgs,
@@ -556,11 +584,7 @@ fn report(
         .map(|d| d.as_secs_f64() * 1000.0)
         .collect();
     first.sort_by(f64::total_cmp);
-    let mut joined: Vec<f64> = joiners
-        .iter()
-        .filter_map(|r| r.first_frame)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .collect();
+    let mut joined: Vec<f64> = joiners.iter().flatten().copied().collect();
     joined.sort_by(f64::total_cmp);
     let mut lat: Vec<f64> = results
         .iter()
@@ -715,6 +739,9 @@ mod webrtc {
         let socket = UdpSocket::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
+        // A browser's receive buffer, not the system default (208 KiB): hundreds of viewers in
+        // one busy process otherwise lose datagrams to their own scheduling.
+        set_receive_buffer(&socket, 1 << 20);
         let local: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
         let mut rtc = Rtc::builder()
             .clear_codecs()
@@ -729,6 +756,10 @@ mod webrtc {
         api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().ok_or("no offer")?;
         let (answer, loc) = whep(url, &offer).await?;
+        let trace = std::env::var_os("LIVELENS_BENCH_TRACE").is_some();
+        if trace {
+            eprintln!("answer after {:?}", started.elapsed());
+        }
         *location = loc;
         let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| e.to_string())?;
         rtc.sdp_api()
@@ -751,7 +782,13 @@ mod webrtc {
                             .take(4)
                             .find_map(sei::read_capture_time)
                             .map(|t| t.unix_us);
+                        if trace && r.frames == 0 {
+                            eprintln!("first frame after {:?}", started.elapsed());
+                        }
                         r.on_frames(1, capture, started, connected_at);
+                    }
+                    Output::Event(Event::Connected) if trace => {
+                        eprintln!("connected after {:?}", started.elapsed());
                     }
                     Output::Event(_) => {}
                 }
@@ -787,6 +824,20 @@ mod webrtc {
         Ok(())
     }
 
+    fn set_receive_buffer(socket: &UdpSocket, bytes: i32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setsockopt reads `bytes` (an int, its size given) for a socket `socket` owns.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&bytes as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            );
+        }
+    }
+
     pub fn run(url: &str, delete: bool, run: &RunArgs) {
         // livelens's provider: one shared DTLS configuration, as the server uses it.
         let crypto = livelens::output::webrtc::dtls::provider();
@@ -798,7 +849,7 @@ mod webrtc {
         crypto.install_process_default();
         let ws = url.replacen("http://", "ws://", 1);
         let spawn = move |url: String, until: Instant| viewer(url, until, delete);
-        super::measure(url, &ws, run, spawn);
+        super::measure("webrtc", url, &ws, run, spawn);
     }
 }
 
