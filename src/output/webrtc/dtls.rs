@@ -74,7 +74,11 @@ impl DtlsProvider for SharedConfig {
             DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, cert, now),
             DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, cert, now),
             DtlsVersion::Auto => dimpl::Dtls::new_auto(config, cert, now),
-            other => return Err(CryptoError::Other(format!("unsupported DTLS version: {other}"))),
+            other => {
+                return Err(CryptoError::Other(format!(
+                    "unsupported DTLS version: {other}"
+                )))
+            }
         };
         Ok(Box::new(Instance(dtls)))
     }
