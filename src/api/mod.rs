@@ -10,7 +10,7 @@ pub(crate) mod mse;
 mod openapi;
 mod system;
 pub(crate) mod webrtc;
-mod ws;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 

@@ -23,6 +23,7 @@ pub mod rtp_roundtrip;
 pub mod sei;
 pub mod stun_route;
 pub mod whep_sdp;
+pub mod ws_frame;
 
 use std::sync::OnceLock;
 
@@ -309,6 +310,7 @@ mod tests {
         sei,
         stun_route,
         whep_sdp,
+        ws_frame,
     );
 
     #[test]
@@ -340,7 +342,8 @@ mod tests {
                 "rtp_roundtrip",
                 "sei",
                 "stun_route",
-                "whep_sdp"
+                "whep_sdp",
+                "ws_frame"
             ],
             "a fuzz target without its test here (or the other way round)"
         );
