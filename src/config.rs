@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::rtsp::{parse_duration, RtspOptions};
-use crate::source::{mask_credentials, SourceSpec};
+use crate::common::{check_camera_id, mask_credentials, parse_duration};
+use crate::source::rtsp::RtspOptions;
+use crate::source::SourceSpec;
 use crate::supervisor::WorkerConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -118,22 +119,6 @@ fn problem(place: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         place: place.into(),
         message: message.into(),
-    }
-}
-
-/// Camera ids appear in URLs and MQTT topics: keep them to a safe alphabet.
-pub fn check_camera_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{id:?} is not a valid camera id (1 to 64 characters of a-z, 0-9, _ and -)"
-        ))
     }
 }
 

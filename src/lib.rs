@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod api;
 pub mod backoff;
+pub mod common;
 pub mod config;
 pub mod demand;
 /// The checks behind the fuzz targets in `fuzz/` (one module per target, each with its

@@ -131,8 +131,8 @@ fn main() -> ExitCode {
 }
 
 fn probe(url: &str, transport: &str, timeout: &str, json: bool) -> ExitCode {
-    use livelens::source::mask_credentials;
-    use livelens::source::rtsp::{self, parse_duration, RtspOptions};
+    use livelens::common::{mask_credentials, parse_duration};
+    use livelens::source::rtsp::{self, RtspOptions};
     let masked = mask_credentials(url);
     let options = match (
         RtspOptions::parse_transport(transport),

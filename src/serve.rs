@@ -149,7 +149,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             .server
             .header_timeout
             .as_deref()
-            .and_then(|t| crate::source::rtsp::parse_duration(t).ok())
+            .and_then(|t| crate::common::parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(10)),
     };
     tracing::info!(open_files, ?limits, "connection limits");

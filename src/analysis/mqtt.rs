@@ -83,7 +83,7 @@ impl Mqtt {
         let stop = cancel.clone();
         let mut events = store.subscribe();
         // For the log: the URL may carry the broker's password.
-        let url = crate::source::mask_credentials(url);
+        let url = crate::common::mask_credentials(url);
         let task = spawn_task(async move {
             let available = format!("{PREFIX}/available");
             let mut connected = false;

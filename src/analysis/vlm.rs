@@ -56,11 +56,11 @@ fn default_width() -> u32 {
 
 impl VlmConfig {
     pub fn interval(&self) -> Duration {
-        crate::source::rtsp::parse_duration(&self.interval).unwrap_or(Duration::from_secs(2))
+        crate::common::parse_duration(&self.interval).unwrap_or(Duration::from_secs(2))
     }
 
     pub fn timeout(&self) -> Duration {
-        crate::source::rtsp::parse_duration(&self.timeout).unwrap_or(Duration::from_secs(30))
+        crate::common::parse_duration(&self.timeout).unwrap_or(Duration::from_secs(30))
     }
 
     pub fn problems(&self) -> Vec<(&'static str, String)> {
@@ -87,7 +87,7 @@ impl VlmConfig {
             out.push(("prompt", "is empty".into()));
         }
         for (key, v) in [("interval", &self.interval), ("timeout", &self.timeout)] {
-            if let Err(e) = crate::source::rtsp::parse_duration(v) {
+            if let Err(e) = crate::common::parse_duration(v) {
                 out.push((key, e));
             }
         }

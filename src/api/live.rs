@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 
 use super::cameras::camera_json;
 use super::{ApiError, JsonBody, SharedState};
-use crate::source::rtsp::{self, parse_duration, RtspOptions};
+use crate::common::parse_duration;
+use crate::source::rtsp::{self, RtspOptions};
 use crate::source::SourceSpec;
 
 const PUSH_EVERY: Duration = Duration::from_secs(1);

@@ -104,7 +104,7 @@ fn on_demand(config: &CameraConfig) -> Option<Duration> {
         config
             .idle_timeout
             .as_deref()
-            .and_then(|t| crate::source::rtsp::parse_duration(t).ok())
+            .and_then(|t| crate::common::parse_duration(t).ok())
             .unwrap_or(DEFAULT_IDLE_TIMEOUT)
     })
 }
@@ -184,7 +184,7 @@ impl Hub {
         let mut new = camera.config();
         if let Some(source) = patch.source {
             // Sent back as shown (credentials masked): the stored credentials stay.
-            new.source = crate::source::restore_masked_credentials(&source, &new.source);
+            new.source = crate::common::restore_masked_credentials(&source, &new.source);
         }
         if let Some(on_demand) = patch.on_demand {
             new.on_demand = on_demand;

@@ -25,7 +25,8 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, VideoParametersCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::{mask_credentials, SourceError};
+use super::SourceError;
+use crate::common::{format_duration, mask_credentials};
 use crate::hub::Publisher;
 use crate::media::rtp_video::{nal_unit_type, parameter_set_types, VideoDepacketizer, VideoKind};
 use crate::media::{h264, sei, video_params, AudioCodec, Frame, TrackKind, VideoCodec};
@@ -68,28 +69,6 @@ impl RtspOptions {
             )),
         }
     }
-}
-
-/// Parses a duration such as `10s`, `500ms`, `2m` or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)")),
-    };
-    if !(0.05..=3600.0).contains(&secs) {
-        return Err(format!("{text:?} must be between 50ms and 1h"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Splits `rtsp://user:pass@host/path` into the URL without credentials and the credentials
@@ -156,7 +135,7 @@ pub fn reason_for(e: &retina::Error, timeout: Duration) -> String {
     if lower.contains("connection refused") {
         "connection refused".into()
     } else if lower.contains("timed out") || lower.contains("timeout") {
-        format!("timeout after {}", human(timeout))
+        format!("timeout after {}", format_duration(timeout))
     } else if lower.contains("connection reset") || lower.contains("broken pipe") {
         "connection reset by the camera".into()
     } else if lower.contains("no route to host") || lower.contains("network is unreachable") {
@@ -172,14 +151,6 @@ pub fn reason_for(e: &retina::Error, timeout: Duration) -> String {
         )
     } else {
         mask_credentials(text.lines().next().unwrap_or("unknown RTSP error"))
-    }
-}
-
-fn human(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
     }
 }
 
@@ -298,7 +269,7 @@ async fn bounded<T>(
         Ok(Err(e)) => Err(SourceError::retryable(reason_for(&e, timeout))),
         Err(_) => Err(SourceError::retryable(format!(
             "timeout after {}",
-            human(timeout)
+            format_duration(timeout)
         ))),
     }
 }
@@ -343,7 +314,7 @@ where
     match tokio::time::timeout(timeout, stream.next()).await {
         Err(_) => Err(SourceError::retryable(format!(
             "timeout after {}: no data from the camera",
-            human(timeout)
+            format_duration(timeout)
         ))),
         Ok(None) => Err(SourceError::retryable("the camera ended the stream")),
         Ok(Some(Err(e))) => Err(SourceError::retryable(reason_for(&e, timeout))),
@@ -693,17 +664,5 @@ mod tests {
         assert!(none.is_none());
         let err = split_credentials("rtsp://u:secret@/x").unwrap_err();
         assert!(!err.contains("secret"), "{err}");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("1ms").is_err());
-        assert_eq!(human(Duration::from_secs(10)), "10s");
-        assert_eq!(human(Duration::from_millis(1500)), "1500ms");
     }
 }

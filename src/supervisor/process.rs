@@ -320,7 +320,7 @@ async fn log_stderr(
     let mut window = Instant::now();
     let (mut logged, mut suppressed) = (0u32, 0u32);
     while let Ok(Some(line)) = lines.next_line().await {
-        let line = crate::source::mask_credentials(line.trim_end());
+        let line = crate::common::mask_credentials(line.trim_end());
         if line.is_empty() {
             continue;
         }

@@ -71,7 +71,7 @@ impl WorkerConfig {
     /// Problems with this worker as `(key, message)`; empty when it can run.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if let Err(e) = crate::config::check_camera_id(&self.name) {
+        if let Err(e) = crate::common::check_camera_id(&self.name) {
             out.push(("name", e.replace("camera id", "worker name")));
         }
         if let Err(e) = self.command.argv() {
@@ -93,7 +93,7 @@ impl WorkerConfig {
             ("start_timeout", &self.start_timeout),
         ] {
             if let Some(v) = value {
-                if let Err(e) = crate::source::rtsp::parse_duration(v) {
+                if let Err(e) = crate::common::parse_duration(v) {
                     out.push((key, e));
                 }
             }
@@ -104,7 +104,7 @@ impl WorkerConfig {
     fn duration(value: &Option<String>, default: Duration) -> Duration {
         value
             .as_deref()
-            .and_then(|v| crate::source::rtsp::parse_duration(v).ok())
+            .and_then(|v| crate::common::parse_duration(v).ok())
             .unwrap_or(default)
     }
 }

@@ -63,7 +63,7 @@ fn default_timeout() -> String {
 }
 
 fn duration(v: &str) -> Result<Duration, String> {
-    crate::source::rtsp::parse_duration(v)
+    crate::common::parse_duration(v)
 }
 
 impl AsrConfig {

@@ -1,0 +1,11 @@
+//! Small pieces every layer shares: durations as written in the config, credentials in URLs,
+//! ids. A leaf: it uses nothing else in the crate, so any module may use it without making a
+//! cycle between the top-level modules.
+
+mod credentials;
+mod duration;
+mod id;
+
+pub use credentials::{check_url_credentials, mask_credentials, restore_masked_credentials};
+pub use duration::{format_duration, parse_duration};
+pub use id::check_camera_id;
