@@ -20,7 +20,7 @@ use crate::source::SourceSpec;
 pub use fanout::{Subscription, ViewerEnd};
 pub use packet::{Packaged, Packet, RtpPayloads};
 pub use state::{State, StateName};
-pub use stream::{Publisher, Stream, StreamView};
+pub use stream::{Stream, StreamView};
 
 pub struct Camera {
     config: Mutex<CameraConfig>,

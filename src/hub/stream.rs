@@ -74,18 +74,17 @@ pub struct StreamView {
     pub stats: StatsView,
 }
 
-/// The handle a source publishes frames through.
-#[derive(Clone)]
-pub struct Publisher {
+/// What a source publishes into: the stream's state and fan-out.
+struct Input {
     shared: Arc<Shared>,
 }
 
-impl Publisher {
-    pub fn camera_id(&self) -> &str {
+impl source::Publish for Input {
+    fn camera_id(&self) -> &str {
         &self.shared.id
     }
 
-    pub fn publish(&self, mut frame: Frame) {
+    fn publish(&self, mut frame: Frame) {
         {
             let mut status = self.shared.status.lock().unwrap();
             // Live means pictures: audio that arrives before the first video frame doesn't count.
@@ -112,12 +111,11 @@ impl Publisher {
         self.shared.fanout.publish(frame);
     }
 
-    pub fn set_audio(&self, audio: Option<AudioCodec>) {
+    fn set_audio(&self, audio: Option<AudioCodec>) {
         self.shared.status.lock().unwrap().audio = audio;
     }
 
-    /// Called before each (re)start of the source: its timestamps will continue the stream's.
-    pub(crate) fn new_session(&self) {
+    fn new_session(&self) {
         let mut status = self.shared.status.lock().unwrap();
         status.video_timeline.new_session();
         status.audio_timeline.new_session();
@@ -258,9 +256,9 @@ impl Stream {
 
 /// Runs the source, and again after failures with back-off, until cancelled or a permanent error.
 async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationToken) {
-    let publisher = Publisher {
+    let publisher: source::Publisher = Arc::new(Input {
         shared: shared.clone(),
-    };
+    });
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

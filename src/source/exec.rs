@@ -12,8 +12,8 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+use super::Publisher;
 use super::SourceError;
-use crate::hub::Publisher;
 use crate::media::annexb::AnnexBReader;
 use crate::media::mpegts::{split_adts, split_opus, Pes, StreamKind, TsDemuxer, Unwrapper};
 use crate::media::rtp_video::{is_keyframe_nal, VideoKind};

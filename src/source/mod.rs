@@ -1,8 +1,11 @@
 //! Sources: where a camera's frames come from. One file per source kind.
 //!
 //! A source is an async function that runs until it is cancelled or fails. It hands every frame to
-//! a [`Publisher`](crate::hub::Publisher) and owns whatever it creates (threads, sockets, children):
-//! when it returns, all of that is gone.
+//! a [`Publisher`] and owns whatever it creates (threads, sockets, children): when it returns, all
+//! of that is gone.
+//!
+//! [`Publish`] is defined here and implemented by the hub's stream: the hub runs sources, so
+//! sources must not depend on the hub.
 
 pub mod exec;
 pub mod rtsp;
@@ -10,11 +13,12 @@ pub mod testsrc;
 
 use crate::common::{check_url_credentials, mask_credentials};
 use std::fmt;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Publisher;
 use crate::media::rtp_video::VideoKind;
+use crate::media::{AudioCodec, Frame};
 pub use testsrc::TestsrcParams;
 
 /// A parsed, validated source URL.
@@ -144,6 +148,21 @@ impl fmt::Display for SourceError {
         f.write_str(&self.reason)
     }
 }
+
+/// Where a source's frames go.
+pub trait Publish: Send + Sync {
+    /// The camera's id, for thread names and logs.
+    fn camera_id(&self) -> &str;
+    /// One frame, on the source's own timeline.
+    fn publish(&self, frame: Frame);
+    /// The audio track's description (none: no audio).
+    fn set_audio(&self, audio: Option<AudioCodec>);
+    /// Called before each (re)start of the source: its timestamps will continue the stream's.
+    fn new_session(&self);
+}
+
+/// A shared handle to where a source publishes (a thread of the source may hold one too).
+pub type Publisher = Arc<dyn Publish>;
 
 /// Runs `spec` until `cancel` fires (Ok) or the source fails (Err). Everything the source created
 /// is released before this returns.

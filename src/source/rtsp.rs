@@ -25,9 +25,9 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParameters, VideoParametersCodec};
 use tokio_util::sync::CancellationToken;
 
+use super::Publisher;
 use super::SourceError;
 use crate::common::{format_duration, mask_credentials};
-use crate::hub::Publisher;
 use crate::media::rtp_video::{nal_unit_type, parameter_set_types, VideoDepacketizer, VideoKind};
 use crate::media::{h264, sei, video_params, AudioCodec, Frame, TrackKind, VideoCodec};
 

@@ -20,8 +20,8 @@ use openh264::encoder::{
 use openh264::OpenH264API;
 use tokio_util::sync::CancellationToken;
 
+use super::Publisher;
 use super::SourceError;
-use crate::hub::Publisher;
 use crate::media::{h264, sei, Frame, TrackKind, VideoCodec};
 use crate::resources::spawn_thread;
 use picture::Picture;
