@@ -1,8 +1,11 @@
 //! livelens: live cameras in, browsers out, models watching — one binary.
 //!
 //! Data flows left to right, and each module depends only on those to its left:
-//! `media` → `source` → `hub` → `output` → `api`, with `config` and `resources` used throughout.
-//! See `docs/ARCHITECTURE.md` for the principles every module follows.
+//! `media` → `source` → `hub` → `output` → `api`. Beside that flow: `common`, `resources`,
+//! `demand` and `backoff` are leaves any module may use; `supervisor` (child processes) sits
+//! under `source`; `config` (typed settings) under `hub`; `analysis` over `hub`; `serve` on top.
+//! `tests/layering.rs` keeps the top-level modules free of cycles. See `docs/ARCHITECTURE.md`
+//! for the principles every module follows.
 
 pub mod analysis;
 pub mod api;

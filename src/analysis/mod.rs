@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,95 +33,15 @@ use crate::supervisor::Workers;
 use asr::{AsrConfig, Pipeline};
 use events::EventStore;
 use frames::{Grabber, Picture};
-use motion::{MotionChange, MotionConfig, MotionDetector};
+use motion::{MotionChange, MotionDetector};
 use vlm::VlmConfig;
 
 /// Width of event thumbnails when no VLM asks for a larger picture.
 const THUMBNAIL_WIDTH: u32 = 320;
 
-/// `[camera.analysis]`: each analyser is optional.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnalysisConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub motion: Option<MotionConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vlm: Option<VlmConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub asr: Option<AsrConfig>,
-}
-
-impl AnalysisConfig {
-    pub fn from_table(table: &toml::Table) -> Result<AnalysisConfig, String> {
-        AnalysisConfig::deserialize(toml::Value::Table(table.clone())).map_err(|e| e.to_string())
-    }
-
-    /// Problems as `(key under analysis, message)`.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if let Some(m) = &self.motion {
-            out.extend(
-                m.problems()
-                    .into_iter()
-                    .map(|(k, v)| (format!("motion.{k}"), v)),
-            );
-        }
-        if let Some(v) = &self.vlm {
-            out.extend(
-                v.problems()
-                    .into_iter()
-                    .map(|(k, m)| (format!("vlm.{k}"), m)),
-            );
-            if v.on_motion_only && self.motion().is_none() {
-                out.push((
-                    "vlm.on_motion_only".into(),
-                    "needs motion analysis ([camera.analysis.motion]) to know when there is motion"
-                        .into(),
-                ));
-            }
-        }
-        if let Some(a) = &self.asr {
-            out.extend(
-                a.problems()
-                    .into_iter()
-                    .map(|(k, m)| (format!("asr.{k}"), m)),
-            );
-        }
-        out
-    }
-
-    fn asr(&self) -> Option<&AsrConfig> {
-        self.asr.as_ref().filter(|a| a.enabled)
-    }
-
-    fn motion(&self) -> Option<&MotionConfig> {
-        self.motion.as_ref().filter(|m| m.enabled)
-    }
-
-    fn vlm(&self) -> Option<&VlmConfig> {
-        self.vlm.as_ref().filter(|v| v.enabled)
-    }
-
-    pub fn is_active(&self) -> bool {
-        self.motion().is_some() || self.vlm().is_some() || self.asr().is_some()
-    }
-
-    /// The settings as the API shows them (API key masked).
-    pub fn masked(&self) -> AnalysisConfig {
-        AnalysisConfig {
-            vlm: self.vlm.as_ref().map(VlmConfig::masked),
-            asr: self.asr.as_ref().map(AsrConfig::masked),
-            ..self.clone()
-        }
-    }
-}
+pub use crate::config::analysis::AnalysisConfig;
 
 /// What the API shows of a camera's analysis.
-/// Serde default of every analyser's `enabled`: configuring one turns it on.
-pub(crate) fn enabled_by_default() -> bool {
-    true
-}
-
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AnalysisStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -603,14 +523,6 @@ async fn ask_vlm(
         encode,
         request: started.elapsed(),
         jpeg: Some(jpeg),
-    }
-}
-
-/// Checks the `analysis` table of a camera: problems as `(key, message)`.
-pub fn check(table: &toml::Table) -> Vec<(String, String)> {
-    match AnalysisConfig::from_table(table) {
-        Ok(c) => c.problems(),
-        Err(e) => vec![(String::new(), e)],
     }
 }
 

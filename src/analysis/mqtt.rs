@@ -31,15 +31,8 @@ pub struct Mqtt {
 
 /// Parses `mqtt://host:port` (port 1883 by default) into client options.
 pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, String> {
-    let u = url::Url::parse(url).map_err(|e| format!("[mqtt] url is not a URL: {e}"))?;
-    if u.scheme() != "mqtt" && u.scheme() != "tcp" {
-        return Err(format!(
-            "[mqtt] url must be mqtt://host:port, not {}://",
-            u.scheme()
-        ));
-    }
-    let host = u.host_str().ok_or("[mqtt] url has no host")?;
-    let mut o = MqttOptions::new(client_id, host, u.port().unwrap_or(1883));
+    let endpoint = crate::config::mqtt_endpoint(url)?;
+    let mut o = MqttOptions::new(client_id, endpoint.host, endpoint.port);
     o.set_keep_alive(Duration::from_secs(5));
     o.set_last_will(LastWill::new(
         format!("{PREFIX}/available"),
@@ -47,8 +40,8 @@ pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, String> {
         QoS::AtLeastOnce,
         true,
     ));
-    if !u.username().is_empty() {
-        o.set_credentials(u.username(), u.password().unwrap_or(""));
+    if let Some((user, password)) = endpoint.credentials {
+        o.set_credentials(user, password);
     }
     Ok(o)
 }

@@ -1,6 +1,8 @@
 //! The TOML configuration: loading, validation that lists every problem with its place, and
 //! writing cameras back (comment-preserving, atomic) when they change through the API.
 
+pub mod analysis;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -122,6 +124,38 @@ fn problem(place: impl Into<String>, message: impl Into<String>) -> Problem {
     }
 }
 
+/// `[mqtt] url`: the broker's address and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+    /// User name and password, when the URL has them.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Parses `mqtt://host:port` (port 1883 by default; `tcp://` too).
+pub fn mqtt_endpoint(url: &str) -> Result<MqttEndpoint, String> {
+    let u = url::Url::parse(url).map_err(|e| format!("[mqtt] url is not a URL: {e}"))?;
+    if u.scheme() != "mqtt" && u.scheme() != "tcp" {
+        return Err(format!(
+            "[mqtt] url must be mqtt://host:port, not {}://",
+            u.scheme()
+        ));
+    }
+    let host = u.host_str().ok_or("[mqtt] url has no host")?.to_string();
+    let credentials = (!u.username().is_empty()).then(|| {
+        (
+            u.username().to_string(),
+            u.password().unwrap_or("").to_string(),
+        )
+    });
+    Ok(MqttEndpoint {
+        host,
+        port: u.port().unwrap_or(1883),
+        credentials,
+    })
+}
+
 /// Builds the source of a camera from its URL and options, or lists what is wrong, each problem
 /// placed at its key. `allow_exec` comes from `[sources]`.
 pub fn source_spec(camera: &CameraConfig, allow_exec: bool) -> Result<SourceSpec, Vec<Problem>> {
@@ -211,7 +245,7 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
         }
     }
     if let Some(analysis) = &camera.analysis {
-        for (key, message) in crate::analysis::check(analysis) {
+        for (key, message) in self::analysis::check(analysis) {
             let place = if key.is_empty() {
                 "analysis".to_string()
             } else {
@@ -337,7 +371,7 @@ impl Config {
                 } else if let Err(e) = value
                     .as_str()
                     .ok_or_else(|| "must be a string".to_string())
-                    .and_then(|u| crate::analysis::mqtt::options(u, "check").map(|_| ()))
+                    .and_then(|u| mqtt_endpoint(u).map(|_| ()))
                 {
                     problems.push(problem("mqtt.url", e));
                 }
