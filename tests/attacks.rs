@@ -428,15 +428,23 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
 fn sdp_errors_are_words_without_internal_addresses() {
     let server = Server::start(&[]);
     server.wait_live("demo", Duration::from_secs(5));
+    // Found by fuzzing: two sessions in one body, the first with a broken m-line. The codec
+    // scan sees H.264 in the second, str0m answers with no media: once a 503.
+    let two_sessions = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/whep_sdp/two-sessions-answer-without-media"
+    ))
+    .unwrap();
     for body in [
         "v=0\r\nthis is not sdp\r\n",
         "v=0\r\no=- 1 1 IN IP4 0\r\ns=-\r\nm=video x",
+        &two_sessions,
     ] {
         let r = server
             .http
             .post(server.url("/api/cameras/demo/whep"))
             .header("content-type", "application/sdp")
-            .body(body)
+            .body(body.to_string())
             .send()
             .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);

@@ -232,8 +232,12 @@ impl WebRtc {
             .accept_offer(offer)
             .map_err(|e| OfferError::Malformed(format!("the offer cannot be answered: {e}")))?
             .to_sdp_string();
+        // No ufrag means str0m found no media line it could answer, although the line scan of
+        // `offered_video` saw one (e.g. two SDP sessions in one body): the client's mistake.
         let ufrag = route::sdp_ufrag(&answer)
-            .ok_or_else(|| OfferError::Unavailable("the answer has no ICE ufrag".into()))?
+            .ok_or_else(|| {
+                OfferError::Malformed("not a valid SDP offer (no media line to answer)".into())
+            })?
             .to_string();
         let session: SessionId = random_session_id().into();
         let index = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
