@@ -516,3 +516,88 @@ fn hostile_websocket_clients_get_close_codes_and_pings_get_pongs() {
         assert!(t.contains("\"mse\""), "{t}");
     });
 }
+
+/// Changing a camera's source restarts the source, not its viewers: an MSE viewer gets the new
+/// codec description and init segment on the same WebSocket, and a WebRTC viewer keeps
+/// receiving frames on the same peer connection.
+#[test]
+fn a_changed_source_keeps_its_viewers_attached() {
+    use common::whep::LiveViewer;
+    let server = Server::start(&[]);
+    let r = server.post_json(
+        "/api/cameras",
+        &json!({"id": "switch", "source": "testsrc://?size=320x240&fps=25&gop=25"}),
+    );
+    assert!(r.status().is_success());
+    server.wait_live("switch", Duration::from_secs(10));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let frames_at_least = |viewer: &LiveViewer, n: usize, what: &'static str| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let frames = viewer.frames.clone();
+            async move {
+                while frames.load(std::sync::atomic::Ordering::Relaxed) < n {
+                    assert!(Instant::now() < deadline, "{what}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let mut ws = connect(&server, "/api/cameras/switch/mse").await;
+        let Message::Text(t) = next(&mut ws).await else {
+            panic!("mse message first")
+        };
+        assert!(t.contains("\"mse\""), "{t}");
+        let viewer = LiveViewer::start(&server.url("/api/cameras/switch/whep"))
+            .await
+            .expect("WHEP offer answered");
+        frames_at_least(&viewer, 10, "no WebRTC frames before the change").await;
+        let before = server.resources_async().await;
+        assert_eq!(before["websockets"], 1);
+        assert_eq!(before["peer_connections"], 1);
+
+        let r = reqwest::Client::new()
+            .patch(server.url("/api/cameras/switch"))
+            .json(&json!({"source": "testsrc://?size=640x360&fps=25&gop=25"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+        let after = viewer.frames();
+
+        // MSE: a new description and init segment arrive on the same socket, then fragments.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no new mse message after the change"
+            );
+            match next(&mut ws).await {
+                Message::Text(t) if t.contains("\"mse\"") => break,
+                Message::Close(c) => panic!("the viewer was closed: {c:?}"),
+                _ => {}
+            }
+        }
+        let Message::Binary(init) = next(&mut ws).await else {
+            panic!("init segment")
+        };
+        assert_eq!(box_type(&init), "ftyp");
+        let Message::Binary(moof) = next(&mut ws).await else {
+            panic!("fragment")
+        };
+        assert_eq!(box_type(&moof), "moof");
+        // WebRTC: the same peer keeps receiving, pictures of the new source.
+        frames_at_least(
+            &viewer,
+            after + 25,
+            "WebRTC frames stopped after the change",
+        )
+        .await;
+
+        let r = server.resources_async().await;
+        assert_eq!(r["websockets"], 1, "same WebSocket");
+        assert_eq!(r["peer_connections"], 1, "same peer connection");
+        viewer.vanish().await;
+        let _ = ws.close(None).await;
+    });
+    assert_eq!(server.get_json("/api/cameras/switch")["state"], "live");
+}

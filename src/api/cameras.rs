@@ -169,13 +169,9 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<CameraPatch>,
 ) -> Result<Json<CameraJson>, ApiError> {
-    let analysis_changed = patch.analysis.is_some();
-    let source_changed = patch.source.is_some();
+    // A changed source restarts the source only: MSE and WebRTC viewers stay attached and
+    // resume at the new source's first keyframe; a change that changes nothing does nothing.
     let camera = state.hub.update(&id, patch).await?;
-    if source_changed || !analysis_changed {
-        // A changed camera restarts: its WebRTC peers end with its old stream.
-        end_peers(&state, &id).await;
-    }
     // New analysis settings apply at once, without restarting the camera.
     state.analysis.apply(&camera).await;
     Ok(Json(camera_json(&state, &camera)))

@@ -105,10 +105,13 @@ impl FanOut {
         inner.gop = Gop::default();
     }
 
-    /// Drops the GOP cache, e.g. when the source is lost: its frames belong to a bitstream that
-    /// no longer continues, so late joiners must wait for the new source's first keyframe.
+    /// The bitstream does not continue (the source was lost or replaced): the GOP cache goes, so
+    /// late joiners wait for the new source's first keyframe, and later packets are of a new
+    /// epoch, so attached viewers skip to that keyframe too (and stay attached).
     pub fn reset_gop(&self) {
-        self.inner.lock().unwrap().gop = Gop::default();
+        let mut inner = self.inner.lock().unwrap();
+        inner.gop = Gop::default();
+        inner.sequencer.discontinuity();
     }
 
     /// Hands a frame to every viewer and the GOP cache, as one shared [`Packet`]. Dropped when
@@ -154,6 +157,7 @@ impl FanOut {
             pending: inner.gop.frames.iter().cloned().collect(),
             receiver,
             awaiting_keyframe: inner.gop.frames.is_empty(),
+            epoch: None,
             policy: LagPolicy::default(),
             dropped_frames: 0,
             _counted: Counted::new(Resource::Viewer(kind)),
@@ -181,6 +185,8 @@ pub struct Subscription {
     pending: VecDeque<Arc<Packet>>,
     receiver: broadcast::Receiver<Arc<Packet>>,
     awaiting_keyframe: bool,
+    /// The epoch of the last packet handed out.
+    epoch: Option<u32>,
     policy: LagPolicy,
     dropped_frames: u64,
     _counted: Counted,
@@ -214,12 +220,17 @@ impl Subscription {
                     }
                 },
             };
+            // A new bitstream (the source restarted): nothing of it decodes before its keyframe.
+            if self.epoch.is_some_and(|e| e != frame.epoch) {
+                self.awaiting_keyframe = true;
+            }
             if self.awaiting_keyframe {
                 if !(frame.is_video() && frame.keyframe) {
                     continue;
                 }
                 self.awaiting_keyframe = false;
             }
+            self.epoch = Some(frame.epoch);
             return Ok(frame);
         }
     }
@@ -415,6 +426,34 @@ mod tests {
         assert_eq!(sub.next().await.unwrap_err(), ViewerEnd::StreamStopped);
         drop(sub);
         assert_eq!(crate::resources::count(Resource::Viewer(kind)), before);
+    }
+
+    #[tokio::test]
+    async fn viewers_stay_attached_across_a_new_bitstream_and_resume_at_its_keyframe() {
+        let f = FanOut::new();
+        f.open();
+        let mut sub = f.subscribe(ViewerKind::Mse).unwrap();
+        f.publish(frame(1, true, 1));
+        f.publish(frame(2, false, 1));
+        assert_eq!(sub.next().await.unwrap().pts, 1);
+        // The source is replaced: the old bitstream's tail and the new one's frames before its
+        // first keyframe are skipped; the viewer is not ended.
+        f.reset_gop();
+        f.publish(frame(10, false, 1));
+        f.publish(frame(11, true, 1));
+        f.publish(frame(12, false, 1));
+        assert_eq!(
+            sub.next().await.unwrap().pts,
+            2,
+            "the old frame already in the ring"
+        );
+        assert_eq!(
+            sub.next().await.unwrap().pts,
+            11,
+            "resumes at the new keyframe"
+        );
+        assert_eq!(sub.next().await.unwrap().pts, 12);
+        assert!(f.gop().iter().all(|p| p.pts >= 11), "the old GOP is gone");
     }
 
     #[test]

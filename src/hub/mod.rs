@@ -227,9 +227,9 @@ impl Hub {
             analysis: None,
             ..new.clone()
         };
+        // Viewers stay attached through the restart and resume at the new source's keyframe.
         if restart && camera.stream.state().is_running() {
-            camera.stream.stop().await;
-            camera.stream.start(spec, on_demand(&new)).await;
+            camera.stream.restart(spec, on_demand(&new)).await;
         }
         self.persist().await?;
         Ok(camera.clone())

@@ -25,6 +25,9 @@ pub struct Packet {
     /// Distance to the previous frame of the same track, in the track's clock; 0 when unknown
     /// (the first frame). The best sample duration available without waiting for the next frame.
     pub duration: u32,
+    /// Which bitstream the frame belongs to: it changes when the source is restarted or lost,
+    /// so a viewer knows to wait for a keyframe of the new one.
+    pub epoch: u32,
     fmp4: OnceLock<Result<Packaged, String>>,
     rtp: OnceLock<RtpPayloads>,
 }
@@ -41,10 +44,15 @@ impl Deref for Packet {
 
 impl Packet {
     pub fn new(frame: Frame, sequence: u32, duration: u32) -> Arc<Packet> {
+        Packet::in_epoch(frame, sequence, duration, 0)
+    }
+
+    pub fn in_epoch(frame: Frame, sequence: u32, duration: u32, epoch: u32) -> Arc<Packet> {
         Arc::new(Packet {
             frame,
             sequence,
             duration,
+            epoch,
             fmp4: OnceLock::new(),
             rtp: OnceLock::new(),
         })
@@ -100,6 +108,7 @@ impl Packaged {
 #[derive(Debug, Default)]
 pub struct Sequencer {
     sequence: u32,
+    epoch: u32,
     video: TrackClock,
     audio: TrackClock,
 }
@@ -124,7 +133,12 @@ impl Sequencer {
         };
         clock.last_dts = Some(frame.dts);
         clock.last_duration = duration;
-        Packet::new(frame, self.sequence, duration)
+        Packet::in_epoch(frame, self.sequence, duration, self.epoch)
+    }
+
+    /// The bitstream does not continue: later packets are of a new epoch.
+    pub fn discontinuity(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
     }
 }
 

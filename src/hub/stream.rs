@@ -154,6 +154,26 @@ impl Stream {
             let _ = running.task.await;
         }
         self.shared.fanout.open();
+        self.spawn(&mut control, spec, on_demand);
+    }
+
+    /// Replaces the running source with `spec` (a changed source setting). Unlike stop + start,
+    /// viewers stay attached: they skip to the new source's first keyframe (with a new codec
+    /// description if it changed), as after a reconnect. Starts the source if it was not
+    /// running.
+    pub async fn restart(&self, spec: SourceSpec, on_demand: Option<Duration>) {
+        let mut control = self.control.lock().await;
+        if let Some(running) = control.take() {
+            running.cancel.cancel();
+            let _ = running.task.await;
+        }
+        self.shared.fanout.reset_gop();
+        self.shared.status.lock().unwrap().apply(&Event::Stop);
+        self.shared.fanout.open();
+        self.spawn(&mut control, spec, on_demand);
+    }
+
+    fn spawn(&self, control: &mut Option<Running>, spec: SourceSpec, on_demand: Option<Duration>) {
         let cancel = CancellationToken::new();
         let task = match on_demand {
             None => {
