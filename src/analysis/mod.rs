@@ -137,6 +137,8 @@ pub struct VlmStatus {
 struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// The settings it runs with: applying the same ones again changes nothing.
+    config: AnalysisConfig,
 }
 
 impl Running {
@@ -179,6 +181,14 @@ impl Analysis {
             .and_then(|t| AnalysisConfig::from_table(t).ok())
             .unwrap_or_default();
         let mut running = self.running.lock().await;
+        // Unchanged settings (e.g. only the source changed): the analysers keep running, and
+        // keep their state, across the source's restart.
+        if running
+            .get(camera.id())
+            .is_some_and(|r| r.config == config && !r.task.is_finished())
+        {
+            return;
+        }
         if let Some(old) = running.remove(camera.id()) {
             old.stop().await;
         }
@@ -194,7 +204,7 @@ impl Analysis {
         let cancel = CancellationToken::new();
         let ctx = Context {
             camera: camera.clone(),
-            config,
+            config: config.clone(),
             events: self.events.clone(),
             workers: self.workers.clone(),
             http: self.http.clone(),
@@ -205,7 +215,14 @@ impl Analysis {
             .lock()
             .unwrap()
             .insert(camera.id().to_string(), status);
-        running.insert(camera.id().to_string(), Running { cancel, task });
+        running.insert(
+            camera.id().to_string(),
+            Running {
+                cancel,
+                task,
+                config,
+            },
+        );
     }
 
     /// Stops the analysis of camera `id` (removed camera) and waits for it.
@@ -381,15 +398,16 @@ async fn run(ctx: Context, cancel: CancellationToken) {
         if let Some(g) = grabber {
             g.stop().await;
         }
-        if stopped {
-            return;
-        }
         if let Some(d) = detector.as_mut() {
-            // The stream stopped: a motion in progress has ended.
+            // The stream stopped, or the analysis was changed or removed: a motion in progress
+            // has ended.
             if d.active() {
                 *d = MotionDetector::new(ctx.config.motion().cloned().unwrap_or_default());
                 add_event(&ctx, "motion", json!({"state": "end"}), None);
             }
+        }
+        if stopped {
+            return;
         }
     }
 }
