@@ -67,6 +67,9 @@ impl Server {
             base,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // Shorter than the shortest idle limit a test gives the server (2 s): a pooled
+                // connection the server is closing at that moment fails the request instead.
+                .pool_idle_timeout(Duration::from_secs(1))
                 .build()
                 .unwrap(),
         }
