@@ -187,7 +187,8 @@ impl Decoder {
             ));
         }
         let partial = self.partial.as_ref().map_or(0, |(_, d)| d.len()) as u64;
-        if len + partial > self.max_message as u64 {
+        // Saturating: a 64-bit length near 2^64 must not wrap past the limit.
+        if len.saturating_add(partial) > self.max_message as u64 {
             return Err(violation(CLOSE_TOO_BIG, "message too big"));
         }
         let len = len as usize;
@@ -345,6 +346,11 @@ mod tests {
     fn a_huge_announced_length_is_refused_before_its_bytes_arrive() {
         let mut d = Decoder::new(64 << 10);
         d.push(&[0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(d.next().map_err(|v| v.code), Err(CLOSE_TOO_BIG));
+        // Found by fuzzing: after a first fragment, a length near 2^64 wrapped the sum.
+        let mut d = Decoder::new(64);
+        d.push(&client(0x02, b"x", MASK));
+        d.push(&[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(d.next().map_err(|v| v.code), Err(CLOSE_TOO_BIG));
     }
 }
