@@ -137,8 +137,6 @@ pub struct VlmStatus {
 struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
-    /// The settings it runs with: applying the same ones again changes nothing.
-    config: AnalysisConfig,
 }
 
 impl Running {
@@ -181,14 +179,6 @@ impl Analysis {
             .and_then(|t| AnalysisConfig::from_table(t).ok())
             .unwrap_or_default();
         let mut running = self.running.lock().await;
-        // Unchanged settings (e.g. only the source changed): the analysers keep running, and
-        // keep their state, across the source's restart.
-        if running
-            .get(camera.id())
-            .is_some_and(|r| r.config == config && !r.task.is_finished())
-        {
-            return;
-        }
         if let Some(old) = running.remove(camera.id()) {
             old.stop().await;
         }
@@ -204,7 +194,7 @@ impl Analysis {
         let cancel = CancellationToken::new();
         let ctx = Context {
             camera: camera.clone(),
-            config: config.clone(),
+            config,
             events: self.events.clone(),
             workers: self.workers.clone(),
             http: self.http.clone(),
@@ -215,14 +205,7 @@ impl Analysis {
             .lock()
             .unwrap()
             .insert(camera.id().to_string(), status);
-        running.insert(
-            camera.id().to_string(),
-            Running {
-                cancel,
-                task,
-                config,
-            },
-        );
+        running.insert(camera.id().to_string(), Running { cancel, task });
     }
 
     /// Stops the analysis of camera `id` (removed camera) and waits for it.
