@@ -1,5 +1,5 @@
 //! `[camera.analysis]`: the settings of each analyser (motion, VLM, speech-to-text), parsed and
-//! checked here; what the analysers do with them is in `crate::analysis`.
+//! checked here; what the analysers do with them is in the top-level `analysis` module.
 
 mod asr;
 mod motion;
