@@ -89,6 +89,17 @@ pub(crate) struct ClientMessage {
     pub(crate) value: serde_json::Value,
 }
 
+impl ClientMessage {
+    /// The SDP of an offer: "webrtc/offer" carries it as the value; the older "webrtc" form as
+    /// an {type, sdp} object.
+    pub(crate) fn sdp(&self) -> &str {
+        self.value
+            .as_str()
+            .or_else(|| self.value.get("sdp").and_then(|v| v.as_str()))
+            .unwrap_or("")
+    }
+}
+
 async fn send_error(writer: &Writer, text: &str) {
     let msg = json!({"type": "error", "value": text}).to_string();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.text(&msg)).await;
@@ -137,12 +148,7 @@ async fn hello(
         match m.kind.as_str() {
             "mse" => return Some(ClientCodecs::parse(m.value.as_str().unwrap_or(""))),
             "webrtc/offer" | "webrtc" => {
-                // "webrtc/offer" carries the SDP; the older "webrtc" form an {type, sdp} object.
-                let sdp = m
-                    .value
-                    .as_str()
-                    .or_else(|| m.value.get("sdp").and_then(|v| v.as_str()))
-                    .unwrap_or("");
+                let sdp = m.sdp();
                 let reply = match &state.webrtc {
                     None => Err("webrtc: WebRTC is not running".to_string()),
                     Some(w) => w

@@ -136,11 +136,7 @@ pub fn check(data: &[u8]) {
     match m.kind.as_str() {
         "mse" => check_codec_list(m.value.as_str().unwrap_or("")),
         "webrtc/offer" | "webrtc" => {
-            let sdp = m
-                .value
-                .as_str()
-                .or_else(|| m.value.get("sdp").and_then(|v| v.as_str()))
-                .unwrap_or("");
+            let sdp = m.sdp();
             let _ = str0m::change::SdpOffer::from_sdp_string(sdp);
             let _ = crate::output::webrtc::codec::offered_video(sdp);
         }
