@@ -1,15 +1,18 @@
 //! livelens: live cameras in, browsers out, models watching — one binary.
 //!
 //! Data flows left to right, and each module depends only on those to its left:
-//! `media` → `source` → `hub` → `output` → `api`. Beside that flow: `common`, `resources`,
-//! `demand` and `backoff` are leaves any module may use; `supervisor` (child processes) sits
-//! under `source`; `config` (typed settings) under `hub`; `analysis` over `hub`; `serve` on top.
+//! `media` → `source` → `hub` → `output` → `cameras` → `api`. Beside that flow: `common`,
+//! `resources`, `demand` and `backoff` are leaves any module may use; `supervisor` (child
+//! processes) sits under `source`; `config` (typed settings) under `hub`; `analysis` over `hub`;
+//! `cameras` (each camera one owned unit, and the one path that changes it, reload included)
+//! over `output` and `analysis`; `serve` on top.
 //! `tests/layering.rs` keeps the top-level modules free of cycles. See `docs/ARCHITECTURE.md`
 //! for the principles every module follows.
 
 pub mod analysis;
 pub mod api;
 pub mod backoff;
+pub mod cameras;
 pub mod common;
 pub mod config;
 pub mod demand;

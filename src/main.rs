@@ -33,6 +33,9 @@ enum Command {
         /// Allow listening off-loopback without an API token.
         #[arg(long)]
         insecure: bool,
+        /// Do not watch the config file for changes (SIGHUP still reloads it).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Connect to an RTSP camera and print its tracks, codecs and timings (like a small ffprobe).
     Probe {
@@ -74,11 +77,13 @@ fn main() -> ExitCode {
         config: None,
         listen: None,
         insecure: false,
+        no_watch: false,
     }) {
         Command::Serve {
             config,
             listen,
             insecure,
+            no_watch,
         } => {
             // The running image, even if the file was replaced since (an upgrade, a rebuild).
             livelens::supervisor::reaper::enable("/proc/self/exe".into());
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
                 config_path: config,
                 listen,
                 insecure,
+                watch: !no_watch,
             }));
             // Blocking-pool threads (snapshot decodes) get a bounded time to finish.
             runtime.shutdown_timeout(std::time::Duration::from_millis(200));

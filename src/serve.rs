@@ -18,15 +18,16 @@ use crate::analysis::events::EventStore;
 use crate::analysis::mqtt::Mqtt;
 use crate::analysis::Analysis;
 use crate::api::{self, AppState};
+use crate::cameras::Cameras;
 use crate::config::{Config, DEFAULT_LISTEN};
-use crate::hub::Hub;
-use crate::output::snapshot::Snapshots;
 use crate::supervisor::Workers;
 
 pub struct ServeOptions {
     pub config_path: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub insecure: bool,
+    /// Watch the config file and reload it when it changes (SIGHUP reloads it either way).
+    pub watch: bool,
 }
 
 /// How long streams get to stop after the HTTP server has closed.
@@ -36,8 +37,15 @@ const STOP_STREAMS_BUDGET: Duration = Duration::from_millis(1500);
 const HTTP_DRAIN_BUDGET: Duration = Duration::from_millis(300);
 
 pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
-    let config = match &options.config_path {
-        Some(path) => Config::load(path).map_err(|problems| {
+    let loaded = match &options.config_path {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let config = match (&options.config_path, &loaded) {
+        (Some(path), Some(text)) => Config::parse(text).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
             anyhow::anyhow!(
                 "{} has {} problem(s):\n{}",
@@ -46,7 +54,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
                 list.join("\n")
             )
         })?,
-        None => Config::default(),
+        _ => Config::default(),
     };
     let listen: SocketAddr = match (options.listen, &config.server.listen) {
         (Some(addr), _) => addr,
@@ -62,23 +70,6 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             "refusing to listen on {listen} without an API token: anyone on the network could \
              change cameras. Set [server] token or LIVELENS_TOKEN, or pass --insecure."
         );
-    }
-
-    let hub = Arc::new(Hub::new(
-        config.sources.allow_exec,
-        options.config_path.clone(),
-    ));
-    // Without a config file, serve the demo camera so a new user sees video at once.
-    let cameras = if options.config_path.is_some() {
-        config.camera.clone()
-    } else {
-        config.cameras_or_demo()
-    };
-    for camera in cameras {
-        let id = camera.id.clone();
-        hub.add(camera, false)
-            .await
-            .map_err(|e| anyhow::anyhow!("camera {id:?}: {e}"))?;
     }
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -112,8 +103,24 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         EventStore::open(storage.as_deref()).map_err(|e| anyhow::anyhow!("[storage] {e}"))?,
     );
     let analysis = Arc::new(Analysis::new(events.clone(), workers.clone()));
-    for camera in hub.list() {
-        analysis.apply(&camera).await;
+    let cameras = Arc::new(Cameras::new(
+        analysis.clone(),
+        webrtc.clone(),
+        config.sources.allow_exec,
+        options.config_path.clone(),
+    ));
+    // Without a config file, serve the demo camera so a new user sees video at once.
+    let configured = if options.config_path.is_some() {
+        config.camera.clone()
+    } else {
+        config.cameras_or_demo()
+    };
+    cameras
+        .load(configured)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(text) = loaded {
+        cameras.loaded_from(text).await;
     }
     let mut mqtt = match config.mqtt_url() {
         Some(url) => Some(Mqtt::start(&url, events.clone()).map_err(|e| anyhow::anyhow!(e))?),
@@ -127,8 +134,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     ));
     let shutdown = shutdown_token;
     let state = Arc::new(AppState {
-        hub: hub.clone(),
-        snapshots: Snapshots::default(),
+        cameras: cameras.clone(),
         token,
         access: api::Access::new(&config.server.allowed_hosts, &config.server.allowed_origins),
         metrics,
@@ -157,9 +163,16 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("livelens listening on http://{local}/");
-    tracing::info!(%local, cameras = hub.list().len(), "serving");
+    tracing::info!(%local, cameras = cameras.list().len(), "serving");
 
     let signals = crate::resources::spawn_task(watch_signals(shutdown.clone()));
+    let reload = crate::cameras::reload::spawn(
+        cameras.clone(),
+        config.clone(),
+        options.watch,
+        shutdown.clone(),
+    )
+    .context("cannot install the SIGHUP handler")?;
     api::serve(
         listener,
         api::router(state),
@@ -174,9 +187,10 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         if let Some(w) = &webrtc {
             w.stop().await;
         }
-        // Analysis first: it holds viewers of the cameras and leases on the workers.
-        analysis.stop_all().await;
-        tokio::join!(hub.stop_all(), workers.stop());
+        let _ = reload.await;
+        // Analysers first: they hold viewers of the streams and leases on the workers.
+        cameras.stop_analysers().await;
+        tokio::join!(cameras.stop_streams(), workers.stop());
         if let Some(m) = &mut mqtt {
             m.stop().await;
         }

@@ -34,8 +34,8 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
     let path = temp_dir(name).join("out.mp4");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let bytes = runtime.block_on(async {
-        let (hub, camera) = common::hub_with_camera(&format!("source = \"{source}\"")).await;
-        let mut viewer = camera.stream.subscribe(ViewerKind::Mse).unwrap();
+        let camera = common::hub_with_camera(&format!("source = \"{source}\"")).await;
+        let mut viewer = camera.subscribe(ViewerKind::Mse).unwrap();
         let mut out = Vec::new();
         // The same session code the WebSocket endpoint runs: init segment, then the camera's
         // shared fragments.
@@ -47,7 +47,7 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
                 .await
                 .unwrap()
                 .unwrap();
-            let audio = camera.stream.audio();
+            let audio = camera.audio();
             for message in session.on_frame(&frame, audio.as_ref()).unwrap() {
                 if let Outgoing::Binary(b) = message {
                     out.extend_from_slice(&b);
@@ -57,7 +57,7 @@ fn record(name: &str, source: &str, frames: usize) -> std::path::PathBuf {
                 video += 1;
             }
         }
-        hub.stop_all().await;
+        camera.stop().await;
         out
     });
     std::fs::write(&path, bytes).unwrap();

@@ -120,21 +120,15 @@ fn h264_opus_is_read_from_raw_packets_with_both_tracks() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (hub, camera) = common::hub_with_camera(&format!("source = \"{}\"", cam.url())).await;
-        let mut viewer = camera
-            .stream
-            .subscribe(ViewerKind::Analysis)
-            .expect("running");
+        let camera = common::hub_with_camera(&format!("source = \"{}\"", cam.url())).await;
+        let mut viewer = camera.subscribe(ViewerKind::Analysis).expect("running");
         let (mut video, mut audio) = (0, 0);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         while video < 25 || audio < 25 {
             let frame = tokio::time::timeout_at(deadline, viewer.next())
                 .await
                 .unwrap_or_else(|_| {
-                    panic!(
-                        "{video} video, {audio} audio frames; {:?}",
-                        camera.stream.state()
-                    )
+                    panic!("{video} video, {audio} audio frames; {:?}", camera.state())
                 })
                 .unwrap();
             if frame.is_video() {
@@ -150,15 +144,15 @@ fn h264_opus_is_read_from_raw_packets_with_both_tracks() {
                 audio += 1;
             }
         }
-        let view = camera.stream.view();
+        let view = camera.view();
         let codec = view.video.unwrap();
         assert_eq!((codec.codec, codec.width, codec.height), ("h264", 320, 240));
         assert_eq!(view.audio.unwrap().codec, "opus");
         // The video our own depacketizer rebuilt decodes.
-        let jpeg = livelens::output::snapshot::encode_jpeg_from_gop(&camera.stream.gop()).unwrap();
+        let jpeg = livelens::output::snapshot::encode_jpeg_from_gop(&camera.gop()).unwrap();
         let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
         assert_eq!((img.width(), img.height()), (320, 240));
-        hub.stop_all().await;
+        camera.stop().await;
     });
 }
 
@@ -284,13 +278,13 @@ fn a_camera_that_dies_and_returns_20_times_resumes_for_an_attached_viewer() {
     let mut cam = RtspCamera::start(&["--size", "320x240", "--fps", "25", "--gop", "10"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (hub, camera) = common::hub_with_camera(&format!(
+        let camera = common::hub_with_camera(&format!(
             "source = \"{}\"
 timeout = \"2s\"",
             cam.url()
         ))
         .await;
-        let mut viewer = camera.stream.subscribe(ViewerKind::Analysis).unwrap();
+        let mut viewer = camera.subscribe(ViewerKind::Analysis).unwrap();
         let mut last_pts = i64::MIN;
         for round in 0..=20 {
             if round > 0 {
@@ -304,10 +298,7 @@ timeout = \"2s\"",
                 let frame = tokio::time::timeout_at(deadline, viewer.next())
                     .await
                     .unwrap_or_else(|_| {
-                        panic!(
-                            "round {round}: no frames; state {:?}",
-                            camera.stream.state()
-                        )
+                        panic!("round {round}: no frames; state {:?}", camera.state())
                     })
                     .expect("the viewer stays attached");
                 if frame.is_video() {
@@ -320,7 +311,7 @@ timeout = \"2s\"",
                 }
             }
         }
-        hub.stop_all().await;
+        camera.stop().await;
     });
 }
 
@@ -502,11 +493,8 @@ fn a_camera_restarted_with_new_settings_gives_viewers_a_new_description() {
     let mut cam = RtspCamera::start(&["--size", "640x360", "--gop", "10"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (hub, camera) = common::hub_with_camera(&format!("source = \"{}\"", cam.url())).await;
-        let mut viewer = camera
-            .stream
-            .subscribe(ViewerKind::Analysis)
-            .expect("running");
+        let camera = common::hub_with_camera(&format!("source = \"{}\"", cam.url())).await;
+        let mut viewer = camera.subscribe(ViewerKind::Analysis).expect("running");
         let first = tokio::time::timeout(Duration::from_secs(10), viewer.next())
             .await
             .unwrap()
@@ -528,6 +516,6 @@ fn a_camera_restarted_with_new_settings_gives_viewers_a_new_description() {
                 break;
             }
         }
-        hub.stop_all().await;
+        camera.stop().await;
     });
 }

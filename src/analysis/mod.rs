@@ -1,8 +1,8 @@
 //! Live analysis of cameras: motion and a vision-language model, with events stored, pushed live
 //! and sent over MQTT.
 //!
-//! Ownership: [`Analysis`] owns one task per analysed camera (token + handle); each task owns its
-//! decoder thread ([`frames::Grabber`]) and at most one model request. Changing a camera's
+//! Ownership: each camera owns its [`Analysers`] (token + task); the task owns
+//! its decoder thread ([`frames::Grabber`]) and at most one model request. Changing a camera's
 //! analysis stops its task (awaiting the thread) and starts a new one. Analysis subscribes to the
 //! camera like a viewer (kind `analysis`), so it never slows the video path: a slow analyser
 //! falls behind its own bounded queue and resumes at a keyframe.
@@ -15,7 +15,6 @@ pub mod motion;
 pub mod mqtt;
 pub mod vlm;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -27,7 +26,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Camera;
+use crate::hub::Stream;
 use crate::resources::{spawn_task, ViewerKind};
 use crate::supervisor::Workers;
 use asr::{AsrConfig, Pipeline};
@@ -132,27 +131,36 @@ pub struct VlmStatus {
     pub skipped: u64,
 }
 
-/// One camera's analysis task. Its status lives in `Analysis::statuses`, readable without
-/// the async lock that serialises starts and stops.
-struct Running {
+/// One camera's running analysers: their task (which owns the decoder thread and at most one
+/// model request) and what they see. Owned by the camera, stopped by it.
+pub struct Analysers {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    status: Arc<Mutex<AnalysisStatus>>,
 }
 
-impl Running {
+impl Analysers {
     /// Cancels the task and waits until it, its decoder thread and its requests are gone.
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.cancel.cancel();
         let _ = self.task.await;
     }
+
+    /// Starts winding down without waiting (shutdown cancels every camera first).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn status(&self) -> AnalysisStatus {
+        self.status.lock().unwrap().clone()
+    }
 }
 
+/// What every camera's analysers share: the event store, the workers and the HTTP client.
 pub struct Analysis {
     events: Arc<EventStore>,
     workers: Arc<Workers>,
     http: reqwest::Client,
-    running: tokio::sync::Mutex<HashMap<String, Running>>,
-    statuses: Mutex<HashMap<String, Arc<Mutex<AnalysisStatus>>>>,
 }
 
 impl Analysis {
@@ -161,8 +169,6 @@ impl Analysis {
             events,
             workers,
             http: http::client(),
-            running: tokio::sync::Mutex::new(HashMap::new()),
-            statuses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -170,21 +176,10 @@ impl Analysis {
         &self.events
     }
 
-    /// (Re)starts the analysis of `camera` from its current config; stops it when it has none.
-    pub async fn apply(&self, camera: &Arc<Camera>) {
-        let config = camera
-            .config()
-            .analysis
-            .as_ref()
-            .and_then(|t| AnalysisConfig::from_table(t).ok())
-            .unwrap_or_default();
-        let mut running = self.running.lock().await;
-        if let Some(old) = running.remove(camera.id()) {
-            old.stop().await;
-        }
-        self.statuses.lock().unwrap().remove(camera.id());
+    /// Starts analysing `stream` with `config`; `None` when the config asks for nothing.
+    pub fn start(&self, stream: &Arc<Stream>, config: &AnalysisConfig) -> Option<Analysers> {
         if !config.is_active() {
-            return;
+            return None;
         }
         let status = Arc::new(Mutex::new(AnalysisStatus {
             motion: config.motion().map(|_| MotionStatus::default()),
@@ -193,49 +188,24 @@ impl Analysis {
         }));
         let cancel = CancellationToken::new();
         let ctx = Context {
-            camera: camera.clone(),
-            config,
+            camera: stream.clone(),
+            config: config.clone(),
             events: self.events.clone(),
             workers: self.workers.clone(),
             http: self.http.clone(),
             status: status.clone(),
         };
         let task = spawn_task(run(ctx, cancel.clone()));
-        self.statuses
-            .lock()
-            .unwrap()
-            .insert(camera.id().to_string(), status);
-        running.insert(camera.id().to_string(), Running { cancel, task });
-    }
-
-    /// Stops the analysis of camera `id` (removed camera) and waits for it.
-    pub async fn remove(&self, id: &str) {
-        if let Some(old) = self.running.lock().await.remove(id) {
-            old.stop().await;
-        }
-        self.statuses.lock().unwrap().remove(id);
-    }
-
-    pub async fn stop_all(&self) {
-        let all: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
-        // Cancel every camera first, so they wind down together, then wait for each.
-        for r in &all {
-            r.cancel.cancel();
-        }
-        for r in all {
-            r.stop().await;
-        }
-        self.statuses.lock().unwrap().clear();
-    }
-
-    pub fn status(&self, id: &str) -> Option<AnalysisStatus> {
-        let statuses = self.statuses.lock().unwrap();
-        statuses.get(id).map(|s| s.lock().unwrap().clone())
+        Some(Analysers {
+            cancel,
+            task,
+            status,
+        })
     }
 }
 
 struct Context {
-    camera: Arc<Camera>,
+    camera: Arc<Stream>,
     config: AnalysisConfig,
     events: Arc<EventStore>,
     workers: Arc<Workers>,
@@ -269,7 +239,7 @@ async fn run(ctx: Context, cancel: CancellationToken) {
     loop {
         let subscription = tokio::select! {
             _ = cancel.cancelled() => return,
-            s = ctx.camera.stream.subscribe_when_running(ViewerKind::Analysis) => s,
+            s = ctx.camera.subscribe_when_running(ViewerKind::Analysis) => s,
         };
         let mut subscription = subscription;
         let video_wanted = ctx.config.motion().is_some() || ctx.config.vlm().is_some();
@@ -545,7 +515,7 @@ fn on_audio(
     transcribing: &mut Option<AsrCall>,
     frame: &crate::media::Frame,
 ) {
-    let Some(codec) = ctx.camera.stream.audio() else {
+    let Some(codec) = ctx.camera.audio() else {
         return;
     };
     if speech.as_ref().is_none_or(|p| p.codec() != &codec) {

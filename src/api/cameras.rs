@@ -9,10 +9,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, JsonBody, SharedState};
+use super::{ApiError, JsonBody, SharedState};
 use crate::analysis::{AnalysisConfig, AnalysisStatus};
+use crate::cameras::{change::analysis_table, Camera, CameraError, CameraPatch};
 use crate::config::CameraConfig;
-use crate::hub::{Camera, CameraPatch, StateName};
+use crate::hub::StateName;
 use crate::media::AudioCodec;
 
 pub fn routes() -> Router<SharedState> {
@@ -22,6 +23,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/cameras/{id}/start", post(start))
         .route("/api/cameras/{id}/stop", post(stop))
         .route("/api/cameras/{id}/snapshot.jpg", get(snapshot))
+        .route("/api/config/status", get(config_status))
         // go2rtc's snapshot URL, so existing clients work unchanged.
         .route("/api/frame.jpeg", get(frame_jpeg))
 }
@@ -62,13 +64,12 @@ struct VideoJson {
     fps: Option<f64>,
 }
 
-pub fn camera_json(state: &AppState, camera: &Camera) -> CameraJson {
+pub fn camera_json(camera: &Camera) -> CameraJson {
     let config = camera.config();
     let analysis = config
         .analysis
-        .as_ref()
-        .and_then(|t| AnalysisConfig::from_table(t).ok())
-        .map(|a| a.masked());
+        .is_some()
+        .then(|| camera.analysis().masked());
     let view = camera.stream.view();
     CameraJson {
         id: config.id.clone(),
@@ -91,17 +92,22 @@ pub fn camera_json(state: &AppState, camera: &Camera) -> CameraJson {
         viewers: view.viewers,
         stats: view.stats,
         analysis,
-        analysis_status: state.analysis.status(camera.id()),
+        analysis_status: camera.analysis_status(),
     }
+}
+
+/// Whether the config file as it is now is applied, and every problem when it is not.
+async fn config_status(State(state): State<SharedState>) -> Json<crate::cameras::ConfigStatus> {
+    Json(state.cameras.config_status())
 }
 
 async fn list(State(state): State<SharedState>) -> Json<Vec<CameraJson>> {
     Json(
         state
-            .hub
+            .cameras
             .list()
             .iter()
-            .map(|c| camera_json(&state, c))
+            .map(|c| camera_json(c))
             .collect(),
     )
 }
@@ -110,7 +116,7 @@ async fn show(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<CameraJson>, ApiError> {
-    Ok(Json(camera_json(&state, &*state.hub.get(&id)?)))
+    Ok(Json(camera_json(&*state.cameras.get(&id)?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,24 +148,16 @@ async fn create(
         user_agent: new.user_agent,
         analysis: match new.analysis {
             None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(serde_json::from_value::<toml::Table>(v).map_err(|e| {
-                ApiError::from(crate::hub::HubError::Invalid(vec![
-                    crate::config::Problem {
-                        place: "analysis".into(),
-                        message: format!("must be an object of analysers: {e}"),
-                    },
-                ]))
-            })?),
+            Some(v) => Some(analysis_table(v).map_err(|p| CameraError::Invalid(vec![p]))?),
         },
         unknown: BTreeMap::new(),
     };
-    let camera = state.hub.add(config, true).await?;
-    state.analysis.apply(&camera).await;
+    let camera = state.cameras.add(config).await?;
     let location = format!("/api/cameras/{}", camera.id());
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(camera_json(&state, &camera)),
+        Json(camera_json(&camera)),
     )
         .into_response())
 }
@@ -170,21 +168,17 @@ async fn update(
     JsonBody(patch): JsonBody<CameraPatch>,
 ) -> Result<Json<CameraJson>, ApiError> {
     // A changed source restarts the source only: MSE and WebRTC viewers stay attached and
-    // resume at the new source's first keyframe; a change that changes nothing does nothing.
-    let camera = state.hub.update(&id, patch).await?;
-    // New analysis settings apply at once, without restarting the camera.
-    state.analysis.apply(&camera).await;
-    Ok(Json(camera_json(&state, &camera)))
+    // resume at the new source's first keyframe; new analysis settings restart only the
+    // analysers; a change that changes nothing does nothing.
+    let camera = state.cameras.update(&id, patch).await?;
+    Ok(Json(camera_json(&camera)))
 }
 
 async fn remove(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.hub.remove(&id).await?;
-    state.analysis.remove(&id).await;
-    end_peers(&state, &id).await;
-    state.snapshots.forget(&id);
+    state.cameras.remove(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,30 +186,23 @@ async fn start(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<CameraJson>, ApiError> {
-    Ok(Json(camera_json(&state, &*state.hub.start(&id).await?)))
+    Ok(Json(camera_json(&*state.cameras.start(&id).await?)))
 }
 
 async fn stop(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<CameraJson>, ApiError> {
-    let camera = state.hub.stop(&id).await?;
-    end_peers(&state, &id).await;
-    Ok(Json(camera_json(&state, &camera)))
-}
-
-async fn end_peers(state: &SharedState, id: &str) {
-    if let Some(webrtc) = &state.webrtc {
-        webrtc.remove_camera(id).await;
-    }
+    let camera = state.cameras.stop(&id).await?;
+    Ok(Json(camera_json(&camera)))
 }
 
 async fn snapshot(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let camera = state.hub.get(&id)?;
-    let jpeg = state.snapshots.get(&camera.stream).await?;
+    let camera = state.cameras.get(&id)?;
+    let jpeg = camera.snapshot.get(&camera.stream).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),

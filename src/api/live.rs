@@ -36,10 +36,10 @@ pub async fn camera_stream(
                 }
             }
             let list: Vec<_> = state
-                .hub
+                .cameras
                 .list()
                 .iter()
-                .map(|c| camera_json(&state, c))
+                .map(|c| camera_json(c))
                 .collect();
             let event = Event::default()
                 .event("cameras")

@@ -1,4 +1,4 @@
-//! The HTTP API (axum). The only module that knows HTTP: it maps requests to hub and output calls
+//! The HTTP API (axum). The only module that knows HTTP: it maps requests to camera and output calls
 //! and every error to a status code and a JSON `{"error": …}` body in one place ([`ApiError`]).
 
 mod cameras;
@@ -23,16 +23,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::cameras::{CameraError, Cameras};
 use crate::config::Problem;
-use crate::hub::{Hub, HubError};
-use crate::output::snapshot::{SnapshotError, Snapshots};
+use crate::output::snapshot::SnapshotError;
 
 /// Request bodies larger than this get 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
 pub struct AppState {
-    pub hub: Arc<Hub>,
-    pub snapshots: Snapshots,
+    /// Every camera, and the one path that changes them.
+    pub cameras: Arc<Cameras>,
     /// When set, every state-changing request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// The Host and Origin exceptions (`[server] allowed_hosts`, `allowed_origins`).
@@ -165,17 +165,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<HubError> for ApiError {
-    fn from(e: HubError) -> ApiError {
+impl From<CameraError> for ApiError {
+    fn from(e: CameraError) -> ApiError {
         let status = match &e {
-            HubError::NotFound(_) => StatusCode::NOT_FOUND,
-            HubError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            HubError::Conflict(_) => StatusCode::CONFLICT,
-            HubError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CameraError::NotFound(_) => StatusCode::NOT_FOUND,
+            CameraError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CameraError::Conflict(_) => StatusCode::CONFLICT,
+            CameraError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = e.to_string();
         let problems = match e {
-            HubError::Invalid(problems) => problems,
+            CameraError::Invalid(problems) => problems,
             _ => Vec::new(),
         };
         ApiError {

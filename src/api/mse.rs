@@ -17,7 +17,7 @@ use serde_json::json;
 use super::ws::frame::{self, Incoming, Violation};
 use super::ws::{Socket, Upgrade, Writer};
 use super::{ApiError, SharedState};
-use crate::hub::Camera;
+use crate::hub::Stream;
 use crate::output::mse::{ClientCodecs, MseSession, Outgoing};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 
@@ -40,7 +40,7 @@ pub async fn livelens(
     Query(query): Query<MseQuery>,
     upgrade: Result<Upgrade, ApiError>,
 ) -> Result<Response, ApiError> {
-    let camera = state.hub.get(&id)?;
+    let camera = state.cameras.stream(&id)?;
     let upgrade = upgrade?;
     // No wait for a hello here: without ?codecs= the viewer gets every track that fits MP4.
     let codecs = Some(
@@ -71,7 +71,7 @@ pub async fn go2rtc(
             "missing query parameter src (the camera id)",
         )
     })?;
-    let camera = state.hub.get(&id)?;
+    let camera = state.cameras.stream(&id)?;
     let upgrade = upgrade?;
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _ws = Counted::new(Resource::WebSocket);
@@ -110,7 +110,7 @@ async fn send_error(writer: &Writer, text: &str) {
 /// WebRTC sessions made here are listed in `sessions` and end with the socket.
 async fn hello(
     socket: &mut Socket,
-    camera: &Arc<Camera>,
+    camera: &Arc<Stream>,
     state: &SharedState,
     sessions: &mut Vec<String>,
 ) -> Option<ClientCodecs> {
@@ -179,7 +179,7 @@ async fn hello(
 /// WebRTC and MSE side by side on one socket and close the loser).
 async fn run(
     socket: Socket,
-    camera: Arc<Camera>,
+    camera: Arc<Stream>,
     codecs: Option<ClientCodecs>,
     state: SharedState,
 ) {
@@ -205,7 +205,7 @@ enum Ending {
 
 async fn serve(
     mut socket: Socket,
-    camera: Arc<Camera>,
+    camera: Arc<Stream>,
     codecs: Option<ClientCodecs>,
     state: &SharedState,
     sessions: &mut Vec<String>,
@@ -232,7 +232,7 @@ async fn serve(
             }
         }
     };
-    let Some(mut viewer) = camera.stream.subscribe(ViewerKind::Mse) else {
+    let Some(mut viewer) = camera.subscribe(ViewerKind::Mse) else {
         let text = format!("mse: camera {:?} is stopped", camera.id());
         send_error(&writer, &text).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close(frame::CLOSE_NORMAL, &text)).await;
@@ -283,7 +283,7 @@ async fn serve(
         messages.extend(session.on_dropped(viewer.dropped_frames()));
         // The audio description only matters when a keyframe may start a new init segment.
         let audio = if frame.is_video() && frame.keyframe {
-            camera.stream.audio()
+            camera.audio()
         } else {
             None
         };

@@ -11,7 +11,7 @@ use crate::hub::StateName;
 use crate::resources::{self, ViewerKind};
 
 pub async fn healthz(State(state): State<SharedState>) -> Json<serde_json::Value> {
-    let cameras = state.hub.list();
+    let cameras = state.cameras.list();
     let live = cameras
         .iter()
         .filter(|c| c.stream.state().name() == StateName::Live)
@@ -52,7 +52,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     metrics::gauge!("livelens_transcoders").set(r.transcoders as f64);
     metrics::gauge!("livelens_open_fds").set(r.open_fds as f64);
     metrics::gauge!("livelens_rss_bytes").set(r.rss_bytes as f64);
-    for camera in state.hub.list() {
+    for camera in state.cameras.list() {
         let view = camera.stream.view();
         let id = camera.id().to_string();
         let live = f64::from(u8::from(view.state.name() == StateName::Live));

@@ -69,14 +69,14 @@ pub(crate) fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
 const WAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn answer(state: &SharedState, id: &str, sdp: &str) -> Result<(String, String), ApiError> {
-    let camera = state.hub.get(id)?;
+    let camera = state.cameras.stream(id)?;
     let Some(webrtc) = &state.webrtc else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "WebRTC is not running (see the log for why the UDP port could not be opened)",
         ));
     };
-    if !camera.stream.state().is_running() {
+    if !camera.state().is_running() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("camera {id:?} is stopped"),
@@ -84,8 +84,8 @@ async fn answer(state: &SharedState, id: &str, sdp: &str) -> Result<(String, Str
     }
     // The answer names the video codec: an idle on-demand camera (or one still starting) is
     // woken and given a moment to say what it sends.
-    if camera.stream.view().video.is_none() {
-        camera.stream.wake(WAKE_LIMIT).await;
+    if camera.view().video.is_none() {
+        camera.wake(WAKE_LIMIT).await;
     }
     Ok(webrtc.offer(camera, sdp).await?)
 }
@@ -96,7 +96,7 @@ pub async fn whep_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    state.hub.get(&id)?;
+    state.cameras.get(&id)?;
     let body = body_or_error(body)?;
     if content_type(&headers) != "application/sdp" {
         return Err(ApiError::new(
@@ -124,7 +124,7 @@ pub async fn whep_delete(
     State(state): State<SharedState>,
     Path((id, session)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.hub.get(&id)?;
+    state.cameras.get(&id)?;
     let removed = match &state.webrtc {
         Some(w) => w.remove(&id, &session).await,
         None => false,
@@ -191,7 +191,7 @@ pub async fn go2rtc(
             "missing query parameter src (the camera id)",
         )
     })?;
-    state.hub.get(&id)?;
+    state.cameras.get(&id)?;
     // A cross-site form can only send text/plain, urlencoded or multipart bodies.
     let kind = content_type(&headers);
     if !matches!(kind.as_str(), "application/sdp" | "application/json") {

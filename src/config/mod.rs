@@ -40,7 +40,7 @@ pub struct Config {
     pub unknown: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ServerConfig {
     pub listen: Option<String>,
     pub token: Option<String>,
@@ -66,7 +66,7 @@ pub struct ServerConfig {
     pub unknown: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct SourcesConfig {
     #[serde(default)]
     pub allow_exec: bool,
@@ -100,7 +100,7 @@ pub struct CameraConfig {
 }
 
 /// One thing wrong with a configuration, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// A key path such as `camera[2].source` (empty for the file as a whole).
     pub place: String,
@@ -486,6 +486,31 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// The sections of `new` that differ from this running config and only take effect after a
+    /// restart (everything but the cameras), e.g. `["server", "webrtc"]`.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.server != new.server {
+            out.push("server");
+        }
+        if self.sources != new.sources {
+            out.push("sources");
+        }
+        if self.webrtc != new.webrtc {
+            out.push("webrtc");
+        }
+        if self.storage != new.storage {
+            out.push("storage");
+        }
+        if self.mqtt != new.mqtt {
+            out.push("mqtt");
+        }
+        if self.worker != new.worker {
+            out.push("worker");
+        }
+        out
+    }
+
     /// The cameras to serve: the configured ones, or the demo camera when none is configured.
     pub fn cameras_or_demo(&self) -> Vec<CameraConfig> {
         if self.camera.is_empty() {
@@ -546,8 +571,8 @@ pub fn restore_masked_secrets(new: &mut toml::Table, old: Option<&toml::Table>) 
 
 /// Writes the camera list back into the config file, keeping its comments and every other
 /// section as they are. Written to a temporary file and renamed over the original, so a crash
-/// leaves the old or the new file, never half of one.
-pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<()> {
+/// leaves the old or the new file, never half of one. Returns the text written.
+pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<String> {
     use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 
     let text = match std::fs::read_to_string(path) {
@@ -613,7 +638,9 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<(
     } else {
         doc["camera"] = Item::ArrayOfTables(tables);
     }
-    replace_file(path, doc.to_string().as_bytes())
+    let text = doc.to_string();
+    replace_file(path, text.as_bytes())?;
+    Ok(text)
 }
 
 /// Replaces the file at `path` (or, for a symlink, the file it points to) with `contents`,

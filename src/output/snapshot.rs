@@ -1,11 +1,9 @@
 //! JPEG snapshots: decode the cached GOP (keyframe + following frames) with openh264 and encode
 //! the newest picture as JPEG.
 //!
-//! Decoding is blocking work, so it runs on the blocking pool and is awaited. Results are cached
-//! per camera for up to [`MAX_AGE`], and concurrent requests for one camera share one decode.
+//! Decoding is blocking work, so it runs on the blocking pool and is awaited. Each camera's
+//! [`Cache`] keeps a picture for up to [`MAX_AGE`], and concurrent requests share one decode.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,29 +35,17 @@ impl std::fmt::Display for SnapshotError {
     }
 }
 
+/// One camera's snapshot cache, owned by its camera and gone with it.
 #[derive(Default)]
-struct Entry {
+pub struct Cache {
     /// Held across the decode, so one request decodes and the others wait for its result.
     in_flight: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
 }
 
-/// Snapshot caches of all cameras, keyed by camera id.
-#[derive(Default)]
-pub struct Snapshots {
-    entries: Mutex<HashMap<String, Arc<Entry>>>,
-}
-
-impl Snapshots {
+impl Cache {
     /// The current picture of `stream` as JPEG, at most [`MAX_AGE`] old.
     pub async fn get(&self, stream: &Stream) -> Result<Bytes, SnapshotError> {
-        let entry = self
-            .entries
-            .lock()
-            .unwrap()
-            .entry(stream.id().to_string())
-            .or_default()
-            .clone();
-        let mut cached = entry.in_flight.lock().await;
+        let mut cached = self.in_flight.lock().await;
         if let Some((at, jpeg)) = &*cached {
             if at.elapsed() <= MAX_AGE {
                 return Ok(jpeg.clone());
@@ -87,11 +73,6 @@ impl Snapshots {
             .map_err(|e| SnapshotError::Decode(format!("snapshot worker failed: {e}")))??;
         *cached = Some((Instant::now(), jpeg.clone()));
         Ok(jpeg)
-    }
-
-    /// Forgets a removed camera's cache.
-    pub fn forget(&self, camera_id: &str) {
-        self.entries.lock().unwrap().remove(camera_id);
     }
 }
 

@@ -363,16 +363,15 @@ impl Server {
     }
 }
 
-/// A hub in the test process with one camera `cam` made from `toml` camera keys (e.g.
+/// A stream in the test process for camera `cam` made from `toml` camera keys (e.g.
 /// `source = "…"`), started, for tests that subscribe to the hub directly.
-pub async fn hub_with_camera(
-    keys: &str,
-) -> (livelens::hub::Hub, std::sync::Arc<livelens::hub::Camera>) {
-    let hub = livelens::hub::Hub::new(false, None);
+pub async fn hub_with_camera(keys: &str) -> std::sync::Arc<livelens::hub::Stream> {
     let config: livelens::config::CameraConfig =
         toml::from_str(&format!("id = \"cam\"\n{keys}")).expect("camera keys");
-    let camera = hub.add(config, false).await.expect("camera added");
-    (hub, camera)
+    let spec = livelens::config::source_spec(&config, false).expect("a valid source");
+    let stream = std::sync::Arc::new(livelens::hub::Stream::new("cam"));
+    stream.start(spec, None).await;
+    stream
 }
 
 /// `(pid, state, pgid)` of every process whose parent is `parent` (zombies included: a zombie

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Camera;
+use crate::hub::Stream;
 use crate::resources::spawn_task;
 use peer::Peer;
 use route::{Router, SessionId};
@@ -198,7 +198,7 @@ impl WebRtc {
     /// Accepts an SDP offer for `camera`; returns the session id and the SDP answer.
     pub async fn offer(
         &self,
-        camera: Arc<Camera>,
+        camera: Arc<Stream>,
         sdp: &str,
     ) -> Result<(String, String), OfferError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
@@ -209,7 +209,6 @@ impl WebRtc {
         })?;
         let offered = codec::offered_video(sdp);
         let sends = camera
-            .stream
             .view()
             .video
             .map_or("H264".to_string(), |v| v.codec.to_uppercase());

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use super::codec;
 use super::route::SessionId;
 use super::transcode::{TranscoderLease, Transcoders};
-use crate::hub::{Camera, Packet, RtpPayloads, Subscription};
+use crate::hub::{Packet, RtpPayloads, Stream, Subscription};
 use crate::media::rtp_packetize::{packetize, MAX_PAYLOAD};
 use crate::media::rtp_video::VideoKind;
 use crate::media::Frame;
@@ -52,7 +52,7 @@ pub type FeedStream = BoxStream<'static, (SessionId, Media)>;
 
 pub struct Peer {
     pub session: SessionId,
-    pub camera: Arc<Camera>,
+    pub camera: Arc<Stream>,
     pub rtc: Rtc,
     video: Option<(Mid, Pt)>,
     audio: Option<PeerAudio>,
@@ -85,7 +85,7 @@ struct PeerAudio {
 impl Peer {
     /// `rtc` must be in RTP mode: frames are packetized once per camera, not once per peer.
     /// `seq` seeds the sequence numbers (random, as RFC 3550 asks).
-    pub fn new(session: SessionId, camera: Arc<Camera>, rtc: Rtc, now: Instant, seq: u16) -> Peer {
+    pub fn new(session: SessionId, camera: Arc<Stream>, rtc: Rtc, now: Instant, seq: u16) -> Peer {
         Peer {
             session,
             camera,
@@ -164,7 +164,7 @@ impl Peer {
                 false
             }
             Event::MediaAdded(m) if m.kind == MediaKind::Video => {
-                let video = self.camera.stream.view().video;
+                let video = self.camera.view().video;
                 let params = payload_params(&self.rtc, m.mid);
                 let pt = match video.as_deref() {
                     Some(v) if v.codec == "h265" => codec::choose_h265(params.iter()),
@@ -180,7 +180,7 @@ impl Peer {
                 false
             }
             Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
-                let Some(a) = self.camera.stream.audio() else {
+                let Some(a) = self.camera.audio() else {
                     return false;
                 };
                 let params = payload_params(&self.rtc, m.mid);
@@ -231,7 +231,7 @@ impl Peer {
     /// is not running.
     fn start_feed(&mut self, transcoders: &Arc<Transcoders>) -> Option<FeedStream> {
         self.end_feed();
-        let subscription = self.camera.stream.subscribe(ViewerKind::Webrtc)?;
+        let subscription = self.camera.subscribe(ViewerKind::Webrtc)?;
         let transcoded = match self.audio {
             Some(a) if a.transcoded => Some(transcoders.acquire(&self.camera)),
             _ => None,

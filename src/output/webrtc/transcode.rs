@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Camera;
+use crate::hub::Stream;
 use crate::media::audio::{AudioDecoder, Resampler};
 use crate::media::{opus, AudioCodec, Frame};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
@@ -103,7 +103,7 @@ pub struct Transcoder {
 }
 
 impl Transcoder {
-    pub fn start(camera: Arc<Camera>) -> Transcoder {
+    pub fn start(camera: Arc<Stream>) -> Transcoder {
         let (packets, _) = broadcast::channel(CHANNEL_PACKETS);
         let cancel = CancellationToken::new();
         let running = run(camera, packets.clone(), cancel.clone());
@@ -182,7 +182,7 @@ impl Transcoders {
     /// The camera's transcoded audio, starting its transcoder for the first peer.
     pub fn acquire(
         self: &Arc<Self>,
-        camera: &Arc<Camera>,
+        camera: &Arc<Stream>,
     ) -> (broadcast::Receiver<Frame>, TranscoderLease) {
         let mut guard = self.inner.lock().unwrap();
         let r = &mut *guard;
@@ -223,8 +223,8 @@ impl Transcoders {
     }
 }
 
-async fn run(camera: Arc<Camera>, packets: broadcast::Sender<Frame>, cancel: CancellationToken) {
-    let Some(mut sub) = camera.stream.subscribe(ViewerKind::Transcoder) else {
+async fn run(camera: Arc<Stream>, packets: broadcast::Sender<Frame>, cancel: CancellationToken) {
+    let Some(mut sub) = camera.subscribe(ViewerKind::Transcoder) else {
         return;
     };
     let mut state: Option<ToOpus> = None;
@@ -238,7 +238,7 @@ async fn run(camera: Arc<Camera>, packets: broadcast::Sender<Frame>, cancel: Can
         if frame.is_video() {
             continue;
         }
-        let Some(codec) = camera.stream.audio() else {
+        let Some(codec) = camera.audio() else {
             continue;
         };
         // A camera that reconnects with other audio gets a new decoder.

@@ -1,0 +1,403 @@
+//! The cameras: each one an owned unit — its desired config, its stream, its analysers and its
+//! snapshot cache — and one code path that turns a desired config into a running camera
+//! ([`Cameras::apply`]), used by the API, start-up and reload alike.
+//!
+//! Locks, always taken in this order so none can wait on another in a circle:
+//! 1. `edits` — API changes hold it shared, a reload holds it exclusively, so a reload never
+//!    interleaves with an API change (whose write-back would otherwise undo half of it);
+//! 2. a camera's `changes` — changes to one camera happen one after the other;
+//! 3. `file` — config-file writes, one at a time.
+//!
+//! The registry map itself is only locked for lookups and inserts, never across an `.await`.
+//! WebRTC peers live in the WebRTC loops (which own them for speed) keyed by camera; the
+//! camera's removal and stop end them from here, in the same path.
+
+pub mod change;
+pub mod reload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::analysis::{Analysers, Analysis, AnalysisConfig, AnalysisStatus};
+use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
+use crate::hub::Stream;
+use crate::output::snapshot;
+use crate::output::webrtc::WebRtc;
+use crate::source::SourceSpec;
+pub use change::{CameraPatch, Change};
+pub use reload::ConfigStatus;
+
+/// One camera and everything that exists because of it.
+pub struct Camera {
+    pub stream: Arc<Stream>,
+    desired: Mutex<Desired>,
+    analysers: Mutex<Option<Analysers>>,
+    pub snapshot: snapshot::Cache,
+    /// Held through a whole change (PATCH, start, stop, delete, reload).
+    changes: tokio::sync::Mutex<()>,
+}
+
+/// A camera's config, and its analysis settings parsed once when it was applied.
+#[derive(Clone)]
+struct Desired {
+    config: CameraConfig,
+    analysis: AnalysisConfig,
+}
+
+impl Camera {
+    pub fn id(&self) -> &str {
+        self.stream.id()
+    }
+
+    pub fn config(&self) -> CameraConfig {
+        self.desired.lock().unwrap().config.clone()
+    }
+
+    /// The typed analysis settings.
+    pub fn analysis(&self) -> AnalysisConfig {
+        self.desired.lock().unwrap().analysis.clone()
+    }
+
+    /// What the analysers see now; `None` when nothing analyses this camera.
+    pub fn analysis_status(&self) -> Option<AnalysisStatus> {
+        self.analysers
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(Analysers::status)
+    }
+}
+
+#[derive(Debug)]
+pub enum CameraError {
+    NotFound(String),
+    /// Problems with the request, each naming its field.
+    Invalid(Vec<Problem>),
+    Conflict(String),
+    /// The change was made but could not be saved to the config file.
+    Persist(String),
+}
+
+impl std::fmt::Display for CameraError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CameraError::NotFound(id) => write!(f, "no camera with id {id:?}"),
+            CameraError::Invalid(problems) => {
+                let parts: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                f.write_str(&parts.join("; "))
+            }
+            CameraError::Conflict(m) | CameraError::Persist(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Default time an on-demand camera keeps its source after the last viewer leaves.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The idle timeout of an on-demand camera; `None` for a camera that always runs.
+fn on_demand(config: &CameraConfig) -> Option<Duration> {
+    config.on_demand.then(|| {
+        config
+            .idle_timeout
+            .as_deref()
+            .and_then(|t| crate::common::parse_duration(t).ok())
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    })
+}
+
+/// A config that passed validation, ready to run.
+struct Checked {
+    config: CameraConfig,
+    spec: SourceSpec,
+    analysis: AnalysisConfig,
+}
+
+/// The config file the cameras are written back to, and the text last seen in it (written by
+/// livelens or applied from it), so a reload knows an edit from livelens's own write.
+struct ConfigFile {
+    path: PathBuf,
+    known: tokio::sync::Mutex<Option<String>>,
+}
+
+pub struct Cameras {
+    cameras: RwLock<BTreeMap<String, Arc<Camera>>>,
+    analysis: Arc<Analysis>,
+    webrtc: Option<Arc<WebRtc>>,
+    allow_exec: bool,
+    file: Option<ConfigFile>,
+    edits: tokio::sync::RwLock<()>,
+    status: Mutex<ConfigStatus>,
+}
+
+impl Cameras {
+    pub fn new(
+        analysis: Arc<Analysis>,
+        webrtc: Option<Arc<WebRtc>>,
+        allow_exec: bool,
+        config_path: Option<PathBuf>,
+    ) -> Cameras {
+        Cameras {
+            cameras: RwLock::new(BTreeMap::new()),
+            analysis,
+            webrtc,
+            allow_exec,
+            file: config_path.map(|path| ConfigFile {
+                path,
+                known: tokio::sync::Mutex::new(None),
+            }),
+            edits: tokio::sync::RwLock::new(()),
+            status: Mutex::new(ConfigStatus::loaded()),
+        }
+    }
+
+    pub fn analysis(&self) -> &Arc<Analysis> {
+        &self.analysis
+    }
+
+    pub fn webrtc(&self) -> Option<&Arc<WebRtc>> {
+        self.webrtc.as_ref()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Camera>> {
+        self.cameras.read().unwrap().values().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Camera>, CameraError> {
+        self.cameras
+            .read()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CameraError::NotFound(id.to_string()))
+    }
+
+    /// The stream of camera `id`, for outputs that watch it.
+    pub fn stream(&self, id: &str) -> Result<Arc<Stream>, CameraError> {
+        Ok(self.get(id)?.stream.clone())
+    }
+
+    fn check(&self, config: CameraConfig) -> Result<Checked, CameraError> {
+        let mut problems = check_camera(&config, self.allow_exec);
+        let analysis = match config.analysis.as_ref().map(AnalysisConfig::from_table) {
+            None => AnalysisConfig::default(),
+            Some(Ok(a)) => a,
+            Some(Err(message)) => {
+                if problems.is_empty() {
+                    problems.push(Problem {
+                        place: "analysis".into(),
+                        message,
+                    });
+                }
+                AnalysisConfig::default()
+            }
+        };
+        if !problems.is_empty() {
+            return Err(CameraError::Invalid(problems));
+        }
+        let spec = source_spec(&config, self.allow_exec).map_err(CameraError::Invalid)?;
+        Ok(Checked {
+            config,
+            spec,
+            analysis,
+        })
+    }
+
+    /// Adds a camera and starts it; written to the config file.
+    pub async fn add(&self, config: CameraConfig) -> Result<Arc<Camera>, CameraError> {
+        let _edit = self.edits.read().await;
+        let camera = self.insert(self.check(config)?).await?;
+        self.persist().await?;
+        Ok(camera)
+    }
+
+    /// Adds the cameras of the config at start-up (nothing is written back).
+    pub async fn load(&self, cameras: Vec<CameraConfig>) -> Result<(), CameraError> {
+        for config in cameras {
+            self.insert(self.check(config)?).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert(&self, checked: Checked) -> Result<Arc<Camera>, CameraError> {
+        let id = checked.config.id.clone();
+        let camera = Arc::new(Camera {
+            stream: Arc::new(Stream::new(&id)),
+            desired: Mutex::new(Desired {
+                config: checked.config.clone(),
+                analysis: checked.analysis.clone(),
+            }),
+            analysers: Mutex::new(None),
+            snapshot: snapshot::Cache::default(),
+            changes: tokio::sync::Mutex::new(()),
+        });
+        let _turn = camera.changes.lock().await;
+        {
+            let mut cameras = self.cameras.write().unwrap();
+            if cameras.contains_key(&id) {
+                return Err(CameraError::Conflict(format!(
+                    "a camera with id {id:?} already exists"
+                )));
+            }
+            cameras.insert(id, camera.clone());
+        }
+        camera
+            .stream
+            .start(checked.spec, on_demand(&checked.config))
+            .await;
+        *camera.analysers.lock().unwrap() = self.analysis.start(&camera.stream, &checked.analysis);
+        Ok(camera.clone())
+    }
+
+    /// Changes a camera (PATCH); what it restarts is decided by [`Change::between`].
+    pub async fn update(&self, id: &str, patch: CameraPatch) -> Result<Arc<Camera>, CameraError> {
+        let _edit = self.edits.read().await;
+        let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
+        // Removed while this change waited for its turn.
+        self.still_there(&camera)?;
+        let new = patch
+            .apply(&camera.config())
+            .map_err(|p| CameraError::Invalid(vec![p]))?;
+        let checked = self.check(new)?;
+        if self.apply(&camera, checked).await.is_none() {
+            return Ok(camera.clone());
+        }
+        self.persist().await?;
+        Ok(camera.clone())
+    }
+
+    /// The one path from a desired config to the running camera (the caller holds the camera's
+    /// turn): a new source replaces the source task — viewers stay attached and resume at its
+    /// first keyframe — and new analysis settings replace the analysers; nothing else is
+    /// touched. Returns `None` when the config is unchanged (nothing was done).
+    async fn apply(&self, camera: &Camera, checked: Checked) -> Option<Change> {
+        let old = camera.config();
+        let change = Change::between(&old, &checked.config);
+        if change.is_none() {
+            return None;
+        }
+        *camera.desired.lock().unwrap() = Desired {
+            config: checked.config.clone(),
+            analysis: checked.analysis.clone(),
+        };
+        if change.source && camera.stream.state().is_running() {
+            camera
+                .stream
+                .restart(checked.spec, on_demand(&checked.config))
+                .await;
+        }
+        if change.analysis {
+            let old = camera.analysers.lock().unwrap().take();
+            if let Some(old) = old {
+                old.stop().await;
+            }
+            *camera.analysers.lock().unwrap() =
+                self.analysis.start(&camera.stream, &checked.analysis);
+        }
+        tracing::info!(camera = %camera.id(), ?change, "camera changed");
+        Some(change)
+    }
+
+    /// Removes a camera: its analysers, its WebRTC peers and its stream (ending its viewers).
+    pub async fn remove(&self, id: &str) -> Result<(), CameraError> {
+        let _edit = self.edits.read().await;
+        self.take_out(id).await?;
+        self.persist().await
+    }
+
+    async fn take_out(&self, id: &str) -> Result<(), CameraError> {
+        let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
+        {
+            let mut cameras = self.cameras.write().unwrap();
+            match cameras.get(id) {
+                Some(c) if Arc::ptr_eq(c, &camera) => cameras.remove(id),
+                _ => return Err(CameraError::NotFound(id.to_string())),
+            };
+        }
+        // Analysers first: they are viewers of the stream.
+        let analysers = camera.analysers.lock().unwrap().take();
+        if let Some(a) = analysers {
+            a.stop().await;
+        }
+        self.end_peers(id).await;
+        camera.stream.stop().await;
+        Ok(())
+    }
+
+    pub async fn start(&self, id: &str) -> Result<Arc<Camera>, CameraError> {
+        let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
+        self.still_there(&camera)?;
+        let checked = self.check(camera.config())?;
+        camera
+            .stream
+            .start(checked.spec, on_demand(&checked.config))
+            .await;
+        Ok(camera.clone())
+    }
+
+    /// Stops a camera's source and ends its viewers; its analysers wait for it to start again.
+    pub async fn stop(&self, id: &str) -> Result<Arc<Camera>, CameraError> {
+        let camera = self.get(id)?;
+        let _turn = camera.changes.lock().await;
+        camera.stream.stop().await;
+        self.end_peers(id).await;
+        Ok(camera.clone())
+    }
+
+    async fn end_peers(&self, id: &str) {
+        if let Some(webrtc) = &self.webrtc {
+            webrtc.remove_camera(id).await;
+        }
+    }
+
+    fn still_there(&self, camera: &Arc<Camera>) -> Result<(), CameraError> {
+        match self.cameras.read().unwrap().get(camera.id()) {
+            Some(c) if Arc::ptr_eq(c, camera) => Ok(()),
+            _ => Err(CameraError::NotFound(camera.id().to_string())),
+        }
+    }
+
+    /// Shutdown, first step: every camera's analysers, which hold viewers of the streams and
+    /// leases on the workers, all cancelled at once and then awaited.
+    pub async fn stop_analysers(&self) {
+        let analysers: Vec<Analysers> = self
+            .list()
+            .iter()
+            .filter_map(|c| c.analysers.lock().unwrap().take())
+            .collect();
+        for a in &analysers {
+            a.cancel();
+        }
+        futures_util::future::join_all(analysers.into_iter().map(Analysers::stop)).await;
+    }
+
+    /// Shutdown: every stream, concurrently.
+    pub async fn stop_streams(&self) {
+        let cameras = self.list();
+        futures_util::future::join_all(cameras.iter().map(|c| c.stream.stop())).await;
+    }
+
+    /// Writes every camera's config back to the file (the caller holds `edits`).
+    async fn persist(&self) -> Result<(), CameraError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut known = file.known.lock().await;
+        let cameras: Vec<CameraConfig> = self.list().iter().map(|c| c.config()).collect();
+        let path = file.path.clone();
+        let text = tokio::task::spawn_blocking(move || write_cameras(&path, &cameras))
+            .await
+            .map_err(|e| CameraError::Persist(format!("saving the config failed: {e}")))?
+            .map_err(|e| CameraError::Persist(format!("saving the config failed: {e}")))?;
+        *known = Some(text);
+        Ok(())
+    }
+
+    pub fn config_status(&self) -> ConfigStatus {
+        self.status.lock().unwrap().clone()
+    }
+}
