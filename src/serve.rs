@@ -56,9 +56,8 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         })?,
         _ => Config::default(),
     };
-    let listen: SocketAddr = match (options.listen, &config.server.listen) {
-        (Some(addr), _) => addr,
-        (None, Some(text)) => text.parse().context("server.listen")?,
+    let listen: SocketAddr = match (options.listen, config.typed.listen) {
+        (Some(addr), _) | (None, Some(addr)) => addr,
         (None, None) => DEFAULT_LISTEN.parse()?,
     };
     let token = std::env::var("LIVELENS_TOKEN")
@@ -81,7 +80,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .ok();
     let webrtc = match crate::output::webrtc::WebRtc::start(
         config.webrtc_listen(listen),
-        &config.webrtc_candidates(),
+        &config.typed.webrtc_candidates,
     )
     .await
     {
@@ -95,10 +94,14 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let workers = Arc::new(Workers::new(&config.worker));
     workers.start().await;
     // A relative storage path is relative to the config file, like every path in it.
-    let storage = config.storage_path().map(|p| match &options.config_path {
-        Some(c) if p.is_relative() => c.parent().unwrap_or(std::path::Path::new(".")).join(p),
-        _ => p,
-    });
+    let storage = config
+        .typed
+        .storage_path
+        .clone()
+        .map(|p| match &options.config_path {
+            Some(c) if p.is_relative() => c.parent().unwrap_or(std::path::Path::new(".")).join(p),
+            _ => p,
+        });
     let events = Arc::new(
         EventStore::open(storage.as_deref()).map_err(|e| anyhow::anyhow!("[storage] {e}"))?,
     );
@@ -122,14 +125,15 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     if let Some(text) = loaded {
         cameras.loaded_from(text).await;
     }
-    let mut mqtt = match config.mqtt_url() {
-        Some(url) => Some(Mqtt::start(&url, events.clone()).map_err(|e| anyhow::anyhow!(e))?),
-        None => None,
-    };
+    let mut mqtt = config
+        .typed
+        .mqtt
+        .as_ref()
+        .map(|endpoint| Mqtt::start(endpoint, events.clone()));
     let housekeeping = crate::resources::spawn_task(return_memory(shutdown_token.clone()));
     let retention = crate::resources::spawn_task(prune_events(
         events.clone(),
-        Duration::from_secs(u64::from(config.keep_days()) * 86_400),
+        config.typed.keep,
         shutdown_token.clone(),
     ));
     let shutdown = shutdown_token;
@@ -151,12 +155,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let limits = api::Limits {
         total: config.server.max_connections.unwrap_or(10_000).min(fit),
         per_ip: config.server.max_connections_per_ip.unwrap_or(2_000),
-        header_timeout: config
-            .server
-            .header_timeout
-            .as_deref()
-            .and_then(|t| crate::common::parse_duration(t).ok())
-            .unwrap_or(Duration::from_secs(10)),
+        header_timeout: config.typed.header_timeout,
     };
     tracing::info!(open_files, ?limits, "connection limits");
     let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;

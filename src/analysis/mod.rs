@@ -228,10 +228,13 @@ struct VlmOutcome {
 async fn run(ctx: Context, cancel: CancellationToken) {
     let id = ctx.camera.id().to_string();
     let motion_fps = ctx.config.motion().map_or(0.0, |m| m.fps);
-    let vlm_fps = ctx
-        .config
-        .vlm()
-        .map_or(0.0, |v| 1.0 / v.interval().as_secs_f64().max(0.04));
+    // Read once: the config was validated before this task started.
+    let vlm_interval = ctx.config.vlm().map_or(Duration::ZERO, |v| v.interval());
+    let vlm_fps = if ctx.config.vlm().is_some() {
+        1.0 / vlm_interval.as_secs_f64().max(0.04)
+    } else {
+        0.0
+    };
     let fps = motion_fps.max(vlm_fps).max(0.1);
     let rgb_width = ctx.config.vlm().map_or(THUMBNAIL_WIDTH, |v| v.image_width);
     let mut detector = ctx.config.motion().cloned().map(MotionDetector::new);
@@ -318,7 +321,7 @@ async fn run(ctx: Context, cancel: CancellationToken) {
                     let Some(vlm) = ctx.config.vlm() else {
                         continue;
                     };
-                    let due = last_request.is_none_or(|t| t.elapsed() >= vlm.interval());
+                    let due = last_request.is_none_or(|t| t.elapsed() >= vlm_interval);
                     let wanted =
                         !vlm.on_motion_only || detector.as_ref().is_some_and(|d| d.active());
                     if !due || !wanted {

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, EventStore};
+use crate::config::MqttEndpoint;
 use crate::resources::spawn_task;
 
 pub const PREFIX: &str = "livelens";
@@ -30,9 +31,8 @@ pub struct Mqtt {
 }
 
 /// Parses `mqtt://host:port` (port 1883 by default) into client options.
-pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, String> {
-    let endpoint = crate::config::mqtt_endpoint(url)?;
-    let mut o = MqttOptions::new(client_id, endpoint.host, endpoint.port);
+pub fn options(endpoint: &MqttEndpoint, client_id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
     o.set_keep_alive(Duration::from_secs(5));
     o.set_last_will(LastWill::new(
         format!("{PREFIX}/available"),
@@ -40,10 +40,10 @@ pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, String> {
         QoS::AtLeastOnce,
         true,
     ));
-    if let Some((user, password)) = endpoint.credentials {
+    if let Some((user, password)) = endpoint.credentials.clone() {
         o.set_credentials(user, password);
     }
-    Ok(o)
+    o
 }
 
 /// The topic and payload of an event's per-camera message (besides `livelens/events`).
@@ -69,14 +69,14 @@ pub fn camera_message(event: &Event) -> Option<(String, String, bool)> {
 }
 
 impl Mqtt {
-    pub fn start(url: &str, store: Arc<EventStore>) -> Result<Mqtt, String> {
+    pub fn start(endpoint: &MqttEndpoint, store: Arc<EventStore>) -> Mqtt {
         let client_id = format!("livelens-{}", std::process::id());
-        let (client, mut eventloop) = AsyncClient::new(options(url, &client_id)?, 64);
+        let (client, mut eventloop) = AsyncClient::new(options(endpoint, &client_id), 64);
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let mut events = store.subscribe();
-        // For the log: the URL may carry the broker's password.
-        let url = crate::common::mask_credentials(url);
+        // For the log: the broker's address, without its credentials.
+        let url = format!("mqtt://{}:{}", endpoint.host, endpoint.port);
         let task = spawn_task(async move {
             let available = format!("{PREFIX}/available");
             let mut connected = false;
@@ -137,10 +137,10 @@ impl Mqtt {
                 let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
             }
         });
-        Ok(Mqtt {
+        Mqtt {
             cancel,
             task: Some(task),
-        })
+        }
     }
 
     pub async fn stop(&mut self) {
@@ -187,8 +187,17 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_checked() {
-        assert!(options("mqtt://127.0.0.1:1884", "x").is_ok());
-        assert!(options("http://x", "x").unwrap_err().contains("mqtt://"));
+    fn options_carry_the_endpoint_and_its_credentials() {
+        let endpoint = crate::config::mqtt_endpoint("mqtt://u:p@127.0.0.1:1884").unwrap();
+        let o = options(&endpoint, "x");
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_string(), 1884));
+        let login = o.credentials().expect("credentials");
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("u", "p")
+        );
+        assert!(crate::config::mqtt_endpoint("http://x")
+            .unwrap_err()
+            .contains("mqtt://"));
     }
 }

@@ -36,6 +36,8 @@ fn spec() -> Value {
                 "responses": { "200": { "description": "image/jpeg" }, "404": { "description": "no such event or no picture" } } } },
             "/api/events/stream": { "get": { "summary": "New events as Server-Sent Events (event: kind, data: JSON)",
                 "responses": { "200": { "description": "text/event-stream" } } } },
+            "/api/config/status": { "get": { "summary": "Whether the config file as it is now is applied (hot reload): ok, loaded_at, problems [{place, message}], restart_needed (sections that take effect after a restart), reloads",
+                "responses": { "200": { "description": "status" } } } },
             "/api/workers": { "get": { "summary": "The [[worker]] processes: state, reason, pid, port, starts, users",
                 "responses": { "200": { "description": "workers" } } } },
             "/api/cameras": {
@@ -48,7 +50,7 @@ fn spec() -> Value {
             "/api/cameras/{id}": {
                 "parameters": id_param,
                 "get": { "summary": "One camera", "responses": { "200": camera, "404": error } },
-                "patch": { "summary": "Change a camera's source or options (a new source restarts it)",
+                "patch": { "summary": "Change a camera's source, options or analysis. A new source restarts only the source (viewers stay attached and resume at its first keyframe); new analysis settings restart only the analysers; a change that changes nothing does nothing",
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CameraPatch" } } } },
                     "responses": { "200": camera, "400": error, "404": error, "422": error } },
                 "delete": { "summary": "Remove a camera (its viewers are ended)", "responses": { "204": { "description": "removed" }, "404": error } }

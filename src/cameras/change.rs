@@ -84,7 +84,9 @@ pub struct Change {
     /// The source or how it runs: the source task is replaced; viewers stay attached and
     /// resume at the new source's first keyframe.
     pub source: bool,
-    /// The analysers: they are replaced; video and viewers are not touched.
+    /// The analysers: they are replaced; video and viewers are not touched. A new source URL
+    /// replaces them too: it is a new scene, and a motion detector that compared the old
+    /// camera's picture with the new one would report motion that never happened.
     pub analysis: bool,
 }
 
@@ -97,7 +99,7 @@ impl Change {
                 || old.transport != new.transport
                 || old.timeout != new.timeout
                 || old.user_agent != new.user_agent,
-            analysis: old.analysis != new.analysis,
+            analysis: old.analysis != new.analysis || old.source != new.source,
         }
     }
 
@@ -129,10 +131,20 @@ mod tests {
     }
 
     #[test]
-    fn source_fields_restart_the_source_and_analysis_only_the_analysers() {
+    fn source_options_restart_only_the_source_and_analysis_only_the_analysers() {
         let old = camera("source = \"testsrc://\"");
+        let new = patch(serde_json::json!({"source": "testsrc://?fps=10"}))
+            .apply(&old)
+            .unwrap();
+        assert_eq!(
+            Change::between(&old, &new),
+            Change {
+                source: true,
+                analysis: true
+            },
+            "a new scene starts the analysers over"
+        );
         for json in [
-            serde_json::json!({"source": "testsrc://?fps=10"}),
             serde_json::json!({"on_demand": true}),
             serde_json::json!({"idle_timeout": "3s"}),
             serde_json::json!({"transport": "udp"}),

@@ -5,8 +5,9 @@ pub mod analysis;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +27,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub camera: Vec<CameraConfig>,
-    /// `[webrtc]`, `[storage]` and `[mqtt]` are read through the accessors below, which the
-    /// validation checks first.
+    /// `[webrtc]`, `[storage]` and `[mqtt]` as written (kept for comparison and write-back);
+    /// livelens reads them typed, from [`Config::typed`].
     #[serde(default)]
     pub webrtc: Option<toml::Table>,
     #[serde(default)]
@@ -38,6 +39,43 @@ pub struct Config {
     pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
+    /// Every setting besides the cameras, parsed once by [`Config::parse`] (which refuses a
+    /// config with any problem), so nothing reads text again later.
+    #[serde(skip)]
+    pub typed: Settings,
+}
+
+/// The typed settings of `[server]`, `[webrtc]`, `[storage]` and `[mqtt]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `[server] listen`.
+    pub listen: Option<SocketAddr>,
+    /// `[server] header_timeout` (default 10 s).
+    pub header_timeout: Duration,
+    /// `[webrtc] listen`; by default chosen from the HTTP address ([`Config::webrtc_listen`]).
+    pub webrtc_listen: Option<SocketAddr>,
+    /// `[webrtc] candidates`: extra addresses to advertise.
+    pub webrtc_candidates: Vec<IpAddr>,
+    /// `[storage] path`: where events are stored; in memory when unset.
+    pub storage_path: Option<PathBuf>,
+    /// `[storage] keep_days` (default 7), as a duration.
+    pub keep: Duration,
+    /// `[mqtt] url`, when events go to a broker.
+    pub mqtt: Option<MqttEndpoint>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            listen: None,
+            header_timeout: Duration::from_secs(10),
+            webrtc_listen: None,
+            webrtc_candidates: Vec::new(),
+            storage_path: None,
+            keep: Duration::from_secs(7 * 86_400),
+            mqtt: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -274,9 +312,9 @@ impl Config {
                 .unwrap_or_default();
             vec![problem(place, e.message().trim().to_string())]
         })?;
-        let problems = config.validate();
+        let (typed, problems) = config.check();
         if problems.is_empty() {
-            Ok(config)
+            Ok(Config { typed, ..config })
         } else {
             Err(problems)
         }
@@ -288,7 +326,14 @@ impl Config {
         Config::parse(&text)
     }
 
+    /// Every problem of the config, each with its place.
     pub fn validate(&self) -> Vec<Problem> {
+        self.check().1
+    }
+
+    /// The typed settings, and every problem found on the way to them.
+    fn check(&self) -> (Settings, Vec<Problem>) {
+        let mut typed = Settings::default();
         let mut problems = Vec::new();
         for key in self.unknown.keys() {
             problems.push(problem(key.clone(), "unknown section or key"));
@@ -300,41 +345,36 @@ impl Config {
             problems.push(problem(format!("sources.{key}"), "unknown key"));
         }
         if let Some(listen) = &self.server.listen {
-            if listen.parse::<SocketAddr>().is_err() {
-                problems.push(problem(
+            match listen.parse::<SocketAddr>() {
+                Ok(a) => typed.listen = Some(a),
+                Err(_) => problems.push(problem(
                     "server.listen",
                     format!("{listen:?} is not an address:port such as 127.0.0.1:8080"),
-                ));
+                )),
             }
         }
         if let Some(webrtc) = &self.webrtc {
             for (key, value) in webrtc {
                 match key.as_str() {
-                    "listen" => {
-                        if value
-                            .as_str()
-                            .and_then(|s| s.parse::<SocketAddr>().ok())
-                            .is_none()
-                        {
-                            problems.push(problem(
-                                "webrtc.listen",
-                                format!("{value} is not an address:port such as 0.0.0.0:8555"),
-                            ));
-                        }
-                    }
+                    "listen" => match value.as_str().and_then(|s| s.parse::<SocketAddr>().ok()) {
+                        Some(a) => typed.webrtc_listen = Some(a),
+                        None => problems.push(problem(
+                            "webrtc.listen",
+                            format!("{value} is not an address:port such as 0.0.0.0:8555"),
+                        )),
+                    },
                     "candidates" => {
-                        let ok = value.as_array().is_some_and(|a| {
-                            a.iter().all(|v| {
-                                v.as_str()
-                                    .and_then(|s| s.parse::<std::net::IpAddr>().ok())
-                                    .is_some()
-                            })
+                        let list: Option<Vec<IpAddr>> = value.as_array().and_then(|a| {
+                            a.iter()
+                                .map(|v| v.as_str().and_then(|s| s.parse::<IpAddr>().ok()))
+                                .collect()
                         });
-                        if !ok {
-                            problems.push(problem(
+                        match list {
+                            Some(list) => typed.webrtc_candidates = list,
+                            None => problems.push(problem(
                                 "webrtc.candidates",
                                 "expected a list of IP addresses, e.g. [\"192.168.1.10\"]",
-                            ));
+                            )),
                         }
                     }
                     _ => problems.push(problem(format!("webrtc.{key}"), "unknown key")),
@@ -344,8 +384,20 @@ impl Config {
         if let Some(storage) = &self.storage {
             for (key, value) in storage {
                 let ok = match key.as_str() {
-                    "path" => value.as_str().is_some_and(|s| !s.is_empty()),
-                    "keep_days" => value.as_integer().is_some_and(|d| d >= 1),
+                    "path" => match value.as_str().filter(|s| !s.is_empty()) {
+                        Some(p) => {
+                            typed.storage_path = Some(PathBuf::from(p));
+                            true
+                        }
+                        None => false,
+                    },
+                    "keep_days" => match value.as_integer().filter(|d| (1..=36_500).contains(d)) {
+                        Some(d) => {
+                            typed.keep = Duration::from_secs(d as u64 * 86_400);
+                            true
+                        }
+                        None => false,
+                    },
                     _ => {
                         problems.push(problem(format!("storage.{key}"), "unknown key"));
                         continue;
@@ -355,7 +407,7 @@ impl Config {
                     let expected = if key == "path" {
                         "a file path"
                     } else {
-                        "a whole number of days, at least 1"
+                        "a whole number of days from 1 to 36500"
                     };
                     problems.push(problem(
                         format!("storage.{key}"),
@@ -368,12 +420,15 @@ impl Config {
             for (key, value) in mqtt {
                 if key != "url" {
                     problems.push(problem(format!("mqtt.{key}"), "unknown key"));
-                } else if let Err(e) = value
-                    .as_str()
-                    .ok_or_else(|| "must be a string".to_string())
-                    .and_then(|u| mqtt_endpoint(u).map(|_| ()))
-                {
-                    problems.push(problem("mqtt.url", e));
+                } else {
+                    match value
+                        .as_str()
+                        .ok_or_else(|| "must be a string".to_string())
+                        .and_then(mqtt_endpoint)
+                    {
+                        Ok(endpoint) => typed.mqtt = Some(endpoint),
+                        Err(e) => problems.push(problem("mqtt.url", e)),
+                    }
                 }
             }
         }
@@ -400,8 +455,9 @@ impl Config {
             }
         }
         if let Some(text) = &self.server.header_timeout {
-            if let Err(e) = parse_duration(text) {
-                problems.push(problem("server.header_timeout", e));
+            match parse_duration(text) {
+                Ok(d) => typed.header_timeout = d,
+                Err(e) => problems.push(problem("server.header_timeout", e)),
             }
         }
         if self.server.token.as_deref() == Some("") {
@@ -438,52 +494,19 @@ impl Config {
                 ));
             }
         }
-        problems
-    }
-
-    /// `[storage] path`: where events are stored; in memory when unset.
-    pub fn storage_path(&self) -> Option<PathBuf> {
-        let path = self.storage.as_ref()?.get("path")?.as_str()?;
-        Some(PathBuf::from(path))
-    }
-
-    /// `[storage] keep_days` (default 7).
-    pub fn keep_days(&self) -> u32 {
-        self.storage
-            .as_ref()
-            .and_then(|s| s.get("keep_days")?.as_integer())
-            .map_or(7, |d| d.clamp(1, 36_500) as u32)
-    }
-
-    /// `[mqtt] url`, when events go to a broker.
-    pub fn mqtt_url(&self) -> Option<String> {
-        Some(self.mqtt.as_ref()?.get("url")?.as_str()?.to_string())
+        (typed, problems)
     }
 
     /// `[webrtc] listen`; by default port 8555 in the HTTP server's scope: on its address when
     /// that is loopback-only, on every interface otherwise.
     pub fn webrtc_listen(&self, http: SocketAddr) -> SocketAddr {
-        let default = if http.ip().is_loopback() {
-            SocketAddr::new(http.ip(), 8555)
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], 8555))
-        };
-        self.webrtc
-            .as_ref()
-            .and_then(|t| t.get("listen"))
-            .and_then(|v| v.as_str())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    }
-
-    /// `[webrtc] candidates`: extra addresses to advertise.
-    pub fn webrtc_candidates(&self) -> Vec<std::net::IpAddr> {
-        self.webrtc
-            .as_ref()
-            .and_then(|t| t.get("candidates"))
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
-            .unwrap_or_default()
+        self.typed
+            .webrtc_listen
+            .unwrap_or(if http.ip().is_loopback() {
+                SocketAddr::new(http.ip(), 8555)
+            } else {
+                SocketAddr::from(([0, 0, 0, 0], 8555))
+            })
     }
 
     /// The sections of `new` that differ from this running config and only take effect after a

@@ -61,6 +61,7 @@ fn same(a: &Config, b: &Config, what: &str, text: &str) {
     assert_eq!(a.mqtt, b.mqtt, "{}", ctx());
     assert_eq!(a.worker, b.worker, "{}", ctx());
     assert_eq!(a.camera, b.camera, "{}", ctx());
+    assert_eq!(a.typed, b.typed, "{}", ctx());
 }
 
 /// Where `write_cameras` writes: a directory of this process in `/dev/shm` (or the temp dir).
@@ -97,12 +98,11 @@ pub fn check(data: &[u8]) {
             return;
         }
     };
-    assert!((1..=36_500).contains(&config.keep_days()));
-    let _ = (
-        config.webrtc_candidates(),
-        config.storage_path(),
-        config.mqtt_url(),
-    );
+    let days = config.typed.keep.as_secs() / 86_400;
+    assert!((1..=36_500).contains(&days), "keep {days} days");
+    if let Some(listen) = &config.server.listen {
+        assert_eq!(config.typed.listen, listen.parse().ok());
+    }
     assert!(!config.cameras_or_demo().is_empty());
     for cam in &config.camera {
         let _ = cam.masked_source();
