@@ -374,3 +374,85 @@ fn viewers_of_an_unchanged_camera_keep_receiving_through_50_reloads() {
     );
     assert_eq!(server.camera_state("keep"), "live");
 }
+
+/// The counts that must come back: everything but descriptors and memory, which the allocator
+/// and the kernel settle in their own time, and HTTP connections, which the test's own clients
+/// keep pooled.
+fn counts(r: &Value) -> Value {
+    let mut r = r.clone();
+    let obj = r.as_object_mut().unwrap();
+    obj.remove("open_fds");
+    obj.remove("rss_bytes");
+    obj.remove("http_connections");
+    r
+}
+
+#[test]
+fn forty_reloads_that_add_and_remove_a_watched_camera_leave_nothing_behind() {
+    let keep = ("a", "testsrc://?size=320x240&fps=25");
+    let with_x = || {
+        format!(
+            "{}[[camera]]\nid = \"x\"\nsource = \"testsrc://?size=320x240&fps=25&gop=25\"\n\
+             [camera.analysis.motion]\nfps = 5.0\n",
+            config("", &[keep])
+        )
+    };
+    let path = common::write_config("reload-cycles", &config("", &[keep]));
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("a", Duration::from_secs(5));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let baseline = counts(&server.resources_async().await);
+        for i in 0..40u64 {
+            edit(&path, &with_x());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let client = reqwest::Client::new();
+            loop {
+                let r = client
+                    .get(server.url("/api/cameras/x"))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status().is_success() {
+                    let c: Value = r.json().await.unwrap();
+                    if c["state"] == "live" && c["analysis_status"]["motion"].is_object() {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "cycle {i}: x not live");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // A viewer of x, which the removal must end.
+            let (viewer, task) = MseWatcher::start(&server, "/api/cameras/x/mse").await;
+            server
+                .resources_until(Duration::from_secs(5), "the viewer counted", |r| {
+                    r["websockets"] == 1
+                })
+                .await;
+            edit(&path, &config("", &[keep]));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !viewer.closed.load(Ordering::Relaxed) {
+                assert!(
+                    Instant::now() < deadline,
+                    "cycle {i}: the viewer of x stayed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = task.await;
+        }
+        server
+            .resources_until(Duration::from_secs(10), "counts back at baseline", |r| {
+                counts(r) == baseline
+            })
+            .await;
+        // And a new client is served.
+        let (viewer, task) = MseWatcher::start(&server, "/api/cameras/a/mse").await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while viewer.fragments.load(Ordering::Relaxed) < 5 {
+            assert!(Instant::now() < deadline, "no fragments for a new viewer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+    });
+    assert_eq!(reloads(&server), 80);
+}

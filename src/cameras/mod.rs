@@ -96,22 +96,13 @@ impl std::fmt::Display for CameraError {
 /// Default time an on-demand camera keeps its source after the last viewer leaves.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The idle timeout of an on-demand camera; `None` for a camera that always runs.
-fn on_demand(config: &CameraConfig) -> Option<Duration> {
-    config.on_demand.then(|| {
-        config
-            .idle_timeout
-            .as_deref()
-            .and_then(|t| crate::common::parse_duration(t).ok())
-            .unwrap_or(DEFAULT_IDLE_TIMEOUT)
-    })
-}
-
-/// A config that passed validation, ready to run.
+/// A config that passed validation, ready to run: its text and what it means, parsed once.
 struct Checked {
     config: CameraConfig,
     spec: SourceSpec,
     analysis: AnalysisConfig,
+    /// The idle timeout of an on-demand camera; `None` for a camera that always runs.
+    on_demand: Option<Duration>,
 }
 
 /// The config file the cameras are written back to, and the text last seen in it (written by
@@ -197,7 +188,22 @@ impl Cameras {
             return Err(CameraError::Invalid(problems));
         }
         let spec = source_spec(&config, self.allow_exec).map_err(CameraError::Invalid)?;
+        let idle = match config
+            .idle_timeout
+            .as_deref()
+            .map(crate::common::parse_duration)
+        {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(Ok(d)) => d,
+            Some(Err(message)) => {
+                return Err(CameraError::Invalid(vec![Problem {
+                    place: "idle_timeout".into(),
+                    message,
+                }]))
+            }
+        };
         Ok(Checked {
+            on_demand: config.on_demand.then_some(idle),
             config,
             spec,
             analysis,
@@ -242,10 +248,7 @@ impl Cameras {
             }
             cameras.insert(id, camera.clone());
         }
-        camera
-            .stream
-            .start(checked.spec, on_demand(&checked.config))
-            .await;
+        camera.stream.start(checked.spec, checked.on_demand).await;
         *camera.analysers.lock().unwrap() = self.analysis.start(&camera.stream, &checked.analysis);
         Ok(camera.clone())
     }
@@ -283,10 +286,7 @@ impl Cameras {
             analysis: checked.analysis.clone(),
         };
         if change.source && camera.stream.state().is_running() {
-            camera
-                .stream
-                .restart(checked.spec, on_demand(&checked.config))
-                .await;
+            camera.stream.restart(checked.spec, checked.on_demand).await;
         }
         if change.analysis {
             let old = camera.analysers.lock().unwrap().take();
@@ -332,10 +332,7 @@ impl Cameras {
         let _turn = camera.changes.lock().await;
         self.still_there(&camera)?;
         let checked = self.check(camera.config())?;
-        camera
-            .stream
-            .start(checked.spec, on_demand(&checked.config))
-            .await;
+        camera.stream.start(checked.spec, checked.on_demand).await;
         Ok(camera.clone())
     }
 
