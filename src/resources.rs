@@ -23,7 +23,8 @@ pub enum Resource {
     PeerConnection,
     WebSocket,
     ChildProcess,
-    /// A camera-audio → Opus transcoder for WebRTC viewers.
+    /// What re-encodes a camera for its viewers: the audio → Opus transcoder for WebRTC, the
+    /// MJPEG encoder (each at most one per camera).
     Transcoder,
     /// An accepted HTTP connection, until its socket closes (WebSockets included).
     HttpConnection,
@@ -39,7 +40,8 @@ pub enum ViewerKind {
     Rtsp,
     Snapshot,
     Analysis,
-    /// The WebRTC audio transcoder (one per camera, whatever the number of peers).
+    /// A transcoder's subscription: WebRTC audio → Opus, or MJPEG (each one per camera,
+    /// whatever the number of its viewers).
     Transcoder,
 }
 

@@ -2,14 +2,13 @@
 //! and sent over MQTT.
 //!
 //! Ownership: each camera owns its [`Analysers`] (token + task); the task owns
-//! its decoder thread ([`frames::Grabber`]) and at most one model request. Changing a camera's
+//! its decoder thread (`output::frames::Grabber`) and at most one model request. Changing a camera's
 //! analysis stops its task (awaiting the thread) and starts a new one. Analysis subscribes to the
 //! camera like a viewer (kind `analysis`), so it never slows the video path: a slow analyser
 //! falls behind its own bounded queue and resumes at a keyframe.
 
 pub mod asr;
 pub mod events;
-pub mod frames;
 mod http;
 pub mod motion;
 pub mod mqtt;
@@ -27,11 +26,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Stream;
+use crate::output::frames::{Grabber, Picture};
 use crate::resources::{spawn_task, ViewerKind};
 use crate::supervisor::Workers;
 use asr::{AsrConfig, Pipeline};
 use events::EventStore;
-use frames::{Grabber, Picture};
 use motion::{MotionChange, MotionDetector};
 use vlm::VlmConfig;
 

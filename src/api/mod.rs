@@ -6,6 +6,7 @@ mod connections;
 mod events;
 mod guard;
 mod live;
+mod mjpeg;
 pub(crate) mod mse;
 mod openapi;
 mod system;
@@ -67,6 +68,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/cameras/stream", get(live::camera_stream))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
         .route("/api/ws", get(mse::go2rtc))
+        .route("/api/cameras/{id}/mjpeg", get(mjpeg::livelens))
+        .route("/api/stream.mjpeg", get(mjpeg::go2rtc))
         .route(
             "/api/cameras/{id}/whep",
             axum::routing::post(webrtc::whep_post).options(webrtc::whep_options),

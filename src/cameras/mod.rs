@@ -23,8 +23,8 @@ use std::time::Duration;
 use crate::analysis::{Analysers, Analysis, AnalysisConfig, AnalysisStatus};
 use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
 use crate::hub::Stream;
-use crate::output::snapshot;
 use crate::output::webrtc::WebRtc;
+use crate::output::{mjpeg, snapshot};
 use crate::source::SourceSpec;
 pub use change::{CameraPatch, Change};
 pub use reload::ConfigStatus;
@@ -35,6 +35,8 @@ pub struct Camera {
     desired: Mutex<Desired>,
     analysers: Mutex<Option<Analysers>>,
     pub snapshot: snapshot::Cache,
+    /// The MJPEG encoder its MJPEG viewers share, while any watch.
+    pub mjpeg: mjpeg::Mjpeg,
     /// Held through a whole change (PATCH, start, stop, delete, reload).
     changes: tokio::sync::Mutex<()>,
 }
@@ -116,6 +118,7 @@ pub struct Cameras {
     cameras: RwLock<BTreeMap<String, Arc<Camera>>>,
     analysis: Arc<Analysis>,
     webrtc: Option<Arc<WebRtc>>,
+    mjpeg: mjpeg::Settings,
     allow_exec: bool,
     file: Option<ConfigFile>,
     edits: tokio::sync::RwLock<()>,
@@ -126,6 +129,7 @@ impl Cameras {
     pub fn new(
         analysis: Arc<Analysis>,
         webrtc: Option<Arc<WebRtc>>,
+        mjpeg: mjpeg::Settings,
         allow_exec: bool,
         config_path: Option<PathBuf>,
     ) -> Cameras {
@@ -133,6 +137,7 @@ impl Cameras {
             cameras: RwLock::new(BTreeMap::new()),
             analysis,
             webrtc,
+            mjpeg,
             allow_exec,
             file: config_path.map(|path| ConfigFile {
                 path,
@@ -149,6 +154,11 @@ impl Cameras {
 
     pub fn webrtc(&self) -> Option<&Arc<WebRtc>> {
         self.webrtc.as_ref()
+    }
+
+    /// `[mjpeg]`: the rate and width of MJPEG pictures.
+    pub fn mjpeg_settings(&self) -> mjpeg::Settings {
+        self.mjpeg
     }
 
     pub fn list(&self) -> Vec<Arc<Camera>> {
@@ -236,6 +246,7 @@ impl Cameras {
             }),
             analysers: Mutex::new(None),
             snapshot: snapshot::Cache::default(),
+            mjpeg: mjpeg::Mjpeg::default(),
             changes: tokio::sync::Mutex::new(()),
         });
         let _turn = camera.changes.lock().await;
@@ -323,6 +334,7 @@ impl Cameras {
             a.stop().await;
         }
         self.end_peers(id).await;
+        camera.mjpeg.stop().await;
         camera.stream.stop().await;
         Ok(())
     }

@@ -36,6 +36,8 @@ pub struct Config {
     #[serde(default)]
     pub mqtt: Option<toml::Table>,
     #[serde(default)]
+    pub mjpeg: Option<toml::Table>,
+    #[serde(default)]
     pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
@@ -62,6 +64,24 @@ pub struct Settings {
     pub keep: Duration,
     /// `[mqtt] url`, when events go to a broker.
     pub mqtt: Option<MqttEndpoint>,
+    /// `[mjpeg]`: the pictures MJPEG viewers get.
+    pub mjpeg: MjpegSettings,
+}
+
+/// `[mjpeg] fps` (default 5) and `width` (default 640; the height keeps the camera's aspect).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MjpegSettings {
+    pub fps: f64,
+    pub width: u32,
+}
+
+impl Default for MjpegSettings {
+    fn default() -> MjpegSettings {
+        MjpegSettings {
+            fps: 5.0,
+            width: 640,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -74,6 +94,7 @@ impl Default for Settings {
             storage_path: None,
             keep: Duration::from_secs(7 * 86_400),
             mqtt: None,
+            mjpeg: MjpegSettings::default(),
         }
     }
 }
@@ -432,6 +453,29 @@ impl Config {
                 }
             }
         }
+        for (key, value) in self.mjpeg.iter().flatten() {
+            match key.as_str() {
+                "fps" => match value
+                    .as_float()
+                    .or(value.as_integer().map(|i| i as f64))
+                    .filter(|f| (0.1..=30.0).contains(f))
+                {
+                    Some(f) => typed.mjpeg.fps = f,
+                    None => problems.push(problem(
+                        "mjpeg.fps",
+                        format!("{value} is not a rate from 0.1 to 30 pictures a second"),
+                    )),
+                },
+                "width" => match value.as_integer().filter(|w| (64..=3840).contains(w)) {
+                    Some(w) => typed.mjpeg.width = w as u32,
+                    None => problems.push(problem(
+                        "mjpeg.width",
+                        format!("{value} is not a width from 64 to 3840 pixels"),
+                    )),
+                },
+                _ => problems.push(problem(format!("mjpeg.{key}"), "unknown key")),
+            }
+        }
         for (i, origin) in self.server.allowed_origins.iter().enumerate() {
             let ok = origin == "*"
                 || ["http://", "https://"].iter().any(|p| {
@@ -527,6 +571,9 @@ impl Config {
         }
         if self.mqtt != new.mqtt {
             out.push("mqtt");
+        }
+        if self.mjpeg != new.mjpeg {
+            out.push("mjpeg");
         }
         if self.worker != new.worker {
             out.push("worker");

@@ -34,6 +34,8 @@ struct Mirror<'a> {
     storage: Option<&'a toml::Table>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mqtt: Option<&'a toml::Table>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mjpeg: Option<&'a toml::Table>,
     camera: &'a [CameraConfig],
     worker: &'a [WorkerConfig],
 }
@@ -59,6 +61,7 @@ fn same(a: &Config, b: &Config, what: &str, text: &str) {
     assert_eq!(a.webrtc, b.webrtc, "{}", ctx());
     assert_eq!(a.storage, b.storage, "{}", ctx());
     assert_eq!(a.mqtt, b.mqtt, "{}", ctx());
+    assert_eq!(a.mjpeg, b.mjpeg, "{}", ctx());
     assert_eq!(a.worker, b.worker, "{}", ctx());
     assert_eq!(a.camera, b.camera, "{}", ctx());
     assert_eq!(a.typed, b.typed, "{}", ctx());
@@ -121,6 +124,7 @@ pub fn check(data: &[u8]) {
         webrtc: config.webrtc.as_ref(),
         storage: config.storage.as_ref(),
         mqtt: config.mqtt.as_ref(),
+        mjpeg: config.mjpeg.as_ref(),
         camera: &config.camera,
         worker: &config.worker,
     };

@@ -1,6 +1,8 @@
 //! Outputs: the ways a viewer gets a camera's picture. One file or folder per output.
 
 pub mod fmp4;
+pub mod frames;
+pub mod mjpeg;
 pub mod mse;
 pub mod snapshot;
 pub mod webrtc;

@@ -1,8 +1,9 @@
-//! Decoded pictures for analysers, on demand (principle 2).
+//! Decoded pictures, on demand (principle 2), for what re-encodes or looks at the picture: the
+//! analysers and MJPEG.
 //!
-//! One dedicated thread per analysed camera decodes H.264 with openh264 and, at the rate the
-//! analysers asked for, turns the newest picture into a small RGB image (for the VLM and event
-//! thumbnails) and a smaller grayscale one (for motion). Only what is needed is decoded: when
+//! One dedicated thread per user (a camera's analysers, a camera's MJPEG encoder) decodes H.264
+//! with openh264 and, at the rate asked for, turns the newest picture into an RGB image of the
+//! width asked for (VLM, thumbnails, MJPEG) and a small grayscale one (for motion). Only what is needed is decoded: when
 //! pictures are wanted less often than keyframes come, only keyframes are decoded.
 //!
 //! The thread is fed through a bounded channel; when it falls behind, frames are dropped up to
