@@ -109,7 +109,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let cameras = Arc::new(Cameras::new(
         analysis.clone(),
         webrtc.clone(),
-        config.typed.mjpeg,
+        (config.typed.mjpeg, config.typed.hls),
         config.sources.allow_exec,
         options.config_path.clone(),
     ));

@@ -5,6 +5,7 @@ mod cameras;
 mod connections;
 mod events;
 mod guard;
+mod hls;
 mod live;
 mod mjpeg;
 pub(crate) mod mse;
@@ -70,6 +71,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/ws", get(mse::go2rtc))
         .route("/api/cameras/{id}/mjpeg", get(mjpeg::livelens))
         .route("/api/stream.mjpeg", get(mjpeg::go2rtc))
+        .route("/api/cameras/{id}/hls/index.m3u8", get(hls::multivariant))
+        .route("/api/cameras/{id}/hls/stream.m3u8", get(hls::media))
+        .route("/api/cameras/{id}/hls/{file}", get(hls::file))
+        .route("/api/stream.m3u8", get(hls::go2rtc))
         .route(
             "/api/cameras/{id}/whep",
             axum::routing::post(webrtc::whep_post).options(webrtc::whep_options),

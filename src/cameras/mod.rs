@@ -24,7 +24,7 @@ use crate::analysis::{Analysers, Analysis, AnalysisConfig, AnalysisStatus};
 use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
 use crate::hub::Stream;
 use crate::output::webrtc::WebRtc;
-use crate::output::{mjpeg, snapshot};
+use crate::output::{hls, mjpeg, snapshot};
 use crate::source::SourceSpec;
 pub use change::{CameraPatch, Change};
 pub use reload::ConfigStatus;
@@ -37,6 +37,8 @@ pub struct Camera {
     pub snapshot: snapshot::Cache,
     /// The MJPEG encoder its MJPEG viewers share, while any watch.
     pub mjpeg: mjpeg::Mjpeg,
+    /// Its LL-HLS muxer, while requests come.
+    pub hls: hls::Hls,
     /// Held through a whole change (PATCH, start, stop, delete, reload).
     changes: tokio::sync::Mutex<()>,
 }
@@ -119,6 +121,7 @@ pub struct Cameras {
     analysis: Arc<Analysis>,
     webrtc: Option<Arc<WebRtc>>,
     mjpeg: mjpeg::Settings,
+    hls: hls::Settings,
     allow_exec: bool,
     file: Option<ConfigFile>,
     edits: tokio::sync::RwLock<()>,
@@ -129,15 +132,17 @@ impl Cameras {
     pub fn new(
         analysis: Arc<Analysis>,
         webrtc: Option<Arc<WebRtc>>,
-        mjpeg: mjpeg::Settings,
+        outputs: (mjpeg::Settings, hls::Settings),
         allow_exec: bool,
         config_path: Option<PathBuf>,
     ) -> Cameras {
+        let (mjpeg, hls) = outputs;
         Cameras {
             cameras: RwLock::new(BTreeMap::new()),
             analysis,
             webrtc,
             mjpeg,
+            hls,
             allow_exec,
             file: config_path.map(|path| ConfigFile {
                 path,
@@ -159,6 +164,11 @@ impl Cameras {
     /// `[mjpeg]`: the rate and width of MJPEG pictures.
     pub fn mjpeg_settings(&self) -> mjpeg::Settings {
         self.mjpeg
+    }
+
+    /// `[hls]`.
+    pub fn hls_settings(&self) -> hls::Settings {
+        self.hls
     }
 
     pub fn list(&self) -> Vec<Arc<Camera>> {
@@ -247,6 +257,7 @@ impl Cameras {
             analysers: Mutex::new(None),
             snapshot: snapshot::Cache::default(),
             mjpeg: mjpeg::Mjpeg::default(),
+            hls: hls::Hls::default(),
             changes: tokio::sync::Mutex::new(()),
         });
         let _turn = camera.changes.lock().await;
@@ -335,6 +346,7 @@ impl Cameras {
         }
         self.end_peers(id).await;
         camera.mjpeg.stop().await;
+        camera.hls.stop().await;
         camera.stream.stop().await;
         Ok(())
     }

@@ -38,6 +38,8 @@ pub struct Config {
     #[serde(default)]
     pub mjpeg: Option<toml::Table>,
     #[serde(default)]
+    pub hls: Option<toml::Table>,
+    #[serde(default)]
     pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
@@ -66,6 +68,22 @@ pub struct Settings {
     pub mqtt: Option<MqttEndpoint>,
     /// `[mjpeg]`: the pictures MJPEG viewers get.
     pub mjpeg: MjpegSettings,
+    /// `[hls]`.
+    pub hls: HlsSettings,
+}
+
+/// `[hls] close_after` (default 60 s): how long a camera's HLS muxer runs after the last request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HlsSettings {
+    pub close_after: Duration,
+}
+
+impl Default for HlsSettings {
+    fn default() -> HlsSettings {
+        HlsSettings {
+            close_after: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[mjpeg] fps` (default 5) and `width` (default 640; the height keeps the camera's aspect).
@@ -95,6 +113,7 @@ impl Default for Settings {
             keep: Duration::from_secs(7 * 86_400),
             mqtt: None,
             mjpeg: MjpegSettings::default(),
+            hls: HlsSettings::default(),
         }
     }
 }
@@ -476,6 +495,18 @@ impl Config {
                 _ => problems.push(problem(format!("mjpeg.{key}"), "unknown key")),
             }
         }
+        for (key, value) in self.hls.iter().flatten() {
+            match (key.as_str(), value.as_str().map(parse_duration)) {
+                ("close_after", Some(Ok(d))) if d >= Duration::from_secs(1) => {
+                    typed.hls.close_after = d
+                }
+                ("close_after", _) => problems.push(problem(
+                    "hls.close_after",
+                    format!("{value} is not a duration of at least 1s, e.g. \"60s\""),
+                )),
+                _ => problems.push(problem(format!("hls.{key}"), "unknown key")),
+            }
+        }
         for (i, origin) in self.server.allowed_origins.iter().enumerate() {
             let ok = origin == "*"
                 || ["http://", "https://"].iter().any(|p| {
@@ -574,6 +605,9 @@ impl Config {
         }
         if self.mjpeg != new.mjpeg {
             out.push("mjpeg");
+        }
+        if self.hls != new.hls {
+            out.push("hls");
         }
         if self.worker != new.worker {
             out.push("worker");

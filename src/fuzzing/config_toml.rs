@@ -36,6 +36,8 @@ struct Mirror<'a> {
     mqtt: Option<&'a toml::Table>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mjpeg: Option<&'a toml::Table>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hls: Option<&'a toml::Table>,
     camera: &'a [CameraConfig],
     worker: &'a [WorkerConfig],
 }
@@ -62,6 +64,7 @@ fn same(a: &Config, b: &Config, what: &str, text: &str) {
     assert_eq!(a.storage, b.storage, "{}", ctx());
     assert_eq!(a.mqtt, b.mqtt, "{}", ctx());
     assert_eq!(a.mjpeg, b.mjpeg, "{}", ctx());
+    assert_eq!(a.hls, b.hls, "{}", ctx());
     assert_eq!(a.worker, b.worker, "{}", ctx());
     assert_eq!(a.camera, b.camera, "{}", ctx());
     assert_eq!(a.typed, b.typed, "{}", ctx());
@@ -125,6 +128,7 @@ pub fn check(data: &[u8]) {
         storage: config.storage.as_ref(),
         mqtt: config.mqtt.as_ref(),
         mjpeg: config.mjpeg.as_ref(),
+        hls: config.hls.as_ref(),
         camera: &config.camera,
         worker: &config.worker,
     };

@@ -445,7 +445,7 @@ fn audio_trak(a: &AudioCodec) -> Result<Trak, MuxError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::Frame;
     use mp4_atom::{Any, Decode};

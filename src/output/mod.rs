@@ -2,6 +2,7 @@
 
 pub mod fmp4;
 pub mod frames;
+pub mod hls;
 pub mod mjpeg;
 pub mod mse;
 pub mod snapshot;
