@@ -290,3 +290,37 @@ fn the_muxer_closes_without_requests_and_cycles_leave_nothing_behind() {
     assert!(text.contains("#EXTINF:"), "{text}");
     assert!(!text.contains(&format!("{prefix}-")));
 }
+
+#[test]
+fn the_player_in_hls_mode_plays_or_falls_back_to_mse() {
+    use common::browser::Browser;
+    let _serial = common::browser::serial();
+    let server = server("hls-chromium", "");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.blank_page(&server.base).await;
+        // Chromium 156 says it "maybe" plays HLS natively, takes the playlist and the first
+        // picture, then stops with DEMUXER_ERROR_COULD_NOT_PARSE; the player must then go on
+        // with the next mode, and it must have asked for HLS first.
+        browser
+            .run(
+                "await import('/player.js');
+                 const p = document.createElement('livelens-player'); p.setAttribute('mode', 'hls,mse');
+                 p.setAttribute('src', 'cam'); document.body.append(p); window.p = p;",
+            )
+            .await;
+        browser
+            .until(
+                Duration::from_secs(20),
+                "50 frames through the player",
+                "return window.p.stats.frames >= 50;",
+            )
+            .await;
+        let stats = browser.run("return window.p.stats;").await;
+        eprintln!("player stats (mode hls,mse): {stats}");
+        let r = server.resources_async().await;
+        assert_eq!(r["viewers"]["hls"], 1, "the player asked for HLS first: {r}");
+        browser.run("window.p.remove();").await;
+        browser.close().await;
+    });
+}

@@ -4,7 +4,9 @@
 // - webrtc: WHEP (POST /api/cameras/{id}/whep); no frame within 4 s, or a failed connection,
 //   falls back to the next mode;
 // - mse: MSE over WebSocket (/api/cameras/{id}/mse), go2rtc's protocol: a JSON {"type":"mse"}
-//   message with the MIME type, then the init segment and one fMP4 fragment per frame.
+//   message with the MIME type, then the init segment and one fMP4 fragment per frame;
+// - hls: the browser's own (LL-)HLS player (/api/cameras/{id}/hls/index.m3u8) — Safari, iOS,
+//   recent Chromium; a browser without one, or no frame within 8 s, falls back to the next mode.
 //
 // Low latency: the buffer is trimmed to a few seconds, playbackRate is nudged up when the
 // player drifts behind the live edge, and after a stall it jumps to the live edge.
@@ -25,6 +27,7 @@ const KEEP_SECONDS = 6;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10000;
 const WEBRTC_FIRST_FRAME_MS = 4000;
+const HLS_FIRST_FRAME_MS = 8000;
 
 function supportedCodecs() {
   const candidates = [
@@ -152,7 +155,8 @@ class LivelensPlayer extends HTMLElement {
   // One session: the transport of the current mode plus the timers and callbacks every mode
   // shares (frame counting, latency, live-edge keeping).
   startMode(id) {
-    const mode = this.modes[this.modeIndex] === "webrtc" ? "webrtc" : "mse";
+    const wanted = this.modes[this.modeIndex];
+    const mode = wanted === "webrtc" || wanted === "hls" ? wanted : "mse";
     this.stats.mode = mode;
     this.stats.state = "connecting";
     const s = { mode, ws: null, pc: null, whep: null, ms: null, sb: null, url: null, queue: [], timers: [],
@@ -170,6 +174,8 @@ class LivelensPlayer extends HTMLElement {
     s.frameCb = this.video.requestVideoFrameCallback(onFrame);
     if (mode === "webrtc") {
       this.startWebRTC(s, id);
+    } else if (mode === "hls") {
+      this.startHLS(s, id);
     } else {
       this.startMSE(s, id);
     }
@@ -193,6 +199,25 @@ class LivelensPlayer extends HTMLElement {
     const onWaiting = () => this.jumpToLiveEdge();
     this.video.addEventListener("waiting", onWaiting);
     s.listeners.push([this.video, "waiting", onWaiting]);
+  }
+
+  // The browser's native HLS; the server keeps the live edge (PART-HOLD-BACK), the browser plays.
+  startHLS(s, id) {
+    if (!this.video.canPlayType("application/vnd.apple.mpegurl")) {
+      // Let startMode finish setting up the session before falling back from it.
+      s.timers.push(setTimeout(() => this.fallback(s, "HLS: this browser has no native player"), 0));
+      return;
+    }
+    const http = this.getAttribute("server")?.replace(/^ws/, "http") || "";
+    this.video.src = `${http}/api/cameras/${encodeURIComponent(id)}/hls/index.m3u8`;
+    this.video.play().catch(() => {});
+    this.stats.state = "waiting";
+    const onError = () => this.fallback(s, "HLS: the browser could not play the stream");
+    this.video.addEventListener("error", onError);
+    s.listeners.push([this.video, "error", onError]);
+    s.timers.push(setTimeout(() => {
+      if (!s.closed && this.stats.frames === s.framesAtStart) this.fallback(s, "HLS: no frame in time");
+    }, HLS_FIRST_FRAME_MS));
   }
 
   // WebRTC over WHEP; no frame within WEBRTC_FIRST_FRAME_MS (UDP blocked, no codec) falls back.

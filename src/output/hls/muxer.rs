@@ -413,7 +413,7 @@ impl Muxer {
             let _ = writeln!(out, "#EXTINF:{:.5},", s.duration);
             let _ = writeln!(out, "{base}seg{}.mp4", s.msn);
         }
-        if let Some(open) = &self.open {
+        if let Some(open) = self.open.as_ref().filter(|o| !o.parts.is_empty()) {
             let _ = writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
