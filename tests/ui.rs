@@ -64,6 +64,19 @@ fn add_a_camera_from_the_form_then_delete_it() {
             "return !!document.querySelector('#list [data-id=\"porch\"]');").await;
         browser.until( Duration::from_secs(15), "porch live and playing",
             &format!("return document.querySelector('#list [data-id=\"porch\"] .badge').textContent === 'live' && (() => {{ {} }})() >= 10;", frames_of("porch"))).await;
+        // The card offers its URLs for other players, and they serve.
+        let links = browser
+            .run("const c = document.querySelector('#list [data-id=\"porch\"]');
+                  const hls = c.querySelector('[data-link=\"hls\"]').value;
+                  const mjpeg = c.querySelector('[data-link=\"mjpeg\"]').value;
+                  const r = await fetch(hls);
+                  const m = await fetch(mjpeg); const type = m.headers.get('content-type'); await m.body.cancel();
+                  return {hls, mjpeg, hlsStatus: r.status, playlist: await r.text(), type};")
+            .await;
+        assert!(links["hls"].as_str().unwrap().ends_with("/api/cameras/porch/hls/index.m3u8"), "{links}");
+        assert_eq!(links["hlsStatus"], 200, "{links}");
+        assert!(links["playlist"].as_str().unwrap().starts_with("#EXTM3U"), "{links}");
+        assert_eq!(links["type"], "multipart/x-mixed-replace; boundary=frame", "{links}");
         // Delete: gone from the list and from the server, with its viewers.
         browser.run("document.querySelector('#list [data-id=\"porch\"] [data-act=\"delete\"]').click();").await;
         browser.until( Duration::from_secs(5), "porch removed",

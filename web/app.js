@@ -51,7 +51,11 @@ function renderList() {
           <button data-act="toggle"></button><button data-act="edit">Edit</button>
           <a data-act="snapshot" download><button type="button" tabindex="-1">Snapshot</button></a>
           <button data-act="delete">Delete</button>
-        </div>`;
+        </div>
+        <details class="links"><summary>Links for other players</summary>
+          <label>LL-HLS <input readonly data-link="hls"></label>
+          <label>MJPEG <input readonly data-link="mjpeg"></label>
+        </details>`;
       el.querySelector(".name").textContent = c.id;
       el.querySelector(".name").addEventListener("click", () => select(c.id, true));
       el.querySelector('[data-act="toggle"]').addEventListener("click", () => toggle(el.dataset.id));
@@ -59,6 +63,11 @@ function renderList() {
       el.querySelector('[data-act="delete"]').addEventListener("click", () => remove(el.dataset.id));
       el.querySelector('[data-act="snapshot"]').href = `/api/cameras/${encodeURIComponent(c.id)}/snapshot.jpg`;
       el.querySelector('[data-act="snapshot"]').setAttribute("download", `${c.id}.jpg`);
+      // URLs for VLC, Home Assistant, NVRs and <img>: click one to select it for copying.
+      const base = `${location.origin}/api/cameras/${encodeURIComponent(c.id)}`;
+      el.querySelector('[data-link="hls"]').value = `${base}/hls/index.m3u8`;
+      el.querySelector('[data-link="mjpeg"]').value = `${base}/mjpeg`;
+      for (const input of el.querySelectorAll("[data-link]")) input.addEventListener("focus", () => input.select());
       list.append(el);
     }
     const badge = el.querySelector(".badge");
@@ -284,4 +293,14 @@ events.addEventListener("cameras", (e) => {
   render();
 });
 analysis.start(api, () => state.cameras);
+
+// A config file that could not be applied (hot reload) is shown until it is fixed.
+async function configStatus() {
+  const r = await api("GET", "/api/config/status");
+  if (r.ok && !r.data.ok) {
+    say(`The config file was not applied: ${r.data.problems.map((p) => (p.place ? `${p.place}: ` : "") + p.message).join("; ")}`);
+  }
+}
+configStatus();
+setInterval(configStatus, 10000);
 window.livelensUi = state;

@@ -1,4 +1,4 @@
-//! `livelens-bench mse|flv|webrtc --url URL --viewers N --seconds S [--pid PID]`
+//! `livelens-bench mse|flv|webrtc|mjpeg|hls --url URL --viewers N --seconds S [--pid PID]`
 //!
 //! A load generator: N viewers of one live stream, run for S seconds, one table row (or one JSON
 //! line with `--json`) of what the server cost and what the viewers got.
@@ -8,6 +8,9 @@
 //!   `ws://HOST/APP/NAME.flv`), to compare livelens with another server on the same clip.
 //! - `webrtc`: WHEP viewers, str0m clients doing real ICE/DTLS/SRTP. At the end they leave
 //!   without a word, like a closed tab; `--delete` sends the WHEP DELETE instead.
+//! - `mjpeg`: readers of `/api/cameras/ID/mjpeg` (frames are pictures).
+//! - `hls`: LL-HLS clients of `/api/cameras/ID/hls/stream.m3u8`: a blocking playlist reload
+//!   for the next part, then that part, over and over (frames are video fragments).
 //!
 //! Readers buffer their stream, so boxes and tags may be split over WebSocket messages or merged
 //! into one. Where the stream carries the capture-time SEI that `testsrc://` puts in every access
@@ -57,6 +60,23 @@ enum Bench {
         /// Leave with the WHEP DELETE (the Location of the answer) rather than silently.
         #[arg(long)]
         delete: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// N MJPEG readers of one camera.
+    Mjpeg {
+        #[arg(long, default_value = "http://127.0.0.1:8080/api/cameras/demo/mjpeg")]
+        url: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// N LL-HLS clients of one camera's media playlist.
+    Hls {
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:8080/api/cameras/demo/hls/stream.m3u8"
+        )]
+        url: String,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -422,6 +442,11 @@ async fn find_server(ws_url: &str) -> Option<u32> {
     json["pid"].as_u64().map(|p| p as u32)
 }
 
+/// The same server as a ws:// URL (what `find_server` reads).
+fn ws_url(http: &str) -> String {
+    http.replacen("http://", "ws://", 1)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -435,6 +460,10 @@ fn main() {
         Bench::Mse { url, run } => measure("mse", &url, &url, &run, ws_viewer::<Fmp4>),
         Bench::Flv { url, run } => measure("flv", &url, &url, &run, ws_viewer::<Flv>),
         Bench::Webrtc { url, delete, run } => webrtc::run(&url, delete, &run),
+        Bench::Mjpeg { url, run } => {
+            measure("mjpeg", &url, &ws_url(&url), &run, http_viewers::mjpeg)
+        }
+        Bench::Hls { url, run } => measure("hls", &url, &ws_url(&url), &run, http_viewers::hls),
     }
 }
 
@@ -960,5 +989,160 @@ mod tests {
     fn not_flv_is_an_error() {
         let mut flv = Flv::default();
         assert!(flv.parse(b"<html>\r\n\r\n", &mut |_, _| {}).is_err());
+    }
+}
+
+/// HTTP viewers: MJPEG readers and LL-HLS clients.
+mod http_viewers {
+    use std::time::{Duration, Instant};
+
+    use super::ViewerResult;
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(2)
+            .build()
+            .expect("HTTP client")
+    }
+
+    /// An MJPEG reader: counts the pictures (multipart parts) and bytes until `until`.
+    pub async fn mjpeg(url: String, until: Instant) -> ViewerResult {
+        let mut r = ViewerResult::default();
+        let started = Instant::now();
+        let response = match client().get(&url).send().await {
+            Ok(resp) if resp.status().is_success() => resp,
+            Ok(resp) => {
+                r.error = Some(format!("HTTP {}", resp.status()));
+                return r;
+            }
+            Err(e) => {
+                r.error = Some(e.to_string());
+                return r;
+            }
+        };
+        let mut response = response;
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            let chunk = tokio::select! {
+                c = response.chunk() => c,
+                _ = tokio::time::sleep_until(until.into()) => break,
+            };
+            let Ok(Some(chunk)) = chunk else { break };
+            r.bytes += chunk.len() as u64;
+            // Boundaries may straddle chunks: search the last few bytes of the previous one too.
+            tail.extend_from_slice(&chunk);
+            let parts = tail.windows(9).filter(|w| w == b"--frame\r\n").count() as u64;
+            r.on_frames(parts, None, started, 0);
+            let keep = tail.len().saturating_sub(8);
+            tail.drain(..keep);
+        }
+        r
+    }
+
+    /// Video fragments (moofs whose tfhd names track 1) in a run of fMP4 boxes.
+    fn video_fragments(data: &[u8]) -> u64 {
+        let mut at = 0;
+        let mut n = 0;
+        while at + 8 <= data.len() {
+            let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            if size < 8 {
+                break;
+            }
+            if &data[at + 4..at + 8] == b"moof" {
+                // moof header (8) + mfhd (16) + traf header (8) + tfhd header (12) → track id.
+                let track = data
+                    .get(at + 44..at + 48)
+                    .map(|b| u32::from_be_bytes(b.try_into().unwrap()));
+                if track == Some(1) {
+                    n += 1;
+                }
+            }
+            at += size;
+        }
+        n
+    }
+
+    /// `(open segment's MSN, its parts, the preload hint's URI)` of a media playlist.
+    fn open_segment(playlist: &str) -> Option<(u64, u64, String)> {
+        let first: u64 = playlist
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?
+            .parse()
+            .ok()?;
+        let complete = playlist.matches("#EXTINF:").count() as u64;
+        let after_last = playlist
+            .rsplit_once(".mp4\n")
+            .map_or(playlist, |(_, rest)| rest);
+        let parts = after_last.matches("#EXT-X-PART:").count() as u64;
+        let hint = playlist
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))?
+            .trim_end_matches('"')
+            .to_string();
+        Some((first + complete, parts, hint))
+    }
+
+    /// An LL-HLS client as players are: a blocking playlist reload for the next part, then that
+    /// part (which the server sends once it is complete), over and over. `url` is the media
+    /// playlist (`…/hls/stream.m3u8`).
+    pub async fn hls(url: String, until: Instant) -> ViewerResult {
+        let mut r = ViewerResult::default();
+        let started = Instant::now();
+        let http = client();
+        let base = url
+            .rsplit_once('/')
+            .map_or(url.as_str(), |(b, _)| b)
+            .to_string();
+        let mut query = String::new();
+        while Instant::now() < until {
+            let playlist = async {
+                let resp = http.get(format!("{url}{query}")).send().await?;
+                let status = resp.status();
+                let text = resp.text().await?;
+                Ok::<_, reqwest::Error>((status, text))
+            };
+            let (status, text) = match tokio::time::timeout(Duration::from_secs(10), playlist).await
+            {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    r.error = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    r.error = Some("playlist: no answer in 10 s".into());
+                    break;
+                }
+            };
+            if !status.is_success() {
+                r.error = Some(format!("playlist: HTTP {status}"));
+                break;
+            }
+            r.bytes += text.len() as u64;
+            let Some((msn, parts, hint)) = open_segment(&text) else {
+                r.error = Some("playlist without a preload hint".into());
+                break;
+            };
+            let part = async {
+                let resp = http.get(format!("{base}/{hint}")).send().await?;
+                resp.bytes().await
+            };
+            match tokio::time::timeout(Duration::from_secs(10), part).await {
+                Ok(Ok(bytes)) => {
+                    r.bytes += bytes.len() as u64;
+                    r.on_frames(video_fragments(&bytes), None, started, 0);
+                }
+                Ok(Err(e)) => {
+                    r.error = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    r.error = Some("part: no answer in 10 s".into());
+                    break;
+                }
+            }
+            // Next: the playlist once the part after the hinted one exists.
+            query = format!("?_HLS_msn={msn}&_HLS_part={}", parts + 1);
+        }
+        r
     }
 }
