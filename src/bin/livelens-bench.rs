@@ -1082,9 +1082,27 @@ mod http_viewers {
         Some((first + complete, parts, hint))
     }
 
-    /// An LL-HLS client as players are: a blocking playlist reload for the next part, then that
-    /// part (which the server sends once it is complete), over and over. `url` is the media
-    /// playlist (`…/hls/stream.m3u8`).
+    /// The run-wide number in a part's name (`…-part123.mp4`).
+    fn part_number(uri: &str) -> Option<u64> {
+        uri.rsplit_once("part")?
+            .1
+            .strip_suffix(".mp4")?
+            .parse()
+            .ok()
+    }
+
+    /// Part URIs of a playlist, the preload hint's last.
+    fn part_uris(playlist: &str) -> Vec<String> {
+        playlist
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-PART:") || l.starts_with("#EXT-X-PRELOAD-HINT:"))
+            .filter_map(|l| Some(l.split("URI=\"").nth(1)?.split('"').next()?.to_string()))
+            .collect()
+    }
+
+    /// An LL-HLS client as players are: a blocking playlist reload for the part after the last
+    /// one it has, then every part it has not got yet, the hinted one last (the server sends it
+    /// once it is complete), over and over. `url` is the media playlist (`…/hls/stream.m3u8`).
     pub async fn hls(url: String, until: Instant) -> ViewerResult {
         let mut r = ViewerResult::default();
         let started = Instant::now();
@@ -1094,6 +1112,7 @@ mod http_viewers {
             .map_or(url.as_str(), |(b, _)| b)
             .to_string();
         let mut query = String::new();
+        let mut next: Option<u64> = None;
         while Instant::now() < until {
             let playlist = async {
                 let resp = http.get(format!("{url}{query}")).send().await?;
@@ -1122,23 +1141,38 @@ mod http_viewers {
                 r.error = Some("playlist without a preload hint".into());
                 break;
             };
-            let part = async {
-                let resp = http.get(format!("{base}/{hint}")).send().await?;
-                resp.bytes().await
-            };
-            match tokio::time::timeout(Duration::from_secs(10), part).await {
-                Ok(Ok(bytes)) => {
-                    r.bytes += bytes.len() as u64;
-                    r.on_frames(video_fragments(&bytes), None, started, 0);
+            // A new client starts at the hinted part, as players at the live edge do.
+            let from = next.unwrap_or_else(|| part_number(&hint).unwrap_or(0));
+            let wanted: Vec<String> = part_uris(&text)
+                .into_iter()
+                .filter(|u| part_number(u).is_some_and(|n| n >= from))
+                .collect();
+            let mut failed = false;
+            for uri in wanted {
+                let part = async {
+                    let resp = http.get(format!("{base}/{uri}")).send().await?;
+                    resp.bytes().await
+                };
+                match tokio::time::timeout(Duration::from_secs(10), part).await {
+                    Ok(Ok(bytes)) => {
+                        r.bytes += bytes.len() as u64;
+                        r.on_frames(video_fragments(&bytes), None, started, 0);
+                        next = part_number(&uri).map(|n| n + 1);
+                    }
+                    Ok(Err(e)) => {
+                        r.error = Some(e.to_string());
+                        failed = true;
+                        break;
+                    }
+                    Err(_) => {
+                        r.error = Some("part: no answer in 10 s".into());
+                        failed = true;
+                        break;
+                    }
                 }
-                Ok(Err(e)) => {
-                    r.error = Some(e.to_string());
-                    break;
-                }
-                Err(_) => {
-                    r.error = Some("part: no answer in 10 s".into());
-                    break;
-                }
+            }
+            if failed {
+                break;
             }
             // Next: the playlist once the part after the hinted one exists.
             query = format!("?_HLS_msn={msn}&_HLS_part={}", parts + 1);
