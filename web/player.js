@@ -6,7 +6,7 @@
 // - mse: MSE over WebSocket (/api/cameras/{id}/mse), go2rtc's protocol: a JSON {"type":"mse"}
 //   message with the MIME type, then the init segment and one fMP4 fragment per frame;
 // - hls: the browser's own (LL-)HLS player (/api/cameras/{id}/hls/index.m3u8) — Safari, iOS,
-//   recent Chromium; a browser without one, or no frame within 8 s, falls back to the next mode.
+//   recent Chromium; a browser without one, or no frame within 15 s, falls back to the next mode.
 //
 // Low latency: the buffer is trimmed to a few seconds, playbackRate is nudged up when the
 // player drifts behind the live edge, and after a stall it jumps to the live edge.
@@ -27,7 +27,7 @@ const KEEP_SECONDS = 6;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10000;
 const WEBRTC_FIRST_FRAME_MS = 4000;
-const HLS_FIRST_FRAME_MS = 8000;
+const HLS_FIRST_FRAME_MS = 15000;
 
 function supportedCodecs() {
   const candidates = [
@@ -202,22 +202,36 @@ class LivelensPlayer extends HTMLElement {
   }
 
   // The browser's native HLS; the server keeps the live edge (PART-HOLD-BACK), the browser plays.
-  startHLS(s, id) {
+  async startHLS(s, id) {
     if (!this.video.canPlayType("application/vnd.apple.mpegurl")) {
       // Let startMode finish setting up the session before falling back from it.
       s.timers.push(setTimeout(() => this.fallback(s, "HLS: this browser has no native player"), 0));
       return;
     }
     const http = this.getAttribute("server")?.replace(/^ws/, "http") || "";
-    this.video.src = `${http}/api/cameras/${encodeURIComponent(id)}/hls/index.m3u8`;
+    const base = `${http}/api/cameras/${encodeURIComponent(id)}/hls`;
+    // The timer first: the waits below must not outlast it unnoticed.
+    s.timers.push(setTimeout(() => {
+      if (!s.closed && this.stats.frames === s.framesAtStart) this.fallback(s, "HLS: no frame in time");
+    }, HLS_FIRST_FRAME_MS));
+    // Chromium's player starts three segments back from the live edge and fails on a playlist
+    // with fewer: a camera's muxer that has just started is waited for (a blocking reload).
+    try {
+      const text = await (await fetch(`${base}/stream.m3u8`)).text();
+      const first = Number((text.match(/#EXT-X-MEDIA-SEQUENCE:(\d+)/) || [])[1] || 0);
+      const complete = (text.match(/#EXTINF:/g) || []).length;
+      if (complete < 3 && !s.closed) await fetch(`${base}/stream.m3u8?_HLS_msn=${first + 2}`);
+    } catch (e) {
+      this.fallback(s, `HLS: ${e.message || e}`);
+      return;
+    }
+    if (s.closed) return;
+    this.video.src = `${base}/index.m3u8`;
     this.video.play().catch(() => {});
     this.stats.state = "waiting";
     const onError = () => this.fallback(s, "HLS: the browser could not play the stream");
     this.video.addEventListener("error", onError);
     s.listeners.push([this.video, "error", onError]);
-    s.timers.push(setTimeout(() => {
-      if (!s.closed && this.stats.frames === s.framesAtStart) this.fallback(s, "HLS: no frame in time");
-    }, HLS_FIRST_FRAME_MS));
   }
 
   // WebRTC over WHEP; no frame within WEBRTC_FIRST_FRAME_MS (UDP blocked, no codec) falls back.
