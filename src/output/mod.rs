@@ -5,5 +5,6 @@ pub mod frames;
 pub mod hls;
 pub mod mjpeg;
 pub mod mse;
+pub mod rtsp;
 pub mod snapshot;
 pub mod webrtc;
