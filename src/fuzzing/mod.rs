@@ -20,6 +20,7 @@ pub mod h265_sps;
 pub mod mpegts;
 pub mod rtp_depacketize;
 pub mod rtp_roundtrip;
+pub mod rtsp_request;
 pub mod sei;
 pub mod stun_route;
 pub mod whep_sdp;
@@ -307,6 +308,7 @@ mod tests {
         mpegts,
         rtp_depacketize,
         rtp_roundtrip,
+        rtsp_request,
         sei,
         stun_route,
         whep_sdp,
@@ -340,6 +342,7 @@ mod tests {
                 "mpegts",
                 "rtp_depacketize",
                 "rtp_roundtrip",
+                "rtsp_request",
                 "sei",
                 "stun_route",
                 "whep_sdp",

@@ -1,0 +1,85 @@
+//! What an RTSP client sends the re-stream server (`output::rtsp::message`): a byte stream of
+//! requests and interleaved frames, and the `Transport:` header values in them.
+//!
+//! Input: byte 0 picks the chunk size the stream arrives in; the rest is the stream.
+//!
+//! Invariants:
+//! - nothing panics; a message is never larger than the limits (head `MAX_HEAD`, body
+//!   `MAX_BODY`, frame 65,535 bytes), and an over-limit head is refused before it is whole;
+//! - the messages, and the error that ends them, are the same however the stream is chunked
+//!   (a parser that buffers until a message is whole);
+//! - each message takes at least one byte, and what it reports taking was in the buffer;
+//! - a response built from a request's values never carries a line break inside a header.
+
+use crate::output::rtsp::message::{
+    parse, parse_transport, Incoming, ParseError, Response, MAX_BODY, MAX_HEAD,
+};
+
+fn read(stream: &[u8], chunk: usize) -> (Vec<Incoming>, Option<ParseError>) {
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    for c in stream.chunks(chunk.max(1)) {
+        buffer.extend_from_slice(c);
+        loop {
+            match parse(&buffer) {
+                Ok(Some((message, used))) => {
+                    assert!(
+                        used >= 1 && used <= buffer.len(),
+                        "took {used} of {}",
+                        buffer.len()
+                    );
+                    buffer.drain(..used);
+                    out.push(message);
+                }
+                Ok(None) => {
+                    assert!(
+                        buffer.len() <= MAX_HEAD + MAX_BODY + 4,
+                        "buffered {} bytes without a message or an error",
+                        buffer.len()
+                    );
+                    break;
+                }
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
+/// Checks the invariants above on one input: returns when they hold, panics when one breaks.
+pub fn check(data: &[u8]) {
+    let Some((&selector, stream)) = data.split_first() else {
+        return;
+    };
+    let chunk = selector as usize + 1;
+    let (messages, error) = read(stream, chunk);
+    let (whole, whole_error) = read(stream, stream.len().max(1));
+    assert_eq!(messages, whole, "chunking changed the messages");
+    assert_eq!(error, whole_error, "chunking changed the error");
+    for m in &messages {
+        match m {
+            Incoming::Interleaved { data, .. } => assert!(data.len() <= usize::from(u16::MAX)),
+            Incoming::Request(r) => {
+                assert!(r.body.len() <= MAX_BODY);
+                if let Some(t) = r.header("Transport") {
+                    let _ = parse_transport(t);
+                }
+                // Values a server might echo: a session id, the URI.
+                let response = Response::new(200, r.cseq())
+                    .header("Session", r.header("Session").unwrap_or_default())
+                    .header("Content-Base", r.uri.clone())
+                    .to_bytes();
+                let text = String::from_utf8_lossy(&response);
+                let head = text.split("\r\n\r\n").next().unwrap_or_default();
+                for line in head.split("\r\n") {
+                    assert!(!line.contains('\r') && !line.contains('\n'), "{line:?}");
+                }
+                assert_eq!(
+                    head.split("\r\n").count(),
+                    1 + 2 + usize::from(r.cseq().is_some()),
+                    "a header was forged: {head:?}"
+                );
+            }
+        }
+    }
+}
