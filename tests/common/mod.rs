@@ -203,6 +203,9 @@ pub struct RtspCamera {
     pub path: String,
     args: Vec<String>,
     clients: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The fixture's stderr (its last 64 KiB), printed when a test fails: a camera that died
+    /// says why.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl RtspCamera {
@@ -240,6 +243,23 @@ impl RtspCamera {
         let url = ready.trim_start_matches("READY ").to_string();
         let rest = url.trim_start_matches("rtsp://127.0.0.1:");
         let (port, path) = rest.split_at(rest.find('/').unwrap());
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = stderr.clone();
+            // Drained all along, so the fixture never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut pipe, &mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut buf = sink.lock().unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let excess = buf.len().saturating_sub(64 * 1024);
+                    buf.drain(..excess);
+                }
+            });
+        }
         let clients = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let counter = clients.clone();
         std::thread::spawn(move || {
@@ -255,6 +275,7 @@ impl RtspCamera {
             path: path.to_string(),
             args,
             clients,
+            stderr,
         }
     }
 
@@ -311,7 +332,20 @@ impl RtspCamera {
 
 impl Drop for RtspCamera {
     fn drop(&mut self) {
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         self.kill();
+        if std::thread::panicking() {
+            let stderr = self.stderr.lock().unwrap();
+            eprintln!(
+                "RTSP fixture on port {} ({}), its stderr:\n{}",
+                self.port,
+                exited.map_or("running".to_string(), |s| format!("exited: {s}")),
+                String::from_utf8_lossy(&stderr)
+            );
+        }
     }
 }
 
