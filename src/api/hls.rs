@@ -162,7 +162,11 @@ pub async fn media(
             format!("public, max-age={}", 6 * target)
         }
     };
-    let text = running.with(|m| m.playlist(&base));
+    // Delta updates for clients that ask (hls.js, Safari): `YES` or `v2`.
+    let skip = query
+        .get("_HLS_skip")
+        .is_some_and(|v| v == "YES" || v == "v2");
+    let text = running.with(|m| m.playlist(&base, skip));
     Ok(playlist_response(text, &cache))
 }
 

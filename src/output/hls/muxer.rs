@@ -277,6 +277,27 @@ impl Muxer {
         self.generation += 1;
     }
 
+    /// How many of the oldest segments end further than `until` seconds before the live edge
+    /// (the open segment's parts included): the segments a delta update leaves out.
+    fn skippable(&self, until: f64) -> usize {
+        let open: f64 = self
+            .open
+            .iter()
+            .flat_map(|o| o.parts.iter())
+            .map(|p| p.duration)
+            .sum();
+        let mut after = open;
+        let mut keep = 0;
+        for s in self.segments.iter().rev() {
+            if after >= until {
+                break;
+            }
+            after += s.duration;
+            keep += 1;
+        }
+        self.segments.len() - keep
+    }
+
     /// The init segment's file name (without the prefix).
     pub fn init_name(&self) -> String {
         format!("init{}.mp4", self.generation)
@@ -377,7 +398,9 @@ impl Muxer {
     }
 
     /// The media playlist. `base` is prefixed to every file name (e.g. `/api/cameras/x/hls/`).
-    pub fn playlist(&self, base: &str) -> String {
+    /// `skip` (`_HLS_skip=YES`): a delta update, where the segments further than
+    /// `CAN-SKIP-UNTIL` from the live edge are one `EXT-X-SKIP` line (RFC 8216bis §6.2.5.1).
+    pub fn playlist(&self, base: &str, skip: bool) -> String {
         let part_target = self
             .segments
             .iter()
@@ -390,18 +413,29 @@ impl Muxer {
         let _ = writeln!(out, "#EXTM3U");
         let _ = writeln!(out, "#EXT-X-VERSION:9");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target);
+        let skip_until = 6 * self.target;
         let _ = writeln!(
             out,
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},CAN-SKIP-UNTIL={skip_until}.0",
             part_target * 3.0
         );
         let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
         let first = self.segments.front().map_or(self.next_msn, |s| s.msn);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
-        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{base}{}\"", self.init_name());
+        let skipped = if skip {
+            self.skippable(skip_until as f64)
+        } else {
+            0
+        };
+        if skipped > 0 {
+            // The client has the init segment's name from the full playlist.
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        } else {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{base}{}\"", self.init_name());
+        }
         // Part lines only for the last segments (the spec's 3 target durations).
         let recent = self.segments.len().saturating_sub(3);
-        for (i, s) in self.segments.iter().enumerate() {
+        for (i, s) in self.segments.iter().enumerate().skip(skipped) {
             let _ = writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -519,18 +553,22 @@ mod tests {
         let m = run(9, 50);
         assert!(m.segments.iter().all(|s| (s.duration - 2.0).abs() < 1e-9));
         assert_eq!(m.target, 2);
-        assert!(m.playlist("/x/").contains("#EXT-X-TARGETDURATION:2\n"));
+        assert!(m
+            .playlist("/x/", false)
+            .contains("#EXT-X-TARGETDURATION:2\n"));
     }
 
     #[test]
     fn the_playlist_lists_what_exists_and_hints_the_next_part() {
         let m = run(5, 25);
-        let p = m.playlist("/h/");
+        let p = m.playlist("/h/", false);
         let lines: Vec<&str> = p.lines().collect();
         assert_eq!(lines[0], "#EXTM3U");
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
         assert!(p.contains("#EXT-X-MAP:URI=\"/h/init0.mp4\"\n"));
-        assert!(p.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600\n"));
+        assert!(p.contains(
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600,CAN-SKIP-UNTIL=6.0\n"
+        ));
         assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"));
         assert!(p.contains("#EXTINF:1.00000,\n/h/seg3.mp4\n"));
         assert!(p.contains("#EXT-X-PART:DURATION=0.20000,URI=\"/h/part15.mp4\",INDEPENDENT=YES\n"));
@@ -549,6 +587,35 @@ mod tests {
             5,
             "each segment, the open one too"
         );
+    }
+
+    #[test]
+    fn a_delta_update_skips_what_is_further_than_can_skip_until() {
+        let m = run(10, 25);
+        // 7 segments of 1 s kept, the 10th second open: 6 s from the edge reach back to the
+        // segment that ends 6 s before it; the older ones are skipped.
+        let full = m.playlist("/h/", false);
+        let delta = m.playlist("/h/", true);
+        let skipped = m.skippable(6.0);
+        assert!(skipped >= 1, "{delta}");
+        assert!(delta.contains(&format!("#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}\n")));
+        assert!(
+            !delta.contains("#EXT-X-MAP"),
+            "the client has it from the full playlist"
+        );
+        assert_eq!(
+            full.matches("#EXTINF:").count() - delta.matches("#EXTINF:").count(),
+            skipped
+        );
+        // What remains is the same as the full playlist's end.
+        let tail = delta
+            .split_once(&format!("SKIPPED-SEGMENTS={skipped}\n"))
+            .unwrap()
+            .1;
+        assert!(full.ends_with(tail));
+        // Without enough history there is nothing to skip: the full playlist.
+        let short = run(3, 25);
+        assert_eq!(short.playlist("/h/", true), short.playlist("/h/", false));
     }
 
     #[test]
