@@ -221,19 +221,10 @@ fn files_are_immutable_and_only_this_runs_names_are_served() {
     );
 }
 
-fn counts(r: &Value) -> Value {
-    let mut r = r.clone();
-    let obj = r.as_object_mut().unwrap();
-    for key in ["open_fds", "rss_bytes", "http_connections"] {
-        obj.remove(key);
-    }
-    r
-}
-
 #[test]
 fn the_muxer_closes_without_requests_and_cycles_leave_nothing_behind() {
     let server = server("hls-close", "[hls]\nclose_after = \"1s\"\n");
-    let baseline = counts(&server.resources());
+    let baseline = common::counts(&server.resources());
     assert_eq!(baseline["viewers"]["hls"], 0);
     let text = server
         .get("/api/cameras/cam/hls/stream.m3u8")
@@ -250,7 +241,7 @@ fn the_muxer_closes_without_requests_and_cycles_leave_nothing_behind() {
     assert_eq!(server.resources()["viewers"]["hls"], 1);
     // No request for a second: the muxer stops, and its files are gone with it.
     common::wait_until(Duration::from_secs(5), "the muxer closed", || {
-        counts(&server.resources()) == baseline
+        common::counts(&server.resources()) == baseline
     });
     assert_eq!(
         server
@@ -280,7 +271,7 @@ fn the_muxer_closes_without_requests_and_cycles_leave_nothing_behind() {
     }
     server.wait_live("cam", Duration::from_secs(5));
     common::wait_until(Duration::from_secs(5), "counts back at baseline", || {
-        counts(&server.resources()) == baseline
+        common::counts(&server.resources()) == baseline
     });
     // And a new client is served, by a new muxer with new names.
     let text = server

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use common::browser::Browser;
 use common::Server;
 use reqwest::StatusCode;
-use serde_json::Value;
 
 const CONFIG: &str = "[mjpeg]\nfps = 10\nwidth = 320\n\n[[camera]]\nid = \"cam\"\n\
                       source = \"testsrc://?size=640x360&fps=25&gop=25\"\n";
@@ -75,15 +74,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn counts(r: &Value) -> Value {
-    let mut r = r.clone();
-    let obj = r.as_object_mut().unwrap();
-    for key in ["open_fds", "rss_bytes", "http_connections"] {
-        obj.remove(key);
-    }
-    r
-}
-
 #[test]
 fn viewers_share_one_encoder_that_stops_with_the_last_and_leaves_nothing_behind() {
     let path = common::write_config("mjpeg-share", CONFIG);
@@ -91,7 +81,7 @@ fn viewers_share_one_encoder_that_stops_with_the_last_and_leaves_nothing_behind(
     server.wait_live("cam", Duration::from_secs(5));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let baseline = counts(&server.resources_async().await);
+        let baseline = common::counts(&server.resources_async().await);
         assert_eq!(baseline["transcoders"], 0);
         let client = reqwest::Client::new();
         for round in 0..3 {
@@ -130,7 +120,7 @@ fn viewers_share_one_encoder_that_stops_with_the_last_and_leaves_nothing_behind(
             // Every viewer gone (each reader dropped its response): the encoder stops and every count is back.
             server
                 .resources_until(Duration::from_secs(5), "counts back at baseline", |r| {
-                    counts(r) == baseline
+                    common::counts(r) == baseline
                 })
                 .await;
         }
@@ -155,7 +145,7 @@ fn viewers_share_one_encoder_that_stops_with_the_last_and_leaves_nothing_behind(
         drop(open);
         server
             .resources_until(Duration::from_secs(5), "counts back at baseline", |r| {
-                counts(r) == baseline
+                common::counts(r) == baseline
             })
             .await;
     });
@@ -302,7 +292,7 @@ fn two_hundred_connect_disconnect_cycles_leave_every_count_at_baseline() {
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     server.wait_live("cam", Duration::from_secs(5));
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let baseline = counts(&server.resources_async().await);
+        let baseline = common::counts(&server.resources_async().await);
         let client = reqwest::Client::new();
         for i in 0..200 {
             // Each cycle starts the camera's encoder for its viewer, and its end stops it.
@@ -321,7 +311,7 @@ fn two_hundred_connect_disconnect_cycles_leave_every_count_at_baseline() {
         }
         server
             .resources_until(Duration::from_secs(10), "counts back at baseline", |r| {
-                counts(r) == baseline
+                common::counts(r) == baseline
             })
             .await;
         // And the next viewer is served.

@@ -375,18 +375,6 @@ fn viewers_of_an_unchanged_camera_keep_receiving_through_50_reloads() {
     assert_eq!(server.camera_state("keep"), "live");
 }
 
-/// The counts that must come back: everything but descriptors and memory, which the allocator
-/// and the kernel settle in their own time, and HTTP connections, which the test's own clients
-/// keep pooled.
-fn counts(r: &Value) -> Value {
-    let mut r = r.clone();
-    let obj = r.as_object_mut().unwrap();
-    obj.remove("open_fds");
-    obj.remove("rss_bytes");
-    obj.remove("http_connections");
-    r
-}
-
 #[test]
 fn forty_reloads_that_add_and_remove_a_watched_camera_leave_nothing_behind() {
     let keep = ("a", "testsrc://?size=320x240&fps=25");
@@ -402,7 +390,7 @@ fn forty_reloads_that_add_and_remove_a_watched_camera_leave_nothing_behind() {
     server.wait_live("a", Duration::from_secs(5));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let baseline = counts(&server.resources_async().await);
+        let baseline = common::counts(&server.resources_async().await);
         for i in 0..40u64 {
             edit(&path, &with_x());
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -442,7 +430,7 @@ fn forty_reloads_that_add_and_remove_a_watched_camera_leave_nothing_behind() {
         }
         server
             .resources_until(Duration::from_secs(10), "counts back at baseline", |r| {
-                counts(r) == baseline
+                common::counts(r) == baseline
             })
             .await;
         // And a new client is served.

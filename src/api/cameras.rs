@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, JsonBody, SharedState};
+use super::{ApiError, JsonBody, SharedState, Src};
 use crate::analysis::{AnalysisConfig, AnalysisStatus};
 use crate::cameras::{change::analysis_table, Camera, CameraError, CameraPatch};
 use crate::config::CameraConfig;
@@ -213,20 +213,9 @@ async fn snapshot(
         .into_response())
 }
 
-#[derive(Deserialize)]
-struct Src {
-    src: Option<String>,
-}
-
 async fn frame_jpeg(
     state: State<SharedState>,
     Query(query): Query<Src>,
 ) -> Result<Response, ApiError> {
-    let Some(src) = query.src else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing query parameter src (the camera id)",
-        ));
-    };
-    snapshot(state, Path(src)).await
+    snapshot(state, Path(query.id()?)).await
 }

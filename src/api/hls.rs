@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, SharedState};
+use super::{ApiError, SharedState, Src};
 use crate::cameras::Camera;
 use crate::output::hls::muxer::Wanted;
 use crate::output::hls::Running;
@@ -35,16 +35,11 @@ pub async fn multivariant(
 /// go2rtc's HLS URL: the same multivariant playlist, naming the media playlist by path.
 pub async fn go2rtc(
     State(state): State<SharedState>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(query): Query<Src>,
 ) -> Result<Response, ApiError> {
-    let Some(id) = query.get("src") else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing query parameter src (the camera id)",
-        ));
-    };
+    let id = query.id()?;
     let media = format!("/api/cameras/{id}/hls/stream.m3u8");
-    multivariant_for(&state, id, media).await
+    multivariant_for(&state, &id, media).await
 }
 
 async fn multivariant_for(

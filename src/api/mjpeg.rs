@@ -5,9 +5,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
-use super::{ApiError, SharedState};
+use super::{ApiError, SharedState, Src};
 use crate::output::mjpeg;
 
 pub async fn livelens(
@@ -17,22 +16,11 @@ pub async fn livelens(
     respond(&state, &id)
 }
 
-#[derive(Deserialize)]
-pub struct Src {
-    src: Option<String>,
-}
-
 pub async fn go2rtc(
     State(state): State<SharedState>,
     Query(query): Query<Src>,
 ) -> Result<Response, ApiError> {
-    let Some(id) = query.src else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing query parameter src (the camera id)",
-        ));
-    };
-    respond(&state, &id)
+    respond(&state, &query.id()?)
 }
 
 fn respond(state: &SharedState, id: &str) -> Result<Response, ApiError> {

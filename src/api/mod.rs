@@ -49,6 +49,24 @@ pub struct AppState {
 }
 
 pub use connections::{raise_open_file_limit, serve, Limits};
+
+/// go2rtc's `?src={camera id}`, which every one of its stream URLs takes.
+#[derive(serde::Deserialize)]
+pub struct Src {
+    src: Option<String>,
+}
+
+impl Src {
+    /// The camera id, or 400 naming the missing parameter.
+    pub fn id(self) -> Result<String, ApiError> {
+        self.src.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing query parameter src (the camera id)",
+            )
+        })
+    }
+}
 pub use guard::Access;
 
 pub type SharedState = Arc<AppState>;

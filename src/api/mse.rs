@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -16,7 +15,7 @@ use serde_json::json;
 
 use super::ws::frame::{self, Incoming, Violation};
 use super::ws::{Socket, Upgrade, Writer};
-use super::{ApiError, SharedState};
+use super::{ApiError, SharedState, Src};
 use crate::hub::Stream;
 use crate::output::mse::{ClientCodecs, MseSession, Outgoing};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
@@ -55,23 +54,12 @@ pub async fn livelens(
     }))
 }
 
-#[derive(Deserialize)]
-pub struct Go2rtcQuery {
-    src: Option<String>,
-}
-
 pub async fn go2rtc(
     State(state): State<SharedState>,
-    Query(query): Query<Go2rtcQuery>,
+    Query(query): Query<Src>,
     upgrade: Result<Upgrade, ApiError>,
 ) -> Result<Response, ApiError> {
-    let id = query.src.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing query parameter src (the camera id)",
-        )
-    })?;
-    let camera = state.cameras.stream(&id)?;
+    let camera = state.cameras.stream(&query.id()?)?;
     let upgrade = upgrade?;
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _ws = Counted::new(Resource::WebSocket);

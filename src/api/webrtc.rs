@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, SharedState};
+use super::{ApiError, SharedState, Src};
 use crate::output::webrtc::OfferError;
 
 /// The request body, or a JSON error (413 over the size limit).
@@ -165,11 +165,6 @@ pub async fn whep_options() -> Response {
 }
 
 #[derive(Deserialize)]
-pub struct Src {
-    src: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct JsonOffer {
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -185,12 +180,7 @@ pub async fn go2rtc(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_or_error(body)?;
-    let id = q.src.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing query parameter src (the camera id)",
-        )
-    })?;
+    let id = q.id()?;
     state.cameras.get(&id)?;
     // A cross-site form can only send text/plain, urlencoded or multipart bodies.
     let kind = content_type(&headers);

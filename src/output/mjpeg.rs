@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::Stream;
 use crate::output::frames::Grabber;
+use crate::output::snapshot::encode_jpeg;
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 
 /// The multipart boundary between pictures.
@@ -122,7 +123,7 @@ async fn run(
                     continue;
                 };
                 let encoded = tokio::task::spawn_blocking(move || {
-                    encode(&picture.rgb, picture.width, picture.height)
+                    encode_jpeg(&picture.rgb, picture.width, picture.height, JPEG_QUALITY)
                 })
                 .await;
                 match encoded {
@@ -136,17 +137,6 @@ async fn run(
         }
     }
     grabber.stop().await;
-}
-
-fn encode(rgb: &[u8], width: u32, height: u32) -> Result<Bytes, image::ImageError> {
-    let mut jpeg = Vec::with_capacity(rgb.len() / 10);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY).encode(
-        rgb,
-        width,
-        height,
-        image::ExtendedColorType::Rgb8,
-    )?;
-    Ok(Bytes::from(jpeg))
 }
 
 /// One part of the multipart body: boundary, headers and the picture.

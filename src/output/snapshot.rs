@@ -124,9 +124,18 @@ pub fn encode_jpeg_from_gop(gop: &[Frame]) -> Result<Bytes, SnapshotError> {
     }
     let (rgb, w, h) =
         last.ok_or_else(|| SnapshotError::Decode("the decoder produced no picture".into()))?;
+    encode_jpeg(&rgb, w, h, JPEG_QUALITY)
+        .map_err(|e| SnapshotError::Decode(format!("JPEG encode failed: {e}")))
+}
+
+/// An RGB picture as JPEG (snapshots and MJPEG).
+pub fn encode_jpeg(rgb: &[u8], width: u32, height: u32, quality: u8) -> image::ImageResult<Bytes> {
     let mut jpeg = Vec::with_capacity(rgb.len() / 10);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
-        .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
-        .map_err(|e| SnapshotError::Decode(format!("JPEG encode failed: {e}")))?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality).encode(
+        rgb,
+        width,
+        height,
+        image::ExtendedColorType::Rgb8,
+    )?;
     Ok(Bytes::from(jpeg))
 }

@@ -469,6 +469,17 @@ pub fn processes() -> Vec<ProcInfo> {
     out
 }
 
+/// `/api/resources` without what settles in its own time (descriptors, memory) or belongs to the
+/// test's own pooled clients (HTTP connections): the counts a load must return to.
+pub fn counts(r: &Value) -> Value {
+    let mut r = r.clone();
+    let obj = r.as_object_mut().unwrap();
+    for key in ["open_fds", "rss_bytes", "http_connections"] {
+        obj.remove(key);
+    }
+    r
+}
+
 /// Writes `text` to `name` in a fresh temp dir and returns the path.
 pub fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     let path = temp_dir(name).join("livelens.toml");

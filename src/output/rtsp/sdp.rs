@@ -118,18 +118,9 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// The fMP4 tests' H.264 description (SPS 67 42 c0 1f …, PPS 68 ce 3c 80).
     fn h264() -> VideoCodec {
-        VideoCodec {
-            codec: "h264",
-            rfc6381: "avc1.42c01f".into(),
-            width: 1280,
-            height: 720,
-            fps: Some(25.0),
-            parameter_sets: vec![
-                Bytes::from_static(&[0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d]),
-                Bytes::from_static(&[0x68, 0xce, 0x3c, 0x80]),
-            ],
-        }
+        crate::output::fmp4::tests::test_video()
     }
 
     #[test]
