@@ -28,6 +28,8 @@ pub enum Resource {
     Transcoder,
     /// An accepted HTTP connection, until its socket closes (WebSockets included).
     HttpConnection,
+    /// An accepted RTSP connection, until its socket closes.
+    RtspConnection,
 }
 
 /// The outputs a viewer can be attached through.
@@ -80,6 +82,7 @@ static WEBSOCKETS: AtomicI64 = AtomicI64::new(0);
 static CHILD_PROCESSES: AtomicI64 = AtomicI64::new(0);
 static TRANSCODERS: AtomicI64 = AtomicI64::new(0);
 static HTTP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+static RTSP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 
 fn gauge(resource: Resource) -> &'static AtomicI64 {
     match resource {
@@ -91,6 +94,7 @@ fn gauge(resource: Resource) -> &'static AtomicI64 {
         Resource::ChildProcess => &CHILD_PROCESSES,
         Resource::Transcoder => &TRANSCODERS,
         Resource::HttpConnection => &HTTP_CONNECTIONS,
+        Resource::RtspConnection => &RTSP_CONNECTIONS,
     }
 }
 
@@ -162,6 +166,7 @@ pub struct Snapshot {
     pub child_processes: i64,
     pub transcoders: i64,
     pub http_connections: i64,
+    pub rtsp_connections: i64,
     pub open_fds: i64,
     pub rss_bytes: i64,
 }
@@ -190,6 +195,7 @@ pub fn snapshot() -> Snapshot {
         child_processes: count(Resource::ChildProcess),
         transcoders: count(Resource::Transcoder),
         http_connections: count(Resource::HttpConnection),
+        rtsp_connections: count(Resource::RtspConnection),
         open_fds: open_fds(),
         rss_bytes: rss_bytes(),
     }

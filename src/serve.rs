@@ -20,6 +20,8 @@ use crate::analysis::Analysis;
 use crate::api::{self, AppState};
 use crate::cameras::Cameras;
 use crate::config::{Config, DEFAULT_LISTEN};
+use crate::output::rtsp::auth::Credential;
+use crate::output::rtsp::{FindStream, RtspServer};
 use crate::supervisor::Workers;
 
 pub struct ServeOptions {
@@ -126,6 +128,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     if let Some(text) = loaded {
         cameras.loaded_from(text).await;
     }
+    let rtsp = start_rtsp(&config, token.as_deref(), options.insecure, &cameras).await?;
     let mut mqtt = config
         .typed
         .mqtt
@@ -145,6 +148,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         metrics,
         shutdown: shutdown.clone(),
         webrtc: webrtc.clone(),
+        rtsp: rtsp.clone(),
         workers: workers.clone(),
         analysis: analysis.clone(),
     });
@@ -187,6 +191,9 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         if let Some(w) = &webrtc {
             w.stop().await;
         }
+        if let Some(r) = &rtsp {
+            r.stop().await;
+        }
         let _ = reload.await;
         // Analysers first: they hold viewers of the streams and leases on the workers.
         cameras.stop_analysers().await;
@@ -208,6 +215,63 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let _ = signals.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The RTSP re-stream, unless `[rtsp] enabled = false` or its port cannot be opened (then the
+/// rest runs without it). Clients authenticate when `[rtsp] users` are set or the server
+/// listens beyond loopback (then with a user's password or the API token); off loopback with
+/// neither, livelens refuses to start rather than serve every camera to the network.
+async fn start_rtsp(
+    config: &Config,
+    token: Option<&str>,
+    insecure: bool,
+    cameras: &Arc<Cameras>,
+) -> anyhow::Result<Option<Arc<RtspServer>>> {
+    let settings = &config.typed.rtsp;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let mut credentials: Vec<Credential> = settings
+        .users
+        .iter()
+        .map(|(user, password)| Credential {
+            user: Some(user.clone()),
+            password: password.clone(),
+        })
+        .collect();
+    let needed = !credentials.is_empty() || !settings.listen.ip().is_loopback();
+    if needed {
+        credentials.extend(token.map(|t| Credential {
+            user: None,
+            password: t.to_string(),
+        }));
+        if credentials.is_empty() && !insecure {
+            bail!(
+                "refusing to serve RTSP on {} without credentials: anyone on the network could \
+                 watch every camera. Set [rtsp] users or an API token, or pass --insecure.",
+                settings.listen
+            );
+        }
+    } else {
+        credentials.clear();
+    }
+    let cameras = cameras.clone();
+    let find: FindStream = Arc::new(move |id: &str| cameras.stream(id).ok());
+    let rtsp = RtspServer::start(
+        crate::output::rtsp::RtspSettings {
+            listen: settings.listen,
+            credentials,
+        },
+        find,
+    )
+    .await;
+    match rtsp {
+        Ok(r) => Ok(Some(Arc::new(r))),
+        Err(e) => {
+            tracing::error!("the RTSP re-stream is off: cannot open its port: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// The HTTP listener, with a deep accept queue: with the default of 128, a burst of clients

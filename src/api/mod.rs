@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The WebRTC task; `None` when its UDP port could not be opened.
     pub webrtc: Option<Arc<crate::output::webrtc::WebRtc>>,
+    /// The RTSP re-stream; `None` when off or its port could not be opened.
+    pub rtsp: Option<Arc<crate::output::rtsp::RtspServer>>,
     /// Cancelled at shutdown: long-lived connections (WebSockets) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub workers: Arc<crate::supervisor::Workers>,
@@ -80,6 +82,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/resources", get(system::resources))
         .route("/api/workers", get(system::workers))
+        .route("/api/outputs", get(system::outputs))
         .route("/api/openapi.json", get(openapi::document))
         .route("/player.js", get(player_js))
         .route("/app.js", get(app_js))

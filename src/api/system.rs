@@ -26,6 +26,22 @@ pub async fn workers(State(state): State<SharedState>) -> Json<Vec<crate::superv
     Json(state.workers.list())
 }
 
+/// Where the outputs that are not under this HTTP server are: the RTSP re-stream's address
+/// (`host` null when it listens on every interface: use the host the page came from), its UDP
+/// ports and whether it asks for credentials; `null` when it is off.
+pub async fn outputs(State(state): State<SharedState>) -> Json<serde_json::Value> {
+    let rtsp = state.rtsp.as_ref().map(|r| {
+        let local = r.local_addr();
+        serde_json::json!({
+            "host": (!local.ip().is_unspecified()).then(|| local.ip().to_string()),
+            "port": local.port(),
+            "udp_ports": r.udp_ports().map(|(a, b)| [a, b]),
+            "auth": r.auth(),
+        })
+    });
+    Json(serde_json::json!({ "rtsp": rtsp }))
+}
+
 pub async fn resources() -> Json<resources::Snapshot> {
     Json(resources::snapshot())
 }
@@ -50,6 +66,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     metrics::gauge!("livelens_websockets").set(r.websockets as f64);
     metrics::gauge!("livelens_child_processes").set(r.child_processes as f64);
     metrics::gauge!("livelens_transcoders").set(r.transcoders as f64);
+    metrics::gauge!("livelens_rtsp_connections").set(r.rtsp_connections as f64);
     metrics::gauge!("livelens_open_fds").set(r.open_fds as f64);
     metrics::gauge!("livelens_rss_bytes").set(r.rss_bytes as f64);
     for camera in state.cameras.list() {

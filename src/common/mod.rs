@@ -5,9 +5,11 @@
 mod credentials;
 mod duration;
 mod id;
+mod random;
 mod time;
 
 pub use credentials::{check_url_credentials, mask_credentials, restore_masked_credentials};
 pub use duration::{format_duration, parse_duration};
 pub use id::check_camera_id;
+pub use random::random_hex;
 pub use time::rfc3339;

@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub hls: Option<toml::Table>,
     #[serde(default)]
+    pub rtsp: Option<toml::Table>,
+    #[serde(default)]
     pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
@@ -70,6 +72,41 @@ pub struct Settings {
     pub mjpeg: MjpegSettings,
     /// `[hls]`.
     pub hls: HlsSettings,
+    /// `[rtsp]`: the re-stream server.
+    pub rtsp: RtspSettings,
+}
+
+/// `[rtsp] enabled` (default true), `listen` (default 127.0.0.1:8554) and `users` (a table of
+/// name = password; with any, every client must authenticate).
+#[derive(Clone, PartialEq)]
+pub struct RtspSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub users: Vec<(String, String)>,
+}
+
+impl fmt::Debug for RtspSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Passwords are secrets: names only.
+        let names: Vec<&str> = self.users.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("RtspSettings")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("users", &names)
+            .finish()
+    }
+}
+
+pub const DEFAULT_RTSP_LISTEN: &str = "127.0.0.1:8554";
+
+impl Default for RtspSettings {
+    fn default() -> RtspSettings {
+        RtspSettings {
+            enabled: true,
+            listen: DEFAULT_RTSP_LISTEN.parse().unwrap(),
+            users: Vec::new(),
+        }
+    }
 }
 
 /// `[hls] close_after` (default 60 s): how long a camera's HLS muxer runs after the last request.
@@ -114,6 +151,7 @@ impl Default for Settings {
             mqtt: None,
             mjpeg: MjpegSettings::default(),
             hls: HlsSettings::default(),
+            rtsp: RtspSettings::default(),
         }
     }
 }
@@ -507,6 +545,42 @@ impl Config {
                 _ => problems.push(problem(format!("hls.{key}"), "unknown key")),
             }
         }
+        for (key, value) in self.rtsp.iter().flatten() {
+            match key.as_str() {
+                "enabled" => match value.as_bool() {
+                    Some(b) => typed.rtsp.enabled = b,
+                    None => problems.push(problem("rtsp.enabled", "expected true or false")),
+                },
+                "listen" => match value.as_str().and_then(|s| s.parse::<SocketAddr>().ok()) {
+                    Some(a) => typed.rtsp.listen = a,
+                    None => problems.push(problem(
+                        "rtsp.listen",
+                        format!("{value} is not an address:port such as 127.0.0.1:8554"),
+                    )),
+                },
+                "users" => match value.as_table() {
+                    Some(table) => {
+                        for (name, password) in table {
+                            match password.as_str().filter(|p| !p.is_empty()) {
+                                Some(p) if !name.is_empty() && !name.contains(':') => {
+                                    typed.rtsp.users.push((name.clone(), p.to_string()))
+                                }
+                                // The value is a password: the message never shows it.
+                                _ => problems.push(problem(
+                                    format!("rtsp.users.{name}"),
+                                    "expected a non-empty password string (and a name without ':')",
+                                )),
+                            }
+                        }
+                    }
+                    None => problems.push(problem(
+                        "rtsp.users",
+                        "expected a table of name = \"password\"",
+                    )),
+                },
+                _ => problems.push(problem(format!("rtsp.{key}"), "unknown key")),
+            }
+        }
         for (i, origin) in self.server.allowed_origins.iter().enumerate() {
             let ok = origin == "*"
                 || ["http://", "https://"].iter().any(|p| {
@@ -608,6 +682,9 @@ impl Config {
         }
         if self.hls != new.hls {
             out.push("hls");
+        }
+        if self.rtsp != new.rtsp {
+            out.push("rtsp");
         }
         if self.worker != new.worker {
             out.push("worker");

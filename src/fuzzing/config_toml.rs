@@ -38,6 +38,8 @@ struct Mirror<'a> {
     mjpeg: Option<&'a toml::Table>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hls: Option<&'a toml::Table>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtsp: Option<&'a toml::Table>,
     camera: &'a [CameraConfig],
     worker: &'a [WorkerConfig],
 }
@@ -65,6 +67,7 @@ fn same(a: &Config, b: &Config, what: &str, text: &str) {
     assert_eq!(a.mqtt, b.mqtt, "{}", ctx());
     assert_eq!(a.mjpeg, b.mjpeg, "{}", ctx());
     assert_eq!(a.hls, b.hls, "{}", ctx());
+    assert_eq!(a.rtsp, b.rtsp, "{}", ctx());
     assert_eq!(a.worker, b.worker, "{}", ctx());
     assert_eq!(a.camera, b.camera, "{}", ctx());
     assert_eq!(a.typed, b.typed, "{}", ctx());
@@ -129,6 +132,7 @@ pub fn check(data: &[u8]) {
         mqtt: config.mqtt.as_ref(),
         mjpeg: config.mjpeg.as_ref(),
         hls: config.hls.as_ref(),
+        rtsp: config.rtsp.as_ref(),
         camera: &config.camera,
         worker: &config.worker,
     };

@@ -5,6 +5,7 @@ pub mod frames;
 pub mod hls;
 pub mod mjpeg;
 pub mod mse;
+pub mod rtp;
 pub mod rtsp;
 pub mod snapshot;
 pub mod webrtc;

@@ -39,6 +39,22 @@ impl Method {
             other => Method::Other(other.to_string()),
         }
     }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Options => "OPTIONS",
+            Method::Describe => "DESCRIBE",
+            Method::Setup => "SETUP",
+            Method::Play => "PLAY",
+            Method::Pause => "PAUSE",
+            Method::Teardown => "TEARDOWN",
+            Method::GetParameter => "GET_PARAMETER",
+            Method::SetParameter => "SET_PARAMETER",
+            Method::Announce => "ANNOUNCE",
+            Method::Record => "RECORD",
+            Method::Other(s) => s,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

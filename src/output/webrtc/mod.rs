@@ -67,7 +67,7 @@ const SEND_BUFFER_PACKETS: usize = 256;
 pub(crate) fn peer_rtc(cert: &str0m::config::DtlsCert, now: Instant) -> Rtc {
     Rtc::builder()
         .set_ice_lite(true)
-        // Frames are packetized once per camera (`peer::rtp_payloads`) and written as RTP.
+        // Frames are packetized once per camera (`output::rtp::video_payloads`) and written as RTP.
         .set_rtp_mode(true)
         .set_dtls_cert(cert.clone())
         // Packets kept for retransmission (NACK): ~1 s of a 2 Mb/s camera, not str0m's
@@ -238,7 +238,7 @@ impl WebRtc {
                 OfferError::Malformed("not a valid SDP offer (no media line to answer)".into())
             })?
             .to_string();
-        let session: SessionId = random_session_id().into();
+        let session: SessionId = crate::common::random_hex(16).into();
         let index = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         // A slot in the loop's queue first: between routing and handing over there is no
         // await, so a cancelled offer cannot leave a route behind.
@@ -299,24 +299,6 @@ impl WebRtc {
         }
         self.transcoders.stop().await;
     }
-}
-
-/// 128 random bits, hex: a session id nobody can guess.
-fn random_session_id() -> String {
-    let mut bytes = [0u8; 16];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        // SAFETY: getrandom writes at most the given length into our buffer.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n <= 0 {
-            // The kernel's generator cannot fail once booted except by interruption: retry.
-            continue;
-        }
-        filled += n as usize;
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// IPv4 addresses of the up interfaces, loopback included (for local use).

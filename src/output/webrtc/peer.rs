@@ -20,10 +20,9 @@ use tokio::sync::broadcast;
 use super::codec;
 use super::route::SessionId;
 use super::transcode::{TranscoderLease, Transcoders};
-use crate::hub::{Packet, RtpPayloads, Stream, Subscription};
-use crate::media::rtp_packetize::{packetize, MAX_PAYLOAD};
-use crate::media::rtp_video::VideoKind;
+use crate::hub::{Packet, Stream, Subscription};
 use crate::media::Frame;
+use crate::output::rtp::video_payloads;
 use crate::resources::{Counted, Resource, ViewerKind};
 
 /// A peer whose ICE stays disconnected this long is removed.
@@ -293,7 +292,7 @@ impl Peer {
     fn write_video(&mut self, packet: &Packet, now: Instant) {
         let Some((mid, pt)) = self.video else { return };
         // Packetized once per frame for every peer; each peer takes reference counts.
-        let payloads = packet.rtp(rtp_payloads);
+        let payloads = packet.rtp(video_payloads);
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return;
@@ -328,27 +327,6 @@ fn payload_params(rtc: &Rtc, mid: Mid) -> Vec<PayloadParams> {
         .filter(|p| media.remote_pts().contains(&p.pt()))
         .cloned()
         .collect()
-}
-
-/// A video frame's RTP payloads: the parameter sets before every keyframe (a viewer's first
-/// video frame is always one, so it always gets them), then the frame's NAL units.
-pub fn rtp_payloads(packet: &Packet) -> RtpPayloads {
-    let Some(codec) = &packet.video_codec else {
-        return Arc::from(Vec::new());
-    };
-    let kind = if codec.codec == "h265" {
-        VideoKind::H265
-    } else {
-        VideoKind::H264
-    };
-    let sets = packet
-        .keyframe
-        .then_some(&codec.parameter_sets)
-        .into_iter()
-        .flatten()
-        .map(|s| &s[..]);
-    let nals = sets.chain(crate::media::h264::length_prefixed_nals(&packet.data));
-    Arc::from(packetize(kind, nals, MAX_PAYLOAD))
 }
 
 /// One peer's frames: its hub subscription (video, and the camera's audio when it passes
@@ -395,42 +373,5 @@ async fn next_transcoded(
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => *rx = None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::media::{TrackKind, VideoCodec};
-    use bytes::Bytes;
-
-    #[test]
-    fn parameter_sets_go_before_keyframes_only() {
-        let codec = Arc::new(VideoCodec {
-            codec: "h264",
-            rfc6381: "avc1.42c01f".into(),
-            width: 64,
-            height: 64,
-            fps: None,
-            parameter_sets: vec![
-                Bytes::from_static(&[0x67, 1]),
-                Bytes::from_static(&[0x68, 2]),
-            ],
-        });
-        let frame = |keyframe| Frame {
-            track: TrackKind::Video,
-            pts: 0,
-            dts: 0,
-            keyframe,
-            capture_time_us: None,
-            video_codec: Some(codec.clone()),
-            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 9]),
-        };
-        let key = rtp_payloads(&Packet::new(frame(true), 1, 0));
-        let key: Vec<&[u8]> = key.iter().map(|p| &p[..]).collect();
-        assert_eq!(key, [&[0x67, 1][..], &[0x68, 2][..], &[0x65, 9][..]]);
-        let delta = rtp_payloads(&Packet::new(frame(false), 2, 0));
-        assert_eq!(delta.len(), 1);
-        assert_eq!(&delta[0][..], &[0x65, 9]);
     }
 }

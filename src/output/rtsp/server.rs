@@ -1,0 +1,624 @@
+//! The RTSP re-stream's IO: the TCP listener, one task per connection, and the UDP port pair.
+//!
+//! Each connection task reads requests (and interleaved RTCP) and writes responses and media in
+//! one `select!`: nothing it awaits can be waiting on it. Its viewer is a hub subscription, so
+//! a slow client skips to the next keyframe like every other viewer, and a client that stops
+//! reading altogether is cut off after [`WRITE_TIMEOUT`]. The protocol itself is
+//! [`session::Conn`] (sans-IO); this file only moves bytes and time.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::{Auth, Credential};
+use super::message::{self, Incoming, Method, ParseError, Transport};
+use super::sdp;
+use super::session::{self, target, Action, Conn, Lookup, Setup};
+use crate::common::random_hex;
+use crate::hub::{Packet, Stream, Subscription};
+use crate::media::{AudioCodec, TrackKind};
+use crate::output::rtp::{audio_payload, ntp_time, video_payloads, RtpWriter};
+use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
+
+/// Finds a camera's stream by id (the camera registry lives above the outputs).
+pub type FindStream = Arc<dyn Fn(&str) -> Option<Arc<Stream>> + Send + Sync>;
+
+/// A session (and a connection without one) that hears nothing for this long is closed.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client that does not take a frame's packets within this long is cut off.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long DESCRIBE waits for an on-demand camera to come up.
+const WAKE_LIMIT: Duration = Duration::from_secs(8);
+/// RTCP sender reports, per track, this often.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// At most this many RTSP connections at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 4_096;
+/// The UDP ports tried first (MediaMTX's defaults, so firewall rules carry over).
+const UDP_PORTS: (u16, u16) = (8000, 8001);
+
+pub struct RtspSettings {
+    pub listen: SocketAddr,
+    /// Who may read; empty: anyone who can connect.
+    pub credentials: Vec<Credential>,
+}
+
+pub struct RtspServer {
+    local: SocketAddr,
+    udp_ports: Option<(u16, u16)>,
+    auth: bool,
+    cancel: CancellationToken,
+    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
+    connections: TaskTracker,
+}
+
+/// What every connection task shares.
+struct Shared {
+    find: FindStream,
+    credentials: Vec<Credential>,
+    udp: Option<Arc<Udp>>,
+    cancel: CancellationToken,
+}
+
+/// The server's UDP pair, and when each playing UDP client's RTCP was last heard.
+struct Udp {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    ports: (u16, u16),
+    heard: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl RtspServer {
+    pub async fn start(settings: RtspSettings, find: FindStream) -> std::io::Result<RtspServer> {
+        let listener = match TcpListener::bind(settings.listen).await {
+            Ok(l) => l,
+            Err(e) if settings.listen.port() != 0 => {
+                tracing::warn!(listen = %settings.listen, "RTSP port unavailable ({e}); using a free port");
+                TcpListener::bind(SocketAddr::new(settings.listen.ip(), 0)).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let local = listener.local_addr()?;
+        let udp = match bind_udp_pair(local.ip()).await {
+            Ok(u) => Some(Arc::new(u)),
+            Err(e) => {
+                tracing::warn!("RTSP over UDP is off (TCP still works): {e}");
+                None
+            }
+        };
+        let udp_ports = udp.as_ref().map(|u| u.ports);
+        let cancel = CancellationToken::new();
+        let auth = !settings.credentials.is_empty();
+        let shared = Arc::new(Shared {
+            find,
+            credentials: settings.credentials,
+            udp,
+            cancel: cancel.clone(),
+        });
+        let connections = TaskTracker::new();
+        let mut tasks = vec![spawn_task(accept(
+            listener,
+            shared.clone(),
+            connections.clone(),
+        ))];
+        if shared.udp.is_some() {
+            tasks.push(spawn_task(hear_rtcp(shared.clone())));
+        }
+        tracing::info!(url = %format!("rtsp://{local}/{{camera}}"), ?udp_ports, auth, "RTSP re-stream listening");
+        Ok(RtspServer {
+            local,
+            udp_ports,
+            auth,
+            cancel,
+            tasks: tokio::sync::Mutex::new(tasks),
+            connections,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn udp_ports(&self) -> Option<(u16, u16)> {
+        self.udp_ports
+    }
+
+    /// Whether clients must authenticate.
+    pub fn auth(&self) -> bool {
+        self.auth
+    }
+
+    /// Closes the listener and every connection, and waits for them.
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        for task in self.tasks.lock().await.drain(..) {
+            let _ = task.await;
+        }
+        self.connections.close();
+        self.connections.wait().await;
+    }
+}
+
+/// An even RTP port and the next one for RTCP (RFC 3550 §11): the usual pair if free, else
+/// the first free pair the system gives.
+async fn bind_udp_pair(ip: IpAddr) -> std::io::Result<Udp> {
+    let pair = |rtp: u16| async move {
+        let a = UdpSocket::bind(SocketAddr::new(ip, rtp)).await?;
+        let rtp = a.local_addr()?.port();
+        if rtp % 2 != 0 || rtp == u16::MAX {
+            return Err(std::io::Error::other("odd port"));
+        }
+        let b = UdpSocket::bind(SocketAddr::new(ip, rtp + 1)).await?;
+        Ok::<_, std::io::Error>((a, b, rtp))
+    };
+    let mut last = None;
+    for attempt in 0..20 {
+        let port = if attempt == 0 { UDP_PORTS.0 } else { 0 };
+        match pair(port).await {
+            Ok((rtp, rtcp, port)) => {
+                return Ok(Udp {
+                    rtp,
+                    rtcp,
+                    ports: (port, port + 1),
+                    heard: Mutex::new(HashMap::new()),
+                })
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no UDP port pair")))
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, connections: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait a little rather than spin.
+                    tracing::warn!("RTSP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "RTSP connection refused: {MAX_CONNECTIONS} already open");
+            continue;
+        };
+        let shared = shared.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let _counted = Counted::new(Resource::RtspConnection);
+            tokio::select! {
+                _ = shared.cancel.cancelled() => {}
+                end = connection(&shared, socket, peer) => {
+                    tracing::debug!(%peer, "RTSP connection closed: {end}");
+                }
+            }
+        });
+    }
+}
+
+/// Notes when each playing UDP client's receiver reports arrive: its sign of life.
+async fn hear_rtcp(shared: Arc<Shared>) {
+    let Some(udp) = &shared.udp else { return };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let from = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            r = udp.rtcp.recv_from(&mut buf) => match r {
+                Ok((_, from)) => from,
+                Err(_) => continue,
+            },
+        };
+        // Only clients that play are in the map: nobody else can grow it.
+        if let Some(t) = udp.heard.lock().unwrap().get_mut(&from) {
+            *t = Instant::now();
+        }
+    }
+}
+
+/// Why a connection ended, for the log.
+type End = String;
+
+async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End {
+    let _ = socket.set_nodelay(true);
+    let (mut reader, mut writer) = socket.into_split();
+    let random = u128::from_str_radix(&random_hex(16), 16).unwrap_or_default();
+    let mut conn = Conn::new(
+        random_hex(16),
+        random,
+        shared.udp.as_ref().map(|u| u.ports),
+        SESSION_TIMEOUT.as_secs(),
+    );
+    let auth = Auth::new(shared.credentials.clone(), random_hex(16));
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut sending: Option<Sending> = None;
+    let mut heard = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut out = Vec::with_capacity(64 * 1024);
+    loop {
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => return "the client closed the connection".into(),
+                Err(e) => return format!("read failed: {e}"),
+                Ok(_) => {}
+            },
+            packet = next_packet(&mut sending) => {
+                let Some(s) = sending.as_mut() else { continue };
+                let packet = match packet {
+                    Ok(p) => p,
+                    Err(end) => return format!("the camera's stream ended: {end}"),
+                };
+                out.clear();
+                if let Err(e) = s.send(&packet, &mut out).await {
+                    return e;
+                }
+                if !out.is_empty() {
+                    if let Err(e) = write(&mut writer, &out).await {
+                        return e.to_string();
+                    }
+                }
+                continue;
+            }
+            _ = tick.tick() => {
+                let udp_heard = sending.as_ref().and_then(Sending::udp_heard);
+                let last = udp_heard.map_or(heard, |u| u.max(heard));
+                if last.elapsed() > SESSION_TIMEOUT {
+                    return format!("nothing heard for {} s", SESSION_TIMEOUT.as_secs());
+                }
+                if let Some(s) = sending.as_mut() {
+                    out.clear();
+                    s.reports(&mut out).await;
+                    if !out.is_empty() {
+                        if let Err(e) = write(&mut writer, &out).await {
+                            return e.to_string();
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        // Every whole message in the buffer, in order.
+        loop {
+            let (incoming, used) = match message::parse(&buf) {
+                Ok(None) => break,
+                Ok(Some(m)) => m,
+                Err(e) => {
+                    let (status, why) = match e {
+                        ParseError::TooLarge => (413, "the request is too large".to_string()),
+                        ParseError::Malformed(why) => (400, why),
+                    };
+                    let _ =
+                        write(&mut writer, &session::error(status, None, &why).to_bytes()).await;
+                    return format!("bad request: {why}");
+                }
+            };
+            buf.drain(..used);
+            heard = Instant::now();
+            let Incoming::Request(request) = incoming else {
+                continue; // interleaved RTCP receiver reports: a sign of life, nothing more
+            };
+            let mut reply = answer(shared, &mut conn, &auth, &request).await;
+            if reply.action == Action::Play {
+                match Sending::start(shared, &conn, peer.ip()) {
+                    Ok(s) => sending = Some(s),
+                    Err(why) => {
+                        conn.play_failed();
+                        reply.response = session::error(503, request.cseq(), &why);
+                        reply.action = Action::None;
+                    }
+                }
+            }
+            if matches!(reply.action, Action::Pause | Action::Teardown) {
+                sending = None;
+            }
+            if let Err(e) = write(&mut writer, &reply.response.to_bytes()).await {
+                return e.to_string();
+            }
+        }
+    }
+}
+
+async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::other(format!(
+            "the client took nothing for {} s",
+            WRITE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Authenticates, finds the camera a DESCRIBE or SETUP names, and lets the session answer.
+async fn answer(
+    shared: &Shared,
+    conn: &mut Conn,
+    auth: &Auth,
+    request: &message::Request,
+) -> session::Reply {
+    // OPTIONS is how clients probe; everything that touches a camera needs the credentials.
+    if request.method != Method::Options {
+        if let Err(challenge) = auth.check(request) {
+            return session::Reply {
+                response: challenge,
+                action: Action::None,
+            };
+        }
+    }
+    let lookup = match (&request.method, target(&request.uri)) {
+        (Method::Describe | Method::Setup, Some(t)) => describe(shared, &t.camera).await,
+        _ => Lookup::NotFound,
+    };
+    conn.handle(request, lookup)
+}
+
+async fn describe(shared: &Shared, camera: &str) -> Lookup {
+    let Some(stream) = (shared.find)(camera) else {
+        return Lookup::NotFound;
+    };
+    if !stream.wake(WAKE_LIMIT).await {
+        return Lookup::Unavailable(format!(
+            "the camera is not live ({})",
+            format!("{:?}", stream.state().name()).to_lowercase()
+        ));
+    }
+    let view = stream.view();
+    let Some(video) = view.video else {
+        return Lookup::Unavailable("the camera has sent no picture yet".into());
+    };
+    let audio = view.audio.filter(|a| sdp::audio_payload(a).is_some());
+    match sdp::describe(&video, audio.as_ref()) {
+        Some(sdp) => Lookup::Found {
+            sdp,
+            audio: audio.is_some(),
+        },
+        None => Lookup::Unavailable(format!("{} video cannot be re-streamed", video.codec)),
+    }
+}
+
+/// What a playing session sends: its viewer of the camera and an RTP stream per track.
+struct Sending {
+    subscription: Subscription,
+    video: Option<(Setup, RtpWriter)>,
+    audio: Option<(Setup, RtpWriter, AudioCodec)>,
+    /// The video codec the client was described; another one ends the session.
+    video_codec: Option<&'static str>,
+    peer: IpAddr,
+    /// The client RTCP addresses whose reports count as its sign of life (UDP).
+    rtcp_addresses: Vec<SocketAddr>,
+    udp: Option<Arc<Udp>>,
+    last_report: Instant,
+    scratch: Vec<u8>,
+}
+
+impl Sending {
+    fn start(shared: &Shared, conn: &Conn, peer: IpAddr) -> Result<Sending, String> {
+        let session = conn.session().ok_or("no session")?;
+        let stream = (shared.find)(&session.camera).ok_or("the camera was removed")?;
+        let subscription = stream
+            .subscribe(ViewerKind::Rtsp)
+            .ok_or("the camera is not running")?;
+        let view = stream.view();
+        let mut video = None;
+        let mut audio = None;
+        for setup in &session.tracks {
+            match setup.track {
+                TrackKind::Video => {
+                    let w = RtpWriter::new(
+                        sdp::VIDEO_PAYLOAD_TYPE,
+                        setup.ssrc,
+                        setup.sequence,
+                        setup.time_offset,
+                        90_000,
+                    );
+                    video = Some((*setup, w));
+                }
+                TrackKind::Audio => {
+                    let codec = view.audio.clone().ok_or("the camera has no audio now")?;
+                    let (pt, _) =
+                        sdp::audio_payload(&codec).ok_or("the audio cannot be re-streamed")?;
+                    let w = RtpWriter::new(
+                        pt,
+                        setup.ssrc,
+                        setup.sequence,
+                        setup.time_offset,
+                        codec.sample_rate,
+                    );
+                    audio = Some((*setup, w, codec));
+                }
+            }
+        }
+        let rtcp_addresses: Vec<SocketAddr> = session
+            .tracks
+            .iter()
+            .filter_map(|t| match t.transport {
+                Transport::Udp { rtcp, .. } => Some(SocketAddr::new(peer, rtcp)),
+                Transport::Tcp { .. } => None,
+            })
+            .collect();
+        if let Some(udp) = &shared.udp {
+            let mut heard = udp.heard.lock().unwrap();
+            for a in &rtcp_addresses {
+                heard.insert(*a, Instant::now());
+            }
+        }
+        Ok(Sending {
+            subscription,
+            video,
+            audio,
+            video_codec: view.video.map(|v| v.codec),
+            peer,
+            rtcp_addresses,
+            udp: shared.udp.clone(),
+            last_report: Instant::now(),
+            scratch: Vec::with_capacity(2048),
+        })
+    }
+
+    /// Puts `packet` on the wire: TCP packets are appended to `out` (the caller writes them in
+    /// one go), UDP ones are sent at once.
+    async fn send(&mut self, packet: &Packet, out: &mut Vec<u8>) -> Result<(), End> {
+        let now = now_ntp();
+        let udp = self.udp.as_deref();
+        if packet.is_video() {
+            let Some((setup, writer)) = &mut self.video else {
+                return Ok(());
+            };
+            if let (Some(was), Some(now)) = (self.video_codec, &packet.video_codec) {
+                if was != now.codec {
+                    return Err(format!(
+                        "the camera's video changed from {was} to {}",
+                        now.codec
+                    ));
+                }
+            }
+            let payloads = packet.rtp(video_payloads);
+            let last = payloads.len().saturating_sub(1);
+            for (i, payload) in payloads.iter().enumerate() {
+                emit(
+                    setup,
+                    writer,
+                    payload,
+                    packet.pts,
+                    i == last,
+                    now,
+                    out,
+                    &mut self.scratch,
+                    udp,
+                    self.peer,
+                )
+                .await;
+            }
+        } else if let Some((setup, writer, codec)) = &mut self.audio {
+            if let Some(payload) = audio_payload(codec, &packet.data) {
+                emit(
+                    setup,
+                    writer,
+                    &payload,
+                    packet.pts,
+                    true,
+                    now,
+                    out,
+                    &mut self.scratch,
+                    udp,
+                    self.peer,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// RTCP sender reports for every track, when they are due.
+    async fn reports(&mut self, out: &mut Vec<u8>) {
+        let udp = self.udp.clone();
+        let udp = udp.as_deref();
+        if self.last_report.elapsed() < REPORT_EVERY {
+            return;
+        }
+        self.last_report = Instant::now();
+        let now = now_ntp();
+        let tracks = self
+            .video
+            .iter()
+            .map(|(s, w)| (s, w))
+            .chain(self.audio.iter().map(|(s, w, _)| (s, w)));
+        for (setup, writer) in tracks {
+            let Some(report) = writer.sender_report(now) else {
+                continue;
+            };
+            match setup.transport {
+                Transport::Tcp { rtcp, .. } => {
+                    out.extend_from_slice(&message::interleaved(rtcp, &report))
+                }
+                Transport::Udp { rtcp, .. } => {
+                    if let Some(udp) = udp {
+                        let _ = udp
+                            .rtcp
+                            .send_to(&report, SocketAddr::new(self.peer, rtcp))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn udp_heard(&self) -> Option<Instant> {
+        let heard = self.udp.as_ref()?.heard.lock().unwrap();
+        self.rtcp_addresses
+            .iter()
+            .filter_map(|a| heard.get(a).copied())
+            .max()
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        // The map is the server's: an entry must not outlive its session.
+        if let Some(udp) = &self.udp {
+            let mut heard = udp.heard.lock().unwrap();
+            for a in &self.rtcp_addresses {
+                heard.remove(a);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn emit(
+    setup: &Setup,
+    writer: &mut RtpWriter,
+    payload: &[u8],
+    pts: i64,
+    marker: bool,
+    now: u64,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    udp: Option<&Udp>,
+    peer: IpAddr,
+) {
+    match setup.transport {
+        Transport::Tcp { rtp, .. } => {
+            out.push(b'$');
+            out.push(rtp);
+            out.extend_from_slice(&((12 + payload.len()) as u16).to_be_bytes());
+            writer.write(out, payload, pts, marker, now);
+        }
+        Transport::Udp { rtp, .. } => {
+            scratch.clear();
+            writer.write(scratch, payload, pts, marker, now);
+            if let Some(udp) = udp {
+                // A lost datagram is what UDP is; the client's receiver reports keep it alive.
+                let _ = udp.rtp.send_to(scratch, SocketAddr::new(peer, rtp)).await;
+            }
+        }
+    }
+}
+
+fn now_ntp() -> u64 {
+    ntp_time(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// The next frame for a playing session; never, while none plays.
+async fn next_packet(sending: &mut Option<Sending>) -> Result<Arc<Packet>, crate::hub::ViewerEnd> {
+    match sending {
+        Some(s) => s.subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
