@@ -496,3 +496,18 @@ fn two_hundred_sessions_come_and_go_and_every_count_returns() {
         "{streams:?}"
     );
 }
+
+#[test]
+fn h265_goes_through_as_it_is() {
+    let camera = RtspCamera::start(&["--codec", "h265", "--size", "640x360", "--gop", "25"]);
+    let config = format!(
+        "[rtsp]\nlisten = \"127.0.0.1:0\"\n\n[[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
+        camera.url()
+    );
+    let (_server, port) = start("restream-h265", &config);
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let streams = ffprobe(&url, "tcp").unwrap();
+    assert_eq!(streams, ["hevc,video,640,360"]);
+    let (frames, _) = ffmpeg_frames(&url, "tcp");
+    assert!(frames >= 50, "{frames} frames in 3 s of video");
+}

@@ -69,14 +69,24 @@ fn add_a_camera_from_the_form_then_delete_it() {
             .run("const c = document.querySelector('#list [data-id=\"porch\"]');
                   const hls = c.querySelector('[data-link=\"hls\"]').value;
                   const mjpeg = c.querySelector('[data-link=\"mjpeg\"]').value;
+                  const rtsp = c.querySelector('[data-link=\"rtsp\"]').value;
                   const r = await fetch(hls);
                   const m = await fetch(mjpeg); const type = m.headers.get('content-type'); await m.body.cancel();
-                  return {hls, mjpeg, hlsStatus: r.status, playlist: await r.text(), type};")
+                  return {hls, mjpeg, rtsp, hlsStatus: r.status, playlist: await r.text(), type};")
             .await;
         assert!(links["hls"].as_str().unwrap().ends_with("/api/cameras/porch/hls/index.m3u8"), "{links}");
         assert_eq!(links["hlsStatus"], 200, "{links}");
         assert!(links["playlist"].as_str().unwrap().starts_with("#EXTM3U"), "{links}");
         assert_eq!(links["type"], "multipart/x-mixed-replace; boundary=frame", "{links}");
+        // The RTSP link plays in a real RTSP client.
+        let rtsp = links["rtsp"].as_str().unwrap();
+        assert!(rtsp.starts_with("rtsp://127.0.0.1:") && rtsp.ends_with("/porch"), "{links}");
+        common::require("ffprobe", "ffmpeg");
+        let probe = std::process::Command::new("timeout")
+            .args(["20", "ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0", rtsp])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "640,360", "{}", String::from_utf8_lossy(&probe.stderr));
         // Delete: gone from the list and from the server, with its viewers.
         browser.run("document.querySelector('#list [data-id=\"porch\"] [data-act=\"delete\"]').click();").await;
         browser.until( Duration::from_secs(5), "porch removed",

@@ -5,7 +5,8 @@ import "/player.js";
 import * as analysis from "/analysis.js";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null };
+// `rtsp`: the re-stream's base URL (rtsp://host:port), null while unknown or when it is off.
+const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null, rtsp: null };
 
 // ---- API --------------------------------------------------------------------------------------
 async function api(method, path, body) {
@@ -55,6 +56,7 @@ function renderList() {
         <details class="links"><summary>Links for other players</summary>
           <label>LL-HLS <input readonly data-link="hls"></label>
           <label>MJPEG <input readonly data-link="mjpeg"></label>
+          <label hidden>RTSP <input readonly data-link="rtsp"></label>
         </details>`;
       el.querySelector(".name").textContent = c.id;
       el.querySelector(".name").addEventListener("click", () => select(c.id, true));
@@ -74,6 +76,9 @@ function renderList() {
     badge.textContent = c.state;
     badge.className = `badge ${c.state}`;
     el.querySelector(".meta").textContent = describe(c);
+    const rtsp = el.querySelector('[data-link="rtsp"]');
+    rtsp.closest("label").hidden = !state.rtsp;
+    if (state.rtsp) rtsp.value = `${state.rtsp}/${c.id}`;
     el.querySelector(".reason").textContent = c.reason || "";
     el.querySelector('[data-act="toggle"]').textContent = c.state === "stopped" || c.state === "failed" ? "Start" : "Stop";
     el.classList.toggle("selected", state.view === "single" && c.id === state.selected);
@@ -302,5 +307,16 @@ async function configStatus() {
   }
 }
 configStatus();
+
+// Where the RTSP re-stream listens (not under this HTTP server): the cards offer its URLs.
+async function outputs() {
+  const r = await api("GET", "/api/outputs");
+  const rtsp = r.data?.rtsp;
+  if (!rtsp) return;
+  const host = rtsp.host ?? location.hostname;
+  state.rtsp = `rtsp://${host.includes(":") ? `[${host}]` : host}:${rtsp.port}`;
+  renderList();
+}
+outputs();
 setInterval(configStatus, 10000);
 window.livelensUi = state;

@@ -70,6 +70,13 @@ enum Bench {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// N RTSP clients of one camera's re-stream (RTP over the RTSP connection).
+    Rtsp {
+        #[arg(long, default_value = "rtsp://127.0.0.1:8554/demo")]
+        url: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// N LL-HLS clients of one camera's media playlist.
     Hls {
         #[arg(
@@ -464,6 +471,7 @@ fn main() {
             measure("mjpeg", &url, &ws_url(&url), &run, http_viewers::mjpeg)
         }
         Bench::Hls { url, run } => measure("hls", &url, &ws_url(&url), &run, http_viewers::hls),
+        Bench::Rtsp { url, run } => measure("rtsp", &url, &url, &run, rtsp_viewer),
     }
 }
 
@@ -993,6 +1001,115 @@ mod tests {
 }
 
 /// HTTP viewers: MJPEG readers and LL-HLS clients.
+/// An RTSP client over TCP (DESCRIBE, SETUP of the video with interleaved channels 0-1, PLAY):
+/// counts the video frames (RTP packets with the marker bit) and bytes until `until`.
+async fn rtsp_viewer(url: String, until: Instant) -> ViewerResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut r = ViewerResult::default();
+    let started = Instant::now();
+    let Some(host) = url
+        .strip_prefix("rtsp://")
+        .and_then(|u| u.split('/').next())
+    else {
+        r.error = Some("expected rtsp://HOST:PORT/camera".into());
+        return r;
+    };
+    let mut stream = match tokio::net::TcpStream::connect(host).await {
+        Ok(s) => s,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut session = String::new();
+    let steps = [
+        ("DESCRIBE", url.clone(), String::new()),
+        (
+            "SETUP",
+            format!("{url}/trackID=0"),
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n".to_string(),
+        ),
+        ("PLAY", url.clone(), String::new()),
+    ];
+    for (cseq, (method, target, extra)) in steps.into_iter().enumerate() {
+        let session_header = if session.is_empty() {
+            String::new()
+        } else {
+            format!("Session: {session}\r\n")
+        };
+        let request = format!(
+            "{method} {target} RTSP/1.0\r\nCSeq: {}\r\n{extra}{session_header}\r\n",
+            cseq + 1
+        );
+        if let Err(e) = stream.write_all(request.as_bytes()).await {
+            r.error = Some(e.to_string());
+            return r;
+        }
+        // The response: head and body (DESCRIBE's SDP).
+        let head = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    buf.drain(..end + 4 + length);
+                    break head;
+                }
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    r.error = Some(format!("{method}: the server closed the connection"));
+                    return r;
+                }
+                Ok(_) => {}
+            }
+        };
+        if !head.starts_with("RTSP/1.0 200") {
+            r.error = Some(format!(
+                "{method}: {}",
+                head.lines().next().unwrap_or_default()
+            ));
+            return r;
+        }
+        if let Some(s) = head.lines().find_map(|l| l.strip_prefix("Session: ")) {
+            session = s.split(';').next().unwrap_or_default().to_string();
+        }
+    }
+    loop {
+        while buf.len() >= 4 && buf[0] == b'$' {
+            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            if buf.len() < 4 + len {
+                break;
+            }
+            if buf[1] == 0 && len > 12 && buf[5] & 0x80 != 0 {
+                r.on_frames(1, None, started, 0);
+            }
+            r.bytes += 4 + len as u64;
+            buf.drain(..4 + len);
+        }
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buf) => read,
+            _ = tokio::time::sleep_until(until.into()) => break,
+        };
+        match read {
+            Ok(0) => {
+                r.error = Some("the server closed the connection".into());
+                break;
+            }
+            Err(e) => {
+                r.error = Some(e.to_string());
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    r
+}
+
 mod http_viewers {
     use std::time::{Duration, Instant};
 

@@ -78,11 +78,11 @@ struct Udp {
 
 impl RtspServer {
     pub async fn start(settings: RtspSettings, find: FindStream) -> std::io::Result<RtspServer> {
-        let listener = match TcpListener::bind(settings.listen).await {
+        let listener = match listen(settings.listen) {
             Ok(l) => l,
             Err(e) if settings.listen.port() != 0 => {
                 tracing::warn!(listen = %settings.listen, "RTSP port unavailable ({e}); using a free port");
-                TcpListener::bind(SocketAddr::new(settings.listen.ip(), 0)).await?
+                listen(SocketAddr::new(settings.listen.ip(), 0))?
             }
             Err(e) => return Err(e),
         };
@@ -145,6 +145,18 @@ impl RtspServer {
         self.connections.close();
         self.connections.wait().await;
     }
+}
+
+/// The listener, with a deep accept queue: a wall of NVR channels or a burst of clients
+/// reconnecting would otherwise wait out SYN retransmits of a second and more.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// An even RTP port and the next one for RTCP (RFC 3550 §11): the usual pair if free, else
