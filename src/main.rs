@@ -30,7 +30,7 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080, or [server] listen).
         #[arg(long, short)]
         listen: Option<SocketAddr>,
-        /// Allow listening off-loopback without an API token.
+        /// Allow listening off-loopback without an API token (HTTP) or credentials (RTSP).
         #[arg(long)]
         insecure: bool,
         /// Do not watch the config file for changes (SIGHUP still reloads it).

@@ -9,11 +9,15 @@
 //! - the messages, and the error that ends them, are the same however the stream is chunked
 //!   (a parser that buffers until a message is whole);
 //! - each message takes at least one byte, and what it reports taking was in the buffer;
-//! - a response built from a request's values never carries a line break inside a header.
+//! - a response built from a request's values never carries a line break inside a header;
+//! - the session state machine (`output::rtsp::session::Conn`) fed every request answers each
+//!   with a status it knows, echoes the CSeq, and keeps a session of at most two tracks of one
+//!   camera whose interleaved channels never overlap.
 
 use crate::output::rtsp::message::{
-    parse, parse_transport, Incoming, ParseError, Response, MAX_BODY, MAX_HEAD,
+    parse, parse_transport, Incoming, ParseError, Response, Transport, MAX_BODY, MAX_HEAD,
 };
+use crate::output::rtsp::session::{Conn, Lookup};
 
 fn read(stream: &[u8], chunk: usize) -> (Vec<Incoming>, Option<ParseError>) {
     let mut buffer: Vec<u8> = Vec::new();
@@ -56,6 +60,12 @@ pub fn check(data: &[u8]) {
     let (whole, whole_error) = read(stream, stream.len().max(1));
     assert_eq!(messages, whole, "chunking changed the messages");
     assert_eq!(error, whole_error, "chunking changed the error");
+    let mut conn = Conn::new(
+        "0123abcd".into(),
+        u128::from(selector) * 0x9e37_79b9,
+        Some((8000, 8001)),
+        60,
+    );
     for m in &messages {
         match m {
             Incoming::Interleaved { data, .. } => assert!(data.len() <= usize::from(u16::MAX)),
@@ -79,6 +89,41 @@ pub fn check(data: &[u8]) {
                     1 + 2 + usize::from(r.cseq().is_some()),
                     "a header was forged: {head:?}"
                 );
+                let lookup = Lookup::Found {
+                    sdp: "v=0\r\n".into(),
+                    audio: selector % 2 == 0,
+                };
+                let reply = conn.handle(r, lookup);
+                let status = reply.response.status;
+                assert!(
+                    [200, 400, 401, 404, 405, 413, 454, 455, 459, 461, 501, 503].contains(&status),
+                    "status {status}"
+                );
+                let text = String::from_utf8_lossy(&reply.response.to_bytes()).into_owned();
+                match r.cseq() {
+                    Some(c) => assert!(text.contains(&format!("\r\nCSeq: {c}\r\n")), "{text}"),
+                    None => assert_eq!(status, 400),
+                }
+                if let Some(session) = conn.session() {
+                    assert!(session.tracks.len() <= 2 && !session.camera.is_empty());
+                    let channels: Vec<u8> = session
+                        .tracks
+                        .iter()
+                        .filter_map(|t| match t.transport {
+                            Transport::Tcp { rtp, rtcp } => Some([rtp, rtcp]),
+                            Transport::Udp { .. } => None,
+                        })
+                        .flatten()
+                        .collect();
+                    let mut unique = channels.clone();
+                    unique.sort_unstable();
+                    unique.dedup();
+                    assert_eq!(
+                        unique.len(),
+                        channels.len(),
+                        "channels overlap: {channels:?}"
+                    );
+                }
             }
         }
     }
