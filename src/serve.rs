@@ -261,6 +261,7 @@ async fn start_rtsp(
         crate::output::rtsp::RtspSettings {
             listen: settings.listen,
             credentials,
+            session_timeout: settings.session_timeout,
         },
         find,
     )

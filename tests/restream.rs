@@ -511,3 +511,45 @@ fn h265_goes_through_as_it_is() {
     let (frames, _) = ffmpeg_frames(&url, "tcp");
     assert!(frames >= 50, "{frames} frames in 3 s of video");
 }
+
+#[test]
+fn silent_clients_are_dropped_after_the_session_timeout_but_tcp_players_need_not_speak() {
+    let config = TESTSRC.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nsession_timeout = \"2s\"\n",
+    );
+    let (server, port) = start("restream-timeout", &config);
+    let baseline = counts(&server.resources());
+    // A connection that never sends a request, and a UDP player that sends nothing more.
+    let mut idle = Client::connect(port);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let p = rtp.local_addr().unwrap().port();
+    let mut udp_player = Client::connect(port);
+    udp_player.play(port, Some((p, p + 1)));
+    let mut tcp_player = Client::connect(port);
+    tcp_player.play(port, None);
+    let started = Instant::now();
+    assert!(!idle.fill(), "the idle connection is closed");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+    // The UDP player is gone too; the TCP player still gets video well past the timeout.
+    wait_until(Duration::from_secs(5), "the UDP player dropped", || {
+        server.resources()["viewers"]["rtsp"] == 1
+    });
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let (channel, data) = tcp_player.interleaved();
+        if channel == 0 {
+            rtp_payload(&data);
+        }
+    }
+    drop((udp_player, tcp_player));
+    wait_until(
+        Duration::from_secs(5),
+        "every count back at its baseline",
+        || counts(&server.resources()) == baseline,
+    );
+}

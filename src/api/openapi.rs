@@ -12,7 +12,14 @@ fn spec() -> Value {
     let id_param =
         json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
     let camera = json!({ "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Camera" } } } });
-    json!({
+    let rtsp = json!({ "type": ["object", "null"], "properties": {
+        "host": { "type": ["string", "null"], "description": "null: every interface; use the host the page came from" },
+        "port": { "type": "integer" },
+        "udp_ports": { "type": ["array", "null"], "items": { "type": "integer" }, "description": "the server's RTP and RTCP ports; null: TCP only" },
+        "auth": { "type": "boolean", "description": "clients must authenticate (Digest or Basic)" } } });
+    let outputs = json!({ "description": "outputs", "content": { "application/json": {
+        "schema": { "type": "object", "properties": { "rtsp": rtsp } } } } });
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "livelens",
@@ -147,7 +154,12 @@ fn spec() -> Value {
                     "child_processes": { "type": "integer" }, "transcoders": { "type": "integer" }, "http_connections": { "type": "integer" }, "rtsp_connections": { "type": "integer" }, "open_fds": { "type": "integer" }, "rss_bytes": { "type": "integer" } } }
             }
         }
-    })
+    });
+    // Added apart: one more path in the literal above is past `json!`'s recursion limit.
+    doc["paths"]["/api/outputs"] = json!({ "get": {
+        "summary": "Where the outputs outside this HTTP server listen: the RTSP re-stream (rtsp://HOST:PORT/{camera}), or null when it is off",
+        "responses": { "200": outputs } } });
+    doc
 }
 
 #[cfg(test)]
@@ -166,6 +178,7 @@ mod tests {
             "/api/probe",
             "/api/cameras/stream",
             "/api/workers",
+            "/api/outputs",
             "/api/events",
             "/api/events/{id}/snapshot.jpg",
             "/api/events/stream",

@@ -83,6 +83,8 @@ pub struct RtspSettings {
     pub enabled: bool,
     pub listen: SocketAddr,
     pub users: Vec<(String, String)>,
+    /// `session_timeout` (default 60 s): a client that sends nothing for this long is dropped.
+    pub session_timeout: Duration,
 }
 
 impl fmt::Debug for RtspSettings {
@@ -93,6 +95,7 @@ impl fmt::Debug for RtspSettings {
             .field("enabled", &self.enabled)
             .field("listen", &self.listen)
             .field("users", &names)
+            .field("session_timeout", &self.session_timeout)
             .finish()
     }
 }
@@ -105,6 +108,7 @@ impl Default for RtspSettings {
             enabled: true,
             listen: DEFAULT_RTSP_LISTEN.parse().unwrap(),
             users: Vec::new(),
+            session_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -556,6 +560,13 @@ impl Config {
                     None => problems.push(problem(
                         "rtsp.listen",
                         format!("{value} is not an address:port such as 127.0.0.1:8554"),
+                    )),
+                },
+                "session_timeout" => match value.as_str().map(parse_duration) {
+                    Some(Ok(d)) if d >= Duration::from_secs(1) => typed.rtsp.session_timeout = d,
+                    _ => problems.push(problem(
+                        "rtsp.session_timeout",
+                        format!("{value} is not a duration of at least 1s, e.g. \"60s\""),
                     )),
                 },
                 "users" => match value.as_table() {

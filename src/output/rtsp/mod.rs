@@ -12,4 +12,4 @@ pub mod sdp;
 mod server;
 pub mod session;
 
-pub use server::{FindStream, RtspServer, RtspSettings, SESSION_TIMEOUT};
+pub use server::{FindStream, RtspServer, RtspSettings};

@@ -32,8 +32,6 @@ use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 /// Finds a camera's stream by id (the camera registry lives above the outputs).
 pub type FindStream = Arc<dyn Fn(&str) -> Option<Arc<Stream>> + Send + Sync>;
 
-/// A session (and a connection without one) that hears nothing for this long is closed.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that does not take a frame's packets within this long is cut off.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long DESCRIBE waits for an on-demand camera to come up.
@@ -49,6 +47,9 @@ pub struct RtspSettings {
     pub listen: SocketAddr,
     /// Who may read; empty: anyone who can connect.
     pub credentials: Vec<Credential>,
+    /// A connection that hears nothing for this long is closed (unless it plays over TCP only,
+    /// where a vanished client shows as a write that does not finish).
+    pub session_timeout: Duration,
 }
 
 pub struct RtspServer {
@@ -66,6 +67,7 @@ struct Shared {
     credentials: Vec<Credential>,
     udp: Option<Arc<Udp>>,
     cancel: CancellationToken,
+    session_timeout: Duration,
 }
 
 /// The server's UDP pair, and when each playing UDP client's RTCP was last heard.
@@ -100,6 +102,7 @@ impl RtspServer {
         let shared = Arc::new(Shared {
             find,
             credentials: settings.credentials,
+            session_timeout: settings.session_timeout,
             udp,
             cancel: cancel.clone(),
         });
@@ -252,7 +255,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
         random_hex(16),
         random,
         shared.udp.as_ref().map(|u| u.ports),
-        SESSION_TIMEOUT.as_secs(),
+        shared.session_timeout.as_secs().max(1),
     );
     let auth = Auth::new(shared.credentials.clone(), random_hex(16));
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -285,10 +288,13 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                 continue;
             }
             _ = tick.tick() => {
+                // A client playing over TCP only need not speak: if it vanishes, the writes stop
+                // finishing. Any other must send requests or RTCP reports (every client does).
+                let tcp_only = sending.as_ref().is_some_and(|s| s.rtcp_addresses.is_empty());
                 let udp_heard = sending.as_ref().and_then(Sending::udp_heard);
                 let last = udp_heard.map_or(heard, |u| u.max(heard));
-                if last.elapsed() > SESSION_TIMEOUT {
-                    return format!("nothing heard for {} s", SESSION_TIMEOUT.as_secs());
+                if !tcp_only && last.elapsed() > shared.session_timeout {
+                    return format!("nothing heard for {:?}", shared.session_timeout);
                 }
                 if let Some(s) = sending.as_mut() {
                     out.clear();
