@@ -30,6 +30,8 @@ pub enum Resource {
     HttpConnection,
     /// An accepted RTSP connection, until its socket closes.
     RtspConnection,
+    /// A publisher feeding a `publish:` camera (RTSP RECORD), until it leaves.
+    Publisher,
 }
 
 /// The outputs a viewer can be attached through.
@@ -83,6 +85,7 @@ static CHILD_PROCESSES: AtomicI64 = AtomicI64::new(0);
 static TRANSCODERS: AtomicI64 = AtomicI64::new(0);
 static HTTP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static RTSP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+static PUBLISHERS: AtomicI64 = AtomicI64::new(0);
 
 fn gauge(resource: Resource) -> &'static AtomicI64 {
     match resource {
@@ -95,6 +98,7 @@ fn gauge(resource: Resource) -> &'static AtomicI64 {
         Resource::Transcoder => &TRANSCODERS,
         Resource::HttpConnection => &HTTP_CONNECTIONS,
         Resource::RtspConnection => &RTSP_CONNECTIONS,
+        Resource::Publisher => &PUBLISHERS,
     }
 }
 
@@ -167,6 +171,7 @@ pub struct Snapshot {
     pub transcoders: i64,
     pub http_connections: i64,
     pub rtsp_connections: i64,
+    pub publishers: i64,
     pub open_fds: i64,
     pub rss_bytes: i64,
 }
@@ -196,6 +201,7 @@ pub fn snapshot() -> Snapshot {
         transcoders: count(Resource::Transcoder),
         http_connections: count(Resource::HttpConnection),
         rtsp_connections: count(Resource::RtspConnection),
+        publishers: count(Resource::Publisher),
         open_fds: open_fds(),
         rss_bytes: rss_bytes(),
     }

@@ -15,7 +15,7 @@
 //!   camera whose interleaved channels never overlap.
 
 use crate::output::rtsp::message::{
-    parse, parse_transport, Incoming, ParseError, Response, Transport, MAX_BODY, MAX_HEAD,
+    parse, parse_transport, Incoming, Method, ParseError, Response, Transport, MAX_BODY, MAX_HEAD,
 };
 use crate::output::rtsp::session::{Conn, Lookup};
 
@@ -89,14 +89,18 @@ pub fn check(data: &[u8]) {
                     1 + 2 + usize::from(r.cseq().is_some()),
                     "a header was forged: {head:?}"
                 );
-                let lookup = Lookup::Found {
-                    sdp: "v=0\r\n".into(),
-                    audio: selector % 2 == 0,
+                let lookup = match r.method {
+                    Method::Announce => Lookup::Publishable,
+                    _ => Lookup::Found {
+                        sdp: "v=0\r\n".into(),
+                        audio: selector % 2 == 0,
+                    },
                 };
                 let reply = conn.handle(r, lookup);
                 let status = reply.response.status;
                 assert!(
-                    [200, 400, 401, 404, 405, 413, 454, 455, 459, 461, 501, 503].contains(&status),
+                    [200, 400, 401, 404, 405, 409, 413, 454, 455, 459, 461, 501, 503]
+                        .contains(&status),
                     "status {status}"
                 );
                 let text = String::from_utf8_lossy(&reply.response.to_bytes()).into_owned();

@@ -18,7 +18,11 @@ use super::timeline::TrackTimeline;
 use crate::backoff::Backoff;
 use crate::media::{AudioCodec, Frame, TrackKind, VideoCodec};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
+use crate::source::publish::{Inlet, Published};
 use crate::source::{self, SourceError, SourceSpec};
+
+/// A publisher that sends no frame for this long is let go; the camera is idle again.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Stream {
     shared: Arc<Shared>,
@@ -34,6 +38,8 @@ struct Running {
 struct Shared {
     id: String,
     fanout: FanOut,
+    /// Where publishers attach, for a `publish:` camera.
+    inlet: Inlet,
     status: Mutex<Status>,
     /// Woken whenever the state changes, for [`Stream::wake`].
     changed: tokio::sync::Notify,
@@ -128,6 +134,7 @@ impl Stream {
             shared: Arc::new(Shared {
                 id: id.to_string(),
                 fanout: FanOut::new(),
+                inlet: Inlet::default(),
                 status: Mutex::new(Status::default()),
                 changed: tokio::sync::Notify::new(),
             }),
@@ -176,6 +183,11 @@ impl Stream {
     fn spawn(&self, control: &mut Option<Running>, spec: SourceSpec, on_demand: Option<Duration>) {
         let cancel = CancellationToken::new();
         let task = match on_demand {
+            _ if spec == SourceSpec::Publish => {
+                self.shared.status.lock().unwrap().apply(&Event::Park);
+                self.shared.inlet.set_open(true);
+                spawn_task(publish_loop(self.shared.clone(), cancel.clone()))
+            }
             None => {
                 self.shared.status.lock().unwrap().apply(&Event::Start);
                 spawn_task(supervise(self.shared.clone(), spec, cancel.clone()))
@@ -268,6 +280,11 @@ impl Stream {
         self.shared.fanout.subscribe(kind)
     }
 
+    /// Where publishers attach (a `publish:` camera takes them while it runs).
+    pub fn inlet(&self) -> &Inlet {
+        &self.shared.inlet
+    }
+
     /// The frames since the last keyframe, for outputs that decode (snapshots).
     pub fn gop(&self) -> Vec<Frame> {
         self.shared.fanout.gop()
@@ -325,6 +342,50 @@ async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationTo
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// A `publish:` camera: idle until a publisher attaches, live while it sends, idle again when
+/// it leaves (its connection ends, or it sends nothing for [`PUBLISH_TIMEOUT`]).
+async fn publish_loop(shared: Arc<Shared>, cancel: CancellationToken) {
+    let input = Input {
+        shared: shared.clone(),
+    };
+    // Closed again however this ends, so no publisher waits on a camera that stopped.
+    struct Close<'a>(&'a Inlet);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            self.0.set_open(false);
+        }
+    }
+    let _close = Close(&shared.inlet);
+    loop {
+        let mut feed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            feed = shared.inlet.next() => feed,
+        };
+        shared.status.lock().unwrap().apply(&Event::Start);
+        shared.changed.notify_waiters();
+        tracing::info!(camera = %shared.id, "a publisher arrived");
+        source::Publish::new_session(&input);
+        let why = loop {
+            let item = tokio::select! {
+                _ = cancel.cancelled() => return,
+                item = tokio::time::timeout(PUBLISH_TIMEOUT, feed.recv()) => item,
+            };
+            match item {
+                Ok(Some(Published::Frame(frame))) => source::Publish::publish(&input, frame),
+                Ok(Some(Published::Audio(audio))) => source::Publish::set_audio(&input, audio),
+                Ok(None) => break "the publisher left".to_string(),
+                Err(_) => break format!("the publisher sent nothing for {PUBLISH_TIMEOUT:?}"),
+            }
+        };
+        drop(feed);
+        tracing::info!(camera = %shared.id, "{why}; waiting for the next publisher");
+        shared.fanout.reset_gop();
+        source::Publish::set_audio(&input, None);
+        shared.status.lock().unwrap().apply(&Event::Park);
+        shared.changed.notify_waiters();
     }
 }
 

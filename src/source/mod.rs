@@ -8,6 +8,7 @@
 //! sources must not depend on the hub.
 
 pub mod exec;
+pub mod publish;
 pub mod rtsp;
 pub mod testsrc;
 
@@ -34,9 +35,12 @@ pub enum SourceSpec {
     Exec(exec::ExecCommand),
     /// `file:///path`: FFmpeg reads the file at its native rate, looped.
     File(String),
+    /// `publish:`: whoever publishes to the camera (RTSP ANNOUNCE/RECORD), one at a time.
+    Publish,
 }
 
-pub const SCHEMES: &str = "testsrc://, rtsp://, rtsps://, exec:, exec+h264:, exec+h265:, file://";
+pub const SCHEMES: &str =
+    "testsrc://, rtsp://, rtsps://, exec:, exec+h264:, exec+h265:, file://, publish:";
 
 impl SourceSpec {
     /// Parses a source URL. The error names the problem in words a user can act on.
@@ -44,6 +48,9 @@ impl SourceSpec {
         let url = url.trim();
         if url.is_empty() {
             return Err("is empty".into());
+        }
+        if url == "publish:" {
+            return Ok(SourceSpec::Publish);
         }
         if let Some(query) = url.strip_prefix("testsrc://") {
             return TestsrcParams::parse(query).map(SourceSpec::Testsrc);
@@ -106,7 +113,7 @@ impl SourceSpec {
                 "rtsps:// (RTSP over TLS) is not supported: the RTSP client (retina) speaks plain rtsp:// only"
                     .into(),
             ),
-            SourceSpec::Rtsp { .. } | SourceSpec::Exec(_) => Ok(()),
+            SourceSpec::Rtsp { .. } | SourceSpec::Exec(_) | SourceSpec::Publish => Ok(()),
             SourceSpec::File(path) => match std::fs::metadata(path) {
                 Ok(m) if m.is_file() => Ok(()),
                 Ok(_) => Err(format!("{path} is not a file")),
@@ -189,6 +196,10 @@ pub async fn run(
                 publisher.new_session();
             }
         }
+        // The stream runs its publish loop for these, never a source.
+        SourceSpec::Publish => Err(SourceError::permanent(
+            "a publish: camera is fed by its publishers, not run",
+        )),
         other => Err(SourceError::permanent(
             other.check_supported().err().unwrap_or_default(),
         )),

@@ -249,6 +249,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         413 => "Request Entity Too Large",
         454 => "Session Not Found",
         455 => "Method Not Valid in This State",

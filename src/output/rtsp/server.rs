@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::{Auth, Credential};
+use super::ingest::Ingest;
 use super::message::{self, Incoming, Method, ParseError, Transport};
 use super::sdp;
 use super::session::{self, target, Action, Conn, Lookup, Setup};
@@ -28,6 +29,7 @@ use crate::hub::{Packet, Stream, Subscription};
 use crate::media::{AudioCodec, TrackKind};
 use crate::output::rtp::{audio_payload, ntp_time, video_payloads, RtpWriter};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
+use crate::source::publish::{AttachError, Publication};
 
 /// Finds a camera's stream by id (the camera registry lives above the outputs).
 pub type FindStream = Arc<dyn Fn(&str) -> Option<Arc<Stream>> + Send + Sync>;
@@ -260,6 +262,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     let auth = Auth::new(shared.credentials.clone(), random_hex(16));
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut sending: Option<Sending> = None;
+    let mut publishing: Option<Publishing> = None;
     let mut heard = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut out = Vec::with_capacity(64 * 1024);
@@ -325,10 +328,49 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
             };
             buf.drain(..used);
             heard = Instant::now();
-            let Incoming::Request(request) = incoming else {
-                continue; // interleaved RTCP receiver reports: a sign of life, nothing more
+            let request = match incoming {
+                Incoming::Request(r) => r,
+                Incoming::Interleaved { channel, data } => {
+                    // A publisher's media; otherwise RTCP reports: a sign of life, nothing more.
+                    if let Some(p) = publishing.as_mut() {
+                        if let Err(why) = p.take(channel, &data) {
+                            return why;
+                        }
+                    }
+                    continue;
+                }
             };
-            let mut reply = answer(shared, &mut conn, &auth, &request).await;
+            let mut attached = None;
+            let mut reply = answer(shared, &mut conn, &auth, &request, &mut attached).await;
+            match reply.action {
+                Action::Announce => {
+                    if let (Some(publication), Some(announced)) =
+                        (attached.take(), conn.announced())
+                    {
+                        publishing = Some(Publishing {
+                            publication,
+                            ingest: Ingest::new(announced),
+                            channels: Vec::new(),
+                            frames: Vec::new(),
+                        });
+                    }
+                }
+                Action::Record => {
+                    if let (Some(p), Some(session)) = (publishing.as_mut(), conn.session()) {
+                        p.channels = session
+                            .tracks
+                            .iter()
+                            .filter_map(|t| match t.transport {
+                                Transport::Tcp { rtp, .. } => Some((rtp, t.track)),
+                                Transport::Udp { .. } => None,
+                            })
+                            .collect();
+                        p.publication.set_audio(p.ingest.audio());
+                    }
+                }
+                Action::Teardown => publishing = None,
+                _ => {}
+            }
             if reply.action == Action::Play {
                 match Sending::start(shared, &conn, peer.ip()) {
                     Ok(s) => sending = Some(s),
@@ -359,12 +401,14 @@ async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()>
     }
 }
 
-/// Authenticates, finds the camera a DESCRIBE or SETUP names, and lets the session answer.
+/// Authenticates, finds the camera a DESCRIBE or SETUP names (or attaches the publisher an
+/// ANNOUNCE brings, into `attached`), and lets the session answer.
 async fn answer(
     shared: &Shared,
     conn: &mut Conn,
     auth: &Auth,
     request: &message::Request,
+    attached: &mut Option<Publication>,
 ) -> session::Reply {
     // OPTIONS is how clients probe; everything that touches a camera needs the credentials.
     if request.method != Method::Options {
@@ -376,7 +420,25 @@ async fn answer(
         }
     }
     let lookup = match (&request.method, target(&request.uri)) {
+        // A publisher's SETUP names its own announced tracks: nothing to look up.
+        (Method::Setup, _) if conn.announced().is_some() => Lookup::Publishable,
         (Method::Describe | Method::Setup, Some(t)) => describe(shared, &t.camera).await,
+        (Method::Announce, Some(t)) if conn.session().is_none() && conn.announced().is_none() => {
+            match (shared.find)(&t.camera).map(|s| s.inlet().attach()) {
+                None => Lookup::NotFound,
+                Some(Ok(p)) => {
+                    *attached = Some(p);
+                    Lookup::Publishable
+                }
+                Some(Err(e)) => Lookup::Refused {
+                    status: match e {
+                        AttachError::NotPublishable => 405,
+                        AttachError::Busy => 409,
+                    },
+                    why: e.to_string(),
+                },
+            }
+        }
         _ => Lookup::NotFound,
     };
     conn.handle(request, lookup)
@@ -403,6 +465,34 @@ async fn describe(shared: &Shared, camera: &str) -> Lookup {
             audio: audio.is_some(),
         },
         None => Lookup::Unavailable(format!("{} video cannot be re-streamed", video.codec)),
+    }
+}
+
+/// A publisher on this connection: its hold on the camera, and its RTP turned into frames.
+struct Publishing {
+    publication: Publication,
+    ingest: Ingest,
+    /// The interleaved channel each announced track's RTP comes on (set at RECORD).
+    channels: Vec<(u8, TrackKind)>,
+    frames: Vec<crate::media::Frame>,
+}
+
+impl Publishing {
+    /// One interleaved frame: media on a recorded track's RTP channel goes to the camera;
+    /// RTCP and anything before RECORD is ignored. `Err` ends the connection.
+    fn take(&mut self, channel: u8, data: &[u8]) -> Result<(), End> {
+        let Some(&(_, track)) = self.channels.iter().find(|(c, _)| *c == channel) else {
+            return Ok(());
+        };
+        if let Err(e) = self.ingest.push(track, data, &mut self.frames) {
+            tracing::debug!("publisher's RTP dropped: {e}");
+        }
+        for frame in self.frames.drain(..) {
+            if !self.publication.publish(frame) {
+                return Err("the camera no longer takes this publisher".into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -7,17 +7,23 @@
 
 use crate::media::TrackKind;
 
+use super::ingest::{parse_announce, Announced};
 use super::message::{parse_transport, Method, Request, Response, Transport};
 use super::sdp::{AUDIO_CONTROL, VIDEO_CONTROL};
 
-/// The methods a client may use here; ANNOUNCE and RECORD (publishing) are not offered.
-pub const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER";
+/// The methods a client may use here: reading (DESCRIBE … PLAY) and publishing to a `publish:`
+/// camera (ANNOUNCE … RECORD).
+pub const PUBLIC: &str =
+    "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, TEARDOWN, GET_PARAMETER";
 
 /// What a request URL names: a camera, and a track of it for SETUP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub camera: String,
+    /// The re-stream's track this names (`trackID=0|1`).
     pub track: Option<TrackKind>,
+    /// The path's second part as written (a publisher's own `a=control`, e.g. `streamid=0`).
+    pub control: Option<String>,
 }
 
 /// Reads `rtsp://host[:port]/{camera}[/trackID=N][?…]`. `None` for anything else (`*`, another
@@ -30,16 +36,20 @@ pub fn target(uri: &str) -> Option<Target> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let mut parts = path.split('/').filter(|p| !p.is_empty());
     let camera = parts.next()?.to_string();
-    let track = match parts.next() {
-        None => None,
-        Some(p) if p == VIDEO_CONTROL => Some(TrackKind::Video),
-        Some(p) if p == AUDIO_CONTROL => Some(TrackKind::Audio),
-        Some(_) => return None,
+    let control = parts.next().map(str::to_string);
+    let track = match control.as_deref() {
+        Some(VIDEO_CONTROL) => Some(TrackKind::Video),
+        Some(AUDIO_CONTROL) => Some(TrackKind::Audio),
+        _ => None,
     };
     if parts.next().is_some() {
         return None;
     }
-    Some(Target { camera, track })
+    Some(Target {
+        camera,
+        track,
+        control,
+    })
 }
 
 /// What the server found for the camera a DESCRIBE or SETUP names.
@@ -53,6 +63,13 @@ pub enum Lookup {
     NotFound,
     /// The camera exists but cannot be described now (not live, a codec RTP cannot carry).
     Unavailable(String),
+    /// ANNOUNCE: the camera took this connection as its publisher.
+    Publishable,
+    /// ANNOUNCE: the camera refused (405: not `publish:`; 409: another publisher is live).
+    Refused {
+        status: u16,
+        why: String,
+    },
 }
 
 /// A track as one client set it up: how it goes, and its RTP stream's random starting points.
@@ -71,6 +88,8 @@ pub struct Session {
     pub camera: String,
     pub tracks: Vec<Setup>,
     pub playing: bool,
+    /// A publisher's session (ANNOUNCE … RECORD) rather than a reader's.
+    pub record: bool,
 }
 
 /// What the server does after sending the response.
@@ -83,6 +102,10 @@ pub enum Action {
     Pause,
     /// Stop sending; the session is over (the connection stays open).
     Teardown,
+    /// Keep the publication the server attached for this ANNOUNCE.
+    Announce,
+    /// Take the publisher's media from now on.
+    Record,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +123,8 @@ pub struct Conn {
     udp_ports: Option<(u16, u16)>,
     timeout_secs: u64,
     session: Option<Session>,
+    /// What the publisher announced, and for which camera.
+    announced: Option<(String, Announced)>,
 }
 
 impl Conn {
@@ -116,7 +141,13 @@ impl Conn {
             udp_ports,
             timeout_secs,
             session: None,
+            announced: None,
         }
+    }
+
+    /// What the publisher on this connection announced.
+    pub fn announced(&self) -> Option<&Announced> {
+        self.announced.as_ref().map(|(_, a)| a)
     }
 
     pub fn session(&self) -> Option<&Session> {
@@ -165,13 +196,13 @@ impl Conn {
                                 .body("application/sdp", sdp.into_bytes()),
                         )
                     }
-                    Lookup::NotFound => reply(error(404, cseq, "no such camera")),
                     Lookup::Unavailable(why) => reply(error(503, cseq, &why)),
+                    _ => reply(error(404, cseq, "no such camera")),
                 }
             }
             Method::Setup => reply(self.setup(request, cseq, lookup)),
             Method::Play => {
-                let Some(session) = self.session.as_mut() else {
+                let Some(session) = self.session.as_mut().filter(|s| !s.record) else {
                     return reply(error(455, cseq, "SETUP a track before PLAY"));
                 };
                 if request.header("Session").is_none() {
@@ -204,7 +235,8 @@ impl Conn {
                 }
             }
             Method::Teardown => {
-                if self.session.take().is_none() {
+                let had_announce = self.announced.take().is_some();
+                if self.session.take().is_none() && !had_announce {
                     return reply(error(454, cseq, "no session to tear down"));
                 }
                 Reply {
@@ -220,10 +252,44 @@ impl Conn {
                 }
                 reply(r)
             }
-            Method::Announce | Method::Record => reply(
-                error(405, cseq, "this server does not accept published streams")
-                    .header("Allow", PUBLIC),
-            ),
+            Method::Announce => {
+                if self.session.is_some() || self.announced.is_some() {
+                    return reply(error(455, cseq, "this connection already has a session"));
+                }
+                let Some(target) = target(&request.uri).filter(|t| t.control.is_none()) else {
+                    return reply(error(404, cseq, "expected rtsp://HOST:PORT/{camera}"));
+                };
+                match lookup {
+                    Lookup::Publishable => {}
+                    Lookup::Refused { status, why } => return reply(error(status, cseq, &why)),
+                    Lookup::NotFound => return reply(error(404, cseq, "no such camera")),
+                    Lookup::Unavailable(why) => return reply(error(503, cseq, &why)),
+                    Lookup::Found { .. } => {
+                        return reply(error(405, cseq, "this camera takes no publisher"))
+                    }
+                }
+                let sdp = String::from_utf8_lossy(&request.body);
+                match parse_announce(&sdp) {
+                    Ok(announced) => {
+                        self.announced = Some((target.camera, announced));
+                        Reply {
+                            response: Response::new(200, cseq),
+                            action: Action::Announce,
+                        }
+                    }
+                    Err(why) => reply(error(400, cseq, &why)),
+                }
+            }
+            Method::Record => {
+                let Some(session) = self.session.as_mut().filter(|s| s.record) else {
+                    return reply(error(455, cseq, "ANNOUNCE and SETUP before RECORD"));
+                };
+                session.playing = true;
+                Reply {
+                    response: Response::new(200, cseq).header("Session", self.session_header()),
+                    action: Action::Record,
+                }
+            }
             Method::Other(_) => reply(error(501, cseq, "unknown method")),
         }
     }
@@ -232,6 +298,16 @@ impl Conn {
         let Some(target) = target(&request.uri) else {
             return error(404, cseq, "expected rtsp://HOST:PORT/{camera}/trackID=N");
         };
+        if let Some((camera, announced)) = &self.announced {
+            return self.setup_record(request, cseq, &target, camera.clone(), announced.clone());
+        }
+        if target.control.is_some() && target.track.is_none() {
+            return error(
+                404,
+                cseq,
+                "no such track (trackID=0 is the video, 1 the audio)",
+            );
+        }
         if self.session.as_ref().is_some_and(|s| s.playing) {
             return error(455, cseq, "a playing session cannot change its tracks");
         }
@@ -244,8 +320,8 @@ impl Conn {
         }
         let audio = match lookup {
             Lookup::Found { audio, .. } => audio,
-            Lookup::NotFound => return error(404, cseq, "no such camera"),
             Lookup::Unavailable(why) => return error(503, cseq, &why),
+            _ => return error(404, cseq, "no such camera"),
         };
         let track = target.track.unwrap_or(TrackKind::Video);
         if track == TrackKind::Audio && !audio {
@@ -290,6 +366,7 @@ impl Conn {
             camera: target.camera.clone(),
             tracks: Vec::new(),
             playing: false,
+            record: false,
         });
         session.tracks.retain(|t| t.track != track);
         session.tracks.push(setup);
@@ -297,6 +374,63 @@ impl Conn {
             .header(
                 "Transport",
                 format!("{transport_header};ssrc={:08X}", setup.ssrc),
+            )
+            .header("Session", self.session_header())
+    }
+
+    /// SETUP of an announced track: the publisher sends, over its RTSP connection.
+    fn setup_record(
+        &mut self,
+        request: &Request,
+        cseq: Option<u32>,
+        target: &Target,
+        camera: String,
+        announced: Announced,
+    ) -> Response {
+        if target.camera != camera {
+            return error(459, cseq, "a session publishes one camera");
+        }
+        if self.session.as_ref().is_some_and(|s| s.playing) {
+            return error(455, cseq, "a recording session cannot change its tracks");
+        }
+        let Some(track) = target.control.as_deref().and_then(|c| announced.track(c)) else {
+            return error(404, cseq, "no announced track has this control URL");
+        };
+        let (rtp, rtcp) = match request.header("Transport").map(parse_transport) {
+            Some(Ok(Transport::Tcp { rtp, rtcp })) => (rtp, rtcp),
+            Some(Ok(Transport::Udp { .. })) => {
+                return error(461, cseq, "publish over TCP (ffmpeg: -rtsp_transport tcp)")
+            }
+            Some(Err(why)) => return error(461, cseq, &why),
+            None => return error(461, cseq, "SETUP needs a Transport header"),
+        };
+        let clash = self.session.iter().flat_map(|s| &s.tracks).any(|t| {
+            t.track != track
+                && matches!(t.transport, Transport::Tcp { rtp: a, rtcp: b }
+                    if [a, b].iter().any(|c| *c == rtp || *c == rtcp))
+        });
+        if clash || rtp == rtcp {
+            return error(461, cseq, "interleaved channels already in use");
+        }
+        let session = self.session.get_or_insert_with(|| Session {
+            id: self.session_id.clone(),
+            camera,
+            tracks: Vec::new(),
+            playing: false,
+            record: true,
+        });
+        session.tracks.retain(|t| t.track != track);
+        session.tracks.push(Setup {
+            track,
+            transport: Transport::Tcp { rtp, rtcp },
+            ssrc: 0,
+            sequence: 0,
+            time_offset: 0,
+        });
+        Response::new(200, cseq)
+            .header(
+                "Transport",
+                format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record"),
             )
             .header("Session", self.session_header())
     }
@@ -360,7 +494,8 @@ mod tests {
             t("rtsp://h:8554/door"),
             Some(Target {
                 camera: "door".into(),
-                track: None
+                track: None,
+                control: None,
             })
         );
         assert_eq!(t("rtsp://h/door/").unwrap().track, None);
@@ -372,12 +507,15 @@ mod tests {
             t("rtsp://u:p@h/door/trackID=1").unwrap().track,
             Some(TrackKind::Audio)
         );
+        assert_eq!(
+            t("rtsp://h/door/streamid=0").unwrap().control.as_deref(),
+            Some("streamid=0")
+        );
         for bad in [
             "*",
             "http://h/door",
             "rtsp://h",
             "rtsp://h/",
-            "rtsp://h/door/x",
             "rtsp://h/a/trackID=0/b",
         ] {
             assert_eq!(t(bad), None, "{bad}");

@@ -1,0 +1,171 @@
+//! Cameras that push: a camera whose source is `publish:` takes its frames from whoever publishes
+//! to it (RTSP ANNOUNCE/RECORD today), one publisher at a time.
+//!
+//! The [`Inlet`] is the meeting point, owned by the camera's stream: a protocol server attaches
+//! a publisher ([`Inlet::attach`] → a [`Publication`]), and the stream's publish loop takes its
+//! feed ([`Inlet::next`]) and hands the frames on as any source does. The feed is a bounded
+//! channel the loop drains with nothing else to wait on; a publisher whose frames the camera
+//! cannot take (full: the loop is behind) loses them rather than waiting, so no protocol task
+//! ever blocks on the camera. A publication ends when it is dropped, whatever way its
+//! connection ended; the camera is then idle again and a new publisher may come.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::media::{AudioCodec, Frame};
+use crate::resources::{Counted, Resource};
+
+/// Frames a publisher may be ahead of its camera (about 10 s of 25 fps video with its audio).
+const FEED_CAPACITY: usize = 512;
+
+/// What a publisher sends its camera.
+#[derive(Debug)]
+pub enum Published {
+    Audio(Option<AudioCodec>),
+    Frame(Frame),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachError {
+    /// The camera's source is not `publish:`, or it is stopped.
+    NotPublishable,
+    /// Another publisher is live on this camera.
+    Busy,
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachError::NotPublishable => "this camera does not take published streams (its source is not publish:, or it is stopped)",
+            AttachError::Busy => "another publisher is live on this camera",
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct Inlet {
+    state: Mutex<InletState>,
+    arrived: Notify,
+}
+
+#[derive(Default)]
+struct InletState {
+    /// The camera's publish loop runs and takes publishers.
+    open: bool,
+    /// A publisher's feed the loop has not taken yet.
+    pending: Option<mpsc::Receiver<Published>>,
+    /// The live publication, to refuse a second one.
+    live: Weak<()>,
+}
+
+/// One publisher's hold on its camera; counted in `publishers` while it exists.
+pub struct Publication {
+    feed: mpsc::Sender<Published>,
+    _token: Arc<()>,
+    _counted: Counted,
+}
+
+impl Publication {
+    /// Hands the camera a frame; `false` once the camera no longer takes this publisher (it was
+    /// stopped, removed, or timed out waiting for media), which ends the publication.
+    pub fn publish(&self, frame: Frame) -> bool {
+        self.send(Published::Frame(frame))
+    }
+
+    pub fn set_audio(&self, audio: Option<AudioCodec>) -> bool {
+        self.send(Published::Audio(audio))
+    }
+
+    fn send(&self, item: Published) -> bool {
+        match self.feed.try_send(item) {
+            Ok(()) => true,
+            // Behind: the frame is lost (the camera's viewers skip to the next keyframe).
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl Inlet {
+    /// Attaches a publisher, unless another is live or the camera takes none.
+    pub fn attach(&self) -> Result<Publication, AttachError> {
+        let mut state = self.state.lock().unwrap();
+        if !state.open {
+            return Err(AttachError::NotPublishable);
+        }
+        if state.live.upgrade().is_some() {
+            return Err(AttachError::Busy);
+        }
+        let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
+        let token = Arc::new(());
+        state.live = Arc::downgrade(&token);
+        state.pending = Some(receiver);
+        drop(state);
+        self.arrived.notify_one();
+        Ok(Publication {
+            feed,
+            _token: token,
+            _counted: Counted::new(Resource::Publisher),
+        })
+    }
+
+    /// The camera takes publishers (its publish loop started) or not (it stopped: a waiting
+    /// feed is dropped, which ends its publication).
+    pub fn set_open(&self, open: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.open = open;
+        if !open {
+            state.pending = None;
+        }
+    }
+
+    /// Waits for the next publisher's feed.
+    pub async fn next(&self) -> mpsc::Receiver<Published> {
+        loop {
+            let arrived = self.arrived.notified();
+            if let Some(feed) = self.state.lock().unwrap().pending.take() {
+                return feed;
+            }
+            arrived.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_publisher_at_a_time_and_only_while_open() {
+        let inlet = Inlet::default();
+        assert_eq!(inlet.attach().err(), Some(AttachError::NotPublishable));
+        inlet.set_open(true);
+        let first = inlet.attach().unwrap();
+        assert_eq!(inlet.attach().err(), Some(AttachError::Busy));
+        let mut feed = inlet.next().await;
+        assert!(first.set_audio(None));
+        assert!(matches!(feed.recv().await, Some(Published::Audio(None))));
+        drop(first);
+        assert!(
+            feed.recv().await.is_none(),
+            "the feed ends with its publication"
+        );
+        let second = inlet.attach().expect("free again");
+        // The camera stops: the waiting feed goes, and the publisher is told.
+        inlet.set_open(false);
+        assert!(!second.set_audio(None));
+        assert_eq!(inlet.attach().err(), Some(AttachError::NotPublishable));
+    }
+
+    #[tokio::test]
+    async fn a_full_feed_loses_frames_and_never_waits() {
+        let inlet = Inlet::default();
+        inlet.set_open(true);
+        let p = inlet.attach().unwrap();
+        let _feed = inlet.next().await;
+        for _ in 0..FEED_CAPACITY * 2 {
+            assert!(p.set_audio(None));
+        }
+    }
+}

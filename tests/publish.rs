@@ -1,0 +1,248 @@
+//! Cameras that push over RTSP: FFmpeg publishes (`-f rtsp`, ANNOUNCE/RECORD) to a `publish:`
+//! camera, which is idle without a publisher, live while one sends, and idle again when it goes
+//! (even by SIGKILL); every output reads it back; a second publisher gets 409; 200 publish
+//! cycles leave every count at its baseline.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::rtsp::Client;
+use common::{counts, require, wait_until, Server};
+
+const CONFIG: &str = "[rtsp]\nlisten = \"127.0.0.1:0\"\n\n\
+                      [[camera]]\nid = \"pub\"\nsource = \"publish:\"\n\n\
+                      [[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=320x240&fps=25&gop=25\"\n";
+
+fn start(name: &str) -> (Server, u16) {
+    let path = common::write_config(name, CONFIG);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(15));
+    let port = server.get_json("/api/outputs")["rtsp"]["port"]
+        .as_u64()
+        .unwrap() as u16;
+    (server, port)
+}
+
+/// `ffmpeg` publishing a 320×240 25 fps H.264 test picture with AAC to `url`, in real time.
+fn ffmpeg_publisher(url: &str) -> Child {
+    require("ffmpeg", "ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "25",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "rtsp", "-rtsp_transport", "tcp", url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn ffprobe(url: &str) -> Vec<String> {
+    let out = Command::new("timeout")
+        .args(["20", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .collect()
+}
+
+#[test]
+fn ffmpeg_publishes_and_every_output_reads_it_back_until_it_is_killed() {
+    let (server, port) = start("publish-ffmpeg");
+    assert_eq!(server.camera_state("pub"), "idle", "no publisher yet");
+    let url = format!("rtsp://127.0.0.1:{port}/pub");
+    let mut first = ffmpeg_publisher(&url);
+    server.wait_live("pub", Duration::from_secs(15));
+    assert_eq!(server.resources()["publishers"], 1);
+    let camera = server.get_json("/api/cameras/pub");
+    assert_eq!(camera["video"]["codec"], "h264", "{camera}");
+    assert_eq!(
+        (
+            camera["video"]["width"].as_u64(),
+            camera["video"]["height"].as_u64()
+        ),
+        (Some(320), Some(240))
+    );
+    assert_eq!(camera["audio"]["codec"], "aac", "{camera}");
+    // Read back: the RTSP re-stream, and a snapshot decoded from the published picture.
+    let streams = ffprobe(&url);
+    assert!(streams.contains(&"h264,320,240".to_string()), "{streams:?}");
+    assert!(streams.iter().any(|s| s.starts_with("aac")), "{streams:?}");
+    let jpeg = server.get("/api/cameras/pub/snapshot.jpg").bytes().unwrap();
+    let picture = image::load_from_memory(&jpeg).expect("a JPEG");
+    assert_eq!((picture.width(), picture.height()), (320, 240));
+    // A second publisher is refused while the first sends, and the first goes on.
+    let second = ffmpeg_publisher(&url);
+    let out = second.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("409"), "{err}");
+    assert_eq!(server.camera_state("pub"), "live");
+    // SIGKILL: no TEARDOWN, the connection just ends. The camera is idle again at once.
+    first.kill().unwrap();
+    let _ = first.wait();
+    wait_until(
+        Duration::from_secs(5),
+        "the camera idle, its publisher gone",
+        || server.camera_state("pub") == "idle" && server.resources()["publishers"] == 0,
+    );
+    // And a new publisher is taken.
+    let mut again = ffmpeg_publisher(&url);
+    server.wait_live("pub", Duration::from_secs(15));
+    again.kill().unwrap();
+    let _ = again.wait();
+}
+
+#[test]
+fn an_announce_the_camera_cannot_take_gets_its_status() {
+    let (server, port) = start("publish-refused");
+    let baseline = counts(&server.resources());
+    let sdp = "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n";
+    let announce = |camera: &str, body: &str| {
+        let mut c = Client::connect(port);
+        let url = format!("rtsp://127.0.0.1:{port}/{camera}");
+        let length = body.len().to_string();
+        c.request_with_body(
+            "ANNOUNCE",
+            &url,
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Content-Length", &length),
+            ],
+            body,
+        )
+        .0
+    };
+    assert_eq!(
+        announce("cam", sdp),
+        405,
+        "a testsrc camera takes no publisher"
+    );
+    assert_eq!(announce("nope", sdp), 404);
+    assert_eq!(
+        announce("pub", "v=0\r\nm=audio 0 RTP/AVP 0\r\n"),
+        400,
+        "no video track"
+    );
+    assert_eq!(server.camera_state("pub"), "idle");
+    wait_until(
+        Duration::from_secs(5),
+        "every count back at its baseline",
+        || counts(&server.resources()) == baseline,
+    );
+}
+
+/// The `cam` camera's re-stream, read by a client, is what a relay publishes to `pub`: real
+/// H.264 with its SDP (sprop-parameter-sets), without an encoder process per cycle.
+#[test]
+fn two_hundred_publish_cycles_leave_every_count_at_baseline() {
+    let (server, port) = start("publish-cycles");
+    let baseline = counts(&server.resources());
+    let cam = format!("rtsp://127.0.0.1:{port}/cam");
+    let publish = format!("rtsp://127.0.0.1:{port}/pub");
+    for i in 0..200 {
+        let mut reader = Client::connect(port);
+        let (_, _, sdp) = reader.request("DESCRIBE", &cam, &[]);
+        reader.play(port, None);
+        let sdp = String::from_utf8(sdp).unwrap();
+        let mut publisher = Client::connect(port);
+        let length = sdp.len().to_string();
+        let (status, head, _) = publisher.request_with_body(
+            "ANNOUNCE",
+            &publish,
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Content-Length", &length),
+            ],
+            &sdp,
+        );
+        assert_eq!(status, 200, "cycle {i}: {head}");
+        let (status, head, _) = publisher.request(
+            "SETUP",
+            &format!("{publish}/trackID=0"),
+            &[(
+                "Transport",
+                "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record",
+            )],
+        );
+        assert_eq!(status, 200, "cycle {i}: {head}");
+        let session = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Session: "))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            publisher
+                .request("RECORD", &publish, &[("Session", &session)])
+                .0,
+            200
+        );
+        // The keyframe from the GOP cache, then a few more frames, relayed as they come.
+        let mut packets = 0;
+        while packets < 40 {
+            let (channel, data) = reader.interleaved();
+            if channel == 0 {
+                let mut framed = vec![b'$', 0];
+                framed.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&data);
+                publisher.send(&framed);
+                packets += 1;
+            }
+        }
+        if i % 50 == 0 {
+            server.wait_live("pub", Duration::from_secs(10));
+        }
+        if i % 2 == 0 {
+            assert_eq!(
+                publisher
+                    .request("TEARDOWN", &publish, &[("Session", &session)])
+                    .0,
+                200
+            );
+        }
+        drop(publisher);
+        // The next ANNOUNCE would get 409 while this publisher's connection is still closing.
+        wait_until(Duration::from_secs(5), "the publisher gone", || {
+            server.resources()["publishers"] == 0
+        });
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "every count back at its baseline, the camera idle",
+        || counts(&server.resources()) == baseline && server.camera_state("pub") == "idle",
+    );
+    // And a real publisher is taken afterwards.
+    let mut p = ffmpeg_publisher(&publish);
+    server.wait_live("pub", Duration::from_secs(15));
+    p.kill().unwrap();
+    let _ = p.wait();
+}
