@@ -20,6 +20,7 @@ pub mod h265_sps;
 pub mod mpegts;
 pub mod rtp_depacketize;
 pub mod rtp_roundtrip;
+pub mod rtsp_publish;
 pub mod rtsp_request;
 pub mod sei;
 pub mod stun_route;
@@ -308,6 +309,7 @@ mod tests {
         mpegts,
         rtp_depacketize,
         rtp_roundtrip,
+        rtsp_publish,
         rtsp_request,
         sei,
         stun_route,
@@ -342,6 +344,7 @@ mod tests {
                 "mpegts",
                 "rtp_depacketize",
                 "rtp_roundtrip",
+                "rtsp_publish",
                 "rtsp_request",
                 "sei",
                 "stun_route",

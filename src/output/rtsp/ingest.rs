@@ -294,6 +294,10 @@ impl Ingest {
                     let Some(codec) = announced.codec.clone() else {
                         continue; // no parameter sets yet: nothing can decode this
                     };
+                    let data = video_params::frame_data(announced.kind, &au.nals);
+                    if data.is_empty() {
+                        continue; // parameter sets alone: they went into the description
+                    }
                     out.push(Frame {
                         track: TrackKind::Video,
                         pts: au.timestamp,
@@ -301,7 +305,7 @@ impl Ingest {
                         keyframe: au.keyframe,
                         capture_time_us: None,
                         video_codec: Some(codec),
-                        data: video_params::frame_data(announced.kind, &au.nals),
+                        data,
                     });
                 }
                 Ok(())
@@ -342,10 +346,10 @@ impl Ingest {
                                 .into(),
                         );
                     };
-                    out.push(Frame::audio(
-                        pts + 1024 * i as i64,
-                        Bytes::copy_from_slice(au),
-                    ));
+                    if !au.is_empty() {
+                        let pts = pts + 1024 * i as i64;
+                        out.push(Frame::audio(pts, Bytes::copy_from_slice(au)));
+                    }
                     at += size;
                 }
                 Ok(())
