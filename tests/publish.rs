@@ -246,3 +246,77 @@ fn two_hundred_publish_cycles_leave_every_count_at_baseline() {
     p.kill().unwrap();
     let _ = p.wait();
 }
+
+#[test]
+fn h265_with_opus_is_published_as_it_is() {
+    let (server, port) = start("publish-h265");
+    let url = format!("rtsp://127.0.0.1:{port}/pub");
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "log-level=error:keyint=25",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", "48k"])
+        .args(["-f", "rtsp", "-rtsp_transport", "tcp", &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.wait_live("pub", Duration::from_secs(20));
+    let camera = server.get_json("/api/cameras/pub");
+    assert_eq!(camera["video"]["codec"], "h265", "{camera}");
+    assert_eq!(camera["audio"]["codec"], "opus", "{camera}");
+    let streams = ffprobe(&url);
+    assert!(streams.contains(&"hevc,320,240".to_string()), "{streams:?}");
+    assert!(streams.iter().any(|s| s.starts_with("opus")), "{streams:?}");
+    publisher.kill().unwrap();
+    let _ = publisher.wait();
+    wait_until(Duration::from_secs(5), "the camera idle again", || {
+        server.camera_state("pub") == "idle"
+    });
+}
+
+#[test]
+fn with_credentials_set_a_publisher_needs_them_and_the_token_in_the_url_will_do() {
+    let config = format!(
+        "[server]\ntoken = \"tok-7c1d\"\n\n{}",
+        CONFIG.replace(
+            "listen = \"127.0.0.1:0\"\n",
+            "listen = \"127.0.0.1:0\"\nusers = { cam1 = \"pw-1\" }\n"
+        )
+    );
+    let path = common::write_config("publish-auth", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let port = server.get_json("/api/outputs")["rtsp"]["port"]
+        .as_u64()
+        .unwrap() as u16;
+    // Without credentials: 401, and the camera stays idle.
+    let out = ffmpeg_publisher(&format!("rtsp://127.0.0.1:{port}/pub"))
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.camera_state("pub"), "idle");
+    for url in [
+        format!("rtsp://127.0.0.1:{port}/pub?token=tok-7c1d"),
+        format!("rtsp://cam1:pw-1@127.0.0.1:{port}/pub"),
+    ] {
+        let mut p = ffmpeg_publisher(&url);
+        server.wait_live("pub", Duration::from_secs(15));
+        p.kill().unwrap();
+        let _ = p.wait();
+        wait_until(Duration::from_secs(5), "idle again", || {
+            server.camera_state("pub") == "idle"
+        });
+    }
+}

@@ -1,6 +1,7 @@
-//! Who may read the RTSP re-stream, sans-IO: Basic and Digest (RFC 2617, MD5, no qop, which is
+//! Who may use the RTSP server, sans-IO: Basic and Digest (RFC 2617, MD5, no qop, which is
 //! what FFmpeg, GStreamer, VLC and NVRs speak) against `[rtsp] users` and the API token (any
-//! user name with the token as password).
+//! user name with the token as password), or the token as `?token=` in the URL, for clients
+//! (and publishers such as drones and some NVRs) that cannot send credentials.
 //!
 //! Digest is checked against this connection's own nonce, so a response seen elsewhere cannot
 //! be replayed here; Basic is accepted too (clients that only speak Basic exist), and the
@@ -50,6 +51,7 @@ impl Auth {
             || request
                 .header("Authorization")
                 .is_some_and(|a| self.accepts(request, a))
+            || self.token_in_url(&request.uri)
         {
             return Ok(());
         }
@@ -59,6 +61,21 @@ impl Auth {
                 format!("Digest realm=\"{REALM}\", nonce=\"{}\"", self.nonce),
             )
             .header("WWW-Authenticate", format!("Basic realm=\"{REALM}\"")))
+    }
+
+    /// `?token=…` (or `&token=…`) in the request URL, matching the API token.
+    fn token_in_url(&self, uri: &str) -> bool {
+        let Some((_, query)) = uri.split_once('?') else {
+            return false;
+        };
+        query
+            .split('&')
+            .filter_map(|p| p.strip_prefix("token="))
+            .any(|given| {
+                self.credentials.iter().any(|c| {
+                    c.user.is_none() & constant_time_eq(c.password.as_bytes(), given.as_bytes())
+                })
+            })
     }
 
     fn accepts(&self, request: &Request, authorization: &str) -> bool {
@@ -248,6 +265,28 @@ mod tests {
             "Digest username=\"nvr\"".to_string(),
         ] {
             assert!(auth().check(&request(Some(&bad))).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_api_token_in_the_url_and_only_the_token() {
+        let with_uri = |uri: &str| Request {
+            uri: uri.into(),
+            ..request(None)
+        };
+        assert!(auth()
+            .check(&with_uri("rtsp://h/door?token=token-abc"))
+            .is_ok());
+        assert!(auth()
+            .check(&with_uri("rtsp://h/door/trackID=0?a=1&token=token-abc"))
+            .is_ok());
+        for bad in [
+            "rtsp://h/door?token=token-abd",
+            "rtsp://h/door?token=s3cret",
+            "rtsp://h/door?xtoken=token-abc",
+            "rtsp://h/door#token=token-abc",
+        ] {
+            assert!(auth().check(&with_uri(bad)).is_err(), "{bad}");
         }
     }
 

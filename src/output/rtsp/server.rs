@@ -263,6 +263,9 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut sending: Option<Sending> = None;
     let mut publishing: Option<Publishing> = None;
+    // Credentials checked once hold for the connection: a client given `?token=` in its URL
+    // does not repeat it in the track URLs it builds from `Content-Base`.
+    let mut authenticated = false;
     let mut heard = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut out = Vec::with_capacity(64 * 1024);
@@ -341,7 +344,14 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                 }
             };
             let mut attached = None;
-            let mut reply = answer(shared, &mut conn, &auth, &request, &mut attached).await;
+            let mut reply = answer(
+                shared,
+                &mut conn,
+                (&auth, &mut authenticated),
+                &request,
+                &mut attached,
+            )
+            .await;
             match reply.action {
                 Action::Announce => {
                     if let (Some(publication), Some(announced)) =
@@ -406,18 +416,20 @@ async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()>
 async fn answer(
     shared: &Shared,
     conn: &mut Conn,
-    auth: &Auth,
+    auth: (&Auth, &mut bool),
     request: &message::Request,
     attached: &mut Option<Publication>,
 ) -> session::Reply {
     // OPTIONS is how clients probe; everything that touches a camera needs the credentials.
-    if request.method != Method::Options {
+    let (auth, authenticated) = auth;
+    if request.method != Method::Options && !*authenticated {
         if let Err(challenge) = auth.check(request) {
             return session::Reply {
                 response: challenge,
                 action: Action::None,
             };
         }
+        *authenticated = true;
     }
     let lookup = match (&request.method, target(&request.uri)) {
         // A publisher's SETUP names its own announced tracks: nothing to look up.

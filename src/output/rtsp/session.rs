@@ -33,8 +33,16 @@ pub fn target(uri: &str) -> Option<Target> {
         .strip_prefix("rtsp://")
         .or_else(|| uri.strip_prefix("RTSP://"))?;
     let path = &rest[rest.find('/')?..];
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let mut parts = path.split('/').filter(|p| !p.is_empty());
+    let path = path.split('#').next().unwrap_or_default();
+    // FFmpeg appends a track's control after the query it was given (`/door?token=x/streamid=0`).
+    let (path, control_after_query) = match path.split_once('?') {
+        Some((p, query)) => (p, query.rsplit_once('/').map(|(_, c)| c)),
+        None => (path, None),
+    };
+    let mut parts = path
+        .split('/')
+        .chain(control_after_query)
+        .filter(|p| !p.is_empty());
     let camera = parts.next()?.to_string();
     let control = parts.next().map(str::to_string);
     let track = match control.as_deref() {
@@ -511,6 +519,12 @@ mod tests {
             t("rtsp://h/door/streamid=0").unwrap().control.as_deref(),
             Some("streamid=0")
         );
+        let after_query = t("rtsp://h/door?token=x/streamid=1").unwrap();
+        assert_eq!(
+            (after_query.camera.as_str(), after_query.control.as_deref()),
+            ("door", Some("streamid=1"))
+        );
+        assert_eq!(t("rtsp://h/door?token=x").unwrap().control, None);
         for bad in [
             "*",
             "http://h/door",
