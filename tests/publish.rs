@@ -27,6 +27,10 @@ fn start(name: &str) -> (Server, u16) {
 
 /// `ffmpeg` publishing a 320×240 25 fps H.264 test picture with AAC to `url`, in real time.
 fn ffmpeg_publisher(url: &str) -> Child {
+    ffmpeg_publisher_over(url, "tcp")
+}
+
+fn ffmpeg_publisher_over(url: &str, transport: &str) -> Child {
     require("ffmpeg", "ffmpeg");
     Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-re"])
@@ -43,7 +47,7 @@ fn ffmpeg_publisher(url: &str) -> Child {
             "25",
         ])
         .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "rtsp", "-rtsp_transport", "tcp", url])
+        .args(["-f", "rtsp", "-rtsp_transport", transport, url])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -319,4 +323,31 @@ fn with_credentials_set_a_publisher_needs_them_and_the_token_in_the_url_will_do(
             server.camera_state("pub") == "idle"
         });
     }
+}
+
+#[test]
+fn ffmpeg_publishes_over_udp_too() {
+    let (server, port) = start("publish-udp");
+    let baseline = counts(&server.resources());
+    let url = format!("rtsp://127.0.0.1:{port}/pub");
+    let mut publisher = ffmpeg_publisher_over(&url, "udp");
+    server.wait_live("pub", Duration::from_secs(15));
+    let camera = server.get_json("/api/cameras/pub");
+    assert_eq!(camera["audio"]["codec"], "aac", "{camera}");
+    // Video keeps coming over UDP at the publisher's rate.
+    wait_until(Duration::from_secs(8), "video at 25 fps", || {
+        server.get_json("/api/cameras/pub")["stats"]["fps"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 20.0
+    });
+    let streams = ffprobe(&url);
+    assert!(streams.contains(&"h264,320,240".to_string()), "{streams:?}");
+    publisher.kill().unwrap();
+    let _ = publisher.wait();
+    wait_until(
+        Duration::from_secs(5),
+        "idle, and every count back at its baseline",
+        || server.camera_state("pub") == "idle" && counts(&server.resources()) == baseline,
+    );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -72,12 +72,17 @@ struct Shared {
     session_timeout: Duration,
 }
 
+/// A UDP publisher's RTP packets, with their track, on their way to its connection's task.
+type UdpMedia = mpsc::Sender<(TrackKind, Vec<u8>)>;
+
 /// The server's UDP pair, and when each playing UDP client's RTCP was last heard.
 struct Udp {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     ports: (u16, u16),
     heard: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Where each UDP publisher's RTP goes: its connection's task, by the address it sends from.
+    publishers: Mutex<HashMap<SocketAddr, (TrackKind, UdpMedia)>>,
 }
 
 impl RtspServer {
@@ -116,6 +121,7 @@ impl RtspServer {
         ))];
         if shared.udp.is_some() {
             tasks.push(spawn_task(hear_rtcp(shared.clone())));
+            tasks.push(spawn_task(hear_rtp(shared.clone())));
         }
         tracing::info!(url = %format!("rtsp://{local}/{{camera}}"), ?udp_ports, auth, "RTSP re-stream listening");
         Ok(RtspServer {
@@ -186,6 +192,7 @@ async fn bind_udp_pair(ip: IpAddr) -> std::io::Result<Udp> {
                     rtcp,
                     ports: (port, port + 1),
                     heard: Mutex::new(HashMap::new()),
+                    publishers: Mutex::new(HashMap::new()),
                 })
             }
             Err(e) => last = Some(e),
@@ -246,6 +253,26 @@ async fn hear_rtcp(shared: Arc<Shared>) {
     }
 }
 
+/// UDP publishers' RTP, handed to their connections' tasks (a full queue loses the packet:
+/// this loop never waits on a connection).
+async fn hear_rtp(shared: Arc<Shared>) {
+    let Some(udp) = &shared.udp else { return };
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            r = udp.rtp.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(_) => continue,
+            },
+        };
+        // Only registered publishers are in the map: anyone else's datagrams are dropped.
+        if let Some((track, to)) = udp.publishers.lock().unwrap().get(&from) {
+            let _ = to.try_send((*track, buf[..n].to_vec()));
+        }
+    }
+}
+
 /// Why a connection ended, for the log.
 type End = String;
 
@@ -263,6 +290,8 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut sending: Option<Sending> = None;
     let mut publishing: Option<Publishing> = None;
+    // A UDP publisher's RTP, from the server's UDP loop.
+    let (udp_media, mut udp_in) = mpsc::channel::<(TrackKind, Vec<u8>)>(1024);
     // Credentials checked once hold for the connection: a client given `?token=` in its URL
     // does not repeat it in the track URLs it builds from `Content-Base`.
     let mut authenticated = false;
@@ -289,6 +318,15 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                 if !out.is_empty() {
                     if let Err(e) = write(&mut writer, &out).await {
                         return e.to_string();
+                    }
+                }
+                continue;
+            }
+            Some((track, data)) = udp_in.recv() => {
+                heard = Instant::now();
+                if let Some(p) = publishing.as_mut() {
+                    if let Err(why) = p.take_track(track, &data) {
+                        return why;
                     }
                 }
                 continue;
@@ -362,6 +400,8 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                             ingest: Ingest::new(announced),
                             channels: Vec::new(),
                             frames: Vec::new(),
+                            udp_sources: Vec::new(),
+                            udp: None,
                         });
                     }
                 }
@@ -375,6 +415,17 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                                 Transport::Udp { .. } => None,
                             })
                             .collect();
+                        if let Some(udp) = &shared.udp {
+                            let mut map = udp.publishers.lock().unwrap();
+                            for t in &session.tracks {
+                                if let Transport::Udp { rtp, .. } = t.transport {
+                                    let from = SocketAddr::new(peer.ip(), rtp);
+                                    map.insert(from, (t.track, udp_media.clone()));
+                                    p.udp_sources.push(from);
+                                }
+                            }
+                            p.udp = Some(udp.clone());
+                        }
                         p.publication.set_audio(p.ingest.audio());
                     }
                 }
@@ -487,6 +538,21 @@ struct Publishing {
     /// The interleaved channel each announced track's RTP comes on (set at RECORD).
     channels: Vec<(u8, TrackKind)>,
     frames: Vec<crate::media::Frame>,
+    /// The addresses a UDP publisher sends from, registered with the server's UDP loop.
+    udp_sources: Vec<SocketAddr>,
+    udp: Option<Arc<Udp>>,
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        // The map is the server's: an entry must not outlive its publisher.
+        if let Some(udp) = &self.udp {
+            let mut map = udp.publishers.lock().unwrap();
+            for from in &self.udp_sources {
+                map.remove(from);
+            }
+        }
+    }
 }
 
 impl Publishing {
@@ -496,6 +562,11 @@ impl Publishing {
         let Some(&(_, track)) = self.channels.iter().find(|(c, _)| *c == channel) else {
             return Ok(());
         };
+        self.take_track(track, data)
+    }
+
+    /// One RTP packet of `track` (interleaved or UDP).
+    fn take_track(&mut self, track: TrackKind, data: &[u8]) -> Result<(), End> {
         if let Err(e) = self.ingest.push(track, data, &mut self.frames) {
             tracing::debug!("publisher's RTP dropped: {e}");
         }

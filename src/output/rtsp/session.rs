@@ -404,22 +404,39 @@ impl Conn {
         let Some(track) = target.control.as_deref().and_then(|c| announced.track(c)) else {
             return error(404, cseq, "no announced track has this control URL");
         };
-        let (rtp, rtcp) = match request.header("Transport").map(parse_transport) {
-            Some(Ok(Transport::Tcp { rtp, rtcp })) => (rtp, rtcp),
-            Some(Ok(Transport::Udp { .. })) => {
-                return error(461, cseq, "publish over TCP (ffmpeg: -rtsp_transport tcp)")
-            }
+        let transport = match request.header("Transport").map(parse_transport) {
+            Some(Ok(t)) => t,
             Some(Err(why)) => return error(461, cseq, &why),
             None => return error(461, cseq, "SETUP needs a Transport header"),
         };
-        let clash = self.session.iter().flat_map(|s| &s.tracks).any(|t| {
-            t.track != track
-                && matches!(t.transport, Transport::Tcp { rtp: a, rtcp: b }
-                    if [a, b].iter().any(|c| *c == rtp || *c == rtcp))
-        });
-        if clash || rtp == rtcp {
-            return error(461, cseq, "interleaved channels already in use");
-        }
+        let reply_transport = match (transport, self.udp_ports) {
+            (Transport::Tcp { rtp, rtcp }, _) => {
+                let clash = self.session.iter().flat_map(|s| &s.tracks).any(|t| {
+                    t.track != track
+                        && matches!(t.transport, Transport::Tcp { rtp: a, rtcp: b }
+                            if [a, b].iter().any(|c| *c == rtp || *c == rtcp))
+                });
+                if clash || rtp == rtcp {
+                    return error(461, cseq, "interleaved channels already in use");
+                }
+                format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record")
+            }
+            (Transport::Udp { rtp, rtcp }, Some((srtp, srtcp))) => {
+                let clash = self.session.iter().flat_map(|s| &s.tracks).any(|t| {
+                    t.track != track
+                        && matches!(t.transport, Transport::Udp { rtp: a, .. } if a == rtp)
+                });
+                if clash {
+                    return error(461, cseq, "client ports already in use");
+                }
+                format!(
+                    "RTP/AVP;unicast;client_port={rtp}-{rtcp};server_port={srtp}-{srtcp};mode=record"
+                )
+            }
+            (Transport::Udp { .. }, None) => {
+                return error(461, cseq, "publish over TCP (ffmpeg: -rtsp_transport tcp)")
+            }
+        };
         let session = self.session.get_or_insert_with(|| Session {
             id: self.session_id.clone(),
             camera,
@@ -430,16 +447,13 @@ impl Conn {
         session.tracks.retain(|t| t.track != track);
         session.tracks.push(Setup {
             track,
-            transport: Transport::Tcp { rtp, rtcp },
+            transport,
             ssrc: 0,
             sequence: 0,
             time_offset: 0,
         });
         Response::new(200, cseq)
-            .header(
-                "Transport",
-                format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record"),
-            )
+            .header("Transport", reply_transport)
             .header("Session", self.session_header())
     }
 
@@ -638,6 +652,61 @@ mod tests {
             found(),
         );
         assert_eq!(r.response.status, 461);
+    }
+
+    #[test]
+    fn a_publisher_announces_sets_up_over_tcp_or_udp_and_records() {
+        let sdp =
+            "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n\
+                   m=audio 0 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=control:streamid=1\r\n";
+        let mut c = conn(true);
+        let wire = format!(
+            "ANNOUNCE {URL} RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        let announce = match parse(wire.as_bytes()).unwrap().unwrap().0 {
+            Incoming::Request(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let r = c.handle(&announce, Lookup::Publishable);
+        assert_eq!((r.response.status, r.action), (200, Action::Announce));
+        let r = c.handle(
+            &request(&format!("SETUP {URL}/streamid=0 RTSP/1.0\nCSeq: 2\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\n")),
+            Lookup::Publishable,
+        );
+        assert!(
+            text(&r).contains("Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n"),
+            "{}",
+            text(&r)
+        );
+        let r = c.handle(
+            &request(&format!("SETUP {URL}/streamid=1 RTSP/1.0\nCSeq: 3\nSession: a1b2c3\nTransport: RTP/AVP/UDP;unicast;client_port=5000-5001;mode=record\n")),
+            Lookup::Publishable,
+        );
+        assert!(
+            text(&r).contains("Transport: RTP/AVP;unicast;client_port=5000-5001;server_port=40000-40001;mode=record\r\n"),
+            "{}",
+            text(&r)
+        );
+        let r = c.handle(&request(&format!("SETUP {URL}/streamid=7 RTSP/1.0\nCSeq: 4\nSession: a1b2c3\nTransport: RTP/AVP/TCP;interleaved=4-5\n")), Lookup::Publishable);
+        assert_eq!(r.response.status, 404, "not an announced track");
+        let r = c.handle(
+            &request(&format!("PLAY {URL} RTSP/1.0\nCSeq: 5\nSession: a1b2c3\n")),
+            Lookup::NotFound,
+        );
+        assert_eq!(
+            r.response.status, 455,
+            "a publisher's session does not PLAY"
+        );
+        let r = c.handle(
+            &request(&format!(
+                "RECORD {URL} RTSP/1.0\nCSeq: 6\nSession: a1b2c3\n"
+            )),
+            Lookup::NotFound,
+        );
+        assert_eq!((r.response.status, r.action), (200, Action::Record));
+        let s = c.session().unwrap();
+        assert!(s.record && s.playing && s.tracks.len() == 2);
     }
 
     #[test]
