@@ -9,7 +9,7 @@
 //! ever blocks on the camera. A publication ends when it is dropped, whatever way its
 //! connection ended; the camera is then idle again and a new publisher may come.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 
 use tokio::sync::{mpsc, Notify};
 
@@ -55,14 +55,14 @@ struct InletState {
     open: bool,
     /// A publisher's feed the loop has not taken yet.
     pending: Option<mpsc::Receiver<Published>>,
-    /// The live publication, to refuse a second one.
-    live: Weak<()>,
+    /// The live publication's feed, to refuse a second one. Weak, so that it does not keep
+    /// the feed open; a feed the camera let go of (the publisher timed out) is not live.
+    live: Option<mpsc::WeakSender<Published>>,
 }
 
 /// One publisher's hold on its camera; counted in `publishers` while it exists.
 pub struct Publication {
     feed: mpsc::Sender<Published>,
-    _token: Arc<()>,
     _counted: Counted,
 }
 
@@ -75,6 +75,11 @@ impl Publication {
 
     pub fn set_audio(&self, audio: Option<AudioCodec>) -> bool {
         self.send(Published::Audio(audio))
+    }
+
+    /// The camera let this publisher go (stopped, or no media for its timeout).
+    pub fn is_closed(&self) -> bool {
+        self.feed.is_closed()
     }
 
     fn send(&self, item: Published) -> bool {
@@ -94,18 +99,17 @@ impl Inlet {
         if !state.open {
             return Err(AttachError::NotPublishable);
         }
-        if state.live.upgrade().is_some() {
+        let live = state.live.as_ref().and_then(|w| w.upgrade());
+        if live.is_some_and(|feed| !feed.is_closed()) {
             return Err(AttachError::Busy);
         }
         let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
-        let token = Arc::new(());
-        state.live = Arc::downgrade(&token);
+        state.live = Some(feed.downgrade());
         state.pending = Some(receiver);
         drop(state);
         self.arrived.notify_one();
         Ok(Publication {
             feed,
-            _token: token,
             _counted: Counted::new(Resource::Publisher),
         })
     }
@@ -156,6 +160,20 @@ mod tests {
         inlet.set_open(false);
         assert!(!second.set_audio(None));
         assert_eq!(inlet.attach().err(), Some(AttachError::NotPublishable));
+    }
+
+    #[tokio::test]
+    async fn a_publisher_the_camera_let_go_of_does_not_hold_it() {
+        // A squatter: attached, then silent until the camera's timeout dropped its feed.
+        let inlet = Inlet::default();
+        inlet.set_open(true);
+        let squatter = inlet.attach().unwrap();
+        drop(inlet.next().await);
+        assert!(squatter.is_closed());
+        let next = inlet
+            .attach()
+            .expect("the camera is free for the next publisher");
+        assert!(!next.is_closed());
     }
 
     #[tokio::test]

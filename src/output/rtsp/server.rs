@@ -332,6 +332,9 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                 continue;
             }
             _ = tick.tick() => {
+                if publishing.as_ref().is_some_and(|p| p.publication.is_closed()) {
+                    return "the camera let this publisher go".into();
+                }
                 // A client playing over TCP only need not speak: if it vanishes, the writes stop
                 // finishing. Any other must send requests or RTCP reports (every client does).
                 let tcp_only = sending.as_ref().is_some_and(|s| s.rtcp_addresses.is_empty());
