@@ -409,3 +409,36 @@ fn silent_clients_are_dropped_after_the_session_timeout_but_tcp_players_need_not
         || counts(&server.resources()) == baseline,
     );
 }
+
+#[test]
+fn pause_and_play_again_continue_the_rtp_stream() {
+    let (_server, port) = start("restream-pause", TESTSRC);
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let mut c = Client::connect(port);
+    let session = c.play(port, None);
+    let seq = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+    let mut last = 0;
+    for _ in 0..20 {
+        let (channel, data) = c.interleaved();
+        if channel == 0 {
+            last = seq(&data);
+        }
+    }
+    // PLAY while playing changes nothing; PAUSE then PLAY goes on after the last number.
+    for method in ["PLAY", "PAUSE", "PLAY"] {
+        assert_eq!(
+            c.request(method, &url, &[("Session", &session)]).0,
+            200,
+            "{method}"
+        );
+    }
+    for _ in 0..40 {
+        let (channel, data) = c.interleaved();
+        if channel == 0 {
+            let now = seq(&data);
+            let step = now.wrapping_sub(last);
+            assert!(step >= 1 && step < 1_000, "sequence {last} then {now}");
+            last = now;
+        }
+    }
+}

@@ -368,13 +368,19 @@ async fn publish_loop(shared: Arc<Shared>, cancel: CancellationToken) {
         shared.changed.notify_waiters();
         tracing::info!(camera = %shared.id, "a publisher arrived");
         source::Publish::new_session(&input);
+        // Only media keeps a publisher: requests or audio descriptions alone do not hold a
+        // camera.
+        let mut deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         let why = loop {
             let item = tokio::select! {
                 _ = cancel.cancelled() => return,
-                item = tokio::time::timeout(PUBLISH_TIMEOUT, feed.recv()) => item,
+                item = tokio::time::timeout_at(deadline, feed.recv()) => item,
             };
             match item {
-                Ok(Some(Published::Frame(frame))) => source::Publish::publish(&input, frame),
+                Ok(Some(Published::Frame(frame))) => {
+                    deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+                    source::Publish::publish(&input, frame)
+                }
                 Ok(Some(Published::Audio(audio))) => source::Publish::set_audio(&input, audio),
                 Ok(None) => break "the publisher left".to_string(),
                 Err(_) => break format!("the publisher sent nothing for {PUBLISH_TIMEOUT:?}"),

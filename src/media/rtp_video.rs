@@ -36,7 +36,13 @@ pub struct VideoDepacketizer {
     /// Set after loss: drop access units until one is a keyframe.
     awaiting_keyframe: bool,
     ready: VecDeque<AccessUnit>,
+    /// Payload bytes taken into the access unit being built.
+    pending_bytes: usize,
 }
+
+/// The most an access unit may take (far above any level's picture): a sender that never ends
+/// one (no marker, one timestamp) must not grow memory without bound.
+pub const MAX_ACCESS_UNIT: usize = 8 << 20;
 
 impl VideoDepacketizer {
     pub fn new(kind: VideoKind) -> Self {
@@ -48,6 +54,7 @@ impl VideoDepacketizer {
             last_seq: None,
             awaiting_keyframe: true,
             ready: VecDeque::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -75,6 +82,13 @@ impl VideoDepacketizer {
             self.finish();
         }
         self.timestamp = Some(timestamp);
+        self.pending_bytes += payload.len();
+        if self.pending_bytes > MAX_ACCESS_UNIT {
+            self.discard();
+            return Err(format!(
+                "an access unit over {MAX_ACCESS_UNIT} bytes: dropped"
+            ));
+        }
         if let Err(e) = self.payload(payload) {
             self.discard();
             return Err(e);
@@ -152,6 +166,7 @@ impl VideoDepacketizer {
 
     fn finish(&mut self) {
         self.fragment = None;
+        self.pending_bytes = 0;
         let nals = std::mem::take(&mut self.nals);
         let Some(timestamp) = self.timestamp.take() else {
             return;
@@ -172,6 +187,7 @@ impl VideoDepacketizer {
     }
 
     fn discard(&mut self) {
+        self.pending_bytes = 0;
         self.nals.clear();
         self.fragment = None;
         self.timestamp = None;
@@ -205,6 +221,31 @@ pub fn parameter_set_types(kind: VideoKind) -> &'static [u8] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_access_unit_that_never_ends_is_dropped_at_the_cap() {
+        let mut d = super::VideoDepacketizer::new(super::VideoKind::H264);
+        let chunk = vec![0x7c; 60_000];
+        let mut start = vec![0x7c, 0x85];
+        start.extend_from_slice(&chunk);
+        assert!(d.push(0, 0, false, &start).is_ok());
+        let mut middle = vec![0x7c, 0x05];
+        middle.extend_from_slice(&chunk);
+        let mut refused = None;
+        for seq in 1..200u16 {
+            if let Err(e) = d.push(seq, 0, false, &middle) {
+                refused = Some((seq, e));
+                break;
+            }
+        }
+        let (seq, why) = refused.expect("refused before 12 MB");
+        assert!(
+            usize::from(seq) * 60_000 <= super::MAX_ACCESS_UNIT + 60_000,
+            "{seq}"
+        );
+        assert!(why.contains("over"), "{why}");
+        assert_eq!(d.pending_bytes, 0, "what it held was let go");
+    }
+
     use super::*;
 
     fn pull_all(d: &mut VideoDepacketizer) -> Vec<AccessUnit> {

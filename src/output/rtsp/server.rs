@@ -289,6 +289,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     let auth = Auth::new(shared.credentials.clone(), random_hex(16));
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut sending: Option<Sending> = None;
+    let mut paused: Option<Writers> = None;
     let mut publishing: Option<Publishing> = None;
     // A UDP publisher's RTP, from the server's UDP loop.
     let (udp_media, mut udp_in) = mpsc::channel::<(TrackKind, Vec<u8>)>(1024);
@@ -429,14 +430,21 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                             }
                             p.udp = Some(udp.clone());
                         }
-                        p.publication.set_audio(p.ingest.audio());
+                        // Audio only when its track was set up: else viewers would be told of
+                        // a track that never carries anything.
+                        let audio_set_up =
+                            session.tracks.iter().any(|t| t.track == TrackKind::Audio);
+                        p.publication
+                            .set_audio(p.ingest.audio().filter(|_| audio_set_up));
                     }
                 }
                 Action::Teardown => publishing = None,
                 _ => {}
             }
-            if reply.action == Action::Play {
-                match Sending::start(shared, &conn, peer.ip()) {
+            // PLAY while playing changes nothing (a new subscription would replay the GOP
+            // with earlier timestamps on the same SSRC).
+            if reply.action == Action::Play && sending.is_none() {
+                match Sending::start(shared, &conn, peer.ip(), paused.take()) {
                     Ok(s) => sending = Some(s),
                     Err(why) => {
                         conn.play_failed();
@@ -445,8 +453,12 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                     }
                 }
             }
-            if matches!(reply.action, Action::Pause | Action::Teardown) {
-                sending = None;
+            match reply.action {
+                // After PAUSE the RTP streams go on where they stopped: a receiver discards
+                // sequence numbers below those it has seen.
+                Action::Pause => paused = sending.take().map(|s| s.writers()),
+                Action::Teardown => (sending, paused) = (None, None),
+                _ => {}
             }
             if let Err(e) = write(&mut writer, &reply.response.to_bytes()).await {
                 return e.to_string();
@@ -582,6 +594,9 @@ impl Publishing {
     }
 }
 
+/// A session's video and audio RTP streams.
+type Writers = (Option<RtpWriter>, Option<RtpWriter>);
+
 /// What a playing session sends: its viewer of the camera and an RTP stream per track.
 struct Sending {
     subscription: Subscription,
@@ -598,7 +613,14 @@ struct Sending {
 }
 
 impl Sending {
-    fn start(shared: &Shared, conn: &Conn, peer: IpAddr) -> Result<Sending, String> {
+    /// `previous`: the RTP streams of the same session before a PAUSE, continued.
+    fn start(
+        shared: &Shared,
+        conn: &Conn,
+        peer: IpAddr,
+        previous: Option<Writers>,
+    ) -> Result<Sending, String> {
+        let (mut previous_video, mut previous_audio) = previous.unwrap_or_default();
         let session = conn.session().ok_or("no session")?;
         let stream = (shared.find)(&session.camera).ok_or("the camera was removed")?;
         let subscription = stream
@@ -610,26 +632,30 @@ impl Sending {
         for setup in &session.tracks {
             match setup.track {
                 TrackKind::Video => {
-                    let w = RtpWriter::new(
-                        sdp::VIDEO_PAYLOAD_TYPE,
-                        setup.ssrc,
-                        setup.sequence,
-                        setup.time_offset,
-                        90_000,
-                    );
+                    let w = previous_video.take().unwrap_or_else(|| {
+                        RtpWriter::new(
+                            sdp::VIDEO_PAYLOAD_TYPE,
+                            setup.ssrc,
+                            setup.sequence,
+                            setup.time_offset,
+                            90_000,
+                        )
+                    });
                     video = Some((*setup, w));
                 }
                 TrackKind::Audio => {
                     let codec = view.audio.clone().ok_or("the camera has no audio now")?;
                     let (pt, _) =
                         sdp::audio_payload(&codec).ok_or("the audio cannot be re-streamed")?;
-                    let w = RtpWriter::new(
-                        pt,
-                        setup.ssrc,
-                        setup.sequence,
-                        setup.time_offset,
-                        codec.sample_rate,
-                    );
+                    let w = previous_audio.take().unwrap_or_else(|| {
+                        RtpWriter::new(
+                            pt,
+                            setup.ssrc,
+                            setup.sequence,
+                            setup.time_offset,
+                            codec.sample_rate,
+                        )
+                    });
                     audio = Some((*setup, w, codec));
                 }
             }
@@ -713,6 +739,14 @@ impl Sending {
             }
         }
         Ok(())
+    }
+
+    /// The RTP streams, to continue after a PAUSE.
+    fn writers(mut self) -> Writers {
+        (
+            self.video.take().map(|(_, w)| w),
+            self.audio.take().map(|(_, w, _)| w),
+        )
     }
 
     /// RTCP sender reports for every track, when they are due.
