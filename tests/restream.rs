@@ -437,7 +437,7 @@ fn pause_and_play_again_continue_the_rtp_stream() {
         if channel == 0 {
             let now = seq(&data);
             let step = now.wrapping_sub(last);
-            assert!(step >= 1 && step < 1_000, "sequence {last} then {now}");
+            assert!((1..1_000).contains(&step), "sequence {last} then {now}");
             last = now;
         }
     }
