@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::rtsp::Client;
+use common::rtsp::{session_id, Client};
 use common::{counts, require, wait_until, Server};
 
 const CONFIG: &str = "[rtsp]\nlisten = \"127.0.0.1:0\"\n\n\
@@ -196,14 +196,7 @@ fn two_hundred_publish_cycles_leave_every_count_at_baseline() {
             )],
         );
         assert_eq!(status, 200, "cycle {i}: {head}");
-        let session = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Session: "))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let session = session_id(&head);
         assert_eq!(
             publisher
                 .request("RECORD", &publish, &[("Session", &session)])

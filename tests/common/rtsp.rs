@@ -44,14 +44,7 @@ impl Client {
         url: &str,
         headers: &[(&str, &str)],
     ) -> (u16, String, Vec<u8>) {
-        self.cseq += 1;
-        let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        for (n, v) in headers {
-            text.push_str(&format!("{n}: {v}\r\n"));
-        }
-        text.push_str("\r\n");
-        self.send(text.as_bytes());
-        self.response()
+        self.request_with_body(method, url, headers, "")
     }
 
     /// As [`Client::request`], with a body (the caller gives its Content-Length header).
@@ -146,18 +139,22 @@ impl Client {
             &[("Transport", &transport)],
         );
         assert_eq!(status, 200, "{head}");
-        let session = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Session: "))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let session = session_id(&head);
         let (status, head, _) = self.request("PLAY", &url, &[("Session", &session)]);
         assert_eq!(status, 200, "{head}");
         session
     }
+}
+
+/// The session id of a response head's `Session:` (without its `;timeout=`).
+pub fn session_id(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("Session: "))
+        .expect("a Session header")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// An RTP packet's payload, after checking its header: version 2, payload type 96.

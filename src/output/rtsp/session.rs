@@ -335,21 +335,12 @@ impl Conn {
         if track == TrackKind::Audio && !audio {
             return error(404, cseq, "this camera has no audio track");
         }
-        let transport = match request.header("Transport").map(parse_transport) {
-            Some(Ok(t)) => t,
-            Some(Err(why)) => return error(461, cseq, &why),
-            None => return error(461, cseq, "SETUP needs a Transport header"),
+        let transport = match self.transport(request, cseq, track) {
+            Ok(t) => t,
+            Err(response) => return response,
         };
         let transport_header = match (transport, self.udp_ports) {
             (Transport::Tcp { rtp, rtcp }, _) => {
-                let clash = self.session.iter().flat_map(|s| &s.tracks).any(|t| {
-                    t.track != track
-                        && matches!(t.transport, Transport::Tcp { rtp: a, rtcp: b }
-                            if [a, b].iter().any(|c| *c == rtp || *c == rtcp))
-                });
-                if clash || rtp == rtcp {
-                    return error(461, cseq, "interleaved channels already in use");
-                }
                 format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp}")
             }
             (Transport::Udp { rtp, rtcp }, Some((srtp, srtcp))) => {
@@ -404,21 +395,12 @@ impl Conn {
         let Some(track) = target.control.as_deref().and_then(|c| announced.track(c)) else {
             return error(404, cseq, "no announced track has this control URL");
         };
-        let transport = match request.header("Transport").map(parse_transport) {
-            Some(Ok(t)) => t,
-            Some(Err(why)) => return error(461, cseq, &why),
-            None => return error(461, cseq, "SETUP needs a Transport header"),
+        let transport = match self.transport(request, cseq, track) {
+            Ok(t) => t,
+            Err(response) => return response,
         };
         let reply_transport = match (transport, self.udp_ports) {
             (Transport::Tcp { rtp, rtcp }, _) => {
-                let clash = self.session.iter().flat_map(|s| &s.tracks).any(|t| {
-                    t.track != track
-                        && matches!(t.transport, Transport::Tcp { rtp: a, rtcp: b }
-                            if [a, b].iter().any(|c| *c == rtp || *c == rtcp))
-                });
-                if clash || rtp == rtcp {
-                    return error(461, cseq, "interleaved channels already in use");
-                }
                 format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record")
             }
             (Transport::Udp { rtp, rtcp }, Some((srtp, srtcp))) => {
@@ -455,6 +437,32 @@ impl Conn {
         Response::new(200, cseq)
             .header("Transport", reply_transport)
             .header("Session", self.session_header())
+    }
+
+    /// The `Transport:` a SETUP of `track` asks for (reading or publishing alike): 461 when
+    /// there is none this server does, or its interleaved channels are another track's.
+    fn transport(
+        &self,
+        request: &Request,
+        cseq: Option<u32>,
+        track: TrackKind,
+    ) -> Result<Transport, Response> {
+        let transport = match request.header("Transport").map(parse_transport) {
+            Some(Ok(t)) => t,
+            Some(Err(why)) => return Err(error(461, cseq, &why)),
+            None => return Err(error(461, cseq, "SETUP needs a Transport header")),
+        };
+        if let Transport::Tcp { rtp, rtcp } = transport {
+            let clash = self.session.iter().flat_map(|s| &s.tracks).any(|t| {
+                t.track != track
+                    && matches!(t.transport, Transport::Tcp { rtp: a, rtcp: b }
+                        if [a, b].iter().any(|c| *c == rtp || *c == rtcp))
+            });
+            if clash || rtp == rtcp {
+                return Err(error(461, cseq, "interleaved channels already in use"));
+            }
+        }
+        Ok(transport)
     }
 
     fn session_header(&self) -> String {
