@@ -283,6 +283,22 @@ fn the_muxer_closes_without_requests_and_cycles_leave_nothing_behind() {
 }
 
 #[test]
+fn a_request_waiting_longer_than_close_after_keeps_its_muxer() {
+    // A 3 s GOP: the first segment takes longer than `close_after`, and the request waiting
+    // for it must not see its muxer closed under it for want of requests.
+    let path = common::write_config(
+        "hls-slow-gop",
+        "[hls]\nclose_after = \"1s\"\n[[camera]]\nid = \"cam\"\n\
+         source = \"testsrc://?size=320x180&fps=25&gop=75\"\n",
+    );
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(5));
+    let r = server.get("/api/cameras/cam/hls/stream.m3u8");
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+    assert!(r.text().unwrap().contains("#EXTINF:"));
+}
+
+#[test]
 fn chromium_plays_the_playlist_through_the_player_and_natively() {
     use common::browser::Browser;
     let _serial = common::browser::serial();

@@ -114,6 +114,11 @@ impl Inlet {
         })
     }
 
+    /// Whether the camera takes publishers at all (its source is `publish:` and it runs).
+    pub fn takes_publishers(&self) -> bool {
+        self.state.lock().unwrap().open
+    }
+
     /// The camera takes publishers (its publish loop started) or not (it stopped: a waiting
     /// feed is dropped, which ends its publication).
     pub fn set_open(&self, open: bool) {

@@ -12,6 +12,7 @@
 
 pub mod muxer;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,6 +43,9 @@ pub struct Running {
     muxer: Mutex<Muxer>,
     version: watch::Sender<u64>,
     last_request: Mutex<Instant>,
+    /// Requests waiting on the muxer right now (a first segment, a blocking reload): a muxer
+    /// with a waiter is in use however long ago its last request came.
+    waiting: AtomicUsize,
     cancel: CancellationToken,
     /// Starts every file name of this run.
     pub prefix: String,
@@ -61,6 +65,7 @@ impl Hls {
             muxer: Mutex::new(Muxer::new(Cuts::default())),
             version: watch::channel(0).0,
             last_request: Mutex::new(Instant::now()),
+            waiting: AtomicUsize::new(0),
             cancel: CancellationToken::new(),
             prefix: prefix(),
         });
@@ -111,6 +116,7 @@ impl Running {
         within: Duration,
         mut f: impl FnMut(&Muxer) -> Option<T>,
     ) -> Option<T> {
+        let _waiting = Waiting::new(self);
         let mut version = self.version.subscribe();
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -123,6 +129,23 @@ impl Running {
                 _ = self.cancel.cancelled() => return None,
             }
         }
+    }
+}
+
+/// A request waiting on a muxer; when it stops waiting, that counts as its request time.
+struct Waiting<'a>(&'a Running);
+
+impl<'a> Waiting<'a> {
+    fn new(running: &'a Running) -> Self {
+        running.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(running)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        *self.0.last_request.lock().unwrap() = Instant::now();
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -157,7 +180,8 @@ async fn run(stream: Arc<Stream>, running: Arc<Running>, settings: Settings) {
                 Err(_) => break,
             },
             _ = idle.tick() => {
-                if running.last_request.lock().unwrap().elapsed() > settings.close_after {
+                let waiting = running.waiting.load(Ordering::Relaxed) > 0;
+                if !waiting && running.last_request.lock().unwrap().elapsed() > settings.close_after {
                     tracing::debug!(camera = %stream.id(), "HLS muxer closed: no request");
                     break;
                 }
@@ -170,7 +194,7 @@ async fn run(stream: Arc<Stream>, running: Arc<Running>, settings: Settings) {
 /// Eight hex digits, different for each muxer started (time and a counter, hashed).
 fn prefix() -> String {
     use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::{Auth, Credential};
-use super::ingest::Ingest;
+use super::ingest::{parse_announce, Ingest};
 use super::message::{self, Incoming, Method, ParseError, Transport};
 use super::sdp;
 use super::session::{self, target, Action, Conn, Lookup, Setup};
@@ -502,18 +502,27 @@ async fn answer(
         (Method::Setup, _) if conn.announced().is_some() => Lookup::Publishable,
         (Method::Describe | Method::Setup, Some(t)) => describe(shared, &t.camera).await,
         (Method::Announce, Some(t)) if conn.session().is_none() && conn.announced().is_none() => {
-            match (shared.find)(&t.camera).map(|s| s.inlet().attach()) {
+            let refused = |e: AttachError| Lookup::Refused {
+                status: match e {
+                    AttachError::NotPublishable => 405,
+                    AttachError::Busy => 409,
+                },
+                why: e.to_string(),
+            };
+            match (shared.find)(&t.camera) {
                 None => Lookup::NotFound,
-                Some(Ok(p)) => {
-                    *attached = Some(p);
+                Some(s) if !s.inlet().takes_publishers() => refused(AttachError::NotPublishable),
+                // An SDP the session answers 400 must not attach: the camera would flip to
+                // starting and back for a request that was refused.
+                Some(_) if parse_announce(&String::from_utf8_lossy(&request.body)).is_err() => {
                     Lookup::Publishable
                 }
-                Some(Err(e)) => Lookup::Refused {
-                    status: match e {
-                        AttachError::NotPublishable => 405,
-                        AttachError::Busy => 409,
-                    },
-                    why: e.to_string(),
+                Some(s) => match s.inlet().attach() {
+                    Ok(p) => {
+                        *attached = Some(p);
+                        Lookup::Publishable
+                    }
+                    Err(e) => refused(e),
                 },
             }
         }
