@@ -30,8 +30,32 @@ pub enum Resource {
     HttpConnection,
     /// An accepted RTSP connection, until its socket closes.
     RtspConnection,
-    /// A publisher feeding a `publish:` camera (RTSP RECORD), until it leaves.
-    Publisher,
+    /// A publisher feeding a `publish:` camera, by protocol, until it leaves.
+    Publisher(PublisherKind),
+}
+
+/// The protocols a publisher can send with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublisherKind {
+    Rtsp,
+    Whip,
+    Rtmp,
+}
+
+impl PublisherKind {
+    pub const ALL: [PublisherKind; 3] = [
+        PublisherKind::Rtsp,
+        PublisherKind::Whip,
+        PublisherKind::Rtmp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PublisherKind::Rtsp => "rtsp",
+            PublisherKind::Whip => "whip",
+            PublisherKind::Rtmp => "rtmp",
+        }
+    }
 }
 
 /// The outputs a viewer can be attached through.
@@ -85,7 +109,8 @@ static CHILD_PROCESSES: AtomicI64 = AtomicI64::new(0);
 static TRANSCODERS: AtomicI64 = AtomicI64::new(0);
 static HTTP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static RTSP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
-static PUBLISHERS: AtomicI64 = AtomicI64::new(0);
+static PUBLISHERS: [AtomicI64; PublisherKind::ALL.len()] =
+    [const { AtomicI64::new(0) }; PublisherKind::ALL.len()];
 
 fn gauge(resource: Resource) -> &'static AtomicI64 {
     match resource {
@@ -98,7 +123,7 @@ fn gauge(resource: Resource) -> &'static AtomicI64 {
         Resource::Transcoder => &TRANSCODERS,
         Resource::HttpConnection => &HTTP_CONNECTIONS,
         Resource::RtspConnection => &RTSP_CONNECTIONS,
-        Resource::Publisher => &PUBLISHERS,
+        Resource::Publisher(kind) => &PUBLISHERS[kind as usize],
     }
 }
 
@@ -148,6 +173,13 @@ where
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PublisherCounts {
+    pub rtsp: i64,
+    pub whip: i64,
+    pub rtmp: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ViewerCounts {
     pub mse: i64,
     pub webrtc: i64,
@@ -171,7 +203,7 @@ pub struct Snapshot {
     pub transcoders: i64,
     pub http_connections: i64,
     pub rtsp_connections: i64,
-    pub publishers: i64,
+    pub publishers: PublisherCounts,
     pub open_fds: i64,
     pub rss_bytes: i64,
 }
@@ -201,7 +233,11 @@ pub fn snapshot() -> Snapshot {
         transcoders: count(Resource::Transcoder),
         http_connections: count(Resource::HttpConnection),
         rtsp_connections: count(Resource::RtspConnection),
-        publishers: count(Resource::Publisher),
+        publishers: PublisherCounts {
+            rtsp: count(Resource::Publisher(PublisherKind::Rtsp)),
+            whip: count(Resource::Publisher(PublisherKind::Whip)),
+            rtmp: count(Resource::Publisher(PublisherKind::Rtmp)),
+        },
         open_fds: open_fds(),
         rss_bytes: rss_bytes(),
     }

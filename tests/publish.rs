@@ -83,7 +83,7 @@ fn ffmpeg_publishes_and_every_output_reads_it_back_until_it_is_killed() {
     let url = format!("rtsp://127.0.0.1:{port}/pub");
     let mut first = ffmpeg_publisher(&url);
     server.wait_live("pub", Duration::from_secs(15));
-    assert_eq!(server.resources()["publishers"], 1);
+    assert_eq!(server.resources()["publishers"]["rtsp"], 1);
     let camera = server.get_json("/api/cameras/pub");
     assert_eq!(camera["video"]["codec"], "h264", "{camera}");
     assert_eq!(
@@ -114,7 +114,7 @@ fn ffmpeg_publishes_and_every_output_reads_it_back_until_it_is_killed() {
     wait_until(
         Duration::from_secs(5),
         "the camera idle, its publisher gone",
-        || server.camera_state("pub") == "idle" && server.resources()["publishers"] == 0,
+        || server.camera_state("pub") == "idle" && server.resources()["publishers"]["rtsp"] == 0,
     );
     // And a new publisher is taken.
     let mut again = ffmpeg_publisher(&url);
@@ -229,7 +229,7 @@ fn two_hundred_publish_cycles_leave_every_count_at_baseline() {
         drop(publisher);
         // The next ANNOUNCE would get 409 while this publisher's connection is still closing.
         wait_until(Duration::from_secs(5), "the publisher gone", || {
-            server.resources()["publishers"] == 0
+            server.resources()["publishers"]["rtsp"] == 0
         });
     }
     wait_until(

@@ -3,6 +3,7 @@
 // token is required. Plain ES module, no build step; players are <livelens-player> elements.
 import "/player.js";
 import * as analysis from "/analysis.js";
+import { Webcam } from "/webcam.js";
 
 const $ = (sel) => document.querySelector(sel);
 // `rtsp`: the re-stream's base URL (rtsp://host:port), null while unknown or when it is off.
@@ -289,6 +290,40 @@ $("#signin").addEventListener("submit", (e) => {
   $("#signin").classList.remove("visible");
   say("Token saved for this tab");
 });
+
+// ---- this browser's camera -----------------------------------------------------------------------
+// Published over WHIP to the selected camera when its source is publish:, else to a camera
+// "webcam", made for it on first use. The model's answers and transcript show beside it as for
+// any camera (single view).
+const webcam = new Webcam();
+$("#webcam").addEventListener("click", async () => {
+  const button = $("#webcam");
+  if (webcam.live) {
+    await webcam.stop();
+    button.textContent = "Use my camera";
+    say("This browser's camera is no longer published");
+    return;
+  }
+  let id = state.cameras.find((c) => c.id === state.selected && c.source === "publish:")?.id;
+  if (!id) {
+    id = "webcam";
+    if (!state.cameras.some((c) => c.id === id)) {
+      const r = await api("POST", "/api/cameras", { id, source: "publish:" });
+      if (!r.ok) { say(`Could not make camera ${id}: ${r.data?.error || r.status}`); return; }
+      upsert(r.data);
+    }
+  }
+  try {
+    await webcam.start(id, sessionStorage.getItem("livelens-token"));
+  } catch (e) {
+    say(`Could not publish this browser's camera: ${e.message || e}`);
+    return;
+  }
+  button.textContent = "Stop my camera";
+  say(`This browser's camera is published to ${id}`);
+  select(id, true);
+});
+window.livelensWebcam = webcam;
 
 // ---- live updates -----------------------------------------------------------------------------
 const events = new EventSource("/api/cameras/stream");

@@ -87,6 +87,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/player.js", get(player_js))
         .route("/app.js", get(app_js))
         .route("/analysis.js", get(analysis_js))
+        .route("/webcam.js", get(webcam_js))
         .route("/api/cameras/stream", get(live::camera_stream))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
         .route("/api/ws", get(mse::go2rtc))
@@ -109,6 +110,15 @@ pub fn router(state: SharedState) -> Router {
     // the route that matched (a `route_layer`), not by the text of the path.
     let control = Router::new()
         .route("/api/probe", axum::routing::post(live::probe))
+        // Publishing feeds a camera: a change, so it needs the token (WHIP sends it as Bearer).
+        .route(
+            "/api/cameras/{id}/whip",
+            axum::routing::post(webrtc::whip_post).options(webrtc::whep_options),
+        )
+        .route(
+            "/api/cameras/{id}/whip/{session}",
+            axum::routing::delete(webrtc::whip_delete).patch(webrtc::whep_patch),
+        )
         .merge(cameras::routes())
         .merge(events::routes())
         .route_layer(middleware::from_fn_with_state(
@@ -141,6 +151,13 @@ async fn analysis_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../../web/analysis.js"),
+    )
+}
+
+async fn webcam_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../web/webcam.js"),
     )
 }
 

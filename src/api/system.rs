@@ -67,7 +67,10 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     metrics::gauge!("livelens_child_processes").set(r.child_processes as f64);
     metrics::gauge!("livelens_transcoders").set(r.transcoders as f64);
     metrics::gauge!("livelens_rtsp_connections").set(r.rtsp_connections as f64);
-    metrics::gauge!("livelens_publishers").set(r.publishers as f64);
+    for kind in resources::PublisherKind::ALL {
+        let n = resources::count(resources::Resource::Publisher(kind));
+        metrics::gauge!("livelens_publishers", "kind" => kind.name()).set(n as f64);
+    }
     metrics::gauge!("livelens_open_fds").set(r.open_fds as f64);
     metrics::gauge!("livelens_rss_bytes").set(r.rss_bytes as f64);
     for camera in state.cameras.list() {

@@ -1,4 +1,5 @@
-//! WHEP (RFC 9725) at `/api/cameras/{id}/whep`, and go2rtc's `POST /api/webrtc?src={id}`.
+//! WHEP (draft-ietf-wish-whep) at `/api/cameras/{id}/whep`, WHIP (RFC 9725) at
+//! `/api/cameras/{id}/whip`, and go2rtc's `POST /api/webrtc?src={id}`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -44,6 +45,8 @@ impl From<OfferError> for ApiError {
             OfferError::Malformed(_) => StatusCode::BAD_REQUEST,
             OfferError::NoCodec(_) => StatusCode::UNPROCESSABLE_ENTITY,
             OfferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OfferError::NotPublishable(_) => StatusCode::METHOD_NOT_ALLOWED,
+            OfferError::Busy(_) => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.to_string())
     }
@@ -135,6 +138,64 @@ pub async fn whep_delete(
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no WHEP session {session:?}"),
+        ))
+    }
+}
+
+/// WHIP: a publisher's offer for a `publish:` camera. A control route: with a token
+/// configured, the publisher sends it as `Authorization: Bearer`.
+pub async fn whip_post(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let camera = state.cameras.stream(&id)?;
+    let body = body_or_error(body)?;
+    if content_type(&headers) != "application/sdp" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a WHIP offer needs Content-Type: application/sdp",
+        ));
+    }
+    let sdp = sdp_text(&body)?;
+    let Some(webrtc) = &state.webrtc else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "WebRTC is not running (see the log for why the UDP port could not be opened)",
+        ));
+    };
+    let (session, answer) = webrtc.publish(camera, sdp).await?;
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (
+                header::LOCATION,
+                format!("/api/cameras/{id}/whip/{session}"),
+            ),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+/// WHIP: the publisher leaves (its camera goes idle at once).
+pub async fn whip_delete(
+    State(state): State<SharedState>,
+    Path((id, session)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.cameras.get(&id)?;
+    let removed = match &state.webrtc {
+        Some(w) => w.remove(&id, &session).await,
+        None => false,
+    };
+    if removed {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no WHIP session {session:?}"),
         ))
     }
 }

@@ -1,4 +1,4 @@
-//! What an RTSP publisher sends (`output::rtsp::ingest`): the SDP it announces and the RTP
+//! What an RTSP publisher sends (`output::rtp_ingest`): the SDP it announces and the RTP
 //! packets of its tracks, all chosen by the publisher.
 //!
 //! Input: a chunk (u8 length) of SDP text, then packets, each a track byte (even: video, odd:
@@ -13,7 +13,7 @@
 
 use super::Cursor;
 use crate::media::TrackKind;
-use crate::output::rtsp::ingest::{parse_announce, Ingest};
+use crate::output::rtp_ingest::{parse_announce, Ingest};
 
 /// Used when the input's SDP is not one: H.264 with x264's 1080p SPS, and AAC.
 const FALLBACK: &str = "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\

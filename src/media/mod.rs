@@ -94,6 +94,30 @@ pub struct Frame {
     pub data: Bytes,
 }
 
+impl AudioCodec {
+    /// Opus as RTP carries it (RFC 7587: a 48 kHz clock, two channels declared).
+    pub fn opus() -> AudioCodec {
+        AudioCodec {
+            codec: "opus",
+            rfc6381: Some("opus".into()),
+            sample_rate: 48_000,
+            channels: 2,
+            extra_data: Bytes::new(),
+        }
+    }
+
+    /// G.711 (`"pcma"` or `"pcmu"`) at its usual 8 kHz, mono.
+    pub fn g711(codec: &'static str) -> AudioCodec {
+        AudioCodec {
+            codec,
+            rfc6381: None,
+            sample_rate: 8_000,
+            channels: 1,
+            extra_data: Bytes::new(),
+        }
+    }
+}
+
 impl Frame {
     /// An audio frame: every audio frame is a sync point and has no decode reordering.
     pub fn audio(pts: i64, data: Bytes) -> Frame {

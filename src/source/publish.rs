@@ -1,5 +1,5 @@
 //! Cameras that push: a camera whose source is `publish:` takes its frames from whoever publishes
-//! to it (RTSP ANNOUNCE/RECORD today), one publisher at a time.
+//! to it (RTSP ANNOUNCE/RECORD, WHIP), one publisher at a time.
 //!
 //! The [`Inlet`] is the meeting point, owned by the camera's stream: a protocol server attaches
 //! a publisher ([`Inlet::attach`] → a [`Publication`]), and the stream's publish loop takes its
@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 use crate::media::{AudioCodec, Frame};
-use crate::resources::{Counted, Resource};
+use crate::resources::{Counted, PublisherKind, Resource};
 
 /// Frames a publisher may be ahead of its camera (about 10 s of 25 fps video with its audio).
 const FEED_CAPACITY: usize = 512;
@@ -94,7 +94,7 @@ impl Publication {
 
 impl Inlet {
     /// Attaches a publisher, unless another is live or the camera takes none.
-    pub fn attach(&self) -> Result<Publication, AttachError> {
+    pub fn attach(&self, kind: PublisherKind) -> Result<Publication, AttachError> {
         let mut state = self.state.lock().unwrap();
         if !state.open {
             return Err(AttachError::NotPublishable);
@@ -110,7 +110,7 @@ impl Inlet {
         self.arrived.notify_one();
         Ok(Publication {
             feed,
-            _counted: Counted::new(Resource::Publisher),
+            _counted: Counted::new(Resource::Publisher(kind)),
         })
     }
 
@@ -148,10 +148,16 @@ mod tests {
     #[tokio::test]
     async fn one_publisher_at_a_time_and_only_while_open() {
         let inlet = Inlet::default();
-        assert_eq!(inlet.attach().err(), Some(AttachError::NotPublishable));
+        assert_eq!(
+            inlet.attach(PublisherKind::Rtsp).err(),
+            Some(AttachError::NotPublishable)
+        );
         inlet.set_open(true);
-        let first = inlet.attach().unwrap();
-        assert_eq!(inlet.attach().err(), Some(AttachError::Busy));
+        let first = inlet.attach(PublisherKind::Rtsp).unwrap();
+        assert_eq!(
+            inlet.attach(PublisherKind::Rtsp).err(),
+            Some(AttachError::Busy)
+        );
         let mut feed = inlet.next().await;
         assert!(first.set_audio(None));
         assert!(matches!(feed.recv().await, Some(Published::Audio(None))));
@@ -160,11 +166,14 @@ mod tests {
             feed.recv().await.is_none(),
             "the feed ends with its publication"
         );
-        let second = inlet.attach().expect("free again");
+        let second = inlet.attach(PublisherKind::Rtsp).expect("free again");
         // The camera stops: the waiting feed goes, and the publisher is told.
         inlet.set_open(false);
         assert!(!second.set_audio(None));
-        assert_eq!(inlet.attach().err(), Some(AttachError::NotPublishable));
+        assert_eq!(
+            inlet.attach(PublisherKind::Rtsp).err(),
+            Some(AttachError::NotPublishable)
+        );
     }
 
     #[tokio::test]
@@ -172,11 +181,11 @@ mod tests {
         // A squatter: attached, then silent until the camera's timeout dropped its feed.
         let inlet = Inlet::default();
         inlet.set_open(true);
-        let squatter = inlet.attach().unwrap();
+        let squatter = inlet.attach(PublisherKind::Rtsp).unwrap();
         drop(inlet.next().await);
         assert!(squatter.is_closed());
         let next = inlet
-            .attach()
+            .attach(PublisherKind::Rtsp)
             .expect("the camera is free for the next publisher");
         assert!(!next.is_closed());
     }
@@ -185,7 +194,7 @@ mod tests {
     async fn a_full_feed_loses_frames_and_never_waits() {
         let inlet = Inlet::default();
         inlet.set_open(true);
-        let p = inlet.attach().unwrap();
+        let p = inlet.attach(PublisherKind::Rtsp).unwrap();
         let _feed = inlet.next().await;
         for _ in 0..FEED_CAPACITY * 2 {
             assert!(p.set_audio(None));

@@ -73,6 +73,8 @@ impl Browser {
                     "--autoplay-policy=no-user-gesture-required", "--enable-precise-memory-info",
                     "--js-flags=--expose-gc", "--window-size=1280,800",
                     "--allow-loopback-in-peer-connection",
+                    // A webcam and microphone without hardware or a permission prompt (WHIP tests).
+                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                     format!("--user-data-dir={}", profile.display()),
                 ]
             }

@@ -7,7 +7,6 @@
 //! once per frame and shared with WebRTC (`output::rtp`).
 
 pub mod auth;
-pub mod ingest;
 pub mod message;
 pub mod sdp;
 mod server;

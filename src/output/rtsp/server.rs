@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::{Auth, Credential};
-use super::ingest::{parse_announce, Ingest};
 use super::message::{self, Incoming, Method, ParseError, Transport};
 use super::sdp;
 use super::session::{self, target, Action, Conn, Lookup, Setup};
@@ -28,7 +27,8 @@ use crate::common::random_hex;
 use crate::hub::{Packet, Stream, Subscription};
 use crate::media::{AudioCodec, TrackKind};
 use crate::output::rtp::{audio_payload, ntp_time, video_payloads, RtpWriter};
-use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
+use crate::output::rtp_ingest::{parse_announce, Ingest};
+use crate::resources::{spawn_task, Counted, PublisherKind, Resource, ViewerKind};
 use crate::source::publish::{AttachError, Publication};
 
 /// Finds a camera's stream by id (the camera registry lives above the outputs).
@@ -517,7 +517,7 @@ async fn answer(
                 Some(_) if parse_announce(&String::from_utf8_lossy(&request.body)).is_err() => {
                     Lookup::Publishable
                 }
-                Some(s) => match s.inlet().attach() {
+                Some(s) => match s.inlet().attach(PublisherKind::Rtsp) {
                     Ok(p) => {
                         *attached = Some(p);
                         Lookup::Publishable

@@ -7,9 +7,9 @@
 
 use crate::media::TrackKind;
 
-use super::ingest::{parse_announce, Announced};
 use super::message::{parse_transport, Method, Request, Response, Transport};
 use super::sdp::{AUDIO_CONTROL, VIDEO_CONTROL};
+use crate::output::rtp_ingest::{parse_announce, Announced};
 
 /// The methods a client may use here: reading (DESCRIBE … PLAY) and publishing to a `publish:`
 /// camera (ANNOUNCE … RECORD).

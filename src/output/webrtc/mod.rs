@@ -1,5 +1,6 @@
-//! WebRTC output on str0m (sans-IO): ICE-lite, one UDP port for every peer, H.264/H.265
-//! passthrough, audio as it is or through a per-camera Opus transcoder.
+//! WebRTC on str0m (sans-IO): ICE-lite, one UDP port for every peer. Viewers (WHEP) get
+//! H.264/H.265 as it is, audio as it is or through a per-camera Opus transcoder; publishers
+//! (WHIP, [`publisher`]) send a `publish:` camera its frames.
 //!
 //! Layout (each part owns what it names, and nothing waits on what may wait on it):
 //! - [`WebRtc`] (this file): binds the sockets, answers offers, owns the tasks below.
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod dtls;
 pub mod peer;
+pub mod publisher;
 pub mod route;
 pub mod send;
 pub mod shard;
@@ -35,7 +37,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::Stream;
 use crate::resources::spawn_task;
+use crate::resources::PublisherKind;
+use crate::source::publish::AttachError;
 use peer::Peer;
+use publisher::Publishing;
 use route::{Router, SessionId};
 use shard::{Command, Datagram, Shard, Sockets, DATAGRAM_QUEUE};
 use transcode::Transcoders;
@@ -48,14 +53,20 @@ pub enum OfferError {
     NoCodec(String),
     /// WebRTC is not running (503).
     Unavailable(String),
+    /// The camera takes no publisher (its source is not `publish:`, or it is stopped) (405).
+    NotPublishable(String),
+    /// Another publisher is live on the camera (409).
+    Busy(String),
 }
 
 impl std::fmt::Display for OfferError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OfferError::Malformed(m) | OfferError::NoCodec(m) | OfferError::Unavailable(m) => {
-                f.write_str(m)
-            }
+            OfferError::Malformed(m)
+            | OfferError::NoCodec(m)
+            | OfferError::Unavailable(m)
+            | OfferError::NotPublishable(m)
+            | OfferError::Busy(m) => f.write_str(m),
         }
     }
 }
@@ -195,18 +206,13 @@ impl WebRtc {
         &self.candidates
     }
 
-    /// Accepts an SDP offer for `camera`; returns the session id and the SDP answer.
+    /// Accepts a viewer's SDP offer for `camera` (WHEP); returns the session id and the answer.
     pub async fn offer(
         &self,
         camera: Arc<Stream>,
         sdp: &str,
     ) -> Result<(String, String), OfferError> {
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
-            // str0m's parse errors end with a pointer into our memory: not for clients.
-            let text = e.to_string();
-            let words = text.split(" at PointerOffset").next().unwrap_or_default();
-            OfferError::Malformed(format!("not a valid SDP offer ({words})"))
-        })?;
+        let offer = parse_offer(sdp)?;
         let offered = codec::offered_video(sdp);
         let sends = camera
             .view()
@@ -219,6 +225,49 @@ impl WebRtc {
                 camera.id(),
             )));
         }
+        self.answer(offer, |session, rtc, now| {
+            let seq = u16::from_str_radix(&session[..4], 16).unwrap_or(0);
+            Ok(Peer::new(session, camera, rtc, now, seq))
+        })
+        .await
+    }
+
+    /// Accepts a publisher's SDP offer for `camera` (WHIP); returns the session id and the
+    /// answer. The camera is taken only for an offer that could be answered (a refused request
+    /// never flips it to starting), and is let go when the peer ends, whatever way.
+    pub async fn publish(
+        &self,
+        camera: Arc<Stream>,
+        sdp: &str,
+    ) -> Result<(String, String), OfferError> {
+        let offer = parse_offer(sdp)?;
+        let offered = codec::offered_video(sdp);
+        if !offered.iter().any(|c| c == "H264" || c == "H265") {
+            return Err(OfferError::NoCodec(format!(
+                "a published stream must be H.264 or H.265 video: the offer has [{}]",
+                offered.join(", "),
+            )));
+        }
+        self.answer(offer, |session, rtc, now| {
+            let publication = camera
+                .inlet()
+                .attach(PublisherKind::Whip)
+                .map_err(|e| match e {
+                    AttachError::NotPublishable => OfferError::NotPublishable(e.to_string()),
+                    AttachError::Busy => OfferError::Busy(e.to_string()),
+                })?;
+            let publishing = Publishing::new(publication);
+            Ok(Peer::publisher(session, camera, rtc, now, publishing))
+        })
+        .await
+    }
+
+    /// Answers an offer and hands the peer `make` builds to a worker loop.
+    async fn answer(
+        &self,
+        offer: SdpOffer,
+        make: impl FnOnce(SessionId, Rtc, Instant) -> Result<Peer, OfferError>,
+    ) -> Result<(String, String), OfferError> {
         let now = Instant::now();
         let mut rtc = peer_rtc(&self.cert, now);
         for addr in &self.candidates {
@@ -239,6 +288,7 @@ impl WebRtc {
             })?
             .to_string();
         let session: SessionId = crate::common::random_hex(16).into();
+        let peer = make(session.clone(), rtc, now)?;
         let index = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         // A slot in the loop's queue first: between routing and handing over there is no
         // await, so a cancelled offer cannot leave a route behind.
@@ -252,8 +302,6 @@ impl WebRtc {
             .lock()
             .unwrap()
             .add(session.clone(), index, &ufrag);
-        let seq = u16::from_str_radix(&session[..4], 16).unwrap_or(0);
-        let peer = Peer::new(session.clone(), camera, rtc, now, seq);
         permit.send(Command::Add(Box::new(peer)));
         Ok((session.to_string(), answer))
     }
@@ -299,6 +347,15 @@ impl WebRtc {
         }
         self.transcoders.stop().await;
     }
+}
+
+fn parse_offer(sdp: &str) -> Result<SdpOffer, OfferError> {
+    SdpOffer::from_sdp_string(sdp).map_err(|e| {
+        // str0m's parse errors end with a pointer into our memory: not for clients.
+        let text = e.to_string();
+        let words = text.split(" at PointerOffset").next().unwrap_or_default();
+        OfferError::Malformed(format!("not a valid SDP offer ({words})"))
+    })
 }
 
 /// IPv4 addresses of the up interfaces, loopback included (for local use).

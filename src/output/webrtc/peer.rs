@@ -1,4 +1,5 @@
-//! One WebRTC viewer: its str0m `Rtc`, the media it was negotiated, and its feed of frames.
+//! One WebRTC peer: its str0m `Rtc`, the media it was negotiated, and its feed of frames (a
+//! viewer), or its hold on the camera it sends to (a WHIP publisher, [`Publishing`]).
 //!
 //! Everything here is synchronous: a worker loop calls these methods with what arrived (a
 //! datagram, a frame, the time) and sends what they return. A peer's frames come from its
@@ -18,6 +19,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tokio::sync::broadcast;
 
 use super::codec;
+use super::publisher::{self, Publishing};
 use super::route::SessionId;
 use super::transcode::{TranscoderLease, Transcoders};
 use crate::hub::{Packet, Stream, Subscription};
@@ -70,6 +72,8 @@ pub struct Peer {
     audio_seq: u64,
     /// RTP's marker bit on audio starts a talkspurt: the first packet only.
     audio_marker: bool,
+    /// Set for a WHIP publisher, which sends to its camera instead of watching it.
+    publishing: Option<Box<Publishing>>,
     _counted: Counted,
 }
 
@@ -101,8 +105,22 @@ impl Peer {
             video_seq: seq as u64,
             audio_seq: seq.wrapping_mul(7) as u64,
             audio_marker: true,
+            publishing: None,
             _counted: Counted::new(Resource::PeerConnection),
         }
+    }
+
+    /// A WHIP publisher sending to `camera` through `publishing`.
+    pub fn publisher(
+        session: SessionId,
+        camera: Arc<Stream>,
+        rtc: Rtc,
+        now: Instant,
+        publishing: Publishing,
+    ) -> Peer {
+        let mut peer = Peer::new(session, camera, rtc, now, 0);
+        peer.publishing = Some(Box::new(publishing));
+        peer
     }
 
     /// Polls str0m until `Timeout`: datagrams go to `transmits`, and events are acted on. A
@@ -117,7 +135,8 @@ impl Peer {
             match self.rtc.poll_output()? {
                 Output::Transmit(t) => transmits.push(t),
                 Output::Timeout(t) => {
-                    self.deadline = t;
+                    let keyframe = self.publishing.as_ref().and_then(|p| p.next_wake());
+                    self.deadline = keyframe.map_or(t, |k| k.min(t));
                     break;
                 }
                 Output::Event(e) => {
@@ -132,6 +151,9 @@ impl Peer {
 
     /// Feeds `Input::Timeout(now)`: str0m sends what was written and runs its timers on it.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
+        if let Some(mid) = self.publishing.as_mut().and_then(|p| p.keyframe_due(now)) {
+            publisher::request_keyframe(&mut self.rtc, mid);
+        }
         self.rtc.handle_input(Input::Timeout(now))
     }
 
@@ -144,6 +166,7 @@ impl Peer {
     /// for too long.
     pub fn expired(&self, now: Instant) -> bool {
         !self.rtc.is_alive()
+            || self.publishing.as_ref().is_some_and(|p| p.is_closed())
             || (!self.connected && now.duration_since(self.created) > CONNECT_LIMIT)
             || (self.connected && now.duration_since(self.last_heard) > SILENCE_LIMIT)
             || self
@@ -153,6 +176,30 @@ impl Peer {
 
     /// Acts on one str0m event; true when the feed must (re)start.
     fn on_event(&mut self, event: Event) -> bool {
+        if let Some(publishing) = self.publishing.as_mut() {
+            match event {
+                Event::RtpPacket(packet) => {
+                    if !publishing.packet(&packet) {
+                        // The camera let this publisher go (stopped, or timed out).
+                        self.rtc.disconnect();
+                    }
+                    return false;
+                }
+                Event::MediaAdded(m) => {
+                    let params = payload_params(&self.rtc, m.mid);
+                    publishing.media_added(m.mid, m.kind, &params);
+                    return false;
+                }
+                Event::Connected => {
+                    self.connected = true;
+                    publishing.connected(Instant::now());
+                    return false;
+                }
+                // A publisher has no feed: nothing else it says starts one.
+                Event::KeyframeRequest(_) => return false,
+                _ => {}
+            }
+        }
         match event {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.disconnected_since.get_or_insert_with(Instant::now);

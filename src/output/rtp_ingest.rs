@@ -1,5 +1,5 @@
-//! What a publisher sends over RTSP (ANNOUNCE + RECORD), sans-IO: the SDP it announces, then
-//! its RTP packets in, the camera's frames out.
+//! What a publisher sends, sans-IO: over RTSP (ANNOUNCE + RECORD) the SDP it announces, then
+//! its RTP packets in, the camera's frames out. WHIP publishers' RTP comes through here too.
 //!
 //! Video goes through livelens's own depacketizer (`media::rtp_video`, RFC 6184 / 7798) and
 //! in-band parameter sets update the description (`media::video_params`); AAC is RFC 3640
@@ -211,6 +211,15 @@ impl Unwrap {
     }
 }
 
+/// What the ingest needs of an RTP header.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpFields {
+    pub sequence: u16,
+    pub time: u32,
+    pub marker: bool,
+    pub payload_type: u8,
+}
+
 /// One publisher's tracks being turned back into frames.
 pub struct Ingest {
     video: Option<(AnnouncedVideo, VideoDepacketizer, Unwrap)>,
@@ -269,8 +278,31 @@ impl Ingest {
         packet: &[u8],
         out: &mut Vec<Frame>,
     ) -> Result<(), String> {
-        let (sequence, time, marker, pt, range) = rtp_header(packet).ok_or("not an RTP packet")?;
-        let payload = &packet[range];
+        let (sequence, time, marker, payload_type, range) =
+            rtp_header(packet).ok_or("not an RTP packet")?;
+        let fields = RtpFields {
+            sequence,
+            time,
+            marker,
+            payload_type,
+        };
+        self.push_rtp(track, fields, &packet[range], out)
+    }
+
+    /// As [`Ingest::push`], for a packet whose header was read already (str0m's, for WHIP).
+    pub fn push_rtp(
+        &mut self,
+        track: TrackKind,
+        header: RtpFields,
+        payload: &[u8],
+        out: &mut Vec<Frame>,
+    ) -> Result<(), String> {
+        let RtpFields {
+            sequence,
+            time,
+            marker,
+            payload_type: pt,
+        } = header;
         match track {
             TrackKind::Video => {
                 let Some((announced, depacketizer, clock)) = &mut self.video else {

@@ -1,0 +1,253 @@
+//! Cameras that push over WHIP: headless Chromium publishes its (fake) webcam and microphone
+//! through the UI's own module (`/webcam.js`) to a `publish:` camera; players on the page read it
+//! back over WHEP and MSE and ffprobe over the RTSP re-stream; the camera is idle again as soon
+//! as the publisher leaves (DELETE, the page going away, or the connection closing without a
+//! word); a second publisher gets 409; 200 publish cycles leave every count at its baseline.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::{counts, wait_until, Server};
+
+const CONFIG: &str = "[rtsp]\nlisten = \"127.0.0.1:0\"\n\n\
+                      [[camera]]\nid = \"pub\"\nsource = \"publish:\"\n\n\
+                      [[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=320x240&fps=25&gop=25\"\n";
+
+fn start(name: &str, extra: &str) -> Server {
+    let path = common::write_config(name, &format!("{extra}\n{CONFIG}"));
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(15));
+    server
+}
+
+/// Loads the UI's publisher module into the page as `window.Webcam`.
+async fn load_webcam(browser: &Browser, base: &str) {
+    browser.blank_page(base).await;
+    browser
+        .run("const m = await import('/webcam.js'); window.Webcam = m.Webcam; return true;")
+        .await;
+}
+
+/// Starts a publisher in the page as `window[name]`; returns the error message, if refused.
+async fn publish(
+    browser: &Browser,
+    name: &str,
+    camera: &str,
+    token: Option<&str>,
+) -> Option<String> {
+    let token = token.map_or("null".to_string(), |t| format!("'{t}'"));
+    let v = browser
+        .run(&format!(
+            "window.{name} = new Webcam();
+             try {{ await window.{name}.start('{camera}', {token}); return null; }}
+             catch (e) {{ return String(e.message || e); }}"
+        ))
+        .await;
+    v.as_str().map(str::to_string)
+}
+
+fn ffprobe_rtsp(server: &Server, camera: &str) -> String {
+    common::require("ffprobe", "ffmpeg");
+    let port = server.get_json("/api/outputs")["rtsp"]["port"]
+        .as_u64()
+        .unwrap();
+    let out = Command::new("timeout")
+        .args(["20", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(format!("rtsp://127.0.0.1:{port}/{camera}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn chromium_publishes_its_webcam_and_every_output_plays_it() {
+    let _serial = common::browser::serial();
+    let server = start("whip-publish", "");
+    let baseline = counts(&server.resources());
+    assert_eq!(server.camera_state("pub"), "idle");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        load_webcam(&browser, &server.base).await;
+        assert_eq!(publish(&browser, "w", "pub", None).await, None);
+        wait_until(Duration::from_secs(10), "the published camera live", || {
+            server.camera_state("pub") == "live"
+        });
+        let r = server.resources();
+        assert_eq!(r["publishers"]["whip"], 1, "{r}");
+        // What the browser sent is a camera like any other: H.264 and Opus, as they are.
+        let camera = server.get_json("/api/cameras/pub");
+        assert_eq!(camera["video"]["codec"], "h264", "{camera}");
+        assert_eq!(camera["audio"]["codec"], "opus", "{camera}");
+        let probed = ffprobe_rtsp(&server, "pub");
+        assert!(probed.contains("h264,"), "{probed}");
+        assert!(probed.contains("opus"), "{probed}");
+        // Players on the page: one over WHEP, one over MSE.
+        browser
+            .run(
+                "await import('/player.js');
+                 for (const mode of ['webrtc', 'mse']) {
+                   const p = document.createElement('livelens-player');
+                   p.setAttribute('mode', mode); p.setAttribute('src', 'pub');
+                   p.style.width = '320px'; document.body.append(p);
+                   window['p_' + mode] = p;
+                 }
+                 window.p = window.p_webrtc;
+                 return true;",
+            )
+            .await;
+        browser
+            .until(
+                Duration::from_secs(15),
+                "both players showing frames",
+                "return window.p_webrtc.stats.frames >= 25 && window.p_mse.stats.frames >= 25
+                   && window.p_webrtc.stats.mode === 'webrtc' && window.p_mse.stats.mode === 'mse';",
+            )
+            .await;
+        browser
+            .run("window.p_webrtc.remove(); window.p_mse.remove(); return true;")
+            .await;
+        // DELETE: the camera is idle at once, and the publisher's peer is gone.
+        browser.run("await window.w.stop(); return true;").await;
+        wait_until(Duration::from_secs(2), "idle after the publisher left", || {
+            server.camera_state("pub") == "idle"
+        });
+        wait_until(Duration::from_secs(5), "counts back at baseline", || {
+            counts(&server.resources()) == baseline
+        });
+        browser.close().await;
+    });
+}
+
+#[test]
+fn a_second_publisher_a_wrong_camera_and_a_vanished_publisher() {
+    let _serial = common::browser::serial();
+    let server = start("whip-refusals", "");
+    let baseline = counts(&server.resources());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        load_webcam(&browser, &server.base).await;
+        // A camera that does not take publishers, and one that does not exist.
+        let refused = publish(&browser, "x", "cam", None).await.expect("refused");
+        assert!(
+            refused.contains("does not take published streams"),
+            "{refused}"
+        );
+        let refused = publish(&browser, "x", "nope", None).await.expect("refused");
+        assert!(refused.contains("nope"), "{refused}");
+        assert_eq!(publish(&browser, "a", "pub", None).await, None);
+        wait_until(Duration::from_secs(10), "live", || {
+            server.camera_state("pub") == "live"
+        });
+        // A second publisher is refused and the first keeps going.
+        let busy = publish(&browser, "b", "pub", None).await.expect("busy");
+        assert!(busy.contains("another publisher"), "{busy}");
+        let frames = |s: &Server| {
+            s.get_json("/api/cameras/pub")["stats"]["frames"]
+                .as_u64()
+                .unwrap()
+        };
+        let before = frames(&server);
+        wait_until(
+            Duration::from_secs(5),
+            "the first publisher still sending",
+            || frames(&server) > before + 25,
+        );
+        // The publisher vanishes without a DELETE (its connection closes): idle within seconds.
+        browser
+            .run("window.a.location = null; window.a.pc.close(); return true;")
+            .await;
+        wait_until(
+            Duration::from_secs(5),
+            "idle after the connection closed",
+            || server.camera_state("pub") == "idle",
+        );
+        // The page goes away while publishing: its pagehide DELETE frees the camera.
+        assert_eq!(publish(&browser, "c", "pub", None).await, None);
+        wait_until(Duration::from_secs(10), "live again", || {
+            server.camera_state("pub") == "live"
+        });
+        browser.goto(&format!("{}/healthz", server.base)).await;
+        wait_until(
+            Duration::from_secs(3),
+            "idle after the page went away",
+            || server.camera_state("pub") == "idle",
+        );
+        wait_until(Duration::from_secs(5), "counts back at baseline", || {
+            counts(&server.resources()) == baseline
+        });
+        browser.close().await;
+    });
+}
+
+#[test]
+fn with_a_token_a_publisher_needs_it_and_cycles_leave_nothing_behind() {
+    let _serial = common::browser::serial();
+    let server = Server::start_with_env(
+        &[
+            "--config",
+            common::write_config("whip-token", CONFIG).to_str().unwrap(),
+        ],
+        &[("LIVELENS_TOKEN", "s3cret-whip")],
+    );
+    server.wait_live("cam", Duration::from_secs(15));
+    let baseline = counts(&server.resources());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        load_webcam(&browser, &server.base).await;
+        let refused = publish(&browser, "x", "pub", None).await.expect("refused");
+        assert!(refused.contains("Bearer"), "{refused}");
+        let refused = publish(&browser, "x", "pub", Some("wrong")).await.expect("refused");
+        assert!(refused.contains("Bearer"), "{refused}");
+        assert_eq!(server.camera_state("pub"), "idle");
+        // 200 publish/unpublish cycles: each answered, each let go.
+        let done = browser
+            .run(
+                "const media = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+                 for (let i = 0; i < 200; i++) {
+                   const pc = new RTCPeerConnection();
+                   for (const t of media.getTracks()) pc.addTransceiver(t, {direction: 'sendonly'});
+                   const offer = await pc.createOffer();
+                   await pc.setLocalDescription(offer);
+                   const r = await fetch('/api/cameras/pub/whip', {method: 'POST',
+                     headers: {'content-type': 'application/sdp', authorization: 'Bearer s3cret-whip'},
+                     body: offer.sdp});
+                   if (r.status !== 201) return `cycle ${i}: ${r.status} ${await r.text()}`;
+                   const d = await fetch(r.headers.get('location'), {method: 'DELETE',
+                     headers: {authorization: 'Bearer s3cret-whip'}});
+                   if (d.status !== 200) return `cycle ${i}: DELETE ${d.status}`;
+                   pc.close();
+                 }
+                 for (const t of media.getTracks()) t.stop();
+                 return 'done';",
+            )
+            .await;
+        assert_eq!(done, "done");
+        wait_until(Duration::from_secs(5), "counts back at baseline", || {
+            counts(&server.resources()) == baseline
+        });
+        // And a new publisher is served.
+        assert_eq!(publish(&browser, "w", "pub", Some("s3cret-whip")).await, None);
+        wait_until(Duration::from_secs(10), "live after the cycles", || {
+            server.camera_state("pub") == "live"
+        });
+        browser.run("await window.w.stop(); return true;").await;
+        wait_until(Duration::from_secs(5), "counts back at baseline", || {
+            counts(&server.resources()) == baseline
+        });
+        browser.close().await;
+    });
+}
