@@ -251,3 +251,109 @@ fn with_a_token_a_publisher_needs_it_and_cycles_leave_nothing_behind() {
         browser.close().await;
     });
 }
+
+#[test]
+fn the_ui_button_publishes_this_browsers_camera_to_a_camera_it_makes() {
+    let _serial = common::browser::serial();
+    let server = start("whip-ui", "");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.goto(&server.base).await;
+        browser
+            .until(
+                Duration::from_secs(10),
+                "the camera list",
+                "return document.querySelectorAll('#list .cam').length > 0;",
+            )
+            .await;
+        browser
+            .run("document.querySelector('#webcam').click(); return true;")
+            .await;
+        // No camera takes publishers under the selection: the button makes "webcam" for it.
+        wait_until(Duration::from_secs(10), "the webcam camera live", || {
+            server.camera_state("webcam") == "live"
+        });
+        assert_eq!(server.get_json("/api/cameras/webcam")["source"], "publish:");
+        browser
+            .until(
+                Duration::from_secs(15),
+                "the single view playing the published camera",
+                "const t = document.querySelector('.tile[data-id=\"webcam\"] livelens-player');
+                 window.p = t; return !!t && t.stats.frames >= 25;",
+            )
+            .await;
+        let label = browser
+            .run("return document.querySelector('#webcam').textContent;")
+            .await;
+        assert_eq!(label, "Stop my camera");
+        browser
+            .run("document.querySelector('#webcam').click(); return true;")
+            .await;
+        wait_until(Duration::from_secs(3), "idle after Stop my camera", || {
+            server.camera_state("webcam") == "idle"
+        });
+        assert_eq!(server.resources()["publishers"]["whip"], 0);
+        browser.close().await;
+    });
+}
+
+#[test]
+fn the_model_sees_the_published_picture() {
+    let _serial = common::browser::serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vlm = runtime.block_on(common::vlm_server::VlmServer::start(
+        320,
+        "Describe the scene.",
+    ));
+    let analysis = format!(
+        "[[camera]]\nid = \"seen\"\nsource = \"publish:\"\n\
+         [camera.analysis.vlm]\nendpoint = \"{}\"\nmodel = \"m\"\nprompt = \"Describe the scene.\"\n\
+         interval = \"1s\"\nimage_width = 320\n",
+        vlm.url
+    );
+    let server = start("whip-vlm", &analysis);
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        load_webcam(&browser, &server.base).await;
+        assert_eq!(publish(&browser, "w", "seen", None).await, None);
+        wait_until(Duration::from_secs(10), "live", || {
+            server.camera_state("seen") == "live"
+        });
+        let video = server.get_json("/api/cameras/seen")["video"].clone();
+        let (w, h) = (
+            video["width"].as_u64().unwrap(),
+            video["height"].as_u64().unwrap(),
+        );
+        // Two requests whose picture decoded at the configured width and the publisher's shape.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let good: Vec<_> = vlm
+                .requests()
+                .into_iter()
+                .filter(|r| r.problem.is_none())
+                .collect();
+            if good.len() >= 2 {
+                for r in &good {
+                    assert_eq!(r.width, 320);
+                    let expected = 320 * h / w;
+                    assert!(
+                        (r.height as i64 - expected as i64).abs() <= 2,
+                        "a {}×{} picture from a {w}×{h} camera",
+                        r.width,
+                        r.height
+                    );
+                }
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the model got no good picture: {:?}",
+                vlm.requests()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        browser.run("await window.w.stop(); return true;").await;
+        browser.close().await;
+    });
+    vlm.stop();
+}
