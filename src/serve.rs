@@ -21,7 +21,7 @@ use crate::api::{self, AppState};
 use crate::cameras::Cameras;
 use crate::config::{Config, DEFAULT_LISTEN};
 use crate::output::rtsp::auth::Credential;
-use crate::output::rtsp::{FindStream, RtspServer};
+use crate::output::rtsp::{FindPublishTarget, FindStream, RtspServer};
 use crate::supervisor::Workers;
 
 pub struct ServeOptions {
@@ -111,7 +111,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let cameras = Arc::new(Cameras::new(
         analysis.clone(),
         webrtc.clone(),
-        (config.typed.mjpeg, config.typed.hls),
+        (config.typed.mjpeg, config.typed.hls, config.typed.publish),
         config.sources.allow_exec,
         options.config_path.clone(),
     ));
@@ -255,8 +255,17 @@ async fn start_rtsp(
     } else {
         credentials.clear();
     }
-    let cameras = cameras.clone();
-    let find: FindStream = Arc::new(move |id: &str| cameras.stream(id).ok());
+    let find: FindStream = {
+        let cameras = cameras.clone();
+        Arc::new(move |id: &str| cameras.stream(id).ok())
+    };
+    let find_publish_target: FindPublishTarget = {
+        let cameras = cameras.clone();
+        Arc::new(move |id: String| {
+            let cameras = cameras.clone();
+            Box::pin(async move { cameras.publish_target(&id).await.ok() })
+        })
+    };
     let rtsp = RtspServer::start(
         crate::output::rtsp::RtspSettings {
             listen: settings.listen,
@@ -264,6 +273,7 @@ async fn start_rtsp(
             session_timeout: settings.session_timeout,
         },
         find,
+        find_publish_target,
     )
     .await;
     match rtsp {

@@ -344,3 +344,98 @@ fn ffmpeg_publishes_over_udp_too() {
         || server.camera_state("pub") == "idle" && counts(&server.resources()) == baseline,
     );
 }
+
+/// `[publish]`: a new publisher takes over from the live one, an unknown camera id is made for
+/// its publisher, and a publisher that sends no media is let go after `timeout`.
+#[test]
+fn publish_settings_take_over_make_cameras_and_time_out() {
+    let path = common::write_config(
+        "publish-settings",
+        &format!("[publish]\ntakeover = true\nauto_create = true\ntimeout = \"2s\"\n{CONFIG}"),
+    );
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(15));
+    let port = server.get_json("/api/outputs")["rtsp"]["port"]
+        .as_u64()
+        .unwrap() as u16;
+    let url = format!("rtsp://127.0.0.1:{port}/pub");
+    // Takeover: the second publisher replaces the first, whose connection is closed.
+    let mut first = ffmpeg_publisher(&url);
+    wait_until(Duration::from_secs(15), "live", || {
+        server.camera_state("pub") == "live"
+    });
+    let mut second = ffmpeg_publisher(&url);
+    wait_until(
+        Duration::from_secs(15),
+        "the first publisher let go",
+        || first.try_wait().unwrap().is_some(),
+    );
+    let frames = |s: &Server| {
+        s.get_json("/api/cameras/pub")["stats"]["frames"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = frames(&server);
+    wait_until(
+        Duration::from_secs(10),
+        "frames from the second publisher",
+        || frames(&server) > before + 50,
+    );
+    assert_eq!(server.camera_state("pub"), "live");
+    assert_eq!(server.resources()["publishers"]["rtsp"], 1);
+    let _ = second.kill();
+    let _ = second.wait();
+    wait_until(Duration::from_secs(5), "idle", || {
+        server.camera_state("pub") == "idle"
+    });
+    // auto_create: publishing to an id no camera has makes a publish: camera for it.
+    assert_eq!(server.get("/api/cameras/made").status(), 404);
+    let mut maker = ffmpeg_publisher(&format!("rtsp://127.0.0.1:{port}/made"));
+    wait_until(Duration::from_secs(15), "the made camera live", || {
+        server.get("/api/cameras/made").status() == 200 && server.camera_state("made") == "live"
+    });
+    assert_eq!(server.get_json("/api/cameras/made")["source"], "publish:");
+    let _ = maker.kill();
+    let _ = maker.wait();
+    // An id a camera may not have is still refused (404), and nothing is made for it.
+    let mut c = Client::connect(port);
+    let sdp = "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n";
+    let length = sdp.len().to_string();
+    let bad = format!("rtsp://127.0.0.1:{port}/bad%20id");
+    let headers = [
+        ("Content-Type", "application/sdp"),
+        ("Content-Length", length.as_str()),
+    ];
+    assert_eq!(c.request_with_body("ANNOUNCE", &bad, &headers, sdp).0, 404);
+    // timeout: a publisher that records but sends nothing is let go after 2 s.
+    let mut silent = Client::connect(port);
+    assert_eq!(
+        silent.request_with_body("ANNOUNCE", &url, &headers, sdp).0,
+        200
+    );
+    let (status, head, _) = silent.request(
+        "SETUP",
+        &format!("{url}/streamid=0"),
+        &[(
+            "Transport",
+            "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record",
+        )],
+    );
+    assert_eq!(status, 200, "{head}");
+    let session = session_id(&head);
+    assert_eq!(
+        silent.request("RECORD", &url, &[("Session", &session)]).0,
+        200
+    );
+    let started = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(6),
+        "the silent publisher let go",
+        || server.resources()["publishers"]["rtsp"] == 0 && server.camera_state("pub") == "idle",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "let go after {:?}",
+        started.elapsed()
+    );
+}

@@ -150,7 +150,6 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let camera = state.cameras.stream(&id)?;
     let body = body_or_error(body)?;
     if content_type(&headers) != "application/sdp" {
         return Err(ApiError::new(
@@ -159,6 +158,9 @@ pub async fn whip_post(
         ));
     }
     let sdp = sdp_text(&body)?;
+    // Checked before the camera is looked up, so `[publish] auto_create` makes no camera for
+    // a request that is refused anyway.
+    let camera = state.cameras.publish_target(&id).await?;
     let Some(webrtc) = &state.webrtc else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

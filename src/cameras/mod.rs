@@ -21,10 +21,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::analysis::{Analysers, Analysis, AnalysisConfig, AnalysisStatus};
-use crate::config::{check_camera, source_spec, write_cameras, CameraConfig, Problem};
+use crate::config::{
+    check_camera, source_spec, write_cameras, CameraConfig, Problem, PublishSettings,
+};
 use crate::hub::Stream;
 use crate::output::webrtc::WebRtc;
 use crate::output::{hls, mjpeg, snapshot};
+use crate::source::publish::PublishRules;
 use crate::source::SourceSpec;
 pub use change::{CameraPatch, Change};
 pub use reload::ConfigStatus;
@@ -122,6 +125,7 @@ pub struct Cameras {
     webrtc: Option<Arc<WebRtc>>,
     mjpeg: mjpeg::Settings,
     hls: hls::Settings,
+    publish: PublishSettings,
     allow_exec: bool,
     file: Option<ConfigFile>,
     edits: tokio::sync::RwLock<()>,
@@ -132,17 +136,18 @@ impl Cameras {
     pub fn new(
         analysis: Arc<Analysis>,
         webrtc: Option<Arc<WebRtc>>,
-        outputs: (mjpeg::Settings, hls::Settings),
+        outputs: (mjpeg::Settings, hls::Settings, PublishSettings),
         allow_exec: bool,
         config_path: Option<PathBuf>,
     ) -> Cameras {
-        let (mjpeg, hls) = outputs;
+        let (mjpeg, hls, publish) = outputs;
         Cameras {
             cameras: RwLock::new(BTreeMap::new()),
             analysis,
             webrtc,
             mjpeg,
             hls,
+            publish,
             allow_exec,
             file: config_path.map(|path| ConfigFile {
                 path,
@@ -169,6 +174,11 @@ impl Cameras {
     /// `[hls]`.
     pub fn hls_settings(&self) -> hls::Settings {
         self.hls
+    }
+
+    /// `[publish]`.
+    pub fn publish_settings(&self) -> PublishSettings {
+        self.publish
     }
 
     pub fn list(&self) -> Vec<Arc<Camera>> {
@@ -207,7 +217,13 @@ impl Cameras {
         if !problems.is_empty() {
             return Err(CameraError::Invalid(problems));
         }
-        let spec = source_spec(&config, self.allow_exec).map_err(CameraError::Invalid)?;
+        let mut spec = source_spec(&config, self.allow_exec).map_err(CameraError::Invalid)?;
+        if let SourceSpec::Publish(rules) = &mut spec {
+            *rules = PublishRules {
+                timeout: self.publish.timeout,
+                takeover: self.publish.takeover,
+            };
+        }
         let idle = match config
             .idle_timeout
             .as_deref()
@@ -236,6 +252,29 @@ impl Cameras {
         let camera = self.insert(self.check(config)?).await?;
         self.persist().await?;
         Ok(camera)
+    }
+
+    /// The camera a publisher names: as it is, or, with `[publish] auto_create`, a new
+    /// `publish:` camera made for it (added like one from the API, config file included).
+    pub async fn publish_target(&self, id: &str) -> Result<Arc<Stream>, CameraError> {
+        match self.stream(id) {
+            Err(CameraError::NotFound(_)) if self.publish.auto_create => {
+                match self.add(CameraConfig::with_source(id, "publish:")).await {
+                    Ok(camera) => {
+                        tracing::info!(
+                            camera = id,
+                            "made for its first publisher ([publish] auto_create)"
+                        );
+                        Ok(camera.stream.clone())
+                    }
+                    // Two publishers raced to make it (the other one did), or it was made but
+                    // not saved (the log says why): either way it is there now.
+                    Err(CameraError::Conflict(_) | CameraError::Persist(_)) => self.stream(id),
+                    Err(e) => Err(e),
+                }
+            }
+            found => found,
+        }
     }
 
     /// Adds the cameras of the config at start-up (nothing is written back).

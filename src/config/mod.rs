@@ -42,6 +42,8 @@ pub struct Config {
     #[serde(default)]
     pub rtsp: Option<toml::Table>,
     #[serde(default)]
+    pub publish: Option<toml::Table>,
+    #[serde(default)]
     pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
@@ -74,6 +76,28 @@ pub struct Settings {
     pub hls: HlsSettings,
     /// `[rtsp]`: the re-stream server.
     pub rtsp: RtspSettings,
+    /// `[publish]`: cameras that push.
+    pub publish: PublishSettings,
+}
+
+/// `[publish] timeout` (default 10 s: a publisher that sends no media this long is let go),
+/// `takeover` (default false: a second publisher gets 409; true: it replaces the live one) and
+/// `auto_create` (default false: publishing to an unknown camera id makes a `publish:` camera).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PublishSettings {
+    pub timeout: Duration,
+    pub takeover: bool,
+    pub auto_create: bool,
+}
+
+impl Default for PublishSettings {
+    fn default() -> PublishSettings {
+        PublishSettings {
+            timeout: Duration::from_secs(10),
+            takeover: false,
+            auto_create: false,
+        }
+    }
 }
 
 /// `[rtsp] enabled` (default true), `listen` (default 127.0.0.1:8554) and `users` (a table of
@@ -156,6 +180,7 @@ impl Default for Settings {
             mjpeg: MjpegSettings::default(),
             hls: HlsSettings::default(),
             rtsp: RtspSettings::default(),
+            publish: PublishSettings::default(),
         }
     }
 }
@@ -592,6 +617,25 @@ impl Config {
                 _ => problems.push(problem(format!("rtsp.{key}"), "unknown key")),
             }
         }
+        for (key, value) in self.publish.iter().flatten() {
+            match key.as_str() {
+                "timeout" => match value.as_str().map(parse_duration) {
+                    Some(Ok(d)) if d >= Duration::from_secs(1) => typed.publish.timeout = d,
+                    _ => problems.push(problem(
+                        "publish.timeout",
+                        format!("{value} is not a duration of at least 1s, e.g. \"10s\""),
+                    )),
+                },
+                "takeover" | "auto_create" => match value.as_bool() {
+                    Some(b) if key == "takeover" => typed.publish.takeover = b,
+                    Some(b) => typed.publish.auto_create = b,
+                    None => {
+                        problems.push(problem(format!("publish.{key}"), "expected true or false"))
+                    }
+                },
+                _ => problems.push(problem(format!("publish.{key}"), "unknown key")),
+            }
+        }
         for (i, origin) in self.server.allowed_origins.iter().enumerate() {
             let ok = origin == "*"
                 || ["http://", "https://"].iter().any(|p| {
@@ -697,6 +741,9 @@ impl Config {
         if self.rtsp != new.rtsp {
             out.push("rtsp");
         }
+        if self.publish != new.publish {
+            out.push("publish");
+        }
         if self.worker != new.worker {
             out.push("worker");
         }
@@ -706,17 +753,7 @@ impl Config {
     /// The cameras to serve: the configured ones, or the demo camera when none is configured.
     pub fn cameras_or_demo(&self) -> Vec<CameraConfig> {
         if self.camera.is_empty() {
-            vec![CameraConfig {
-                id: "demo".into(),
-                source: DEMO_SOURCE.into(),
-                on_demand: false,
-                idle_timeout: None,
-                transport: None,
-                timeout: None,
-                user_agent: None,
-                analysis: None,
-                unknown: BTreeMap::new(),
-            }]
+            vec![CameraConfig::with_source("demo", DEMO_SOURCE)]
         } else {
             self.camera.clone()
         }
@@ -724,6 +761,21 @@ impl Config {
 }
 
 impl CameraConfig {
+    /// A camera with only an id and a source; every other setting at its default.
+    pub fn with_source(id: &str, source: &str) -> CameraConfig {
+        CameraConfig {
+            id: id.into(),
+            source: source.into(),
+            on_demand: false,
+            idle_timeout: None,
+            transport: None,
+            timeout: None,
+            user_agent: None,
+            analysis: None,
+            unknown: BTreeMap::new(),
+        }
+    }
+
     pub fn masked_source(&self) -> String {
         mask_credentials(&self.source)
     }

@@ -21,9 +21,6 @@ use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 use crate::source::publish::{Inlet, Published};
 use crate::source::{self, SourceError, SourceSpec};
 
-/// A publisher that sends no frame for this long is let go; the camera is idle again.
-pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct Stream {
     shared: Arc<Shared>,
     /// Serialises start and stop; holds the running supervisor.
@@ -183,10 +180,18 @@ impl Stream {
     fn spawn(&self, control: &mut Option<Running>, spec: SourceSpec, on_demand: Option<Duration>) {
         let cancel = CancellationToken::new();
         let task = match on_demand {
-            _ if spec == SourceSpec::Publish => {
+            _ if matches!(spec, SourceSpec::Publish(_)) => {
+                let SourceSpec::Publish(rules) = spec else {
+                    unreachable!()
+                };
                 self.shared.status.lock().unwrap().apply(&Event::Park);
+                self.shared.inlet.set_takeover(rules.takeover);
                 self.shared.inlet.set_open(true);
-                spawn_task(publish_loop(self.shared.clone(), cancel.clone()))
+                spawn_task(publish_loop(
+                    self.shared.clone(),
+                    rules.timeout,
+                    cancel.clone(),
+                ))
             }
             None => {
                 self.shared.status.lock().unwrap().apply(&Event::Start);
@@ -346,8 +351,9 @@ async fn supervise(shared: Arc<Shared>, spec: SourceSpec, cancel: CancellationTo
 }
 
 /// A `publish:` camera: idle until a publisher attaches, live while it sends, idle again when
-/// it leaves (its connection ends, or it sends nothing for [`PUBLISH_TIMEOUT`]).
-async fn publish_loop(shared: Arc<Shared>, cancel: CancellationToken) {
+/// it leaves (its connection ends, or it sends no media for `timeout`). With `[publish]
+/// takeover`, a new publisher's feed replaces the live one's, which ends that publication.
+async fn publish_loop(shared: Arc<Shared>, timeout: Duration, cancel: CancellationToken) {
     let input = Input {
         shared: shared.clone(),
     };
@@ -370,20 +376,29 @@ async fn publish_loop(shared: Arc<Shared>, cancel: CancellationToken) {
         source::Publish::new_session(&input);
         // Only media keeps a publisher: requests or audio descriptions alone do not hold a
         // camera.
-        let mut deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+        let mut deadline = tokio::time::Instant::now() + timeout;
         let why = loop {
             let item = tokio::select! {
                 _ = cancel.cancelled() => return,
                 item = tokio::time::timeout_at(deadline, feed.recv()) => item,
+                newer = shared.inlet.next() => {
+                    // Taken over: the old feed is dropped (its publisher sees it closed), and
+                    // the new publisher's bitstream starts afresh at its first keyframe.
+                    tracing::info!(camera = %shared.id, "a new publisher took over");
+                    feed = newer;
+                    deadline = tokio::time::Instant::now() + timeout;
+                    source::Publish::new_session(&input);
+                    continue;
+                }
             };
             match item {
                 Ok(Some(Published::Frame(frame))) => {
-                    deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+                    deadline = tokio::time::Instant::now() + timeout;
                     source::Publish::publish(&input, frame)
                 }
                 Ok(Some(Published::Audio(audio))) => source::Publish::set_audio(&input, audio),
                 Ok(None) => break "the publisher left".to_string(),
-                Err(_) => break format!("the publisher sent nothing for {PUBLISH_TIMEOUT:?}"),
+                Err(_) => break format!("the publisher sent nothing for {timeout:?}"),
             }
         };
         drop(feed);

@@ -35,8 +35,9 @@ pub enum SourceSpec {
     Exec(exec::ExecCommand),
     /// `file:///path`: FFmpeg reads the file at its native rate, looped.
     File(String),
-    /// `publish:`: whoever publishes to the camera (RTSP ANNOUNCE/RECORD), one at a time.
-    Publish,
+    /// `publish:`: whoever publishes to the camera (RTSP ANNOUNCE/RECORD, WHIP), one at a time,
+    /// under the `[publish]` rules.
+    Publish(publish::PublishRules),
 }
 
 pub const SCHEMES: &str =
@@ -50,7 +51,7 @@ impl SourceSpec {
             return Err("is empty".into());
         }
         if url == "publish:" {
-            return Ok(SourceSpec::Publish);
+            return Ok(SourceSpec::Publish(publish::PublishRules::default()));
         }
         if let Some(query) = url.strip_prefix("testsrc://") {
             return TestsrcParams::parse(query).map(SourceSpec::Testsrc);
@@ -113,7 +114,7 @@ impl SourceSpec {
                 "rtsps:// (RTSP over TLS) is not supported: the RTSP client (retina) speaks plain rtsp:// only"
                     .into(),
             ),
-            SourceSpec::Rtsp { .. } | SourceSpec::Exec(_) | SourceSpec::Publish => Ok(()),
+            SourceSpec::Rtsp { .. } | SourceSpec::Exec(_) | SourceSpec::Publish(_) => Ok(()),
             SourceSpec::File(path) => match std::fs::metadata(path) {
                 Ok(m) if m.is_file() => Ok(()),
                 Ok(_) => Err(format!("{path} is not a file")),
@@ -197,7 +198,7 @@ pub async fn run(
             }
         }
         // The stream runs its publish loop for these, never a source.
-        SourceSpec::Publish => Err(SourceError::permanent(
+        SourceSpec::Publish(_) => Err(SourceError::permanent(
             "a publish: camera is fed by its publishers, not run",
         )),
         other => Err(SourceError::permanent(

@@ -10,6 +10,7 @@
 //! connection ended; the camera is then idle again and a new publisher may come.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
@@ -18,6 +19,24 @@ use crate::resources::{Counted, PublisherKind, Resource};
 
 /// Frames a publisher may be ahead of its camera (about 10 s of 25 fps video with its audio).
 const FEED_CAPACITY: usize = 512;
+
+/// How a `publish:` camera treats its publishers (`[publish]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PublishRules {
+    /// A publisher that sends no media for this long is let go (the camera goes idle).
+    pub timeout: Duration,
+    /// A new publisher replaces the live one, instead of being refused.
+    pub takeover: bool,
+}
+
+impl Default for PublishRules {
+    fn default() -> PublishRules {
+        PublishRules {
+            timeout: Duration::from_secs(10),
+            takeover: false,
+        }
+    }
+}
 
 /// What a publisher sends its camera.
 #[derive(Debug)]
@@ -53,6 +72,8 @@ pub struct Inlet {
 struct InletState {
     /// The camera's publish loop runs and takes publishers.
     open: bool,
+    /// A new publisher replaces the live one (`[publish] takeover`).
+    takeover: bool,
     /// A publisher's feed the loop has not taken yet.
     pending: Option<mpsc::Receiver<Published>>,
     /// The live publication's feed, to refuse a second one. Weak, so that it does not keep
@@ -93,14 +114,15 @@ impl Publication {
 }
 
 impl Inlet {
-    /// Attaches a publisher, unless another is live or the camera takes none.
+    /// Attaches a publisher, unless another is live (and the camera does not let a new one
+    /// take over) or the camera takes none. A publisher taken over from finds its feed closed.
     pub fn attach(&self, kind: PublisherKind) -> Result<Publication, AttachError> {
         let mut state = self.state.lock().unwrap();
         if !state.open {
             return Err(AttachError::NotPublishable);
         }
         let live = state.live.as_ref().and_then(|w| w.upgrade());
-        if live.is_some_and(|feed| !feed.is_closed()) {
+        if !state.takeover && live.is_some_and(|feed| !feed.is_closed()) {
             return Err(AttachError::Busy);
         }
         let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
@@ -129,6 +151,11 @@ impl Inlet {
         }
     }
 
+    /// Whether a new publisher replaces the live one.
+    pub fn set_takeover(&self, takeover: bool) {
+        self.state.lock().unwrap().takeover = takeover;
+    }
+
     /// Waits for the next publisher's feed.
     pub async fn next(&self) -> mpsc::Receiver<Published> {
         loop {
@@ -144,6 +171,23 @@ impl Inlet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn with_takeover_a_new_publisher_replaces_the_live_one() {
+        let inlet = Inlet::default();
+        inlet.set_open(true);
+        inlet.set_takeover(true);
+        let first = inlet.attach(PublisherKind::Rtsp).unwrap();
+        let first_feed = inlet.next().await;
+        let second = inlet.attach(PublisherKind::Whip).expect("takes over");
+        // The camera's loop takes the new feed and lets the old one go.
+        let second_feed = inlet.next().await;
+        drop(first_feed);
+        assert!(first.is_closed());
+        assert!(!second.is_closed());
+        drop(second_feed);
+        assert!(second.is_closed());
+    }
 
     #[tokio::test]
     async fn one_publisher_at_a_time_and_only_while_open() {

@@ -12,4 +12,4 @@ pub mod sdp;
 mod server;
 pub mod session;
 
-pub use server::{FindStream, RtspServer, RtspSettings};
+pub use server::{FindPublishTarget, FindStream, RtspServer, RtspSettings};

@@ -33,6 +33,10 @@ use crate::source::publish::{AttachError, Publication};
 
 /// Finds a camera's stream by id (the camera registry lives above the outputs).
 pub type FindStream = Arc<dyn Fn(&str) -> Option<Arc<Stream>> + Send + Sync>;
+/// The camera an ANNOUNCE names (made for it when `[publish] auto_create` is on).
+pub type FindPublishTarget = Arc<
+    dyn Fn(String) -> futures_util::future::BoxFuture<'static, Option<Arc<Stream>>> + Send + Sync,
+>;
 
 /// A client that does not take a frame's packets within this long is cut off.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +70,7 @@ pub struct RtspServer {
 /// What every connection task shares.
 struct Shared {
     find: FindStream,
+    find_publish_target: FindPublishTarget,
     credentials: Vec<Credential>,
     udp: Option<Arc<Udp>>,
     cancel: CancellationToken,
@@ -86,7 +91,11 @@ struct Udp {
 }
 
 impl RtspServer {
-    pub async fn start(settings: RtspSettings, find: FindStream) -> std::io::Result<RtspServer> {
+    pub async fn start(
+        settings: RtspSettings,
+        find: FindStream,
+        find_publish_target: FindPublishTarget,
+    ) -> std::io::Result<RtspServer> {
         let listener = match listen(settings.listen) {
             Ok(l) => l,
             Err(e) if settings.listen.port() != 0 => {
@@ -108,6 +117,7 @@ impl RtspServer {
         let auth = !settings.credentials.is_empty();
         let shared = Arc::new(Shared {
             find,
+            find_publish_target,
             credentials: settings.credentials,
             session_timeout: settings.session_timeout,
             udp,
@@ -509,7 +519,7 @@ async fn answer(
                 },
                 why: e.to_string(),
             };
-            match (shared.find)(&t.camera) {
+            match (shared.find_publish_target)(t.camera.clone()).await {
                 None => Lookup::NotFound,
                 Some(s) if !s.inlet().takes_publishers() => refused(AttachError::NotPublishable),
                 // An SDP the session answers 400 must not attach: the camera would flip to
