@@ -98,7 +98,7 @@ fn spec() -> Value {
                 "parameters": [{ "name": "src", "in": "query", "required": true, "schema": { "type": "string" } }],
                 "responses": { "101": { "description": "WebSocket" }, "400": error, "404": error } } },
             "/api/cameras/{id}/whep": { "parameters": id_param,
-                "post": { "summary": "WHEP (RFC 9725): SDP offer in, SDP answer out",
+                "post": { "summary": "WHEP (draft-ietf-wish-whep): SDP offer in, SDP answer out",
                     "requestBody": { "required": true, "content": { "application/sdp": {} } },
                     "responses": { "201": { "description": "SDP answer; Location names the session" }, "400": error, "404": error, "409": error, "413": error, "415": error, "422": error, "503": error } },
                 "options": { "summary": "Allowed methods", "responses": { "204": { "description": "Allow, Accept-Post" } } } },
@@ -155,7 +155,17 @@ fn spec() -> Value {
             }
         }
     });
-    // Added apart: one more path in the literal above is past `json!`'s recursion limit.
+    // Added apart: more paths in the literal above are past `json!`'s recursion limit.
+    doc["paths"]["/api/cameras/{id}/whip"] = json!({ "parameters": id_param,
+        "post": { "summary": "WHIP (RFC 9725): publish to a publish: camera; SDP offer in, SDP answer out (needs the token when one is set)",
+            "requestBody": { "required": true, "content": { "application/sdp": {} } },
+            "responses": { "201": { "description": "SDP answer; Location names the session" }, "400": error, "401": error, "404": error, "405": error, "409": error, "413": error, "415": error, "422": error, "503": error } },
+        "options": { "summary": "Allowed methods", "responses": { "204": { "description": "Allow, Accept-Post" } } } });
+    doc["paths"]["/api/cameras/{id}/whip/{session}"] = json!({
+        "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                       { "name": "session", "in": "path", "required": true, "schema": { "type": "string" } }],
+        "delete": { "summary": "The publisher leaves (the camera is idle at once)", "responses": { "200": { "description": "ended" }, "401": error, "404": error } },
+        "patch": { "summary": "Trickle ICE (accepted; not needed)", "responses": { "204": { "description": "accepted" }, "415": error } } });
     doc["paths"]["/api/outputs"] = json!({ "get": {
         "summary": "Where the outputs outside this HTTP server listen: the RTSP re-stream (rtsp://HOST:PORT/{camera}), or null when it is off",
         "responses": { "200": outputs } } });
@@ -173,6 +183,8 @@ mod tests {
             "/api/cameras/{id}/mse",
             "/api/cameras/{id}/whep",
             "/api/cameras/{id}/whep/{session}",
+            "/api/cameras/{id}/whip",
+            "/api/cameras/{id}/whip/{session}",
             "/api/webrtc",
             "/api/ws",
             "/api/probe",
