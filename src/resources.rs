@@ -30,6 +30,8 @@ pub enum Resource {
     HttpConnection,
     /// An accepted RTSP connection, until its socket closes.
     RtspConnection,
+    /// An accepted RTMP connection, until its socket closes.
+    RtmpConnection,
     /// A publisher feeding a `publish:` camera, by protocol, until it leaves.
     Publisher(PublisherKind),
 }
@@ -109,6 +111,7 @@ static CHILD_PROCESSES: AtomicI64 = AtomicI64::new(0);
 static TRANSCODERS: AtomicI64 = AtomicI64::new(0);
 static HTTP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static RTSP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+static RTMP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static PUBLISHERS: [AtomicI64; PublisherKind::ALL.len()] =
     [const { AtomicI64::new(0) }; PublisherKind::ALL.len()];
 
@@ -123,6 +126,7 @@ fn gauge(resource: Resource) -> &'static AtomicI64 {
         Resource::Transcoder => &TRANSCODERS,
         Resource::HttpConnection => &HTTP_CONNECTIONS,
         Resource::RtspConnection => &RTSP_CONNECTIONS,
+        Resource::RtmpConnection => &RTMP_CONNECTIONS,
         Resource::Publisher(kind) => &PUBLISHERS[kind as usize],
     }
 }
@@ -203,6 +207,7 @@ pub struct Snapshot {
     pub transcoders: i64,
     pub http_connections: i64,
     pub rtsp_connections: i64,
+    pub rtmp_connections: i64,
     pub publishers: PublisherCounts,
     pub open_fds: i64,
     pub rss_bytes: i64,
@@ -233,6 +238,7 @@ pub fn snapshot() -> Snapshot {
         transcoders: count(Resource::Transcoder),
         http_connections: count(Resource::HttpConnection),
         rtsp_connections: count(Resource::RtspConnection),
+        rtmp_connections: count(Resource::RtmpConnection),
         publishers: PublisherCounts {
             rtsp: count(Resource::Publisher(PublisherKind::Rtsp)),
             whip: count(Resource::Publisher(PublisherKind::Whip)),

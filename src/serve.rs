@@ -20,6 +20,7 @@ use crate::analysis::Analysis;
 use crate::api::{self, AppState};
 use crate::cameras::Cameras;
 use crate::config::{Config, DEFAULT_LISTEN};
+use crate::output::rtmp::{RtmpServer, RtmpSettings};
 use crate::output::rtsp::auth::Credential;
 use crate::output::rtsp::{FindPublishTarget, FindStream, RtspServer};
 use crate::supervisor::Workers;
@@ -129,6 +130,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         cameras.loaded_from(text).await;
     }
     let rtsp = start_rtsp(&config, token.as_deref(), options.insecure, &cameras).await?;
+    let rtmp = start_rtmp(&config, token.as_deref(), options.insecure, &cameras).await?;
     let mut mqtt = config
         .typed
         .mqtt
@@ -149,6 +151,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         webrtc: webrtc.clone(),
         rtsp: rtsp.clone(),
+        rtmp: rtmp.clone(),
         workers: workers.clone(),
         analysis: analysis.clone(),
     });
@@ -192,6 +195,9 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             w.stop().await;
         }
         if let Some(r) = &rtsp {
+            r.stop().await;
+        }
+        if let Some(r) = &rtmp {
             r.stop().await;
         }
         let _ = reload.await;
@@ -280,6 +286,50 @@ async fn start_rtsp(
         Ok(r) => Ok(Some(Arc::new(r))),
         Err(e) => {
             tracing::error!("the RTSP re-stream is off: cannot open its port: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// The RTMP publish server, unless `[rtmp] enabled = false` or its port cannot be opened.
+/// Publishers give the API token when one is set; off loopback without one, livelens refuses
+/// to start (anyone on the network could feed any `publish:` camera) unless `--insecure`.
+async fn start_rtmp(
+    config: &Config,
+    token: Option<&str>,
+    insecure: bool,
+    cameras: &Arc<Cameras>,
+) -> anyhow::Result<Option<Arc<RtmpServer>>> {
+    let settings = &config.typed.rtmp;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    if token.is_none() && !settings.listen.ip().is_loopback() && !insecure {
+        bail!(
+            "refusing to take RTMP publishers on {} without a token: anyone on the network \
+             could publish to every publish: camera. Set an API token, or pass --insecure.",
+            settings.listen
+        );
+    }
+    let find_publish_target: FindPublishTarget = {
+        let cameras = cameras.clone();
+        Arc::new(move |id: String| {
+            let cameras = cameras.clone();
+            Box::pin(async move { cameras.publish_target(&id).await.ok() })
+        })
+    };
+    let rtmp = RtmpServer::start(
+        RtmpSettings {
+            listen: settings.listen,
+            token: token.map(str::to_string),
+        },
+        find_publish_target,
+    )
+    .await;
+    match rtmp {
+        Ok(r) => Ok(Some(Arc::new(r))),
+        Err(e) => {
+            tracing::error!("RTMP publishing is off: cannot open its port: {e}");
             Ok(None)
         }
     }

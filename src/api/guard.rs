@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, SharedState};
+use crate::common::constant_time_eq;
 
 /// The configured exceptions to the Host and Origin rules.
 #[derive(Debug, Clone, Default)]
@@ -157,10 +158,6 @@ pub async fn require_token(
         }
     }
     next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

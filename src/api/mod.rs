@@ -44,6 +44,7 @@ pub struct AppState {
     pub webrtc: Option<Arc<crate::output::webrtc::WebRtc>>,
     /// The RTSP re-stream; `None` when off or its port could not be opened.
     pub rtsp: Option<Arc<crate::output::rtsp::RtspServer>>,
+    pub rtmp: Option<Arc<crate::output::rtmp::RtmpServer>>,
     /// Cancelled at shutdown: long-lived connections (WebSockets) end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub workers: Arc<crate::supervisor::Workers>,

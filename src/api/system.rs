@@ -28,7 +28,8 @@ pub async fn workers(State(state): State<SharedState>) -> Json<Vec<crate::superv
 
 /// Where the outputs that are not under this HTTP server are: the RTSP re-stream's address
 /// (`host` null when it listens on every interface: use the host the page came from), its UDP
-/// ports and whether it asks for credentials; `null` when it is off.
+/// ports and whether it asks for credentials; the RTMP publish server's address and whether
+/// publishers need the token; each `null` when it is off.
 pub async fn outputs(State(state): State<SharedState>) -> Json<serde_json::Value> {
     let rtsp = state.rtsp.as_ref().map(|r| {
         let local = r.local_addr();
@@ -39,7 +40,15 @@ pub async fn outputs(State(state): State<SharedState>) -> Json<serde_json::Value
             "auth": r.auth(),
         })
     });
-    Json(serde_json::json!({ "rtsp": rtsp }))
+    let rtmp = state.rtmp.as_ref().map(|r| {
+        let local = r.local_addr();
+        serde_json::json!({
+            "host": (!local.ip().is_unspecified()).then(|| local.ip().to_string()),
+            "port": local.port(),
+            "auth": state.token.is_some(),
+        })
+    });
+    Json(serde_json::json!({ "rtsp": rtsp, "rtmp": rtmp }))
 }
 
 pub async fn resources() -> Json<resources::Snapshot> {
@@ -67,6 +76,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     metrics::gauge!("livelens_child_processes").set(r.child_processes as f64);
     metrics::gauge!("livelens_transcoders").set(r.transcoders as f64);
     metrics::gauge!("livelens_rtsp_connections").set(r.rtsp_connections as f64);
+    metrics::gauge!("livelens_rtmp_connections").set(r.rtmp_connections as f64);
     for kind in resources::PublisherKind::ALL {
         let n = resources::count(resources::Resource::Publisher(kind));
         metrics::gauge!("livelens_publishers", "kind" => kind.name()).set(n as f64);

@@ -57,6 +57,11 @@ pub fn check_url_credentials(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Compares every byte whatever the first difference, so timing tells nothing of a secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,9 @@ mod id;
 mod random;
 mod time;
 
-pub use credentials::{check_url_credentials, mask_credentials, restore_masked_credentials};
+pub use credentials::{
+    check_url_credentials, constant_time_eq, mask_credentials, restore_masked_credentials,
+};
 pub use duration::{format_duration, parse_duration};
 pub use id::check_camera_id;
 pub use random::random_hex;

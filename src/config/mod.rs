@@ -44,6 +44,8 @@ pub struct Config {
     #[serde(default)]
     pub publish: Option<toml::Table>,
     #[serde(default)]
+    pub rtmp: Option<toml::Table>,
+    #[serde(default)]
     pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
@@ -78,6 +80,26 @@ pub struct Settings {
     pub rtsp: RtspSettings,
     /// `[publish]`: cameras that push.
     pub publish: PublishSettings,
+    /// `[rtmp]`: the RTMP publish server.
+    pub rtmp: RtmpSettings,
+}
+
+/// `[rtmp] enabled` (default true) and `listen` (default 127.0.0.1:1935).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RtmpSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+pub const DEFAULT_RTMP_LISTEN: &str = "127.0.0.1:1935";
+
+impl Default for RtmpSettings {
+    fn default() -> RtmpSettings {
+        RtmpSettings {
+            enabled: true,
+            listen: DEFAULT_RTMP_LISTEN.parse().unwrap(),
+        }
+    }
 }
 
 /// `[publish] timeout` (default 10 s: a publisher that sends no media this long is let go),
@@ -181,6 +203,7 @@ impl Default for Settings {
             hls: HlsSettings::default(),
             rtsp: RtspSettings::default(),
             publish: PublishSettings::default(),
+            rtmp: RtmpSettings::default(),
         }
     }
 }
@@ -617,6 +640,22 @@ impl Config {
                 _ => problems.push(problem(format!("rtsp.{key}"), "unknown key")),
             }
         }
+        for (key, value) in self.rtmp.iter().flatten() {
+            match key.as_str() {
+                "enabled" => match value.as_bool() {
+                    Some(b) => typed.rtmp.enabled = b,
+                    None => problems.push(problem("rtmp.enabled", "expected true or false")),
+                },
+                "listen" => match value.as_str().and_then(|s| s.parse::<SocketAddr>().ok()) {
+                    Some(a) => typed.rtmp.listen = a,
+                    None => problems.push(problem(
+                        "rtmp.listen",
+                        format!("{value} is not an address:port such as 127.0.0.1:1935"),
+                    )),
+                },
+                _ => problems.push(problem(format!("rtmp.{key}"), "unknown key")),
+            }
+        }
         for (key, value) in self.publish.iter().flatten() {
             match key.as_str() {
                 "timeout" => match value.as_str().map(parse_duration) {
@@ -743,6 +782,9 @@ impl Config {
         }
         if self.publish != new.publish {
             out.push("publish");
+        }
+        if self.rtmp != new.rtmp {
+            out.push("rtmp");
         }
         if self.worker != new.worker {
             out.push("worker");

@@ -18,6 +18,7 @@ pub mod go2rtc_message;
 pub mod h264_sps;
 pub mod h265_sps;
 pub mod mpegts;
+pub mod rtmp_flv;
 pub mod rtp_depacketize;
 pub mod rtp_roundtrip;
 pub mod rtsp_publish;
@@ -309,6 +310,7 @@ mod tests {
         mpegts,
         rtp_depacketize,
         rtp_roundtrip,
+        rtmp_flv,
         rtsp_publish,
         rtsp_request,
         sei,
@@ -342,6 +344,7 @@ mod tests {
                 "h264_sps",
                 "h265_sps",
                 "mpegts",
+                "rtmp_flv",
                 "rtp_depacketize",
                 "rtp_roundtrip",
                 "rtsp_publish",

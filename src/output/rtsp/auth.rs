@@ -12,6 +12,7 @@ use base64::Engine;
 use md5::{Digest as _, Md5};
 
 use super::message::{Request, Response};
+use crate::common::constant_time_eq;
 
 pub const REALM: &str = "livelens";
 
@@ -165,11 +166,6 @@ fn md5_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Compares every byte whatever the first difference, so timing tells nothing of the secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

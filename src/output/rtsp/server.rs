@@ -33,10 +33,7 @@ use crate::source::publish::{AttachError, Publication};
 
 /// Finds a camera's stream by id (the camera registry lives above the outputs).
 pub type FindStream = Arc<dyn Fn(&str) -> Option<Arc<Stream>> + Send + Sync>;
-/// The camera an ANNOUNCE names (made for it when `[publish] auto_create` is on).
-pub type FindPublishTarget = Arc<
-    dyn Fn(String) -> futures_util::future::BoxFuture<'static, Option<Arc<Stream>>> + Send + Sync,
->;
+pub use crate::output::FindPublishTarget;
 
 /// A client that does not take a frame's packets within this long is cut off.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
