@@ -318,11 +318,16 @@ async fn start_rtmp(
             Box::pin(async move { cameras.publish_target(&id).await.ok() })
         })
     };
+    let find: FindStream = {
+        let cameras = cameras.clone();
+        Arc::new(move |id: &str| cameras.stream(id).ok())
+    };
     let rtmp = RtmpServer::start(
         RtmpSettings {
             listen: settings.listen,
             token: token.map(str::to_string),
         },
+        find,
         find_publish_target,
     )
     .await;

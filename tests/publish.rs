@@ -439,3 +439,47 @@ fn publish_settings_take_over_make_cameras_and_time_out() {
         started.elapsed()
     );
 }
+
+/// `publish_key`: a camera's own secret for its publishers. Asked for even on loopback where the
+/// server asks for nothing; it opens that camera's publishing only (not another camera, and no
+/// reading); never shown by the API.
+#[test]
+fn a_cameras_publish_key_is_asked_for_and_opens_that_camera_only() {
+    let config = format!(
+        "{CONFIG}\n[[camera]]\nid = \"keyed\"\nsource = \"publish:\"\npublish_key = \"k3y-for-keyed\"\n"
+    );
+    let path = common::write_config("publish-key", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(15));
+    let port = server.get_json("/api/outputs")["rtsp"]["port"]
+        .as_u64()
+        .unwrap() as u16;
+    let shown = server.get("/api/cameras/keyed").text().unwrap();
+    assert!(!shown.contains("k3y-for-keyed"), "{shown}");
+    assert!(shown.contains("\"publish_key\":\"***\""), "{shown}");
+    // Without the key: 401, although this server asks nothing of readers on loopback.
+    let out = ffmpeg_publisher(&format!("rtsp://127.0.0.1:{port}/keyed"))
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    assert_eq!(server.camera_state("keyed"), "idle");
+    // With it, as a password (Digest) or in the URL.
+    for url in [
+        format!("rtsp://any:k3y-for-keyed@127.0.0.1:{port}/keyed"),
+        format!("rtsp://127.0.0.1:{port}/keyed?token=k3y-for-keyed"),
+    ] {
+        let mut p = ffmpeg_publisher(&url);
+        server.wait_live("keyed", Duration::from_secs(15));
+        p.kill().unwrap();
+        let _ = p.wait();
+        wait_until(Duration::from_secs(5), "idle again", || {
+            server.camera_state("keyed") == "idle"
+        });
+    }
+    // A camera without a key is as before (open on loopback).
+    let mut p = ffmpeg_publisher(&format!("rtsp://127.0.0.1:{port}/pub"));
+    server.wait_live("pub", Duration::from_secs(15));
+    p.kill().unwrap();
+    let _ = p.wait();
+}

@@ -15,7 +15,8 @@ use common::{counts, require, wait_until, Server};
 const CONFIG: &str = "[rtsp]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
                       [hls]\nclose_after = \"1s\"\n\n\
                       [[camera]]\nid = \"pub\"\nsource = \"publish:\"\n\n\
-                      [[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=320x240&fps=25&gop=25\"\n";
+                      [[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=320x240&fps=25&gop=25\"\n\n\
+                      [[camera]]\nid = \"keyed\"\nsource = \"publish:\"\npublish_key = \"k3y-for-keyed\"\n";
 
 fn start(name: &str, env: &[(&str, &str)]) -> (Server, u16) {
     let path = common::write_config(name, CONFIG);

@@ -213,6 +213,17 @@ fn with_a_token_a_publisher_needs_it_and_cycles_leave_nothing_behind() {
         let refused = publish(&browser, "x", "pub", Some("wrong")).await.expect("refused");
         assert!(refused.contains("Bearer"), "{refused}");
         assert_eq!(server.camera_state("pub"), "idle");
+        // A camera's publish key opens that camera, and no other.
+        let refused = publish(&browser, "x", "pub", Some("k3y-for-keyed")).await.expect("refused");
+        assert!(refused.contains("Bearer"), "{refused}");
+        assert_eq!(publish(&browser, "k", "keyed", Some("k3y-for-keyed")).await, None);
+        wait_until(Duration::from_secs(10), "the keyed camera live", || {
+            server.camera_state("keyed") == "live"
+        });
+        browser.run("await window.k.stop(); return true;").await;
+        wait_until(Duration::from_secs(5), "the keyed camera idle", || {
+            server.camera_state("keyed") == "idle"
+        });
         // 200 publish/unpublish cycles: each answered, each let go.
         let done = browser
             .run(

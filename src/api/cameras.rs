@@ -42,6 +42,9 @@ pub struct CameraJson {
     timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<String>,
+    /// `"***"` when the camera has a publish key (the key itself is never shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_key: Option<&'static str>,
     state: StateName,
     reason: Option<String>,
     video: Option<VideoJson>,
@@ -79,6 +82,7 @@ pub fn camera_json(camera: &Camera) -> CameraJson {
         transport: config.transport.clone(),
         timeout: config.timeout.clone(),
         user_agent: config.user_agent.clone(),
+        publish_key: config.publish_key.as_ref().map(|_| crate::config::MASKED),
         state: view.state.name(),
         reason: view.state.reason().map(str::to_string),
         video: view.video.as_ref().map(|v| VideoJson {
@@ -150,6 +154,7 @@ async fn create(
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(analysis_table(v).map_err(|p| CameraError::Invalid(vec![p]))?),
         },
+        publish_key: None,
         unknown: BTreeMap::new(),
     };
     let camera = state.cameras.add(config).await?;

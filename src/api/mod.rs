@@ -106,12 +106,9 @@ pub fn router(state: SharedState) -> Router {
             "/api/cameras/{id}/whep/{session}",
             axum::routing::delete(webrtc::whep_delete).patch(webrtc::whep_patch),
         )
-        .route("/api/webrtc", axum::routing::post(webrtc::go2rtc));
-    // Everything else that is not a GET needs the token. Which routes these are is decided by
-    // the route that matched (a `route_layer`), not by the text of the path.
-    let control = Router::new()
-        .route("/api/probe", axum::routing::post(live::probe))
-        // Publishing feeds a camera: a change, so it needs the token (WHIP sends it as Bearer).
+        .route("/api/webrtc", axum::routing::post(webrtc::go2rtc))
+        // WHIP checks its own secret (the token, or the camera's publish key: see
+        // `source::publish::may_publish`), so it is not under `require_token`.
         .route(
             "/api/cameras/{id}/whip",
             axum::routing::post(webrtc::whip_post).options(webrtc::whep_options),
@@ -119,7 +116,11 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/api/cameras/{id}/whip/{session}",
             axum::routing::delete(webrtc::whip_delete).patch(webrtc::whep_patch),
-        )
+        );
+    // Everything else that is not a GET needs the token. Which routes these are is decided by
+    // the route that matched (a `route_layer`), not by the text of the path.
+    let control = Router::new()
+        .route("/api/probe", axum::routing::post(live::probe))
         .merge(cameras::routes())
         .merge(events::routes())
         .route_layer(middleware::from_fn_with_state(

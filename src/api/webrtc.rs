@@ -11,6 +11,11 @@ use serde_json::json;
 
 use super::{ApiError, SharedState, Src};
 use crate::output::webrtc::OfferError;
+use crate::source::publish::may_publish;
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
 
 /// The request body, or a JSON error (413 over the size limit).
 fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -142,8 +147,8 @@ pub async fn whep_delete(
     }
 }
 
-/// WHIP: a publisher's offer for a `publish:` camera. A control route: with a token
-/// configured, the publisher sends it as `Authorization: Bearer`.
+/// WHIP: a publisher's offer for a `publish:` camera, with the API token or the camera's publish
+/// key as `Authorization: Bearer` when either is configured.
 pub async fn whip_post(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -158,8 +163,21 @@ pub async fn whip_post(
         ));
     }
     let sdp = sdp_text(&body)?;
-    // Checked before the camera is looked up, so `[publish] auto_create` makes no camera for
+    // Before the camera is looked up for good, so `[publish] auto_create` makes no camera for
     // a request that is refused anyway.
+    let given =
+        header_text(&headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    let existing = state.cameras.stream(&id).ok();
+    if !may_publish(
+        state.token.as_deref(),
+        existing.as_ref().map(|s| s.inlet()),
+        given,
+    ) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "publishing needs the header Authorization: Bearer <the API token or the camera's publish key>",
+        ));
+    }
     let camera = state.cameras.publish_target(&id).await?;
     let Some(webrtc) = &state.webrtc else {
         return Err(ApiError::new(
@@ -182,7 +200,8 @@ pub async fn whip_post(
         .into_response())
 }
 
-/// WHIP: the publisher leaves (its camera goes idle at once).
+/// WHIP: the publisher leaves (its camera goes idle at once). The session id, 128 random
+/// bits only the publisher was told, is what authorizes it, as for WHEP.
 pub async fn whip_delete(
     State(state): State<SharedState>,
     Path((id, session)): Path<(String, String)>,

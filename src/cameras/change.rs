@@ -98,7 +98,8 @@ impl Change {
                 || old.idle_timeout != new.idle_timeout
                 || old.transport != new.transport
                 || old.timeout != new.timeout
-                || old.user_agent != new.user_agent,
+                || old.user_agent != new.user_agent
+                || old.publish_key != new.publish_key,
             analysis: old.analysis != new.analysis || old.source != new.source,
         }
     }

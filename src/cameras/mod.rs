@@ -222,6 +222,7 @@ impl Cameras {
             *rules = PublishRules {
                 timeout: self.publish.timeout,
                 takeover: self.publish.takeover,
+                key: config.publish_key.clone(),
             };
         }
         let idle = match config

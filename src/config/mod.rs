@@ -260,6 +260,11 @@ pub struct CameraConfig {
     /// RTSP: the User-Agent header to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// `publish:` cameras: a secret that lets a publisher send to this camera alone (Bearer for
+    /// WHIP, the password or `?token=` for RTSP and RTMP), besides the API token. Never shown
+    /// by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_key: Option<String>,
     /// Analysis settings (motion, vlm, asr), read by the analysis capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<toml::Table>,
@@ -410,6 +415,20 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
     if let Some(t) = &camera.idle_timeout {
         if let Err(e) = parse_duration(t) {
             problems.push(problem("idle_timeout", e));
+        }
+    }
+    if let Some(key) = &camera.publish_key {
+        // The value is a secret: the messages never show it.
+        if camera.source.trim() != "publish:" {
+            problems.push(problem(
+                "publish_key",
+                "only a camera whose source is publish: takes publishers",
+            ));
+        } else if key.len() < 8 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.push(problem(
+                "publish_key",
+                "expected at least 8 characters, without spaces",
+            ));
         }
     }
     if let Some(analysis) = &camera.analysis {
@@ -813,6 +832,7 @@ impl CameraConfig {
             transport: None,
             timeout: None,
             user_agent: None,
+            publish_key: None,
             analysis: None,
             unknown: BTreeMap::new(),
         }
@@ -909,6 +929,7 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<S
             ("transport", &camera.transport),
             ("timeout", &camera.timeout),
             ("user_agent", &camera.user_agent),
+            ("publish_key", &camera.publish_key),
         ] {
             match v {
                 Some(v) => table[key] = value(v.clone()),
@@ -1130,6 +1151,7 @@ mod tests {
                 transport: None,
                 timeout: None,
                 user_agent: None,
+                publish_key: None,
                 analysis: None,
                 unknown: BTreeMap::new(),
             },
@@ -1141,6 +1163,7 @@ mod tests {
                 transport: None,
                 timeout: None,
                 user_agent: None,
+                publish_key: None,
                 analysis: None,
                 unknown: BTreeMap::new(),
             },

@@ -185,7 +185,9 @@ impl Stream {
                     unreachable!()
                 };
                 self.shared.status.lock().unwrap().apply(&Event::Park);
-                self.shared.inlet.set_takeover(rules.takeover);
+                self.shared
+                    .inlet
+                    .set_rules(rules.takeover, rules.key.clone());
                 self.shared.inlet.set_open(true);
                 spawn_task(publish_loop(
                     self.shared.clone(),

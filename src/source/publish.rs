@@ -21,12 +21,25 @@ use crate::resources::{Counted, PublisherKind, Resource};
 const FEED_CAPACITY: usize = 512;
 
 /// How a `publish:` camera treats its publishers (`[publish]` in the config).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct PublishRules {
     /// A publisher that sends no media for this long is let go (the camera goes idle).
     pub timeout: Duration,
     /// A new publisher replaces the live one, instead of being refused.
     pub takeover: bool,
+    /// The camera's own publish key (`[[camera]] publish_key`).
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for PublishRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never in a log.
+        f.debug_struct("PublishRules")
+            .field("timeout", &self.timeout)
+            .field("takeover", &self.takeover)
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Default for PublishRules {
@@ -34,6 +47,7 @@ impl Default for PublishRules {
         PublishRules {
             timeout: Duration::from_secs(10),
             takeover: false,
+            key: None,
         }
     }
 }
@@ -74,6 +88,8 @@ struct InletState {
     open: bool,
     /// A new publisher replaces the live one (`[publish] takeover`).
     takeover: bool,
+    /// The camera's publish key.
+    key: Option<String>,
     /// A publisher's feed the loop has not taken yet.
     pending: Option<mpsc::Receiver<Published>>,
     /// The live publication's feed, to refuse a second one. Weak, so that it does not keep
@@ -151,9 +167,31 @@ impl Inlet {
         }
     }
 
-    /// Whether a new publisher replaces the live one.
-    pub fn set_takeover(&self, takeover: bool) {
-        self.state.lock().unwrap().takeover = takeover;
+    /// Whether a new publisher replaces the live one, and the camera's publish key.
+    pub fn set_rules(&self, takeover: bool, key: Option<String>) {
+        let mut state = self.state.lock().unwrap();
+        state.takeover = takeover;
+        state.key = key;
+    }
+
+    /// Whether the camera has a publish key.
+    pub fn has_key(&self) -> bool {
+        self.state.lock().unwrap().key.is_some()
+    }
+
+    /// Whether `given` is the camera's publish key (compared in constant time).
+    pub fn key_matches(&self, given: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .key
+            .as_ref()
+            .is_some_and(|k| crate::common::constant_time_eq(k.as_bytes(), given.as_bytes()))
+    }
+
+    /// The camera's publish key, for protocols that must compute with it (RTSP Digest).
+    pub fn key(&self) -> Option<String> {
+        self.state.lock().unwrap().key.clone()
     }
 
     /// Waits for the next publisher's feed.
@@ -168,15 +206,50 @@ impl Inlet {
     }
 }
 
+/// Whether a publisher that gave `given` (a Bearer, a `?token=`) may send to a camera whose
+/// inlet is `inlet` (`None`: no such camera yet, which `[publish] auto_create` would make). The
+/// API token opens every camera and a camera's publish key that camera alone; with neither
+/// configured, no secret is asked for.
+pub fn may_publish(token: Option<&str>, inlet: Option<&Inlet>, given: Option<&str>) -> bool {
+    let keyed = inlet.is_some_and(Inlet::has_key);
+    if token.is_none() && !keyed {
+        return true;
+    }
+    let Some(given) = given else {
+        return false;
+    };
+    token.is_some_and(|t| crate::common::constant_time_eq(t.as_bytes(), given.as_bytes()))
+        || inlet.is_some_and(|i| i.key_matches(given))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_opens_every_camera_and_a_key_its_own() {
+        let open = Inlet::default();
+        let keyed = Inlet::default();
+        keyed.set_rules(false, Some("camera-key".into()));
+        // Nothing configured: nothing asked.
+        assert!(may_publish(None, Some(&open), None));
+        assert!(may_publish(None, None, None));
+        // A key: asked for even without a token, and only that key opens.
+        assert!(!may_publish(None, Some(&keyed), None));
+        assert!(!may_publish(None, Some(&keyed), Some("wrong")));
+        assert!(may_publish(None, Some(&keyed), Some("camera-key")));
+        // A token: it opens every camera; a key opens its camera only.
+        assert!(may_publish(Some("tok"), Some(&keyed), Some("tok")));
+        assert!(may_publish(Some("tok"), Some(&keyed), Some("camera-key")));
+        assert!(!may_publish(Some("tok"), Some(&open), Some("camera-key")));
+        assert!(!may_publish(Some("tok"), None, None));
+    }
 
     #[tokio::test]
     async fn with_takeover_a_new_publisher_replaces_the_live_one() {
         let inlet = Inlet::default();
         inlet.set_open(true);
-        inlet.set_takeover(true);
+        inlet.set_rules(true, None);
         let first = inlet.attach(PublisherKind::Rtsp).unwrap();
         let first_feed = inlet.next().await;
         let second = inlet.attach(PublisherKind::Whip).expect("takes over");

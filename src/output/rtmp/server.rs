@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::flv::{FlvIngest, Tag};
+use crate::output::rtsp::FindStream;
 use crate::output::FindPublishTarget;
 use crate::resources::{spawn_task, Counted, PublisherKind, Resource};
-use crate::source::publish::{AttachError, Publication};
+use crate::source::publish::{may_publish, AttachError, Publication};
 
 /// Open RTMP connections at most; more are closed at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -56,6 +57,7 @@ impl std::fmt::Debug for RtmpSettings {
 
 struct Shared {
     token: Option<String>,
+    find: FindStream,
     find_publish_target: FindPublishTarget,
     cancel: CancellationToken,
 }
@@ -71,6 +73,7 @@ impl RtmpServer {
     /// Listens on `settings.listen`, or on a free port of the same address when it is taken.
     pub async fn start(
         settings: RtmpSettings,
+        find: FindStream,
         find_publish_target: FindPublishTarget,
     ) -> std::io::Result<RtmpServer> {
         let listener = match TcpListener::bind(settings.listen).await {
@@ -85,6 +88,7 @@ impl RtmpServer {
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
             token: settings.token,
+            find,
             find_publish_target,
             cancel: cancel.clone(),
         });
@@ -344,17 +348,19 @@ fn handle_input(
 /// The camera a publish request names, checked and attached; else an RTMP status code and why.
 async fn attach(shared: &Shared, stream_key: &str) -> Result<Publishing, (&'static str, String)> {
     let (camera, query) = stream_key.split_once('?').unwrap_or((stream_key, ""));
-    if let Some(token) = &shared.token {
-        let given = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .unwrap_or("");
-        if !crate::common::constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return Err((
-                "NetStream.Publish.Unauthorized",
-                "publishing needs the token: rtmp://HOST/live/{camera}?token=…".into(),
-            ));
-        }
+    let given = query.split('&').find_map(|kv| kv.strip_prefix("token="));
+    let existing = (shared.find)(camera);
+    if !may_publish(
+        shared.token.as_deref(),
+        existing.as_ref().map(|s| s.inlet()),
+        given,
+    ) {
+        return Err((
+            "NetStream.Publish.Unauthorized",
+            "publishing needs the token or the camera's publish key: \
+             rtmp://HOST/live/{camera}?token=…"
+                .into(),
+        ));
     }
     let Some(stream) = (shared.find_publish_target)(camera.to_string()).await else {
         return Err(("NetStream.Publish.BadName", format!("no camera {camera:?}")));

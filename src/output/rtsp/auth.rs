@@ -42,6 +42,14 @@ impl Auth {
         Auth { credentials, nonce }
     }
 
+    /// The same connection (its nonce) checking other credentials: a camera's publish key.
+    pub fn with_credentials(&self, credentials: Vec<Credential>) -> Auth {
+        Auth {
+            credentials,
+            nonce: self.nonce.clone(),
+        }
+    }
+
     pub fn required(&self) -> bool {
         !self.credentials.is_empty()
     }

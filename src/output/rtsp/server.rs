@@ -303,6 +303,8 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     // Credentials checked once hold for the connection: a client given `?token=` in its URL
     // does not repeat it in the track URLs it builds from `Content-Base`.
     let mut authenticated = false;
+    // Authorized by a camera's publish key: that camera's publishing session only.
+    let mut keyed = false;
     let mut heard = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut out = Vec::with_capacity(64 * 1024);
@@ -396,7 +398,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
             let mut reply = answer(
                 shared,
                 &mut conn,
-                (&auth, &mut authenticated),
+                (&auth, &mut authenticated, &mut keyed),
                 &request,
                 &mut attached,
             )
@@ -489,13 +491,49 @@ async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()>
 async fn answer(
     shared: &Shared,
     conn: &mut Conn,
-    auth: (&Auth, &mut bool),
+    auth: (&Auth, &mut bool, &mut bool),
     request: &message::Request,
     attached: &mut Option<Publication>,
 ) -> session::Reply {
     // OPTIONS is how clients probe; everything that touches a camera needs the credentials.
-    let (auth, authenticated) = auth;
-    if request.method != Method::Options && !*authenticated {
+    let (auth, authenticated, keyed) = auth;
+    let refuse = |challenge| session::Reply {
+        response: challenge,
+        action: Action::None,
+    };
+    // A camera with a publish key takes an ANNOUNCE with that key as the password (or
+    // `?token=`), or with the server's own credentials; never with none, even where the server
+    // asks for none (loopback). The key opens that camera's publishing session only.
+    let camera_key = (request.method == Method::Announce)
+        .then(|| target(&request.uri))
+        .flatten()
+        .and_then(|t| (shared.find)(&t.camera))
+        .and_then(|s| s.inlet().key());
+    if let Some(key) = camera_key {
+        let by_key = auth.with_credentials(vec![Credential {
+            user: None,
+            password: key,
+        }]);
+        match by_key.check(request) {
+            Ok(()) => *keyed = true,
+            Err(_) if auth.required() && (*authenticated || auth.check(request).is_ok()) => {
+                *authenticated = true;
+            }
+            Err(challenge) => return refuse(challenge),
+        }
+    } else if *keyed
+        && conn.announced().is_some()
+        && matches!(
+            request.method,
+            Method::Setup
+                | Method::Record
+                | Method::Teardown
+                | Method::GetParameter
+                | Method::SetParameter
+        )
+    {
+        // The keyed publisher's own session.
+    } else if request.method != Method::Options && !*authenticated {
         if let Err(challenge) = auth.check(request) {
             return session::Reply {
                 response: challenge,
