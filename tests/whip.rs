@@ -196,10 +196,15 @@ fn a_second_publisher_a_wrong_camera_and_a_vanished_publisher() {
 #[test]
 fn with_a_token_a_publisher_needs_it_and_cycles_leave_nothing_behind() {
     let _serial = common::browser::serial();
+    let config = format!(
+        "{CONFIG}\n[[camera]]\nid = \"keyed\"\nsource = \"publish:\"\npublish_key = \"k3y-for-keyed\"\n"
+    );
     let server = Server::start_with_env(
         &[
             "--config",
-            common::write_config("whip-token", CONFIG).to_str().unwrap(),
+            common::write_config("whip-token", &config)
+                .to_str()
+                .unwrap(),
         ],
         &[("LIVELENS_TOKEN", "s3cret-whip")],
     );
