@@ -290,6 +290,27 @@ fn the_ui_button_publishes_this_browsers_camera_to_a_camera_it_makes() {
             server.camera_state("webcam") == "live"
         });
         assert_eq!(server.get_json("/api/cameras/webcam")["source"], "publish:");
+        // Its card offers where encoders publish to it.
+        browser
+            .until(
+                Duration::from_secs(5),
+                "the webcam card with its RTMP link",
+                "const l = document.querySelector('#list [data-id=\"webcam\"] [data-link=\"rtmp\"]');
+                 return !!l && l.value.startsWith('rtmp://');",
+            )
+            .await;
+        let links = browser
+            .run(
+                "const c = document.querySelector('#list [data-id=\"webcam\"]');
+                 const rtmp = c.querySelector('[data-link=\"rtmp\"]');
+                 const whip = c.querySelector('[data-link=\"whip\"]');
+                 return [rtmp.closest('label').hidden, rtmp.value, whip.value];",
+            )
+            .await;
+        let rtmp_port = server.get_json("/api/outputs")["rtmp"]["port"].as_u64().unwrap();
+        assert_eq!(links[0], false, "{links}");
+        assert_eq!(links[1], format!("rtmp://127.0.0.1:{rtmp_port}/live/webcam"), "{links}");
+        assert_eq!(links[2], format!("{}/api/cameras/webcam/whip", server.base), "{links}");
         browser
             .until(
                 Duration::from_secs(15),

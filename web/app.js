@@ -7,7 +7,8 @@ import { Webcam } from "/webcam.js";
 
 const $ = (sel) => document.querySelector(sel);
 // `rtsp`: the re-stream's base URL (rtsp://host:port), null while unknown or when it is off.
-const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null, rtsp: null };
+// `rtmp`: the RTMP publish server's base URL (rtmp://host:port), likewise.
+const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null, rtsp: null, rtmp: null };
 
 // ---- API --------------------------------------------------------------------------------------
 async function api(method, path, body) {
@@ -58,6 +59,8 @@ function renderList() {
           <label>LL-HLS <input readonly data-link="hls"></label>
           <label>MJPEG <input readonly data-link="mjpeg"></label>
           <label hidden>RTSP <input readonly data-link="rtsp"></label>
+          <label hidden>Publish (RTMP) <input readonly data-link="rtmp"></label>
+          <label hidden>Publish (WHIP) <input readonly data-link="whip"></label>
         </details>`;
       el.querySelector(".name").textContent = c.id;
       el.querySelector(".name").addEventListener("click", () => select(c.id, true));
@@ -80,6 +83,14 @@ function renderList() {
     const rtsp = el.querySelector('[data-link="rtsp"]');
     rtsp.closest("label").hidden = !state.rtsp;
     if (state.rtsp) rtsp.value = `${state.rtsp}/${c.id}`;
+    // A publish: camera also shows where encoders (OBS, FFmpeg) send to it.
+    const publishing = c.source === "publish:";
+    const rtmp = el.querySelector('[data-link="rtmp"]');
+    rtmp.closest("label").hidden = !(publishing && state.rtmp);
+    if (publishing && state.rtmp) rtmp.value = `${state.rtmp}/live/${c.id}`;
+    const whip = el.querySelector('[data-link="whip"]');
+    whip.closest("label").hidden = !publishing;
+    whip.value = `${location.origin}/api/cameras/${encodeURIComponent(c.id)}/whip`;
     el.querySelector(".reason").textContent = c.reason || "";
     el.querySelector('[data-act="toggle"]').textContent = c.state === "stopped" || c.state === "failed" ? "Start" : "Stop";
     el.classList.toggle("selected", state.view === "single" && c.id === state.selected);
@@ -346,10 +357,12 @@ configStatus();
 // Where the RTSP re-stream listens (not under this HTTP server): the cards offer its URLs.
 async function outputs() {
   const r = await api("GET", "/api/outputs");
-  const rtsp = r.data?.rtsp;
-  if (!rtsp) return;
-  const host = rtsp.host ?? location.hostname;
-  state.rtsp = `rtsp://${host.includes(":") ? `[${host}]` : host}:${rtsp.port}`;
+  const base = (scheme, server) => {
+    const host = server.host ?? location.hostname;
+    return `${scheme}://${host.includes(":") ? `[${host}]` : host}:${server.port}`;
+  };
+  if (r.data?.rtsp) state.rtsp = base("rtsp", r.data.rtsp);
+  if (r.data?.rtmp) state.rtmp = base("rtmp", r.data.rtmp);
   renderList();
 }
 outputs();
