@@ -261,17 +261,7 @@ async fn start_rtsp(
     } else {
         credentials.clear();
     }
-    let find: FindStream = {
-        let cameras = cameras.clone();
-        Arc::new(move |id: &str| cameras.stream(id).ok())
-    };
-    let find_publish_target: FindPublishTarget = {
-        let cameras = cameras.clone();
-        Arc::new(move |id: String| {
-            let cameras = cameras.clone();
-            Box::pin(async move { cameras.publish_target(&id).await.ok() })
-        })
-    };
+    let (find, find_publish_target) = lookups(cameras);
     let rtsp = RtspServer::start(
         crate::output::rtsp::RtspSettings {
             listen: settings.listen,
@@ -289,6 +279,23 @@ async fn start_rtsp(
             Ok(None)
         }
     }
+}
+
+/// How the protocol servers find cameras (the registry is above the outputs): a camera's
+/// stream, and the camera a publisher names (made for it with `[publish] auto_create`).
+fn lookups(cameras: &Arc<Cameras>) -> (FindStream, FindPublishTarget) {
+    let find: FindStream = {
+        let cameras = cameras.clone();
+        Arc::new(move |id: &str| cameras.stream(id).ok())
+    };
+    let find_publish_target: FindPublishTarget = {
+        let cameras = cameras.clone();
+        Arc::new(move |id: String| {
+            let cameras = cameras.clone();
+            Box::pin(async move { cameras.publish_target(&id).await.ok() })
+        })
+    };
+    (find, find_publish_target)
 }
 
 /// The RTMP publish server, unless `[rtmp] enabled = false` or its port cannot be opened.
@@ -311,17 +318,7 @@ async fn start_rtmp(
             settings.listen
         );
     }
-    let find_publish_target: FindPublishTarget = {
-        let cameras = cameras.clone();
-        Arc::new(move |id: String| {
-            let cameras = cameras.clone();
-            Box::pin(async move { cameras.publish_target(&id).await.ok() })
-        })
-    };
-    let find: FindStream = {
-        let cameras = cameras.clone();
-        Arc::new(move |id: &str| cameras.stream(id).ok())
-    };
+    let (find, find_publish_target) = lookups(cameras);
     let rtmp = RtmpServer::start(
         RtmpSettings {
             listen: settings.listen,

@@ -8,8 +8,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::media::{self, ffprobe, Push};
 use common::rtsp::{session_id, Client};
-use common::{counts, require, wait_until, Server};
+use common::{counts, wait_until, Server};
 
 const CONFIG: &str = "[rtsp]\nlisten = \"127.0.0.1:0\"\n\n\
                       [[camera]]\nid = \"pub\"\nsource = \"publish:\"\n\n\
@@ -25,55 +26,8 @@ fn start(name: &str) -> (Server, u16) {
     (server, port)
 }
 
-/// `ffmpeg` publishing a 320×240 25 fps H.264 test picture with AAC to `url`, in real time.
 fn ffmpeg_publisher(url: &str) -> Child {
-    ffmpeg_publisher_over(url, "tcp")
-}
-
-fn ffmpeg_publisher_over(url: &str, transport: &str) -> Child {
-    require("ffmpeg", "ffmpeg");
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "25",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "rtsp", "-rtsp_transport", transport, url])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn ffprobe(url: &str) -> Vec<String> {
-    let out = Command::new("timeout")
-        .args(["20", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,width,height",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim_end_matches(',').to_string())
-        .collect()
+    media::ffmpeg_publisher(url, Push::Rtsp("tcp"))
 }
 
 #[test]
@@ -323,7 +277,7 @@ fn ffmpeg_publishes_over_udp_too() {
     let (server, port) = start("publish-udp");
     let baseline = counts(&server.resources());
     let url = format!("rtsp://127.0.0.1:{port}/pub");
-    let mut publisher = ffmpeg_publisher_over(&url, "udp");
+    let mut publisher = media::ffmpeg_publisher(&url, Push::Rtsp("udp"));
     server.wait_live("pub", Duration::from_secs(15));
     let camera = server.get_json("/api/cameras/pub");
     assert_eq!(camera["audio"]["codec"], "aac", "{camera}");

@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::media::{self, ffprobe, Push};
 use common::{counts, require, wait_until, Server};
 
 // The HLS muxer the test starts closes a second after the last request, not a minute.
@@ -28,49 +29,8 @@ fn start(name: &str, env: &[(&str, &str)]) -> (Server, u16) {
     (server, port)
 }
 
-/// `ffmpeg` publishing a 320×240 25 fps H.264 test picture with AAC to `url`, in real time.
 fn ffmpeg_publisher(url: &str) -> Child {
-    require("ffmpeg", "ffmpeg");
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-        ])
-        .args(["-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn ffprobe(url: &str) -> String {
-    let out = Command::new("timeout")
-        .args(["20", "ffprobe", "-v", "error"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,width,height,sample_rate",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    media::ffmpeg_publisher(url, Push::Rtmp)
 }
 
 /// Waits for a publisher to end; returns what it printed on stderr.
@@ -116,10 +76,10 @@ fn ffmpeg_publishes_and_the_camera_is_read_back_until_it_is_killed() {
         .as_u64()
         .unwrap();
     let probed = ffprobe(&format!("rtsp://127.0.0.1:{rtsp}/pub"));
-    assert!(probed.contains("h264,320,240"), "{probed}");
-    assert!(probed.contains("aac,44100"), "{probed}");
+    assert!(probed.contains(&"h264,320,240".to_string()), "{probed:?}");
+    assert!(probed.contains(&"aac,48000".to_string()), "{probed:?}");
     let probed = ffprobe(&server.url("/api/cameras/pub/hls/index.m3u8"));
-    assert!(probed.contains("h264,320,240"), "{probed}");
+    assert!(probed.contains(&"h264,320,240".to_string()), "{probed:?}");
     // SIGKILL: the connection closes, the camera is idle at once, nothing is left.
     publisher.kill().unwrap();
     publisher.wait().unwrap();

@@ -73,6 +73,61 @@ pub(crate) fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
     Ok(text)
 }
 
+/// A WHEP or WHIP body: `application/sdp` text that looks like an offer (`what` names the
+/// protocol in the messages).
+fn offer_body(
+    what: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<String, ApiError> {
+    let body = body_or_error(body)?;
+    if content_type(headers) != "application/sdp" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a {what} offer needs Content-Type: application/sdp"),
+        ));
+    }
+    Ok(sdp_text(&body)?.to_string())
+}
+
+/// 201 with the SDP answer and the session's URL (`…/{id}/{kind}/{session}`) to `DELETE`.
+fn created(id: &str, kind: &str, session: &str, answer: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (
+                header::LOCATION,
+                format!("/api/cameras/{id}/{kind}/{session}"),
+            ),
+        ],
+        answer,
+    )
+        .into_response()
+}
+
+/// Ends a WHEP or WHIP session of camera `id`; 404 naming `what` when it has none such.
+async fn end_session(
+    state: &SharedState,
+    what: &str,
+    id: &str,
+    session: &str,
+) -> Result<StatusCode, ApiError> {
+    state.cameras.get(id)?;
+    let removed = match &state.webrtc {
+        Some(w) => w.remove(id, session).await,
+        None => false,
+    };
+    if removed {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no {what} session {session:?}"),
+        ))
+    }
+}
+
 /// How long an offer waits for an idle or starting camera to describe its video.
 const WAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -105,46 +160,16 @@ pub async fn whep_post(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     state.cameras.get(&id)?;
-    let body = body_or_error(body)?;
-    if content_type(&headers) != "application/sdp" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a WHEP offer needs Content-Type: application/sdp",
-        ));
-    }
-    let sdp = sdp_text(&body)?;
-    let (session, answer) = answer(&state, &id, sdp).await?;
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (
-                header::LOCATION,
-                format!("/api/cameras/{id}/whep/{session}"),
-            ),
-        ],
-        answer,
-    )
-        .into_response())
+    let sdp = offer_body("WHEP", &headers, body)?;
+    let (session, answer) = answer(&state, &id, &sdp).await?;
+    Ok(created(&id, "whep", &session, answer))
 }
 
 pub async fn whep_delete(
     State(state): State<SharedState>,
     Path((id, session)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.cameras.get(&id)?;
-    let removed = match &state.webrtc {
-        Some(w) => w.remove(&id, &session).await,
-        None => false,
-    };
-    if removed {
-        Ok(StatusCode::OK)
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no WHEP session {session:?}"),
-        ))
-    }
+    end_session(&state, "WHEP", &id, &session).await
 }
 
 /// WHIP: a publisher's offer for a `publish:` camera, with the API token or the camera's publish
@@ -155,14 +180,7 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_or_error(body)?;
-    if content_type(&headers) != "application/sdp" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a WHIP offer needs Content-Type: application/sdp",
-        ));
-    }
-    let sdp = sdp_text(&body)?;
+    let sdp = offer_body("WHIP", &headers, body)?;
     // Before the camera is looked up for good, so `[publish] auto_create` makes no camera for
     // a request that is refused anyway.
     let given =
@@ -185,19 +203,8 @@ pub async fn whip_post(
             "WebRTC is not running (see the log for why the UDP port could not be opened)",
         ));
     };
-    let (session, answer) = webrtc.publish(camera, sdp).await?;
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (
-                header::LOCATION,
-                format!("/api/cameras/{id}/whip/{session}"),
-            ),
-        ],
-        answer,
-    )
-        .into_response())
+    let (session, answer) = webrtc.publish(camera, &sdp).await?;
+    Ok(created(&id, "whip", &session, answer))
 }
 
 /// WHIP: the publisher leaves (its camera goes idle at once). The session id, 128 random
@@ -206,19 +213,7 @@ pub async fn whip_delete(
     State(state): State<SharedState>,
     Path((id, session)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.cameras.get(&id)?;
-    let removed = match &state.webrtc {
-        Some(w) => w.remove(&id, &session).await,
-        None => false,
-    };
-    if removed {
-        Ok(StatusCode::OK)
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no WHIP session {session:?}"),
-        ))
-    }
+    end_session(&state, "WHIP", &id, &session).await
 }
 
 /// Trickle ICE: accepted and not needed (livelens is ICE-lite and its candidates are in the answer).
@@ -226,7 +221,7 @@ pub async fn whep_patch(headers: HeaderMap) -> Result<StatusCode, ApiError> {
     if content_type(&headers) != "application/trickle-ice-sdpfrag" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a WHEP PATCH needs Content-Type: application/trickle-ice-sdpfrag",
+            "a PATCH needs Content-Type: application/trickle-ice-sdpfrag",
         ));
     }
     Ok(StatusCode::NO_CONTENT)

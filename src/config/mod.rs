@@ -447,6 +447,32 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
     problems
 }
 
+/// A setting that must be `true` or `false`; else a problem at `place`.
+fn boolean(place: &str, value: &toml::Value, problems: &mut Vec<Problem>) -> Option<bool> {
+    let b = value.as_bool();
+    if b.is_none() {
+        problems.push(problem(place, "expected true or false"));
+    }
+    b
+}
+
+/// A setting that must be an `address:port`; else a problem at `place` showing `example`.
+fn address(
+    place: &str,
+    value: &toml::Value,
+    example: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<SocketAddr> {
+    let a = value.as_str().and_then(|s| s.parse::<SocketAddr>().ok());
+    if a.is_none() {
+        problems.push(problem(
+            place,
+            format!("{value} is not an address:port such as {example}"),
+        ));
+    }
+    a
+}
+
 impl Config {
     /// Parses TOML text. A syntax or type error is one problem (parsing cannot go on past it);
     /// otherwise every semantic problem is listed.
@@ -618,17 +644,17 @@ impl Config {
         }
         for (key, value) in self.rtsp.iter().flatten() {
             match key.as_str() {
-                "enabled" => match value.as_bool() {
-                    Some(b) => typed.rtsp.enabled = b,
-                    None => problems.push(problem("rtsp.enabled", "expected true or false")),
-                },
-                "listen" => match value.as_str().and_then(|s| s.parse::<SocketAddr>().ok()) {
-                    Some(a) => typed.rtsp.listen = a,
-                    None => problems.push(problem(
-                        "rtsp.listen",
-                        format!("{value} is not an address:port such as 127.0.0.1:8554"),
-                    )),
-                },
+                "enabled" => {
+                    if let Some(b) = boolean("rtsp.enabled", value, &mut problems) {
+                        typed.rtsp.enabled = b;
+                    }
+                }
+                "listen" => {
+                    if let Some(a) = address("rtsp.listen", value, "127.0.0.1:8554", &mut problems)
+                    {
+                        typed.rtsp.listen = a;
+                    }
+                }
                 "session_timeout" => match value.as_str().map(parse_duration) {
                     Some(Ok(d)) if d >= Duration::from_secs(1) => typed.rtsp.session_timeout = d,
                     _ => problems.push(problem(
@@ -661,17 +687,17 @@ impl Config {
         }
         for (key, value) in self.rtmp.iter().flatten() {
             match key.as_str() {
-                "enabled" => match value.as_bool() {
-                    Some(b) => typed.rtmp.enabled = b,
-                    None => problems.push(problem("rtmp.enabled", "expected true or false")),
-                },
-                "listen" => match value.as_str().and_then(|s| s.parse::<SocketAddr>().ok()) {
-                    Some(a) => typed.rtmp.listen = a,
-                    None => problems.push(problem(
-                        "rtmp.listen",
-                        format!("{value} is not an address:port such as 127.0.0.1:1935"),
-                    )),
-                },
+                "enabled" => {
+                    if let Some(b) = boolean("rtmp.enabled", value, &mut problems) {
+                        typed.rtmp.enabled = b;
+                    }
+                }
+                "listen" => {
+                    if let Some(a) = address("rtmp.listen", value, "127.0.0.1:1935", &mut problems)
+                    {
+                        typed.rtmp.listen = a;
+                    }
+                }
                 _ => problems.push(problem(format!("rtmp.{key}"), "unknown key")),
             }
         }
@@ -684,13 +710,16 @@ impl Config {
                         format!("{value} is not a duration of at least 1s, e.g. \"10s\""),
                     )),
                 },
-                "takeover" | "auto_create" => match value.as_bool() {
-                    Some(b) if key == "takeover" => typed.publish.takeover = b,
-                    Some(b) => typed.publish.auto_create = b,
-                    None => {
-                        problems.push(problem(format!("publish.{key}"), "expected true or false"))
+                "takeover" => {
+                    if let Some(b) = boolean("publish.takeover", value, &mut problems) {
+                        typed.publish.takeover = b;
                     }
-                },
+                }
+                "auto_create" => {
+                    if let Some(b) = boolean("publish.auto_create", value, &mut problems) {
+                        typed.publish.auto_create = b;
+                    }
+                }
                 _ => problems.push(problem(format!("publish.{key}"), "unknown key")),
             }
         }

@@ -2,6 +2,7 @@
 //! WebRTC servers also take publishers (`publish:` cameras), whose RTP `rtp_ingest` turns back
 //! into frames; the RTMP server (`rtmp`) only takes publishers.
 
+pub mod accept;
 pub mod fmp4;
 pub mod frames;
 pub mod hls;

@@ -19,15 +19,15 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::flv::{FlvIngest, Tag};
+use crate::output::accept::accept_loop;
 use crate::output::rtsp::FindStream;
 use crate::output::FindPublishTarget;
-use crate::resources::{spawn_task, Counted, PublisherKind, Resource};
+use crate::resources::{spawn_task, PublisherKind, Resource};
 use crate::source::publish::{may_publish, AttachError, Publication};
 
 /// Open RTMP connections at most; more are closed at once.
@@ -119,36 +119,20 @@ impl RtmpServer {
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>, connections: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, most likely: wait a little rather than spin.
-                    tracing::warn!("RTMP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "RTMP connection refused: {MAX_CONNECTIONS} already open");
-            continue;
-        };
-        let shared = shared.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let _counted = Counted::new(Resource::RtmpConnection);
-            tokio::select! {
-                _ = shared.cancel.cancelled() => {}
-                end = connection(&shared, socket) => {
-                    tracing::debug!(%peer, "RTMP connection closed: {end}");
-                }
-            }
-        });
-    }
+    let cancel = shared.cancel.clone();
+    accept_loop(
+        "RTMP",
+        listener,
+        MAX_CONNECTIONS,
+        Resource::RtmpConnection,
+        connections,
+        cancel,
+        move |socket, _peer| {
+            let shared = shared.clone();
+            async move { connection(&shared, socket).await }
+        },
+    )
+    .await
 }
 
 /// A connection's hold on its camera.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,9 +26,10 @@ use super::session::{self, target, Action, Conn, Lookup, Setup};
 use crate::common::random_hex;
 use crate::hub::{Packet, Stream, Subscription};
 use crate::media::{AudioCodec, TrackKind};
+use crate::output::accept::accept_loop;
 use crate::output::rtp::{audio_payload, ntp_time, video_payloads, RtpWriter};
 use crate::output::rtp_ingest::{parse_announce, Ingest};
-use crate::resources::{spawn_task, Counted, PublisherKind, Resource, ViewerKind};
+use crate::resources::{spawn_task, PublisherKind, Resource, ViewerKind};
 use crate::source::publish::{AttachError, Publication};
 
 /// Finds a camera's stream by id (the camera registry lives above the outputs).
@@ -209,36 +210,20 @@ async fn bind_udp_pair(ip: IpAddr) -> std::io::Result<Udp> {
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>, connections: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, most likely: wait a little rather than spin.
-                    tracing::warn!("RTSP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "RTSP connection refused: {MAX_CONNECTIONS} already open");
-            continue;
-        };
-        let shared = shared.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let _counted = Counted::new(Resource::RtspConnection);
-            tokio::select! {
-                _ = shared.cancel.cancelled() => {}
-                end = connection(&shared, socket, peer) => {
-                    tracing::debug!(%peer, "RTSP connection closed: {end}");
-                }
-            }
-        });
-    }
+    let cancel = shared.cancel.clone();
+    accept_loop(
+        "RTSP",
+        listener,
+        MAX_CONNECTIONS,
+        Resource::RtspConnection,
+        connections,
+        cancel,
+        move |socket, peer| {
+            let shared = shared.clone();
+            async move { connection(&shared, socket, peer).await }
+        },
+    )
+    .await
 }
 
 /// Notes when each playing UDP client's receiver reports arrive: its sign of life.
