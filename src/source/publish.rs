@@ -9,6 +9,7 @@
 //! ever blocks on the camera. A publication ends when it is dropped, whatever way its
 //! connection ended; the camera is then idle again and a new publisher may come.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -100,6 +101,8 @@ struct InletState {
 /// One publisher's hold on its camera; counted in `publishers` while it exists.
 pub struct Publication {
     feed: mpsc::Sender<Published>,
+    /// Video frames are dropped until the next keyframe (one was lost).
+    skipping: AtomicBool,
     _counted: Counted,
 }
 
@@ -107,7 +110,22 @@ impl Publication {
     /// Hands the camera a frame; `false` once the camera no longer takes this publisher (it was
     /// stopped, removed, or timed out waiting for media), which ends the publication.
     pub fn publish(&self, frame: Frame) -> bool {
-        self.send(Published::Frame(frame))
+        // Once a video frame was lost (the feed was full), video resumes at a keyframe: the
+        // frames in between would not decode, and viewers would show a broken picture.
+        let video = frame.is_video();
+        if video && frame.keyframe {
+            self.skipping.store(false, Ordering::Relaxed);
+        } else if video && self.skipping.load(Ordering::Relaxed) {
+            return !self.feed.is_closed();
+        }
+        match self.feed.try_send(Published::Frame(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.skipping.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     pub fn set_audio(&self, audio: Option<AudioCodec>) -> bool {
@@ -148,6 +166,7 @@ impl Inlet {
         self.arrived.notify_one();
         Ok(Publication {
             feed,
+            skipping: AtomicBool::new(false),
             _counted: Counted::new(Resource::Publisher(kind)),
         })
     }
@@ -316,5 +335,47 @@ mod tests {
         for _ in 0..FEED_CAPACITY * 2 {
             assert!(p.set_audio(None));
         }
+    }
+
+    fn video(keyframe: bool) -> Frame {
+        Frame {
+            track: crate::media::TrackKind::Video,
+            pts: 0,
+            dts: 0,
+            keyframe,
+            capture_time_us: None,
+            video_codec: None,
+            data: bytes::Bytes::from_static(&[0, 0, 0, 1, 0x41]),
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_lost_frame_video_resumes_at_a_keyframe() {
+        let inlet = Inlet::default();
+        inlet.set_open(true);
+        let p = inlet.attach(PublisherKind::Rtsp).unwrap();
+        let mut feed = inlet.next().await;
+        assert!(p.publish(video(true)));
+        for _ in 1..FEED_CAPACITY {
+            assert!(p.publish(video(false)));
+        }
+        // Full: this one is lost, and so is every following frame until a keyframe.
+        assert!(p.publish(video(false)));
+        while feed.try_recv().is_ok() {}
+        assert!(p.publish(video(false)));
+        assert!(
+            feed.try_recv().is_err(),
+            "a frame after the loss went through"
+        );
+        assert!(p.publish(Frame::audio(0, bytes::Bytes::from_static(&[1]))));
+        assert!(p.publish(video(true)));
+        assert!(p.publish(video(false)));
+        let kinds: Vec<(bool, bool)> = std::iter::from_fn(|| feed.try_recv().ok())
+            .map(|item| match item {
+                Published::Frame(f) => (f.is_video(), f.keyframe),
+                Published::Audio(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(kinds, [(false, true), (true, true), (true, false)]);
     }
 }
