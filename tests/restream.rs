@@ -174,6 +174,16 @@ fn credentials_are_asked_for_and_checked_and_never_shown() {
         head.contains("WWW-Authenticate: Digest realm=\"livelens\""),
         "{head}"
     );
+    // A client that keeps failing is guessing: after 5 refusals the connection is closed.
+    for _ in 1..5 {
+        assert_eq!(c.request("DESCRIBE", &at(""), &[]).0, 401);
+    }
+    let asked = Instant::now();
+    assert!(!c.fill(), "the connection stayed open after 5 refusals");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "closed by a timeout, not at once"
+    );
     for path in [
         "/api/outputs",
         "/api/cameras",

@@ -132,6 +132,12 @@ impl Publication {
         self.send(Published::Audio(audio))
     }
 
+    /// Whether video is being dropped until the next keyframe (a frame was lost): a publisher
+    /// that can be asked for one (WHIP) should be.
+    pub fn wants_keyframe(&self) -> bool {
+        self.skipping.load(Ordering::Relaxed)
+    }
+
     /// The camera let this publisher go (stopped, or no media for its timeout).
     pub fn is_closed(&self) -> bool {
         self.feed.is_closed()

@@ -36,6 +36,8 @@ use crate::source::publish::{AttachError, Publication};
 pub type FindStream = Arc<dyn Fn(&str) -> Option<Arc<Stream>> + Send + Sync>;
 pub use crate::output::FindPublishTarget;
 
+/// Requests refused for their credentials (401) before a connection is closed.
+const MAX_AUTH_FAILURES: u32 = 5;
 /// A client that does not take a frame's packets within this long is cut off.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long DESCRIBE waits for an on-demand camera to come up.
@@ -290,6 +292,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     let mut authenticated = false;
     // Authorized by a camera's publish key: that camera's publishing session only.
     let mut keyed = false;
+    let mut refused = 0;
     let mut heard = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut out = Vec::with_capacity(64 * 1024);
@@ -456,6 +459,14 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
             }
             if let Err(e) = write(&mut writer, &reply.response.to_bytes()).await {
                 return e.to_string();
+            }
+            // A client asks once without credentials and once with them; one that keeps
+            // failing is guessing, and gets no more tries on this connection.
+            if reply.response.status == 401 {
+                refused += 1;
+                if refused >= MAX_AUTH_FAILURES {
+                    return format!("{refused} requests refused for credentials");
+                }
             }
         }
     }

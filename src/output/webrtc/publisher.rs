@@ -6,9 +6,9 @@
 //! depacketizer, one way parameter sets become the camera's description.
 //!
 //! Keyframes: a WebRTC encoder sends one only when asked, so the publisher is asked (PLI) as it
-//! connects and every [`KEYFRAME_INTERVAL`] after. A late viewer gets the cached GOP at once; a
-//! viewer that fell behind, or a frame lost on the way, then waits at most that long for a
-//! picture, and the GOP cache stays a couple of seconds long.
+//! connects, every [`KEYFRAME_INTERVAL`] after, and at once after a loss (a damaged packet, a
+//! frame the camera could not take). A late viewer gets the cached GOP at once; a viewer that
+//! fell behind waits at most that long for a picture; the GOP cache stays a couple of seconds.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,9 @@ use crate::source::publish::Publication;
 
 /// How often a publisher is asked for a keyframe.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+/// After a loss (a damaged packet, a frame the camera could not take), a keyframe is asked
+/// for at once, but not more often than this.
+const LOSS_REQUEST_GAP: Duration = Duration::from_millis(500);
 
 /// What a negotiated payload type carries.
 #[derive(Debug, Clone)]
@@ -42,6 +45,7 @@ pub struct Publishing {
     announced: Announced,
     ingest: Ingest,
     next_keyframe_request: Option<Instant>,
+    last_keyframe_request: Option<Instant>,
     /// Reused for the frames each packet completes.
     frames: Vec<Frame>,
 }
@@ -59,6 +63,7 @@ impl Publishing {
             ingest: Ingest::new(&announced),
             announced,
             next_keyframe_request: None,
+            last_keyframe_request: None,
             frames: Vec::new(),
         }
     }
@@ -126,12 +131,29 @@ impl Publishing {
             payload_type: pt_byte,
         };
         // A damaged packet is dropped by the ingest, which then waits for a keyframe.
-        let _ = self
+        let damaged = self
             .ingest
-            .push_rtp(track, fields, &packet.payload, &mut self.frames);
-        self.frames
+            .push_rtp(track, fields, &packet.payload, &mut self.frames)
+            .is_err();
+        let publication = &self.publication;
+        let taken = self
+            .frames
             .drain(..)
-            .all(|frame| self.publication.publish(frame))
+            .all(|frame| publication.publish(frame));
+        if damaged || publication.wants_keyframe() {
+            self.keyframe_soon(Instant::now());
+        }
+        taken
+    }
+
+    /// Asks for a keyframe at the next timeout, unless one was asked for just now.
+    fn keyframe_soon(&mut self, now: Instant) {
+        let recent = self
+            .last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < LOSS_REQUEST_GAP);
+        if !recent && self.next_keyframe_request.is_some() {
+            self.next_keyframe_request = Some(now);
+        }
     }
 
     fn rebuild(&mut self) {
@@ -147,6 +169,7 @@ impl Publishing {
             return None;
         }
         self.next_keyframe_request = Some(now + KEYFRAME_INTERVAL);
+        self.last_keyframe_request = Some(now);
         self.video_mid
     }
 
