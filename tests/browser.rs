@@ -134,10 +134,7 @@ fn a_viewer_that_joins_late_plays() {
     let server = Server::start(&[]);
     // The camera has been running for 10 s (250 frames at 25 fps) when the viewer arrives.
     wait_until(Duration::from_secs(20), "10 s of frames", || {
-        server.get_json("/api/cameras/demo")["stats"]["frames"]
-            .as_u64()
-            .unwrap()
-            >= 250
+        server.camera_frames("demo") >= 250
     });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

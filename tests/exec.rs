@@ -196,11 +196,7 @@ fn a_file_source_loops() {
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     server.wait_live("clip", Duration::from_secs(10));
     // A one-second clip still delivers frames after three seconds: it loops.
-    let frames = |s: &Server| {
-        s.get_json("/api/cameras/clip")["stats"]["frames"]
-            .as_u64()
-            .unwrap()
-    };
+    let frames = |s: &Server| s.camera_frames("clip");
     std::thread::sleep(Duration::from_secs(3));
     let before = frames(&server);
     wait_until(Duration::from_secs(5), "frames after the loop", || {

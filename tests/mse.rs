@@ -344,11 +344,7 @@ fn a_stalled_viewer_resyncs_on_a_keyframe_with_bounded_memory() {
         };
         let rss_before = rss();
         // Stall: read nothing while the server produces far more than the backlog.
-        let frames_at = |s: &Server| {
-            s.get_json("/api/cameras/noisy")["stats"]["frames"]
-                .as_u64()
-                .unwrap()
-        };
+        let frames_at = |s: &Server| s.camera_frames("noisy");
         let start_frames = frames_at(&server);
         while frames_at(&server) < start_frames + 200 {
             tokio::time::sleep(Duration::from_millis(100)).await;

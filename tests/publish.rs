@@ -324,11 +324,7 @@ fn publish_settings_take_over_make_cameras_and_time_out() {
         "the first publisher let go",
         || first.try_wait().unwrap().is_some(),
     );
-    let frames = |s: &Server| {
-        s.get_json("/api/cameras/pub")["stats"]["frames"]
-            .as_u64()
-            .unwrap()
-    };
+    let frames = |s: &Server| s.camera_frames("pub");
     let before = frames(&server);
     wait_until(
         Duration::from_secs(10),

@@ -128,11 +128,7 @@ fn a_second_publisher_a_camera_that_takes_none_and_a_missing_token_are_refused()
         Duration::from_secs(10),
     );
     assert!(err.contains("another publisher"), "{err}");
-    let frames = |s: &Server| {
-        s.get_json("/api/cameras/pub")["stats"]["frames"]
-            .as_u64()
-            .unwrap()
-    };
+    let frames = |s: &Server| s.camera_frames("pub");
     let before = frames(&server);
     wait_until(
         Duration::from_secs(5),
@@ -193,9 +189,7 @@ fn two_hundred_publish_cycles_leave_every_count_at_baseline() {
             String::from_utf8_lossy(&out.stderr)
         );
         if i % 50 == 0 {
-            let frames = server.get_json("/api/cameras/pub")["stats"]["frames"]
-                .as_u64()
-                .unwrap();
+            let frames = server.camera_frames("pub");
             assert!(frames > 0, "cycle {i}: no frame reached the camera");
         }
         // The next publisher would get refused while this one's connection is still closing.

@@ -16,17 +16,6 @@ fn frames_of(id: &str) -> String {
     )
 }
 
-async fn open_ui(browser: &Browser, server: &Server) {
-    browser.client.goto(&server.base).await.unwrap();
-    browser
-        .until(
-            Duration::from_secs(10),
-            "the camera list",
-            "return document.querySelectorAll('#list .cam').length > 0;",
-        )
-        .await;
-}
-
 #[test]
 fn add_a_camera_from_the_form_then_delete_it() {
     let _serial = common::browser::serial();
@@ -35,7 +24,7 @@ fn add_a_camera_from_the_form_then_delete_it() {
     server.wait_live("demo", Duration::from_secs(5));
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;
-        open_ui(&browser, &server).await;
+        browser.open_ui(&server.base).await;
         // A bad URL: the API's message appears beside the source field and nothing is added.
         browser
             .run(
@@ -117,7 +106,7 @@ fn grid_of_four_plays_all_and_keyboard_switching_keeps_one_connection() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;
         browser.client.set_window_size(1280, 800).await.unwrap();
-        open_ui(&browser, &server).await;
+        browser.open_ui(&server.base).await;
         for id in ["demo", "cam1", "cam2", "cam3"] {
             browser.until( Duration::from_secs(15), &format!("{id} playing in the grid"),
                 &format!("return (() => {{ {} }})() >= 10;", frames_of(id))).await;
@@ -227,7 +216,7 @@ fn model_answers_over_the_player_a_timeline_and_a_prompt_editor() {
     server.wait_live("cam", Duration::from_secs(5));
     runtime.block_on(async {
         let browser = Browser::start().await;
-        open_ui(&browser, &server).await;
+        browser.open_ui(&server.base).await;
         // The latest answer is shown over the player.
         browser.until(Duration::from_secs(10), "the caption",
             "return [...document.querySelectorAll('.tile[data-id=\"cam\"] .caption')].some(c => c.textContent === 'A white box over colour bars.');").await;
@@ -271,7 +260,7 @@ fn the_speaker_button_shows_for_cameras_with_sound_and_unmutes_them() {
     server.wait_live("loud", Duration::from_secs(10));
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;
-        open_ui(&browser, &server).await;
+        browser.open_ui(&server.base).await;
         let tile = |id: &str| format!("document.querySelector('.tile[data-id=\"{id}\"] livelens-player')");
         // Both tiles play; only the camera with sound gets a speaker, and it starts muted.
         for id in ["demo", "loud"] {

@@ -137,11 +137,7 @@ fn a_second_publisher_a_wrong_camera_and_a_vanished_publisher() {
         // A second publisher is refused and the first keeps going.
         let busy = publish(&browser, "b", "pub", None).await.expect("busy");
         assert!(busy.contains("another publisher"), "{busy}");
-        let frames = |s: &Server| {
-            s.get_json("/api/cameras/pub")["stats"]["frames"]
-                .as_u64()
-                .unwrap()
-        };
+        let frames = |s: &Server| s.camera_frames("pub");
         let before = frames(&server);
         wait_until(
             Duration::from_secs(5),
@@ -256,14 +252,7 @@ fn the_ui_button_publishes_this_browsers_camera_to_a_camera_it_makes() {
     let server = start("whip-ui", "");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;
-        browser.goto(&server.base).await;
-        browser
-            .until(
-                Duration::from_secs(10),
-                "the camera list",
-                "return document.querySelectorAll('#list .cam').length > 0;",
-            )
-            .await;
+        browser.open_ui(&server.base).await;
         browser
             .run("document.querySelector('#webcam').click(); return true;")
             .await;

@@ -456,6 +456,27 @@ fn boolean(place: &str, value: &toml::Value, problems: &mut Vec<Problem>) -> Opt
     b
 }
 
+/// A setting that must be a duration of at least a second, such as `example`; else a problem
+/// at `place`.
+fn seconds(
+    place: &str,
+    value: &toml::Value,
+    example: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
+    let d = value
+        .as_str()
+        .and_then(|s| parse_duration(s).ok())
+        .filter(|d| *d >= Duration::from_secs(1));
+    if d.is_none() {
+        problems.push(problem(
+            place,
+            format!("{value} is not a duration of at least 1s, e.g. \"{example}\""),
+        ));
+    }
+    d
+}
+
 /// A setting that must be an `address:port`; else a problem at `place` showing `example`.
 fn address(
     place: &str,
@@ -631,14 +652,12 @@ impl Config {
             }
         }
         for (key, value) in self.hls.iter().flatten() {
-            match (key.as_str(), value.as_str().map(parse_duration)) {
-                ("close_after", Some(Ok(d))) if d >= Duration::from_secs(1) => {
-                    typed.hls.close_after = d
+            match key.as_str() {
+                "close_after" => {
+                    if let Some(d) = seconds("hls.close_after", value, "60s", &mut problems) {
+                        typed.hls.close_after = d;
+                    }
                 }
-                ("close_after", _) => problems.push(problem(
-                    "hls.close_after",
-                    format!("{value} is not a duration of at least 1s, e.g. \"60s\""),
-                )),
                 _ => problems.push(problem(format!("hls.{key}"), "unknown key")),
             }
         }
@@ -655,13 +674,11 @@ impl Config {
                         typed.rtsp.listen = a;
                     }
                 }
-                "session_timeout" => match value.as_str().map(parse_duration) {
-                    Some(Ok(d)) if d >= Duration::from_secs(1) => typed.rtsp.session_timeout = d,
-                    _ => problems.push(problem(
-                        "rtsp.session_timeout",
-                        format!("{value} is not a duration of at least 1s, e.g. \"60s\""),
-                    )),
-                },
+                "session_timeout" => {
+                    if let Some(d) = seconds("rtsp.session_timeout", value, "60s", &mut problems) {
+                        typed.rtsp.session_timeout = d;
+                    }
+                }
                 "users" => match value.as_table() {
                     Some(table) => {
                         for (name, password) in table {
@@ -703,13 +720,11 @@ impl Config {
         }
         for (key, value) in self.publish.iter().flatten() {
             match key.as_str() {
-                "timeout" => match value.as_str().map(parse_duration) {
-                    Some(Ok(d)) if d >= Duration::from_secs(1) => typed.publish.timeout = d,
-                    _ => problems.push(problem(
-                        "publish.timeout",
-                        format!("{value} is not a duration of at least 1s, e.g. \"10s\""),
-                    )),
-                },
+                "timeout" => {
+                    if let Some(d) = seconds("publish.timeout", value, "10s", &mut problems) {
+                        typed.publish.timeout = d;
+                    }
+                }
                 "takeover" => {
                     if let Some(b) = boolean("publish.takeover", value, &mut problems) {
                         typed.publish.takeover = b;

@@ -46,6 +46,27 @@ pub fn no_bounds() -> bool {
     *NO_BOUNDS.get_or_init(|| std::env::var_os("LIVELENS_FUZZ_NO_BOUNDS").is_some())
 }
 
+/// What every publisher ingest (RTSP's RTP, RTMP's FLV) must hand the camera: no empty frame,
+/// and video frames with a description whose data is whole 4-byte length-prefixed NAL units.
+pub fn assert_published_frames(frames: &[crate::media::Frame]) {
+    for f in frames {
+        assert!(!f.data.is_empty(), "an empty frame");
+        if f.is_video() {
+            assert!(
+                f.video_codec.is_some(),
+                "a video frame without a description"
+            );
+            let mut at = 0;
+            while at < f.data.len() {
+                assert!(at + 4 <= f.data.len(), "a NAL length cut short");
+                let len = u32::from_be_bytes(f.data[at..at + 4].try_into().unwrap()) as usize;
+                assert!(at + 4 + len <= f.data.len(), "a NAL unit past the frame");
+                at += 4 + len;
+            }
+        }
+    }
+}
+
 /// Every target over its seeds and regressions, then a short deterministic mutation run: not
 /// coverage-guided like libFuzzer, but it runs each check on a few thousand inputs near the
 /// seeds in every `cargo test`.

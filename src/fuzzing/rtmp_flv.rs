@@ -11,7 +11,6 @@
 //! - no frame is empty.
 
 use super::Cursor;
-use crate::media::TrackKind;
 use crate::output::rtmp::flv::FlvIngest;
 
 pub fn check(data: &[u8]) {
@@ -28,20 +27,5 @@ pub fn check(data: &[u8]) {
             let _ = ingest.audio(body, ms, &mut frames);
         }
     }
-    for f in &frames {
-        assert!(!f.data.is_empty(), "an empty frame");
-        if f.track == TrackKind::Video {
-            assert!(
-                f.video_codec.is_some(),
-                "a video frame without a description"
-            );
-            let mut at = 0;
-            while at < f.data.len() {
-                assert!(at + 4 <= f.data.len(), "a NAL length cut short");
-                let len = u32::from_be_bytes(f.data[at..at + 4].try_into().unwrap()) as usize;
-                assert!(at + 4 + len <= f.data.len(), "a NAL unit past the frame");
-                at += 4 + len;
-            }
-        }
-    }
+    super::assert_published_frames(&frames);
 }

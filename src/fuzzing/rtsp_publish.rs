@@ -38,19 +38,5 @@ pub fn check(data: &[u8]) {
         let packet = input.chunk16();
         let _ = ingest.push(track, packet, &mut frames);
     }
-    for f in &frames {
-        assert!(!f.data.is_empty(), "an empty frame");
-        if f.track == TrackKind::Video {
-            assert!(
-                f.video_codec.is_some(),
-                "a video frame without a description"
-            );
-            let mut at = 0;
-            while at < f.data.len() {
-                let len = u32::from_be_bytes(f.data[at..at + 4].try_into().unwrap()) as usize;
-                at += 4 + len;
-                assert!(at <= f.data.len(), "a NAL unit past the frame's data");
-            }
-        }
-    }
+    super::assert_published_frames(&frames);
 }

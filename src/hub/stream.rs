@@ -179,15 +179,10 @@ impl Stream {
 
     fn spawn(&self, control: &mut Option<Running>, spec: SourceSpec, on_demand: Option<Duration>) {
         let cancel = CancellationToken::new();
-        let task = match on_demand {
-            _ if matches!(spec, SourceSpec::Publish(_)) => {
-                let SourceSpec::Publish(rules) = spec else {
-                    unreachable!()
-                };
+        let task = match (spec, on_demand) {
+            (SourceSpec::Publish(rules), _) => {
                 self.shared.status.lock().unwrap().apply(&Event::Park);
-                self.shared
-                    .inlet
-                    .set_rules(rules.takeover, rules.key.clone());
+                self.shared.inlet.set_rules(rules.takeover, rules.key);
                 self.shared.inlet.set_open(true);
                 spawn_task(publish_loop(
                     self.shared.clone(),
@@ -195,11 +190,11 @@ impl Stream {
                     cancel.clone(),
                 ))
             }
-            None => {
+            (spec, None) => {
                 self.shared.status.lock().unwrap().apply(&Event::Start);
                 spawn_task(supervise(self.shared.clone(), spec, cancel.clone()))
             }
-            Some(idle) => {
+            (spec, Some(idle)) => {
                 self.shared.status.lock().unwrap().apply(&Event::Park);
                 spawn_task(on_demand_loop(
                     self.shared.clone(),

@@ -1,6 +1,7 @@
-//! The accept loop the RTSP and RTMP servers share: a connection limit (more are closed at once,
-//! with a warning), a task per connection counted as `counted` and tracked for shutdown, each
-//! ended when the server is cancelled, and its reason for ending in the debug log.
+//! What the RTSP and RTMP servers share: the accept loop (a connection limit, more are closed at
+//! once with a warning; a task per connection counted as `counted` and tracked for shutdown,
+//! each ended when the server is cancelled, its reason for ending in the debug log), and the
+//! running tasks, stopped together.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,10 +10,42 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::resources::{Counted, Resource};
+
+/// A server's own tasks (its accept loop, its UDP readers) and its connections.
+pub struct ServerTasks {
+    cancel: CancellationToken,
+    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
+    connections: TaskTracker,
+}
+
+impl ServerTasks {
+    pub fn new(
+        cancel: CancellationToken,
+        tasks: Vec<JoinHandle<()>>,
+        connections: TaskTracker,
+    ) -> ServerTasks {
+        ServerTasks {
+            cancel,
+            tasks: tokio::sync::Mutex::new(tasks),
+            connections,
+        }
+    }
+
+    /// Closes the listener and every connection, and waits for them.
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        for task in self.tasks.lock().await.drain(..) {
+            let _ = task.await;
+        }
+        self.connections.close();
+        self.connections.wait().await;
+    }
+}
 
 /// Accepts until `cancel`; `serve` makes each connection's future, whose output says why it
 /// ended.

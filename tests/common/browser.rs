@@ -139,6 +139,17 @@ impl Browser {
             .await;
     }
 
+    /// Opens livelens's UI at `base` and waits for its camera list.
+    pub async fn open_ui(&self, base: &str) {
+        self.client.goto(base).await.unwrap();
+        self.until(
+            std::time::Duration::from_secs(10),
+            "the camera list",
+            "return document.querySelectorAll('#list .cam').length > 0;",
+        )
+        .await;
+    }
+
     /// Navigates the tab to `url` (the page being left gets its `pagehide`).
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.unwrap();

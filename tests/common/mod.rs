@@ -123,6 +123,13 @@ impl Server {
             .to_string()
     }
 
+    /// The frames camera `id` has taken from its source so far.
+    pub fn camera_frames(&self, id: &str) -> u64 {
+        self.get_json(&format!("/api/cameras/{id}"))["stats"]["frames"]
+            .as_u64()
+            .unwrap()
+    }
+
     /// Waits until camera `id` is live; returns how long that took.
     pub fn wait_live(&self, id: &str, deadline: Duration) -> Duration {
         let start = Instant::now();

@@ -19,12 +19,11 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::flv::{FlvIngest, Tag};
-use crate::output::accept::accept_loop;
+use crate::output::accept::{accept_loop, ServerTasks};
 use crate::output::rtsp::FindStream;
 use crate::output::FindPublishTarget;
 use crate::resources::{spawn_task, PublisherKind, Resource};
@@ -64,9 +63,7 @@ struct Shared {
 
 pub struct RtmpServer {
     local: SocketAddr,
-    cancel: CancellationToken,
-    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
-    connections: TaskTracker,
+    tasks: ServerTasks,
 }
 
 impl RtmpServer {
@@ -97,9 +94,7 @@ impl RtmpServer {
         tracing::info!(url = %format!("rtmp://{local}/live/{{camera}}"), "RTMP publishing listening");
         Ok(RtmpServer {
             local,
-            cancel,
-            tasks: tokio::sync::Mutex::new(vec![task]),
-            connections,
+            tasks: ServerTasks::new(cancel, vec![task], connections),
         })
     }
 
@@ -109,12 +104,7 @@ impl RtmpServer {
 
     /// Closes the listener and every connection, and waits for them.
     pub async fn stop(&self) {
-        self.cancel.cancel();
-        for task in self.tasks.lock().await.drain(..) {
-            let _ = task.await;
-        }
-        self.connections.close();
-        self.connections.wait().await;
+        self.tasks.stop().await;
     }
 }
 

@@ -15,7 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,7 +25,7 @@ use super::session::{self, target, Action, Conn, Lookup, Setup};
 use crate::common::random_hex;
 use crate::hub::{Packet, Stream, Subscription};
 use crate::media::{AudioCodec, TrackKind};
-use crate::output::accept::accept_loop;
+use crate::output::accept::{accept_loop, ServerTasks};
 use crate::output::rtp::{audio_payload, ntp_time, video_payloads, RtpWriter};
 use crate::output::rtp_ingest::{parse_announce, Ingest};
 use crate::resources::{spawn_task, PublisherKind, Resource, ViewerKind};
@@ -62,9 +61,7 @@ pub struct RtspServer {
     local: SocketAddr,
     udp_ports: Option<(u16, u16)>,
     auth: bool,
-    cancel: CancellationToken,
-    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
-    connections: TaskTracker,
+    tasks: ServerTasks,
 }
 
 /// What every connection task shares.
@@ -138,9 +135,7 @@ impl RtspServer {
             local,
             udp_ports,
             auth,
-            cancel,
-            tasks: tokio::sync::Mutex::new(tasks),
-            connections,
+            tasks: ServerTasks::new(cancel, tasks, connections),
         })
     }
 
@@ -159,12 +154,7 @@ impl RtspServer {
 
     /// Closes the listener and every connection, and waits for them.
     pub async fn stop(&self) {
-        self.cancel.cancel();
-        for task in self.tasks.lock().await.drain(..) {
-            let _ = task.await;
-        }
-        self.connections.close();
-        self.connections.wait().await;
+        self.tasks.stop().await;
     }
 }
 
