@@ -5,7 +5,8 @@
 //! `resources`, `demand` and `backoff` are leaves any module may use; `supervisor` (child
 //! processes) sits under `source`; `config` (typed settings) under `hub`; `analysis` over `hub`;
 //! `cameras` (each camera one owned unit, and the one path that changes it, reload included)
-//! over `output` and `analysis`; `serve` on top.
+//! over `output`, `analysis` and `recording` (fMP4 segments and playback, over `output`);
+//! `serve` on top.
 //! `tests/layering.rs` keeps the top-level modules free of cycles. See `docs/ARCHITECTURE.md`
 //! for the principles every module follows.
 
@@ -24,6 +25,7 @@ pub mod fuzzing;
 pub mod hub;
 pub mod media;
 pub mod output;
+pub mod recording;
 pub mod resources;
 pub mod serve;
 pub mod source;

@@ -70,13 +70,15 @@ pub enum ViewerKind {
     Rtsp,
     Snapshot,
     Analysis,
+    /// A camera's recorder.
+    Recording,
     /// A transcoder's subscription: WebRTC audio → Opus, or MJPEG (each one per camera,
     /// whatever the number of its viewers).
     Transcoder,
 }
 
 impl ViewerKind {
-    pub const ALL: [ViewerKind; 8] = [
+    pub const ALL: [ViewerKind; 9] = [
         ViewerKind::Mse,
         ViewerKind::Webrtc,
         ViewerKind::Hls,
@@ -84,6 +86,7 @@ impl ViewerKind {
         ViewerKind::Rtsp,
         ViewerKind::Snapshot,
         ViewerKind::Analysis,
+        ViewerKind::Recording,
         ViewerKind::Transcoder,
     ];
 
@@ -96,6 +99,7 @@ impl ViewerKind {
             ViewerKind::Rtsp => "rtsp",
             ViewerKind::Snapshot => "snapshot",
             ViewerKind::Analysis => "analysis",
+            ViewerKind::Recording => "recording",
             ViewerKind::Transcoder => "transcoder",
         }
     }
@@ -192,6 +196,7 @@ pub struct ViewerCounts {
     pub rtsp: i64,
     pub snapshot: i64,
     pub analysis: i64,
+    pub recording: i64,
     pub transcoder: i64,
 }
 
@@ -230,6 +235,7 @@ pub fn snapshot() -> Snapshot {
             rtsp: v(ViewerKind::Rtsp),
             snapshot: v(ViewerKind::Snapshot),
             analysis: v(ViewerKind::Analysis),
+            recording: v(ViewerKind::Recording),
             transcoder: v(ViewerKind::Transcoder),
         },
         peer_connections: count(Resource::PeerConnection),

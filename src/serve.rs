@@ -23,6 +23,7 @@ use crate::config::{Config, DEFAULT_LISTEN};
 use crate::output::rtmp::{RtmpServer, RtmpSettings};
 use crate::output::rtsp::auth::Credential;
 use crate::output::rtsp::{FindPublishTarget, FindStream, RtspServer};
+use crate::recording::{Recording, RecordingSettings};
 use crate::supervisor::Workers;
 
 pub struct ServeOptions {
@@ -96,15 +97,16 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let shutdown_token = CancellationToken::new();
     let workers = Arc::new(Workers::new(&config.worker));
     workers.start().await;
-    // A relative storage path is relative to the config file, like every path in it.
-    let storage = config
-        .typed
-        .storage_path
-        .clone()
-        .map(|p| match &options.config_path {
-            Some(c) if p.is_relative() => c.parent().unwrap_or(std::path::Path::new(".")).join(p),
-            _ => p,
-        });
+    // A relative path is relative to the config file, like every path in it.
+    let beside_config = |p: PathBuf| match &options.config_path {
+        Some(c) if p.is_relative() => c.parent().unwrap_or(std::path::Path::new(".")).join(p),
+        _ => p,
+    };
+    let storage = config.typed.storage_path.clone().map(beside_config);
+    let recording = Arc::new(Recording::new(RecordingSettings {
+        path: beside_config(config.typed.recording.path.clone()),
+        ..config.typed.recording.clone()
+    }));
     let events = Arc::new(
         EventStore::open(storage.as_deref()).map_err(|e| anyhow::anyhow!("[storage] {e}"))?,
     );
@@ -112,6 +114,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let cameras = Arc::new(Cameras::new(
         analysis.clone(),
         webrtc.clone(),
+        recording.clone(),
         (config.typed.mjpeg, config.typed.hls, config.typed.publish),
         config.sources.allow_exec,
         options.config_path.clone(),
@@ -140,6 +143,10 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let retention = crate::resources::spawn_task(prune_events(
         events.clone(),
         config.typed.keep,
+        shutdown_token.clone(),
+    ));
+    let recording_retention = crate::resources::spawn_task(prune_recordings(
+        cameras.clone(),
         shutdown_token.clone(),
     ));
     let shutdown = shutdown_token;
@@ -208,6 +215,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             m.stop().await;
         }
         let _ = retention.await;
+        let _ = recording_retention.await;
         let _ = housekeeping.await;
     };
     if tokio::time::timeout(STOP_STREAMS_BUDGET, stop_all)
@@ -382,6 +390,25 @@ async fn return_memory(shutdown: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
         let _ = tokio::task::spawn_blocking(crate::resources::return_freed_memory).await;
+    }
+}
+
+/// Deletes recordings past their camera's `keep` or beyond `[recording] max_size`: at start,
+/// hourly, and each time a segment is closed (a size limit must hold between the hours).
+async fn prune_recordings(cameras: Arc<Cameras>, shutdown: CancellationToken) {
+    loop {
+        let recording = cameras.recording().clone();
+        let keeps = cameras.recording_keeps();
+        match tokio::task::spawn_blocking(move || recording.prune(&keeps)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!("deleted {n} recorded segments (retention)"),
+            Ok(Err(e)) => tracing::warn!("recording retention failed: {e}"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = cameras.recording().wait_segment_closed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
 }
 

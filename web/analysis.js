@@ -1,6 +1,8 @@
 // Analysis in the UI: the latest model answer over each player, a timeline of the selected
 // camera's events with thumbnails, and a prompt editor that applies at once (the camera keeps
 // streaming: analysis settings never restart it). Events arrive live over /api/events/stream.
+import { asMp4, playClip } from "/recordings.js";
+
 const $ = (sel) => document.querySelector(sel);
 const captions = new Map(); // camera id → latest model answer
 let selected = null;
@@ -29,6 +31,13 @@ function timelineItem(e) {
   const text = document.createElement("div");
   text.append(escapeText(document.createElement("time"), time(e.time_ms)), " ",
     escapeText(document.createElement("b"), e.kind), " ", describe(e));
+  if (e.clip) {
+    const a = Object.assign(document.createElement("a"),
+      { className: "clip", href: asMp4(e.clip), target: "_blank", textContent: "▶ clip" });
+    // In the recordings panel's player when it is shown; else the browser opens the MP4.
+    a.addEventListener("click", (ev) => { if (playClip(e.clip)) ev.preventDefault(); });
+    text.append(" ", a);
+  }
   li.append(text);
   return li;
 }

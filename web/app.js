@@ -3,12 +3,15 @@
 // token is required. Plain ES module, no build step; players are <livelens-player> elements.
 import "/player.js";
 import * as analysis from "/analysis.js";
+import * as recordings from "/recordings.js";
 import { Webcam } from "/webcam.js";
 
 const $ = (sel) => document.querySelector(sel);
 // `rtsp`: the re-stream's base URL (rtsp://host:port), null while unknown or when it is off.
 // `rtmp`: the RTMP publish server's base URL (rtmp://host:port), likewise.
-const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null, rtsp: null, rtmp: null };
+// `replaying`: a recording plays in the single view's place (recordings.js), the live player is closed.
+const state = { cameras: [], view: "grid", selected: null, tiles: new Map(), editing: null, rtsp: null, rtmp: null,
+  replaying: false };
 
 // ---- API --------------------------------------------------------------------------------------
 async function api(method, path, body) {
@@ -163,7 +166,10 @@ function renderTiles() {
     tile.dataset.id = wanted[0];
     tile.querySelector(".label").textContent = wanted[0];
     const player = tile.querySelector("livelens-player");
-    if (player.getAttribute("src") !== wanted[0]) player.setAttribute("src", wanted[0]);
+    // Hidden is not enough while a recording plays: the live stream would still download and sound.
+    tile.hidden = state.replaying;
+    if (state.replaying) player.removeAttribute("src");
+    else if (player.getAttribute("src") !== wanted[0]) player.setAttribute("src", wanted[0]);
     state.tiles.set(wanted[0], tile);
     return;
   }
@@ -188,6 +194,12 @@ function render() {
   analysis.paintCaptions();
   const single = state.view === "single" ? state.cameras.find((c) => c.id === state.selected) : null;
   analysis.showCamera(single || null, api);
+  if (single) recordings.mount($("#recordings"), single.id, api, replay); else recordings.unmount();
+}
+
+function replay(on) {
+  state.replaying = on;
+  renderTiles();
 }
 
 function select(id, single) {
@@ -206,6 +218,8 @@ $("#view-toggle").addEventListener("click", () => {
 
 document.addEventListener("keydown", (e) => {
   if (state.view !== "single" || $("#editor").open || !state.cameras.length) return;
+  // Arrows inside a field or the recording video are theirs (date/time segments, seeking).
+  if (e.target.closest?.("input, textarea, select, video")) return;
   if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
   const ids = state.cameras.map((c) => c.id);
   const i = Math.max(0, ids.indexOf(state.selected));

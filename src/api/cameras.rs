@@ -56,6 +56,10 @@ pub struct CameraJson {
     analysis: Option<AnalysisConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     analysis_status: Option<AnalysisStatus>,
+    /// The `record` setting, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<crate::config::Record>,
+    recording: crate::recording::RecordingStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +101,8 @@ pub fn camera_json(camera: &Camera) -> CameraJson {
         stats: view.stats,
         analysis,
         analysis_status: camera.analysis_status(),
+        record: config.record.clone(),
+        recording: camera.recorder.status(),
     }
 }
 
@@ -136,6 +142,8 @@ struct NewCamera {
     user_agent: Option<String>,
     /// Analysis settings (motion, vlm, asr), as in `PATCH`.
     analysis: Option<serde_json::Value>,
+    /// `true` or `{"keep": "30d"}` to record it.
+    record: Option<crate::config::Record>,
 }
 
 async fn create(
@@ -155,6 +163,7 @@ async fn create(
             Some(v) => Some(analysis_table(v).map_err(|p| CameraError::Invalid(vec![p]))?),
         },
         publish_key: None,
+        record: new.record,
         unknown: BTreeMap::new(),
     };
     let camera = state.cameras.add(config).await?;

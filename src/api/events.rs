@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, SharedState};
 use crate::analysis::events::{self, Event};
+use crate::recording::Recording;
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
@@ -36,7 +37,7 @@ struct EventQuery {
 async fn list(
     State(state): State<SharedState>,
     query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<Event>>, ApiError> {
+) -> Result<Json<Vec<EventJson>>, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -51,11 +52,45 @@ async fn list(
         until_ms: q.until,
         limit: q.limit,
     };
-    let found = tokio::task::spawn_blocking(move || store.query(&query))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let recording = state.cameras.recording().clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let found = store.query(&query)?;
+        Ok::<_, String>(with_clips(&recording, found))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(Json(found))
+}
+
+/// An event as the API shows it: with the URL of its footage when that was recorded.
+#[derive(Serialize)]
+struct EventJson {
+    #[serde(flatten)]
+    event: Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip: Option<String>,
+}
+
+/// Each event's clip: `[recording] pre_roll` before it to `post_roll` after, as MP4, when the
+/// camera was recording at the event's time.
+fn with_clips(recording: &Recording, events: Vec<Event>) -> Vec<EventJson> {
+    let settings = recording.settings();
+    let (pre, post) = (
+        settings.pre_roll.as_micros() as i64,
+        settings.post_roll.as_micros() as i64,
+    );
+    events
+        .into_iter()
+        .map(|event| {
+            let at = event.time_ms * 1000;
+            let recorded = recording
+                .spans(&event.camera, at - 1, at + 1)
+                .is_ok_and(|s| !s.is_empty());
+            let clip = recorded.then(|| super::playback::get_url(&event.camera, at - pre, pre + post, "mp4"));
+            EventJson { event, clip }
+        })
+        .collect()
 }
 
 async fn snapshot(

@@ -10,6 +10,7 @@ mod live;
 mod mjpeg;
 pub(crate) mod mse;
 mod openapi;
+mod playback;
 mod system;
 pub(crate) mod webrtc;
 pub(crate) mod ws;
@@ -89,6 +90,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/app.js", get(app_js))
         .route("/analysis.js", get(analysis_js))
         .route("/webcam.js", get(webcam_js))
+        .route("/recordings.js", get(recordings_js))
+        .route("/api/playback/list", get(playback::list))
+        .route("/api/playback/get", get(playback::get))
         .route("/api/cameras/stream", get(live::camera_stream))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
         .route("/api/ws", get(mse::go2rtc))
@@ -153,6 +157,13 @@ async fn analysis_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../../web/analysis.js"),
+    )
+}
+
+async fn recordings_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../web/recordings.js"),
     )
 }
 

@@ -2,7 +2,7 @@
 //! ([`CameraPatch::apply`]), and what the difference between two configs restarts
 //! ([`Change::between`]). The API, start-up and reload all go through these.
 
-use crate::config::{CameraConfig, Problem};
+use crate::config::{CameraConfig, Problem, Record};
 
 /// A change to a camera (PATCH); absent fields stay as they are.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -22,6 +22,16 @@ pub struct CameraPatch {
     /// Analysis settings (motion, vlm, asr); null removes them. Applied without a restart.
     #[serde(default, deserialize_with = "present_value")]
     pub analysis: Option<Option<serde_json::Value>>,
+    /// `true`, `false` or `{"keep": "30d"}`; null removes the setting (not recorded).
+    #[serde(default, deserialize_with = "present_record")]
+    pub record: Option<Option<Record>>,
+}
+
+fn present_record<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Record>>, D::Error> {
+    use serde::Deserialize;
+    Option::<Record>::deserialize(d).map(Some)
 }
 
 fn present_value<'de, D: serde::Deserializer<'de>>(
@@ -68,6 +78,9 @@ impl CameraPatch {
         if let Some(v) = self.user_agent {
             new.user_agent = v;
         }
+        if let Some(v) = self.record {
+            new.record = v;
+        }
         if let Some(v) = self.analysis {
             new.analysis = v.map(analysis_table).transpose()?;
             if let Some(analysis) = new.analysis.as_mut() {
@@ -88,6 +101,8 @@ pub struct Change {
     /// replaces them too: it is a new scene, and a motion detector that compared the old
     /// camera's picture with the new one would report motion that never happened.
     pub analysis: bool,
+    /// Recording switched on or off: the recorder starts or stops; nothing else is touched.
+    pub recording: bool,
 }
 
 impl Change {
@@ -101,6 +116,8 @@ impl Change {
                 || old.user_agent != new.user_agent
                 || old.publish_key != new.publish_key,
             analysis: old.analysis != new.analysis || old.source != new.source,
+            recording: old.record.as_ref().is_some_and(Record::is_on)
+                != new.record.as_ref().is_some_and(Record::is_on),
         }
     }
 
@@ -141,7 +158,8 @@ mod tests {
             Change::between(&old, &new),
             Change {
                 source: true,
-                analysis: true
+                analysis: true,
+                recording: false
             },
             "a new scene starts the analysers over"
         );
@@ -158,7 +176,8 @@ mod tests {
                 change,
                 Change {
                     source: true,
-                    analysis: false
+                    analysis: false,
+                    recording: false
                 },
                 "{json}"
             );
@@ -170,9 +189,25 @@ mod tests {
             Change::between(&old, &new),
             Change {
                 source: false,
-                analysis: true
+                analysis: true,
+                recording: false
             }
         );
+        // Recording on and off touches only the recorder; a new keep is not a change of it.
+        let on = patch(serde_json::json!({"record": true})).apply(&old).unwrap();
+        assert_eq!(
+            Change::between(&old, &on),
+            Change {
+                recording: true,
+                ..Change::default()
+            }
+        );
+        let keep = patch(serde_json::json!({"record": {"keep": "30d"}}))
+            .apply(&on)
+            .unwrap();
+        assert!(!Change::between(&on, &keep).recording);
+        let off = patch(serde_json::json!({"record": false})).apply(&keep).unwrap();
+        assert!(Change::between(&keep, &off).recording);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::config::{
 use crate::hub::Stream;
 use crate::output::webrtc::WebRtc;
 use crate::output::{hls, mjpeg, snapshot};
+use crate::recording::{Recorder, Recording};
 use crate::source::publish::PublishRules;
 use crate::source::SourceSpec;
 pub use change::{CameraPatch, Change};
@@ -42,6 +43,8 @@ pub struct Camera {
     pub mjpeg: mjpeg::Mjpeg,
     /// Its LL-HLS muxer, while requests come.
     pub hls: hls::Hls,
+    /// Its recorder, while it records.
+    pub recorder: Recorder,
     /// Held through a whole change (PATCH, start, stop, delete, reload).
     changes: tokio::sync::Mutex<()>,
 }
@@ -123,6 +126,7 @@ pub struct Cameras {
     cameras: RwLock<BTreeMap<String, Arc<Camera>>>,
     analysis: Arc<Analysis>,
     webrtc: Option<Arc<WebRtc>>,
+    recording: Arc<Recording>,
     mjpeg: mjpeg::Settings,
     hls: hls::Settings,
     publish: PublishSettings,
@@ -136,6 +140,7 @@ impl Cameras {
     pub fn new(
         analysis: Arc<Analysis>,
         webrtc: Option<Arc<WebRtc>>,
+        recording: Arc<Recording>,
         outputs: (mjpeg::Settings, hls::Settings, PublishSettings),
         allow_exec: bool,
         config_path: Option<PathBuf>,
@@ -145,6 +150,7 @@ impl Cameras {
             cameras: RwLock::new(BTreeMap::new()),
             analysis,
             webrtc,
+            recording,
             mjpeg,
             hls,
             publish,
@@ -164,6 +170,21 @@ impl Cameras {
 
     pub fn webrtc(&self) -> Option<&Arc<WebRtc>> {
         self.webrtc.as_ref()
+    }
+
+    pub fn recording(&self) -> &Arc<Recording> {
+        &self.recording
+    }
+
+    /// Each camera's own `keep` for its recordings, where it sets one.
+    pub fn recording_keeps(&self) -> std::collections::HashMap<String, Duration> {
+        self.list()
+            .iter()
+            .filter_map(|c| {
+                let keep = c.config().record.as_ref()?.keep()?;
+                Some((c.id().to_string(), keep))
+            })
+            .collect()
     }
 
     /// `[mjpeg]`: the rate and width of MJPEG pictures.
@@ -298,6 +319,7 @@ impl Cameras {
             snapshot: snapshot::Cache::default(),
             mjpeg: mjpeg::Mjpeg::default(),
             hls: hls::Hls::default(),
+            recorder: Recorder::default(),
             changes: tokio::sync::Mutex::new(()),
         });
         let _turn = camera.changes.lock().await;
@@ -312,6 +334,7 @@ impl Cameras {
         }
         camera.stream.start(checked.spec, checked.on_demand).await;
         *camera.analysers.lock().unwrap() = self.analysis.start(&camera.stream, &checked.analysis);
+        self.record(&camera);
         Ok(camera.clone())
     }
 
@@ -358,6 +381,13 @@ impl Cameras {
             *camera.analysers.lock().unwrap() =
                 self.analysis.start(&camera.stream, &checked.analysis);
         }
+        if change.recording {
+            if camera.config().record.as_ref().is_some_and(|r| r.is_on()) {
+                self.record(camera);
+            } else {
+                camera.recorder.stop().await;
+            }
+        }
         tracing::info!(camera = %camera.id(), ?change, "camera changed");
         Some(change)
     }
@@ -385,6 +415,7 @@ impl Cameras {
             a.stop().await;
         }
         self.end_peers(id).await;
+        camera.recorder.stop().await;
         camera.mjpeg.stop().await;
         camera.hls.stop().await;
         camera.stream.stop().await;
@@ -436,10 +467,19 @@ impl Cameras {
         futures_util::future::join_all(analysers.into_iter().map(Analysers::stop)).await;
     }
 
-    /// Shutdown: every stream, concurrently.
+    /// Shutdown: every recorder (each writes what it has and closes its file), then every
+    /// stream, concurrently.
     pub async fn stop_streams(&self) {
         let cameras = self.list();
+        futures_util::future::join_all(cameras.iter().map(|c| c.recorder.stop())).await;
         futures_util::future::join_all(cameras.iter().map(|c| c.stream.stop())).await;
+    }
+
+    /// Starts the camera's recorder if its config records.
+    fn record(&self, camera: &Camera) {
+        if camera.config().record.as_ref().is_some_and(|r| r.is_on()) {
+            camera.recorder.start(&camera.stream, &self.recording);
+        }
     }
 
     /// Writes every camera's config back to the file (the caller holds `edits`).

@@ -14,4 +14,4 @@ pub use credentials::{
 pub use duration::{format_duration, parse_duration};
 pub use id::check_camera_id;
 pub use random::random_hex;
-pub use time::rfc3339;
+pub use time::{parse_rfc3339, rfc3339};

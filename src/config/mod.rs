@@ -46,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub rtmp: Option<toml::Table>,
     #[serde(default)]
+    pub recording: Option<toml::Table>,
+    #[serde(default)]
     pub worker: Vec<WorkerConfig>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
@@ -82,6 +84,67 @@ pub struct Settings {
     pub publish: PublishSettings,
     /// `[rtmp]`: the RTMP publish server.
     pub rtmp: RtmpSettings,
+    /// `[recording]`: where and how cameras with `record` are recorded.
+    pub recording: RecordingSettings,
+}
+
+/// `[recording]`: `path` (default `recordings`, relative to the config file), `keep` (default
+/// 7 days), `max_size` (default 50 GB; the oldest recordings go first), `segment` (default 1 h:
+/// a new file at least this often), `part` (default 1 s: written and synced this often, so a
+/// crash loses at most one part), `pre_roll`/`post_roll` (default 5 s / 10 s: an event's clip).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingSettings {
+    pub path: PathBuf,
+    pub keep: Duration,
+    pub max_size: u64,
+    pub segment: Duration,
+    pub part: Duration,
+    pub pre_roll: Duration,
+    pub post_roll: Duration,
+}
+
+impl Default for RecordingSettings {
+    fn default() -> RecordingSettings {
+        RecordingSettings {
+            path: PathBuf::from("recordings"),
+            keep: Duration::from_secs(7 * 86_400),
+            max_size: 50_000_000_000,
+            segment: Duration::from_secs(3600),
+            part: Duration::from_secs(1),
+            pre_roll: Duration::from_secs(5),
+            post_roll: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A camera's `record`: `true`/`false`, or a table that records and overrides `keep`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Record {
+    On(bool),
+    With(RecordOptions),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOptions {
+    /// How long this camera's recordings are kept, e.g. "30d" (default `[recording] keep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<String>,
+}
+
+impl Record {
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Record::On(false))
+    }
+
+    /// The camera's own `keep`, when it sets one (checked by [`check_camera`]).
+    pub fn keep(&self) -> Option<Duration> {
+        match self {
+            Record::With(RecordOptions { keep: Some(k) }) => parse_long_duration(k).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// `[rtmp] enabled` (default true) and `listen` (default 127.0.0.1:1935).
@@ -204,6 +267,7 @@ impl Default for Settings {
             rtsp: RtspSettings::default(),
             publish: PublishSettings::default(),
             rtmp: RtmpSettings::default(),
+            recording: RecordingSettings::default(),
         }
     }
 }
@@ -265,6 +329,9 @@ pub struct CameraConfig {
     /// by the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_key: Option<String>,
+    /// Whether the camera is recorded (`[recording]`): `true`, or `{ keep = "30d" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
     /// Analysis settings (motion, vlm, asr), read by the analysis capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<toml::Table>,
@@ -431,6 +498,11 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
             ));
         }
     }
+    if let Some(Record::With(RecordOptions { keep: Some(k) })) = &camera.record {
+        if let Err(e) = parse_long_duration(k) {
+            problems.push(problem("record.keep", e));
+        }
+    }
     if let Some(analysis) = &camera.analysis {
         for (key, message) in self::analysis::check(analysis) {
             let place = if key.is_empty() {
@@ -445,6 +517,69 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
         problems.push(problem(key.clone(), "unknown key"));
     }
     problems
+}
+
+/// A duration that may be long (`7d`, `12h`, `90m`, `30s`), as retention and segments are.
+pub fn parse_long_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    let scale = match unit {
+        "s" | "" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => f64::NAN,
+    };
+    let secs = value * scale;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 100.0 * 365.0 * 86_400.0) {
+        return Err(format!(
+            "{text:?} is not a duration such as \"7d\", \"12h\", \"30m\" or \"10s\""
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A size such as `50GB`, `500MB`, `2GiB` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        "TIB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => f64::NAN,
+    };
+    let bytes = value * scale;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < 1e18) {
+        return Err(format!("{text:?} is not a size such as \"50GB\" or \"500MB\""));
+    }
+    Ok(bytes as u64)
+}
+
+fn long_duration(text: Option<&str>, value: &toml::Value) -> Result<Duration, String> {
+    text.ok_or_else(|| format!("{value} is not a duration such as \"7d\""))
+        .and_then(parse_long_duration)
+}
+
+fn at_least(d: Duration, min: Duration) -> Result<Duration, String> {
+    if d < min {
+        return Err(format!("must be at least {min:?}"));
+    }
+    Ok(d)
 }
 
 /// A setting that must be `true` or `false`; else a problem at `place`.
@@ -718,6 +853,50 @@ impl Config {
                 _ => problems.push(problem(format!("rtmp.{key}"), "unknown key")),
             }
         }
+        for (key, value) in self.recording.iter().flatten() {
+            let place = format!("recording.{key}");
+            let text = value.as_str();
+            let r = &mut typed.recording;
+            let ok = match key.as_str() {
+                "path" => text
+                    .filter(|p| !p.is_empty())
+                    .map(|p| r.path = PathBuf::from(p))
+                    .ok_or_else(|| format!("{value} is not a folder path")),
+                "keep" => long_duration(text, value).map(|d| r.keep = d),
+                "max_size" => text
+                    .ok_or_else(|| format!("{value} is not a size"))
+                    .and_then(parse_size)
+                    .map(|n| r.max_size = n),
+                "segment" => long_duration(text, value)
+                    .and_then(|d| at_least(d, Duration::from_secs(1)))
+                    .map(|d| r.segment = d),
+                "part" => text
+                    .ok_or_else(|| format!("{value} is not a duration"))
+                    .and_then(parse_duration)
+                    .and_then(|d| at_least(d, Duration::from_millis(100)))
+                    .map(|d| r.part = d),
+                "pre_roll" | "post_roll" => text
+                    .ok_or_else(|| format!("{value} is not a duration"))
+                    .and_then(parse_duration)
+                    .map(|d| {
+                        if key == "pre_roll" {
+                            r.pre_roll = d
+                        } else {
+                            r.post_roll = d
+                        }
+                    }),
+                _ => Err("unknown key".to_string()),
+            };
+            if let Err(message) = ok {
+                problems.push(problem(place, message));
+            }
+        }
+        if typed.recording.part > typed.recording.segment {
+            problems.push(problem(
+                "recording.part",
+                "must not be longer than recording.segment",
+            ));
+        }
         for (key, value) in self.publish.iter().flatten() {
             match key.as_str() {
                 "timeout" => {
@@ -849,6 +1028,9 @@ impl Config {
         if self.rtmp != new.rtmp {
             out.push("rtmp");
         }
+        if self.recording != new.recording {
+            out.push("recording");
+        }
         if self.worker != new.worker {
             out.push("worker");
         }
@@ -877,6 +1059,7 @@ impl CameraConfig {
             timeout: None,
             user_agent: None,
             publish_key: None,
+            record: None,
             analysis: None,
             unknown: BTreeMap::new(),
         }
@@ -966,6 +1149,19 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<S
             }
             None => {
                 table.remove("analysis");
+            }
+        }
+        match &camera.record {
+            Some(Record::On(on)) => table["record"] = value(*on),
+            Some(Record::With(options)) => {
+                let mut t = toml_edit::InlineTable::new();
+                if let Some(keep) = &options.keep {
+                    t.insert("keep", keep.as_str().into());
+                }
+                table["record"] = value(t);
+            }
+            None => {
+                table.remove("record");
             }
         }
         for (key, v) in [
@@ -1196,6 +1392,7 @@ mod tests {
                 timeout: None,
                 user_agent: None,
                 publish_key: None,
+                record: None,
                 analysis: None,
                 unknown: BTreeMap::new(),
             },
@@ -1208,6 +1405,7 @@ mod tests {
                 timeout: None,
                 user_agent: None,
                 publish_key: None,
+                record: None,
                 analysis: None,
                 unknown: BTreeMap::new(),
             },

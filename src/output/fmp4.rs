@@ -135,32 +135,64 @@ pub fn fragment(packet: &Packet) -> Result<Packaged, MuxError> {
         // 1024 samples: an AAC frame (Opus frames are 960; only the first frame guesses).
         TrackKind::Audio => (AUDIO_TRACK, nonzero(packet.duration, 1024)),
     };
-    let flags = match frame.track {
-        TrackKind::Video if frame.keyframe => SYNC_SAMPLE,
-        TrackKind::Video => NON_SYNC_SAMPLE,
-        TrackKind::Audio => SYNC_SAMPLE,
-    };
-    let cts = frame.pts - frame.dts;
+    let sync = frame.track == TrackKind::Audio || frame.keyframe;
+    let cts = (frame.track == TrackKind::Video).then_some(frame.pts - frame.dts);
+    let head = sample_head(
+        &FragmentSample {
+            sequence: packet.sequence,
+            track_id,
+            dts: frame.dts.max(0) as u64,
+            duration,
+            size: frame.data.len(),
+            sync,
+            cts,
+        },
+    )?;
+    let (field_at, field_len) = tfdt_field(&head)?;
+    Ok(Packaged {
+        head,
+        field_at,
+        field_len,
+        field: frame.dts.max(0) as u64,
+        body: frame.data.clone(),
+    })
+}
+
+/// One sample as a fragment of its own describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FragmentSample {
+    pub sequence: u32,
+    pub track_id: u32,
+    pub dts: u64,
+    pub duration: u32,
+    pub size: usize,
+    pub sync: bool,
+    /// Composition offset (video only).
+    pub cts: Option<i64>,
+}
+
+/// The moof of a one-sample fragment and the header of its mdat: the sample's bytes follow.
+pub fn sample_head(s: &FragmentSample) -> Result<Bytes, MuxError> {
     let mut moof = Moof {
         mfhd: Mfhd {
-            sequence_number: packet.sequence,
+            sequence_number: s.sequence,
         },
         traf: vec![Traf {
             tfhd: Tfhd {
-                track_id,
+                track_id: s.track_id,
                 default_base_is_moof: true,
                 ..Default::default()
             },
             tfdt: Some(Tfdt {
-                base_media_decode_time: frame.dts.max(0) as u64,
+                base_media_decode_time: s.dts,
             }),
             trun: vec![Trun {
                 data_offset: Some(0),
                 samples: TrunSamples::Explicit(vec![TrunEntry {
-                    duration: Some(duration),
-                    size: Some(frame.data.len() as u32),
-                    flags: Some(flags),
-                    cts: (frame.track == TrackKind::Video).then_some(cts),
+                    duration: Some(s.duration),
+                    size: Some(s.size as u32),
+                    flags: Some(if s.sync { SYNC_SAMPLE } else { NON_SYNC_SAMPLE }),
+                    cts: s.cts,
                 }]),
             }],
             ..Default::default()
@@ -173,18 +205,11 @@ pub fn fragment(packet: &Packet) -> Result<Packaged, MuxError> {
     moof.traf[0].trun[0].data_offset = Some(head.len() as i32 + 8);
     head.clear();
     moof.encode(&mut head).map_err(mux_err)?;
-    let (field_at, field_len) = tfdt_field(&head)?;
-    // The mdat's header goes with the moof, so the body is the frame's own bytes: no copy.
-    let mdat_size = u32::try_from(8 + frame.data.len()).map_err(mux_err)?;
+    // The mdat's header goes with the moof, so the body is the sample's own bytes: no copy.
+    let mdat_size = u32::try_from(8 + s.size).map_err(mux_err)?;
     head.put_u32(mdat_size);
     head.put_slice(b"mdat");
-    Ok(Packaged {
-        head: Bytes::from(head),
-        field_at,
-        field_len,
-        field: frame.dts.max(0) as u64,
-        body: frame.data.clone(),
-    })
+    Ok(Bytes::from(head))
 }
 
 /// Where `tfdt`'s baseMediaDecodeTime is in an encoded moof, and its width (version 1: 8 bytes).
