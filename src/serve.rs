@@ -145,10 +145,8 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         config.typed.keep,
         shutdown_token.clone(),
     ));
-    let recording_retention = crate::resources::spawn_task(prune_recordings(
-        cameras.clone(),
-        shutdown_token.clone(),
-    ));
+    let recording_retention =
+        crate::resources::spawn_task(prune_recordings(cameras.clone(), shutdown_token.clone()));
     let shutdown = shutdown_token;
     let state = Arc::new(AppState {
         cameras: cameras.clone(),

@@ -87,7 +87,8 @@ fn with_clips(recording: &Recording, events: Vec<Event>) -> Vec<EventJson> {
             let recorded = recording
                 .spans(&event.camera, at - 1, at + 1)
                 .is_ok_and(|s| !s.is_empty());
-            let clip = recorded.then(|| super::playback::get_url(&event.camera, at - pre, pre + post, "mp4"));
+            let clip = recorded
+                .then(|| super::playback::get_url(&event.camera, at - pre, pre + post, "mp4"));
             EventJson { event, clip }
         })
         .collect()

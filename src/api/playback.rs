@@ -65,7 +65,9 @@ fn text_time(us: i64) -> String {
 
 /// The URL of `duration_us` of `camera`'s footage from `start_us`.
 pub fn get_url(camera: &str, start_us: i64, duration_us: i64, format: &str) -> String {
-    let mut url = url::form_urlencoded::Serializer::new(String::from("/api/playback/get?"));
+    let base = String::from("/api/playback/get?");
+    let at = base.len();
+    let mut url = url::form_urlencoded::Serializer::for_suffix(base, at);
     url.append_pair("path", camera)
         .append_pair("start", &text_time(start_us))
         .append_pair("duration", &format!("{:.3}", duration_us as f64 / 1e6));
@@ -142,20 +144,19 @@ pub async fn get(
     let end = start + (seconds * 1e6) as i64;
     let recording = state.cameras.recording().clone();
     let camera_id = id.clone();
-    let answer = tokio::task::spawn_blocking(move || recording.answer(&camera_id, start, end, format))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no recording of {id:?} from {}", text_time(start)),
-            )
-        })?;
+    let answer =
+        tokio::task::spawn_blocking(move || recording.answer(&camera_id, start, end, format))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no recording of {id:?} from {}", text_time(start)),
+                )
+            })?;
     let len = answer.plan.len;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let Some(range) = byte_range(range, len) else {
         return Ok((
             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -164,7 +165,12 @@ pub async fn get(
             .into_response());
     };
     let (status, pieces, from, to) = match range {
-        Some((from, to)) => (StatusCode::PARTIAL_CONTENT, answer.plan.range(from, to), from, to),
+        Some((from, to)) => (
+            StatusCode::PARTIAL_CONTENT,
+            answer.plan.range(from, to),
+            from,
+            to,
+        ),
         None => (StatusCode::OK, answer.plan.pieces.clone(), 0, len),
     };
     let mut response = Response::builder()
@@ -175,7 +181,10 @@ pub async fn get(
         // The same URL can grow while its span is being recorded.
         .header(header::CACHE_CONTROL, "no-cache");
     if status == StatusCode::PARTIAL_CONTENT {
-        response = response.header(header::CONTENT_RANGE, format!("bytes {from}-{}/{len}", to - 1));
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {from}-{}/{len}", to - 1),
+        );
     }
     if q.download.is_some() {
         let name = format!(
@@ -186,9 +195,7 @@ pub async fn get(
             response = response.header(header::CONTENT_DISPOSITION, v);
         }
     }
-    response
-        .body(body(pieces, answer.files))
-        .map_err(internal)
+    response.body(body(pieces, answer.files)).map_err(internal)
 }
 
 /// Streams `pieces`, reading the file ranges on the blocking pool in batches of [`CHUNK`];

@@ -194,7 +194,9 @@ mod tests {
             }
         );
         // Recording on and off touches only the recorder; a new keep is not a change of it.
-        let on = patch(serde_json::json!({"record": true})).apply(&old).unwrap();
+        let on = patch(serde_json::json!({"record": true}))
+            .apply(&old)
+            .unwrap();
         assert_eq!(
             Change::between(&old, &on),
             Change {
@@ -206,7 +208,9 @@ mod tests {
             .apply(&on)
             .unwrap();
         assert!(!Change::between(&on, &keep).recording);
-        let off = patch(serde_json::json!({"record": false})).apply(&keep).unwrap();
+        let off = patch(serde_json::json!({"record": false}))
+            .apply(&keep)
+            .unwrap();
         assert!(Change::between(&keep, &off).recording);
     }
 

@@ -38,7 +38,12 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
         return Err(bad());
     }
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return Err(bad());
     }
     let mut rest = t.get(19..).ok_or_else(bad)?;
@@ -48,7 +53,11 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
         if digits == 0 {
             return Err(bad());
         }
-        let scaled: String = frac[..digits].chars().chain("000000".chars()).take(6).collect();
+        let scaled: String = frac[..digits]
+            .chars()
+            .chain("000000".chars())
+            .take(6)
+            .collect();
         micros = scaled.parse().map_err(|_| bad())?;
         rest = &frac[digits..];
     }
@@ -72,7 +81,10 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
 }
 
 fn num_in(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
-    s.get(r).filter(|d| d.bytes().all(|c| c.is_ascii_digit()))?.parse().ok()
+    s.get(r)
+        .filter(|d| d.bytes().all(|c| c.is_ascii_digit()))?
+        .parse()
+        .ok()
 }
 
 /// (year, month, day) → days since 1970-01-01 (H. Hinnant's `days_from_civil`).
@@ -119,16 +131,36 @@ mod tests {
 
     #[test]
     fn parsed_back() {
-        for (s, ms) in [(0, 0), (951_782_400, 5), (1_796_203_805, 123), (4_107_542_399, 999)] {
+        for (s, ms) in [
+            (0, 0),
+            (951_782_400, 5),
+            (1_796_203_805, 123),
+            (4_107_542_399, 999),
+        ] {
             let text = rfc3339(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms));
-            assert_eq!(parse_rfc3339(&text), Ok(s as i64 * 1_000_000 + ms as i64 * 1000), "{text}");
+            assert_eq!(
+                parse_rfc3339(&text),
+                Ok(s as i64 * 1_000_000 + ms as i64 * 1000),
+                "{text}"
+            );
         }
         assert_eq!(
             parse_rfc3339("2026-12-02T10:30:05.5+01:00"),
             parse_rfc3339("2026-12-02T09:30:05.500Z")
         );
-        assert_eq!(parse_rfc3339("2026-12-02T09:30:05.000001Z").unwrap() % 1_000_000, 1);
-        for bad in ["", "2026-12-02", "2026-13-02T00:00:00Z", "2026-12-02T09:30:05", "2026-12-02T09:30:05.Z", "2026-12-02T09:30:05+0100", "２０２６-12-02T09:30:05Z"] {
+        assert_eq!(
+            parse_rfc3339("2026-12-02T09:30:05.000001Z").unwrap() % 1_000_000,
+            1
+        );
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-13-02T00:00:00Z",
+            "2026-12-02T09:30:05",
+            "2026-12-02T09:30:05.Z",
+            "2026-12-02T09:30:05+0100",
+            "２０２６-12-02T09:30:05Z",
+        ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
     }

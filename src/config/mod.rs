@@ -564,8 +564,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => f64::NAN,
     };
     let bytes = value * scale;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < 1e18) {
-        return Err(format!("{text:?} is not a size such as \"50GB\" or \"500MB\""));
+    if !((1.0..1e18).contains(&bytes)) {
+        return Err(format!(
+            "{text:?} is not a size such as \"50GB\" or \"500MB\""
+        ));
     }
     Ok(bytes as u64)
 }

@@ -137,17 +137,15 @@ pub fn fragment(packet: &Packet) -> Result<Packaged, MuxError> {
     };
     let sync = frame.track == TrackKind::Audio || frame.keyframe;
     let cts = (frame.track == TrackKind::Video).then_some(frame.pts - frame.dts);
-    let head = sample_head(
-        &FragmentSample {
-            sequence: packet.sequence,
-            track_id,
-            dts: frame.dts.max(0) as u64,
-            duration,
-            size: frame.data.len(),
-            sync,
-            cts,
-        },
-    )?;
+    let head = sample_head(&FragmentSample {
+        sequence: packet.sequence,
+        track_id,
+        dts: frame.dts.max(0) as u64,
+        duration,
+        size: frame.data.len(),
+        sync,
+        cts,
+    })?;
     let (field_at, field_len) = tfdt_field(&head)?;
     Ok(Packaged {
         head,

@@ -59,7 +59,11 @@ pub struct Scanned {
 
 /// The samples of the fragments from `from` on, until `stop` says a sample is past what is
 /// wanted (that fragment and the rest are not read).
-pub fn scan(path: &Path, from: u64, mut stop: impl FnMut(&Sample) -> bool) -> Result<Scanned, String> {
+pub fn scan(
+    path: &Path,
+    from: u64,
+    mut stop: impl FnMut(&Sample) -> bool,
+) -> Result<Scanned, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut r = BufReader::with_capacity(16 * 1024, file);
@@ -68,10 +72,7 @@ pub fn scan(path: &Path, from: u64, mut stop: impl FnMut(&Sample) -> bool) -> Re
     let mut samples = Vec::new();
     let mut end = from;
     let mut pending: Vec<Sample> = Vec::new();
-    loop {
-        let Some((size, kind, header_len)) = header(&mut r).map_err(|e| e.to_string())? else {
-            break;
-        };
+    while let Some((size, kind, header_len)) = header(&mut r).map_err(|e| e.to_string())? {
         if size < header_len || at + size > len {
             break;
         }

@@ -76,9 +76,12 @@ impl Index {
     pub fn open(path: &Path) -> Result<Index> {
         let conn =
             Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -94,7 +97,14 @@ impl Index {
     }
 
     /// A new open segment; its id.
-    pub fn add(&self, camera: &str, start_us: i64, path: &str, size: u64, codecs: &str) -> Result<i64> {
+    pub fn add(
+        &self,
+        camera: &str,
+        start_us: i64,
+        path: &str,
+        size: u64,
+        codecs: &str,
+    ) -> Result<i64> {
         let conn = self.conn.lock().unwrap();
         conn.execute(
             "INSERT INTO segments (camera, start_us, end_us, path, size, codecs) VALUES (?1, ?2, ?2, ?3, ?4, ?5)",
@@ -236,24 +246,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let index = Index::open(&dir.join("index.db")).unwrap();
-        let a = index.add("door", 1_000, "door/a.mp4", 500, "video/mp4").unwrap();
+        let a = index
+            .add("door", 1_000, "door/a.mp4", 500, "video/mp4")
+            .unwrap();
         index
-            .extend(a, 5_000, 900, &[Keyframe { time_us: 1_000, offset: 500 }, Keyframe { time_us: 3_000, offset: 700 }])
+            .extend(
+                a,
+                5_000,
+                900,
+                &[
+                    Keyframe {
+                        time_us: 1_000,
+                        offset: 500,
+                    },
+                    Keyframe {
+                        time_us: 3_000,
+                        offset: 700,
+                    },
+                ],
+            )
             .unwrap();
         index.close(a, 6_000, 1_000).unwrap();
-        let b = index.add("door", 6_000, "door/b.mp4", 500, "video/mp4").unwrap();
+        let b = index
+            .add("door", 6_000, "door/b.mp4", 500, "video/mp4")
+            .unwrap();
         index.add("yard", 0, "yard/a.mp4", 10, "video/mp4").unwrap();
         let found = index.overlapping("door", 5_500, 7_000).unwrap();
         assert_eq!(found.iter().map(|s| s.id).collect::<Vec<_>>(), vec![a, b]);
-        assert_eq!((found[0].end_us, found[0].size, found[0].open), (6_000, 1_000, false));
+        assert_eq!(
+            (found[0].end_us, found[0].size, found[0].open),
+            (6_000, 1_000, false)
+        );
         assert!(found[1].open);
         assert!(index.overlapping("door", 0, 1_000).unwrap().is_empty());
         assert_eq!(index.keyframe_at(a, 2_999).unwrap().unwrap().offset, 500);
         assert_eq!(index.keyframe_at(a, 3_000).unwrap().unwrap().offset, 700);
-        assert_eq!(index.keyframe_at(a, 0).unwrap().unwrap().offset, 500, "the first");
+        assert_eq!(
+            index.keyframe_at(a, 0).unwrap().unwrap().offset,
+            500,
+            "the first"
+        );
         assert_eq!(index.total_size().unwrap(), 1_510);
         index.remove(a).unwrap();
-        assert!(index.keyframe_at(a, 3_000).unwrap().is_none(), "keyframes go with it");
+        assert!(
+            index.keyframe_at(a, 3_000).unwrap().is_none(),
+            "keyframes go with it"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -83,8 +83,12 @@ impl Recording {
             return Ok(index.clone());
         }
         let path = &self.settings.path;
-        std::fs::create_dir_all(path)
-            .map_err(|e| format!("cannot create the recordings folder {}: {e}", path.display()))?;
+        std::fs::create_dir_all(path).map_err(|e| {
+            format!(
+                "cannot create the recordings folder {}: {e}",
+                path.display()
+            )
+        })?;
         let index = Arc::new(Index::open(&path.join("index.db"))?);
         *slot = Some(index.clone());
         Ok(index)
@@ -103,8 +107,9 @@ impl Recording {
         let folder = self.settings.path.join(camera);
         std::fs::create_dir_all(&folder)
             .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
-        let stamp = crate::common::rfc3339(UNIX_EPOCH + Duration::from_micros(start_us.max(0) as u64))
-            .replace(':', "-");
+        let stamp =
+            crate::common::rfc3339(UNIX_EPOCH + Duration::from_micros(start_us.max(0) as u64))
+                .replace(':', "-");
         for n in 0..100 {
             let name = if n == 0 {
                 format!("{stamp}.mp4")
@@ -115,7 +120,10 @@ impl Recording {
                 return Ok((folder.join(&name), format!("{camera}/{name}")));
             }
         }
-        Err(format!("too many segments at {stamp} in {}", folder.display()))
+        Err(format!(
+            "too many segments at {stamp} in {}",
+            folder.display()
+        ))
     }
 
     fn segment_closed(&self) {
@@ -179,7 +187,11 @@ impl Recording {
                 Some(first) if *first != init => break,
                 Some(_) => {}
             }
-            let at = if runs.is_empty() { start_us } else { seg.start_us };
+            let at = if runs.is_empty() {
+                start_us
+            } else {
+                seg.start_us
+            };
             let Some(key) = index.keyframe_at(seg.id, at)? else {
                 continue;
             };

@@ -199,7 +199,10 @@ fn from_us(us: i64, rate: u32) -> u64 {
     (us.max(0) as i128 * i128::from(rate) / 1_000_000) as u64
 }
 
-fn place(clip: &Clip) -> Result<Timeline, String> {
+/// The clip's samples on its own timeline. With `squeeze`, the video frames before the asked
+/// start (decoded only to reach it) last one tick each, so players that ignore edit lists
+/// (FFmpeg and browsers with fragmented files) still begin at the asked start.
+fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
     let video = video_track(&clip.moov).ok_or("the recording has no video track")?;
     let origin = clip.runs.first().ok_or("no footage")?.anchor_us;
     let start_us = clip.start_us.max(origin);
@@ -237,6 +240,24 @@ fn place(clip: &Clip) -> Result<Timeline, String> {
             });
         }
     }
+    let video_rate = timescale(&clip.moov, video).unwrap_or(90_000);
+    let mut skip_video = from_us(skip_us, video_rate);
+    if squeeze {
+        let before = placed
+            .iter()
+            .filter(|p| p.sample.track == video && p.dts < skip_video)
+            .count() as u64;
+        let mut n = 0;
+        for p in placed.iter_mut().filter(|p| p.sample.track == video) {
+            if p.dts < skip_video {
+                p.dts = n;
+                n += 1;
+            } else {
+                p.dts = p.dts - skip_video + before;
+            }
+        }
+        skip_video = before;
+    }
     // Per track: decode times only grow (rounding across a stitch could tie them), and each
     // duration reaches the next sample.
     for track in clip.moov.trak.iter().map(|t| t.tkhd.track_id) {
@@ -249,7 +270,8 @@ fn place(clip: &Clip) -> Result<Timeline, String> {
                 if placed[i].dts <= placed[j].dts {
                     placed[i].dts = placed[j].dts + 1;
                 }
-                placed[j].duration = (placed[i].dts - placed[j].dts).min(u64::from(u32::MAX)) as u32;
+                placed[j].duration =
+                    (placed[i].dts - placed[j].dts).min(u64::from(u32::MAX)) as u32;
             }
             last = Some(i);
         }
@@ -257,10 +279,9 @@ fn place(clip: &Clip) -> Result<Timeline, String> {
     if !placed.iter().any(|p| p.sample.track == video) {
         return Err("no video in the asked span".into());
     }
-    let video_rate = timescale(&clip.moov, video).unwrap_or(90_000);
     Ok(Timeline {
         placed,
-        skip_video: from_us(skip_us, video_rate),
+        skip_video,
         start_us,
         duration_us: (end_us.min(clip.end_us) - start_us).max(0),
     })
@@ -300,12 +321,13 @@ fn edit(moov: &mut Moov, t: &Timeline) {
 }
 
 fn encode(out: &mut Vec<u8>, atom: &impl Encode) -> Result<(), String> {
-    atom.encode(out).map_err(|e| format!("cannot write MP4: {e}"))
+    atom.encode(out)
+        .map_err(|e| format!("cannot write MP4: {e}"))
 }
 
 /// The clip as one fragmented MP4: an init segment, then a fragment per sample.
 pub fn fmp4(clip: &Clip) -> Result<Plan, String> {
-    let t = place(clip)?;
+    let t = place(clip, true)?;
     let mut moov = clip.moov.clone();
     moov.mvhd.duration = 0;
     edit(&mut moov, &t);
@@ -349,7 +371,7 @@ fn runs<T: PartialEq + Copy>(values: impl Iterator<Item = T>) -> Vec<(u32, T)> {
 
 /// The clip as one progressive MP4, moov first (players can start and seek with ranges).
 pub fn mp4(clip: &Clip) -> Result<Plan, String> {
-    let t = place(clip)?;
+    let t = place(clip, false)?;
     let mut moov = clip.moov.clone();
     moov.mvex = None;
     let movie_ms = (t.duration_us / 1000) as u64;
@@ -495,7 +517,10 @@ pub fn byte_range(header: Option<&str>, len: u64) -> Option<Option<(u64, u64)>> 
             (len.saturating_sub(n), len)
         }
         (a, "") => (a.parse().ok()?, len),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.saturating_add(1).min(len)),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.saturating_add(1).min(len),
+        ),
     };
     (from < to && from < len).then_some(Some((from, to)))
 }
@@ -548,9 +573,8 @@ mod tests {
         for p in &plan.pieces {
             match p {
                 Piece::Bytes(b) => out.extend_from_slice(b),
-                Piece::File { file, offset, len } => {
-                    out.extend_from_slice(&files[*file][*offset as usize..(*offset + *len) as usize])
-                }
+                Piece::File { file, offset, len } => out
+                    .extend_from_slice(&files[*file][*offset as usize..(*offset + *len) as usize]),
             }
         }
         assert_eq!(out.len() as u64, plan.len);
@@ -590,16 +614,23 @@ mod tests {
                 Format::Fmp4 => fmp4(&clip).unwrap(),
                 Format::Mp4 => mp4(&clip).unwrap(),
             };
-            assert_eq!((plan.start_us, plan.duration_us), (1_001_500_000, 2_000_000));
+            assert_eq!(
+                (plan.start_us, plan.duration_us),
+                (1_001_500_000, 2_000_000)
+            );
             let out = assemble(&plan, &[&file]);
             let moov = read_moov(&out).unwrap();
             let elst = moov.trak[0].edts.as_ref().unwrap().elst.as_ref().unwrap();
-            assert_eq!(elst.entries[0].media_time, Some(45_000), "{format:?}");
+            // MP4: half a second of media; fMP4: the 13 frames before the start, a tick each.
+            let skip = if format == Format::Mp4 { 45_000 } else { 13 };
+            assert_eq!(elst.entries[0].media_time, Some(skip), "{format:?}");
             assert_eq!(elst.entries[0].segment_duration, 2_000);
             if format == Format::Mp4 {
                 let stbl = &moov.trak[0].mdia.minf.stbl;
                 // Frames 25..87 (wall < 1,003.5 s): 63 samples, the first one in the mdat.
-                let StszSamples::Different { sizes } = &stbl.stsz.samples else { panic!() };
+                let StszSamples::Different { sizes } = &stbl.stsz.samples else {
+                    panic!()
+                };
                 assert_eq!(sizes.len(), 63);
                 let first = stbl.stco.as_ref().unwrap().entries[0] as usize;
                 assert_eq!(out[first], 25);
@@ -628,9 +659,15 @@ mod tests {
             assert_eq!(assemble(&part, &[&file]), whole[from as usize..to as usize]);
         }
         assert_eq!(byte_range(Some("bytes=0-99"), 1000), Some(Some((0, 100))));
-        assert_eq!(byte_range(Some("bytes=900-"), 1000), Some(Some((900, 1000))));
+        assert_eq!(
+            byte_range(Some("bytes=900-"), 1000),
+            Some(Some((900, 1000)))
+        );
         assert_eq!(byte_range(Some("bytes=-10"), 1000), Some(Some((990, 1000))));
-        assert_eq!(byte_range(Some("bytes=5-2000"), 1000), Some(Some((5, 1000))));
+        assert_eq!(
+            byte_range(Some("bytes=5-2000"), 1000),
+            Some(Some((5, 1000)))
+        );
         assert_eq!(byte_range(Some("bytes=1000-"), 1000), None, "416");
         assert_eq!(byte_range(Some("bytes=x-y"), 1000), None);
         assert_eq!(byte_range(None, 1000), Some(None));
@@ -644,8 +681,16 @@ mod tests {
         let clip = Clip {
             moov: read_moov(&a).unwrap(),
             runs: vec![
-                Run { file: 0, anchor_us: 0, samples: sa },
-                Run { file: 1, anchor_us: 2_000_000, samples: sb },
+                Run {
+                    file: 0,
+                    anchor_us: 0,
+                    samples: sa,
+                },
+                Run {
+                    file: 1,
+                    anchor_us: 2_000_000,
+                    samples: sb,
+                },
             ],
             start_us: 0,
             end_us: 4_000_000,
@@ -659,7 +704,12 @@ mod tests {
         while at < out.len() {
             let size = u32::from_be_bytes(out[at..at + 4].try_into().unwrap()) as usize;
             if &out[at + 4..at + 8] == b"moof" {
-                times.extend(parse_moof(&out[at..at + size], at as u64).unwrap().iter().map(|s| s.dts));
+                times.extend(
+                    parse_moof(&out[at..at + size], at as u64)
+                        .unwrap()
+                        .iter()
+                        .map(|s| s.dts),
+                );
             }
             at += size;
         }

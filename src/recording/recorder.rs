@@ -148,7 +148,8 @@ async fn run(
             match apply(disk.take(), actions).await {
                 Ok(d) => {
                     disk = Some(d);
-                    if paused_until.take().is_some() || status.lock().unwrap().state != "recording" {
+                    if paused_until.take().is_some() || status.lock().unwrap().state != "recording"
+                    {
                         set(RecordingStatus::new("recording", None));
                     }
                 }
@@ -231,15 +232,22 @@ impl Disk {
                 Action::Open(opened) => {
                     self.give_up();
                     let index = recording.index()?;
-                    let (path, relative) = recording.new_file_path(&self.camera, opened.start_us)?;
+                    let (path, relative) =
+                        recording.new_file_path(&self.camera, opened.start_us)?;
                     let mut file = File::options()
                         .write(true)
                         .create_new(true)
                         .open(&path)
                         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                    write(&mut file, &[opened.init.clone()], &path)?;
+                    write(&mut file, std::slice::from_ref(&opened.init), &path)?;
                     let size = opened.init.len() as u64;
-                    let id = index.add(&self.camera, opened.start_us, &relative, size, &opened.codecs)?;
+                    let id = index.add(
+                        &self.camera,
+                        opened.start_us,
+                        &relative,
+                        size,
+                        &opened.codecs,
+                    )?;
                     self.open = Some(OpenFile {
                         file,
                         id,

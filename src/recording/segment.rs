@@ -123,7 +123,12 @@ impl Writer {
 
     /// Takes one frame. `audio` is the camera's audio description now; `wall_us` the wall time
     /// to give the frame if it starts a segment (its capture time when the source knows it).
-    pub fn push(&mut self, packet: &Packet, audio: Option<&AudioCodec>, wall_us: i64) -> Vec<Action> {
+    pub fn push(
+        &mut self,
+        packet: &Packet,
+        audio: Option<&AudioCodec>,
+        wall_us: i64,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         let video_key = packet.track == TrackKind::Video && packet.keyframe;
         if video_key {
@@ -197,7 +202,12 @@ impl Writer {
         self.open = None;
     }
 
-    fn must_cut(&self, packet: &Packet, codec: &Arc<VideoCodec>, audio: Option<&AudioCodec>) -> bool {
+    fn must_cut(
+        &self,
+        packet: &Packet,
+        codec: &Arc<VideoCodec>,
+        audio: Option<&AudioCodec>,
+    ) -> bool {
         let Some(open) = &self.open else {
             return false;
         };
@@ -248,12 +258,7 @@ mod tests {
     use crate::media::Frame;
     use crate::output::fmp4::tests::test_video;
 
-    fn packet(
-        codec: &Arc<VideoCodec>,
-        n: i64,
-        keyframe: bool,
-        epoch: u32,
-    ) -> Arc<Packet> {
+    fn packet(codec: &Arc<VideoCodec>, n: i64, keyframe: bool, epoch: u32) -> Arc<Packet> {
         Packet::in_epoch(
             Frame {
                 track: TrackKind::Video,
@@ -278,10 +283,19 @@ mod tests {
     }
 
     /// Runs frames 0..n (a keyframe every 50, 25 fps) and returns every action.
-    fn record(writer: &mut Writer, codec: &Arc<VideoCodec>, frames: std::ops::Range<i64>, epoch: u32) -> Vec<Action> {
+    fn record(
+        writer: &mut Writer,
+        codec: &Arc<VideoCodec>,
+        frames: std::ops::Range<i64>,
+        epoch: u32,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         for n in frames {
-            actions.extend(writer.push(&packet(codec, n, n % 50 == 0, epoch), None, 1_000_000_000 + n * 40_000));
+            actions.extend(writer.push(
+                &packet(codec, n, n % 50 == 0, epoch),
+                None,
+                1_000_000_000 + n * 40_000,
+            ));
         }
         actions
     }
@@ -292,14 +306,21 @@ mod tests {
         let mut w = Writer::new(cuts(3600));
         let mut actions = record(&mut w, &codec, 0..100, 0);
         actions.extend(w.finish());
-        let Action::Open(opened) = &actions[0] else { panic!("{actions:?}") };
+        let Action::Open(opened) = &actions[0] else {
+            panic!("{actions:?}")
+        };
         assert_eq!(opened.start_us, 1_000_000_000);
         assert!(opened.codecs.starts_with("video/mp4; codecs=\"avc1"));
         let mut file = opened.init.to_vec();
         let mut keyframes = Vec::new();
         for a in &actions[1..] {
             match a {
-                Action::Append { chunks, size, keyframes: k, .. } => {
+                Action::Append {
+                    chunks,
+                    size,
+                    keyframes: k,
+                    ..
+                } => {
                     for c in chunks {
                         file.extend_from_slice(c);
                     }
@@ -315,7 +336,10 @@ mod tests {
             }
         }
         // 4 s of 1 s parts: at least 4 appends, and every append is whole fragments.
-        let appends = actions.iter().filter(|a| matches!(a, Action::Append { .. })).count();
+        let appends = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Append { .. }))
+            .count();
         assert!(appends >= 4, "{appends}");
         assert_eq!(keyframes.len(), 2);
         for k in &keyframes {

@@ -37,7 +37,28 @@ impl Server {
         env: &[(&str, &str)],
         adjust: impl FnOnce(&mut Command),
     ) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_livelens"));
+        Server::launch(
+            Command::new(env!("CARGO_BIN_EXE_livelens")),
+            args,
+            env,
+            adjust,
+        )
+    }
+
+    /// Starts livelens through `wrapper` (a command that ends by running the rest of its
+    /// arguments, e.g. `unshare -m sh -c '… && exec "$@"' sh`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_livelens"));
+        Server::launch(cmd, args, &[], |_| {})
+    }
+
+    fn launch(
+        mut cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
