@@ -301,3 +301,62 @@ fn the_speaker_button_shows_for_cameras_with_sound_and_unmutes_them() {
         browser.close().await;
     });
 }
+
+#[test]
+fn the_recordings_panel_switches_recording_on_shows_the_day_plays_a_span_and_goes_back_to_live() {
+    let _serial = common::browser::serial();
+    let dir = common::temp_dir("ui-recordings");
+    let config = format!(
+        "[recording]\npath = \"{}\"\n\n[[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=640x360&fps=25&gop=25\"\n",
+        dir.join("rec").display()
+    );
+    let path = common::write_config("ui-recordings-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(5));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.open_ui(&server.base).await;
+        browser.run("document.querySelector('#view-toggle').click();").await;
+        browser.until(Duration::from_secs(5), "the recordings panel",
+            "const s = document.querySelector('#recording-state'); return !!s && s.dataset.state === 'off';").await;
+        // Record: the switch goes through the API and the state follows.
+        browser.run("document.querySelector('#record-toggle').click();").await;
+        browser.until(Duration::from_secs(10), "recording",
+            "return document.querySelector('#recording-state').dataset.state === 'recording';").await;
+        assert_eq!(server.get_json("/api/cameras/cam")["record"], true);
+        // The day's timeline shows the span once a few seconds are recorded.
+        browser.until(Duration::from_secs(30), "a recorded span of 4 s on the timeline",
+            "document.querySelector('#rec-day').dispatchEvent(new Event('change'));
+             await new Promise(r => setTimeout(r, 300));
+             const s = document.querySelector('#rec-timeline .rec-span');
+             return !!s && Number(s.dataset.duration) >= 4;").await;
+        // Pressing on the span plays the recording from there, in place of the live player.
+        browser.run(
+            "const bar = document.querySelector('#rec-timeline');
+             const s = bar.querySelector('.rec-span').getBoundingClientRect();
+             const x = s.left + s.width / 2, y = s.top + s.height / 2;
+             const opts = {bubbles: true, clientX: x, clientY: y, pointerId: 1};
+             bar.dispatchEvent(new PointerEvent('pointerdown', opts));
+             bar.dispatchEvent(new PointerEvent('pointerup', opts));").await;
+        browser.until(Duration::from_secs(10), "the recording playing",
+            "const v = document.querySelector('#rec-video');
+             return !v.hidden && v.videoWidth === 640 && v.currentTime > 0.5 && v.src.includes('format=mp4');").await;
+        // Back to live: the recording stops and the live player presents frames again.
+        browser.run("document.querySelector('#rec-live').click();").await;
+        browser.until(Duration::from_secs(5), "the recording closed",
+            "const v = document.querySelector('#rec-video'); return v.hidden && !v.getAttribute('src');").await;
+        let more = frames_of("cam").replace("return t && t.stats ? t.stats.frames : 0;",
+            "return !!t && !!t.stats && t.stats.frames >= 10;");
+        browser.until(Duration::from_secs(10), "live again", &more).await;
+        // The download link asks for an MP4 attachment, and the server gives one.
+        let href = browser.run("return document.querySelector('#rec-download').getAttribute('href');").await;
+        let href = href.as_str().unwrap().to_string();
+        assert!(href.contains("format=mp4") && href.contains("download=1"), "{href}");
+        // Switching off from the panel.
+        browser.run("document.querySelector('#record-toggle').click();").await;
+        browser.until(Duration::from_secs(10), "off",
+            "return document.querySelector('#recording-state').dataset.state === 'off';").await;
+        browser.close().await;
+    });
+    assert_eq!(server.resources()["viewers"]["recording"], 0);
+}

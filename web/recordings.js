@@ -60,7 +60,7 @@ export function mount(container, id, api, onReplay) {
     preview(p, timeAt(p, e));
   });
   bar.addEventListener("pointermove", (e) => { if (p.dragging) preview(p, timeAt(p, e)); });
-  bar.addEventListener("pointerup", (e) => { if (p.dragging) { p.dragging = false; playAt(timeAt(p, e)); } });
+  bar.addEventListener("pointerup", (e) => { if (p.dragging) { p.dragging = false; playAt(snap(p, timeAt(p, e))); } });
   bar.addEventListener("pointercancel", () => { p.dragging = false; });
   bar.addEventListener("click", (e) => {
     const mark = e.target.closest(".rec-event");
@@ -240,6 +240,19 @@ function preview(p, ms) {
 }
 
 const spanAt = (p, ms) => p.spans.find((s) => ms >= s.from && ms < s.to);
+
+// A pixel of a day is ~90 s, so a short span is hard to hit: a press within a few pixels of
+// one plays it (from its start when the press was before it, else from the press).
+function snap(p, ms) {
+  if (spanAt(p, ms)) return ms;
+  const px = (p.dayEnd - p.dayStart) / Math.max(1, p.$("#rec-timeline").getBoundingClientRect().width);
+  let best = null;
+  for (const s of p.spans) {
+    const d = ms < s.from ? s.from - ms : ms - (s.to - 1);
+    if (d <= 4 * px && (!best || d < best.d)) best = { d, at: ms < s.from ? s.from : Math.max(s.from, s.to - 10000) };
+  }
+  return best ? best.at : ms;
+}
 
 function playEvent(p, ms) {
   // From a little before the event, but not from before its span's start.
