@@ -166,6 +166,33 @@ fn spec() -> Value {
                        { "name": "session", "in": "path", "required": true, "schema": { "type": "string" } }],
         "delete": { "summary": "The publisher leaves (the camera is idle at once)", "responses": { "200": { "description": "ended" }, "401": error, "404": error } },
         "patch": { "summary": "Trickle ICE (accepted; not needed)", "responses": { "204": { "description": "accepted" }, "415": error } } });
+    doc["paths"]["/api/playback/list"] = json!({ "get": {
+        "summary": "Recorded spans of a camera (MediaMTX's shape): contiguous footage of one codec, cut to start..end",
+        "parameters": [
+            { "name": "path", "in": "query", "required": true, "description": "the camera id", "schema": { "type": "string" } },
+            { "name": "start", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+            { "name": "end", "in": "query", "schema": { "type": "string", "format": "date-time" } }],
+        "responses": { "200": { "description": "[{start (RFC 3339), duration (s), url}] (empty when nothing was recorded)",
+            "content": { "application/json": { "schema": { "type": "array", "items": { "type": "object", "properties": {
+                "start": { "type": "string", "format": "date-time" }, "duration": { "type": "number" }, "url": { "type": "string" } } } } } } },
+            "400": error } } });
+    doc["paths"]["/api/playback/get"] = json!({ "get": {
+        "summary": "Footage as one file (MediaMTX's shape): from the keyframe at or before start, presented from start for duration seconds; streamed; Range requests answered",
+        "parameters": [
+            { "name": "path", "in": "query", "required": true, "description": "the camera id", "schema": { "type": "string" } },
+            { "name": "start", "in": "query", "required": true, "schema": { "type": "string", "format": "date-time" } },
+            { "name": "duration", "in": "query", "required": true, "description": "seconds, at most 14400", "schema": { "type": "number" } },
+            { "name": "format", "in": "query", "schema": { "enum": ["fmp4", "mp4"], "default": "fmp4" } },
+            { "name": "download", "in": "query", "description": "any value: Content-Disposition attachment", "schema": { "type": "string" } }],
+        "responses": { "200": { "description": "video/mp4", "content": { "video/mp4": {} } },
+            "206": { "description": "the asked byte range" }, "400": error, "404": error, "416": error } } });
+    doc["components"]["schemas"]["Camera"]["properties"]["record"] = json!({
+        "description": "true, or {keep}: the camera is recorded ([recording])" });
+    doc["components"]["schemas"]["Camera"]["properties"]["recording"] = json!({ "type": "object", "properties": {
+        "state": { "enum": ["off", "waiting", "recording", "paused"] },
+        "reason": { "type": ["string", "null"], "description": "why recording is paused (a full disk, a folder that cannot be written)" } } });
+    doc["components"]["schemas"]["CameraPatch"]["properties"]["record"] = json!({
+        "description": "true, false, {\"keep\": \"30d\"} or null; starts or stops the recorder and nothing else" });
     doc["paths"]["/api/outputs"] = json!({ "get": {
         "summary": "Where the outputs outside this HTTP server listen: the RTSP re-stream (rtsp://HOST:PORT/{camera}), or null when it is off",
         "responses": { "200": outputs } } });
@@ -191,6 +218,8 @@ mod tests {
             "/api/cameras/stream",
             "/api/workers",
             "/api/outputs",
+            "/api/playback/list",
+            "/api/playback/get",
             "/api/events",
             "/api/events/{id}/snapshot.jpg",
             "/api/events/stream",
