@@ -18,6 +18,7 @@ pub mod go2rtc_message;
 pub mod h264_sps;
 pub mod h265_sps;
 pub mod mpegts;
+pub mod recording_segment;
 pub mod rtmp_flv;
 pub mod rtp_depacketize;
 pub mod rtp_roundtrip;
@@ -341,6 +342,12 @@ mod tests {
     );
 
     #[test]
+    fn recording_segment() {
+        run("recording_segment", super::recording_segment::check);
+        super::recording_segment::remove_scratch();
+    }
+
+    #[test]
     fn config_toml() {
         run("config_toml", super::config_toml::check);
         super::config_toml::remove_scratch();
@@ -365,6 +372,7 @@ mod tests {
                 "h264_sps",
                 "h265_sps",
                 "mpegts",
+                "recording_segment",
                 "rtmp_flv",
                 "rtp_depacketize",
                 "rtp_roundtrip",

@@ -92,7 +92,16 @@ pub fn scan(
                 r.seek_relative((size - header_len) as i64)
                     .map_err(|e| e.to_string())?;
                 if &kind == b"mdat" {
-                    // A fragment is complete once its media bytes are all there.
+                    // A fragment is complete once its media bytes are all there, and whole
+                    // when every sample its moof names is inside them (a damaged file could
+                    // name any bytes, or gigabytes).
+                    let inside = |s: &Sample| {
+                        s.offset >= at + header_len
+                            && s.offset.saturating_add(u64::from(s.size)) <= at + size
+                    };
+                    if !pending.iter().all(inside) {
+                        break;
+                    }
                     samples.append(&mut pending);
                     end = at + size;
                 }
