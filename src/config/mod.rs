@@ -1323,6 +1323,48 @@ mod tests {
     }
 
     #[test]
+    fn recording_settings_are_typed_and_their_problems_named() {
+        let config = Config::parse(
+            "[recording]\npath = \"/srv/rec\"\nkeep = \"30d\"\nmax_size = \"2GiB\"\nsegment = \"10m\"\npart = \"500ms\"\n\
+             [[camera]]\nid = \"a\"\nsource = \"testsrc://\"\nrecord = { keep = \"12h\" }\n",
+        )
+        .unwrap();
+        let r = &config.typed.recording;
+        assert_eq!(r.path, PathBuf::from("/srv/rec"));
+        assert_eq!(r.keep, Duration::from_secs(30 * 86_400));
+        assert_eq!(r.max_size, 2 * 1024 * 1024 * 1024);
+        assert_eq!(
+            (r.segment, r.part),
+            (Duration::from_secs(600), Duration::from_millis(500))
+        );
+        assert_eq!(
+            config.camera[0].record.as_ref().unwrap().keep(),
+            Some(Duration::from_secs(43_200))
+        );
+        let problems = Config::parse(
+            "[recording]\nkeep = \"forever\"\nmax_size = \"lots\"\nsegment = \"1s\"\npart = \"2s\"\nzoom = 1\n\
+             [[camera]]\nid = \"a\"\nsource = \"testsrc://\"\nrecord = { keep = \"-1d\" }\n",
+        )
+        .unwrap_err();
+        let places: Vec<&str> = problems.iter().map(|p| p.place.as_str()).collect();
+        assert_eq!(
+            places,
+            [
+                "recording.keep",
+                "recording.max_size",
+                "recording.zoom",
+                "recording.part",
+                "camera[0].record.keep"
+            ],
+            "{problems:#?}"
+        );
+        assert_eq!(parse_size("50GB"), Ok(50_000_000_000));
+        assert_eq!(parse_size("500 MB"), Ok(500_000_000));
+        assert!(parse_size("0").is_err() && parse_size("1e30").is_err());
+        assert!(parse_long_duration("7d").is_ok() && parse_long_duration("nan").is_err());
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let problems = Config::parse("[server]\nlisten = \n").unwrap_err();
         assert_eq!(problems.len(), 1);

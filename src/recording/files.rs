@@ -73,7 +73,7 @@ pub fn scan(
     let mut end = from;
     let mut pending: Vec<Sample> = Vec::new();
     while let Some((size, kind, header_len)) = header(&mut r).map_err(|e| e.to_string())? {
-        if size < header_len || at + size > len {
+        if size < header_len || at.saturating_add(size) > len {
             break;
         }
         match &kind {
