@@ -134,11 +134,6 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     }
     let rtsp = start_rtsp(&config, token.as_deref(), options.insecure, &cameras).await?;
     let rtmp = start_rtmp(&config, token.as_deref(), options.insecure, &cameras).await?;
-    let mut mqtt = config
-        .typed
-        .mqtt
-        .as_ref()
-        .map(|endpoint| Mqtt::start(endpoint, events.clone()));
     let housekeeping = crate::resources::spawn_task(return_memory(shutdown_token.clone()));
     let retention = crate::resources::spawn_task(prune_events(
         events.clone(),
@@ -173,6 +168,17 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(open_files, ?limits, "connection limits");
     let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    let mut mqtt = config.typed.mqtt.as_ref().map(|endpoint| {
+        let cameras = cameras.clone();
+        let discovered: crate::analysis::mqtt::DiscoverySource =
+            Arc::new(move || cameras.discovered());
+        Mqtt::start(
+            endpoint,
+            events.clone(),
+            discovered,
+            format!("http://{local}"),
+        )
+    });
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("livelens listening on http://{local}/");
     tracing::info!(%local, cameras = cameras.list().len(), "serving");

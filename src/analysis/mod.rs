@@ -7,6 +7,7 @@
 //! camera like a viewer (kind `analysis`), so it never slows the video path: a slow analyser
 //! falls behind its own bounded queue and resumes at a keyframe.
 
+pub mod alert;
 pub mod asr;
 pub mod events;
 mod http;
@@ -48,6 +49,20 @@ pub struct AnalysisStatus {
     pub vlm: Option<VlmStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asr: Option<AsrStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertStatus>,
+}
+
+/// An alert rule as the API shows it: whether it is on, and the model's last answer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AlertStatus {
+    pub name: String,
+    pub active: bool,
+    #[serde(flatten)]
+    pub model: ModelState,
+    pub requests: u64,
+    /// Answers that said neither yes nor no (the state stayed as it was).
+    pub unclear: u64,
 }
 
 /// Where a model-backed analyser (VLM, speech) stands, as the API shows it: one state machine
@@ -184,6 +199,14 @@ impl Analysis {
             motion: config.motion().map(|_| MotionStatus::default()),
             vlm: config.vlm().map(|_| VlmStatus::default()),
             asr: config.asr().map(|_| AsrStatus::default()),
+            alerts: config
+                .alerts()
+                .iter()
+                .map(|r| AlertStatus {
+                    name: r.name.clone(),
+                    ..AlertStatus::default()
+                })
+                .collect(),
         }));
         let cancel = CancellationToken::new();
         let ctx = Context {
@@ -214,7 +237,15 @@ struct Context {
 
 type VlmCall = Pin<Box<dyn Future<Output = VlmOutcome> + Send>>;
 
+/// What a model request was for: the description, or alert rule `i`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Purpose {
+    Describe,
+    Rule(usize),
+}
+
 struct VlmOutcome {
+    purpose: Purpose,
     result: Result<String, String>,
     grab: Duration,
     encode: Duration,
@@ -229,22 +260,37 @@ async fn run(ctx: Context, cancel: CancellationToken) {
     let motion_fps = ctx.config.motion().map_or(0.0, |m| m.fps);
     // Read once: the config was validated before this task started.
     let vlm_interval = ctx.config.vlm().map_or(Duration::ZERO, |v| v.interval());
-    let vlm_fps = if ctx.config.vlm().is_some() {
-        1.0 / vlm_interval.as_secs_f64().max(0.04)
-    } else {
-        0.0
-    };
+    let rules = ctx.config.alerts();
+    // Pictures come as often as the most frequent question needs them.
+    let shortest = ctx
+        .config
+        .vlm()
+        .map(|_| vlm_interval)
+        .into_iter()
+        .chain(rules.iter().map(|r| r.interval()))
+        .min();
+    let vlm_fps = shortest.map_or(0.0, |d| 1.0 / d.as_secs_f64().max(0.04));
     let fps = motion_fps.max(vlm_fps).max(0.1);
-    let rgb_width = ctx.config.vlm().map_or(THUMBNAIL_WIDTH, |v| v.image_width);
+    let rgb_width = ctx
+        .config
+        .vlm
+        .as_ref()
+        .map_or(THUMBNAIL_WIDTH, |v| v.image_width);
     let mut detector = ctx.config.motion().cloned().map(MotionDetector::new);
     let mut last_request: Option<Instant> = None;
+    let mut rule_states: Vec<alert::RuleState> = rules
+        .iter()
+        .map(|r| alert::RuleState::new(r.min_duration()))
+        .collect();
+    let mut rule_asked: Vec<Option<Instant>> = vec![None; rules.len()];
     loop {
         let subscription = tokio::select! {
             _ = cancel.cancelled() => return,
             s = ctx.camera.subscribe_when_running(ViewerKind::Analysis) => s,
         };
         let mut subscription = subscription;
-        let video_wanted = ctx.config.motion().is_some() || ctx.config.vlm().is_some();
+        let video_wanted =
+            ctx.config.motion().is_some() || ctx.config.vlm().is_some() || !rules.is_empty();
         let mut grabber = if video_wanted {
             match Grabber::start(&id, rgb_width, fps) {
                 Ok(g) => Some(g),
@@ -306,7 +352,12 @@ async fn run(ctx: Context, cancel: CancellationToken) {
                 }
                 Step::Answer(outcome) => {
                     call = None;
-                    record_answer(&ctx, outcome);
+                    match outcome.purpose {
+                        Purpose::Describe => record_answer(&ctx, outcome),
+                        Purpose::Rule(i) => {
+                            record_rule_answer(&ctx, i, &mut rule_states[i], outcome)
+                        }
+                    }
                 }
                 Step::Picture => {
                     let Some(picture) = pictures.borrow_and_update().clone() else {
@@ -317,32 +368,87 @@ async fn run(ctx: Context, cancel: CancellationToken) {
                     if let Some(d) = detector.as_mut() {
                         on_motion(&ctx, d, &picture, since).await;
                     }
-                    let Some(vlm) = ctx.config.vlm() else {
+                    let Some(model) = ctx.config.vlm.as_ref() else {
                         continue;
                     };
-                    let due = last_request.is_none_or(|t| t.elapsed() >= vlm_interval);
-                    let wanted =
-                        !vlm.on_motion_only || detector.as_ref().is_some_and(|d| d.active());
-                    if !due || !wanted {
-                        continue;
+                    let moving = detector.as_ref().is_some_and(|d| d.active());
+                    // What is due: the description and each rule; the one waiting longest
+                    // goes first (never asked counts as longest).
+                    let mut next: Option<(Purpose, Option<Instant>)> = None;
+                    let mut consider =
+                        |purpose, asked: Option<Instant>, every: Duration, motion_only: bool| {
+                            let due = asked.is_none_or(|t| t.elapsed() >= every);
+                            if due
+                                && (!motion_only || moving)
+                                && next.is_none_or(|(_, a)| {
+                                    a.is_some() && asked.is_none_or(|t| Some(t) < a)
+                                })
+                            {
+                                next = Some((purpose, asked));
+                            }
+                        };
+                    if let Some(vlm) = ctx.config.vlm() {
+                        consider(
+                            Purpose::Describe,
+                            last_request,
+                            vlm_interval,
+                            vlm.on_motion_only,
+                        );
                     }
+                    for (i, rule) in rules.iter().enumerate() {
+                        consider(
+                            Purpose::Rule(i),
+                            rule_asked[i],
+                            rule.interval(),
+                            rule.on_motion_only,
+                        );
+                    }
+                    let Some((purpose, _)) = next else {
+                        continue;
+                    };
                     if call.is_some() {
-                        // One request in flight: this picture is skipped, never queued.
+                        // One request in flight per camera, for the description and every
+                        // rule: this picture is skipped, never queued.
                         if let Some(s) = ctx.status.lock().unwrap().vlm.as_mut() {
                             s.skipped += 1;
                         }
                         continue;
                     }
-                    last_request = Some(Instant::now());
+                    let config = match purpose {
+                        Purpose::Describe => {
+                            last_request = Some(Instant::now());
+                            model.clone()
+                        }
+                        Purpose::Rule(i) => {
+                            rule_asked[i] = Some(Instant::now());
+                            VlmConfig {
+                                prompt: rules[i].prompt(),
+                                max_tokens: model.max_tokens.min(32),
+                                ..model.clone()
+                            }
+                        }
+                    };
                     call = Some(Box::pin(ask_vlm(
                         ctx.http.clone(),
                         ctx.workers.clone(),
-                        vlm.clone(),
+                        config,
                         picture,
+                        purpose,
                     )));
-                    if let Some(s) = ctx.status.lock().unwrap().vlm.as_mut() {
-                        s.requests += 1;
-                        s.model.busy();
+                    let mut status = ctx.status.lock().unwrap();
+                    match purpose {
+                        Purpose::Describe => {
+                            if let Some(s) = status.vlm.as_mut() {
+                                s.requests += 1;
+                                s.model.busy();
+                            }
+                        }
+                        Purpose::Rule(i) => {
+                            if let Some(s) = status.alerts.get_mut(i) {
+                                s.requests += 1;
+                                s.model.busy();
+                            }
+                        }
                     }
                 }
             }
@@ -359,6 +465,21 @@ async fn run(ctx: Context, cancel: CancellationToken) {
             if d.active() {
                 *d = MotionDetector::new(ctx.config.motion().cloned().unwrap_or_default());
                 add_event(&ctx, "motion", json!({"state": "end"}), None);
+            }
+        }
+        // Alerts in progress end with what watched for them.
+        for (i, state) in rule_states.iter_mut().enumerate() {
+            if state.active {
+                *state = alert::RuleState::new(rules[i].min_duration());
+                if let Some(s) = ctx.status.lock().unwrap().alerts.get_mut(i) {
+                    s.active = false;
+                }
+                add_event(
+                    &ctx,
+                    "alert",
+                    json!({"name": rules[i].name, "state": "end", "question": rules[i].question, "answer": null}),
+                    None,
+                );
             }
         }
         if stopped {
@@ -432,6 +553,47 @@ fn record_answer(ctx: &Context, outcome: VlmOutcome) {
     }
 }
 
+/// A rule's answer: read as yes or no, it may start or end the alert (an `alert` event with
+/// the picture the model judged).
+fn record_rule_answer(ctx: &Context, i: usize, state: &mut alert::RuleState, outcome: VlmOutcome) {
+    let Some(rule) = ctx.config.alerts().get(i) else {
+        return;
+    };
+    let mut status = ctx.status.lock().unwrap();
+    let Some(s) = status.alerts.get_mut(i) else {
+        return;
+    };
+    let text = match outcome.result {
+        Ok(text) => text,
+        Err(reason) => {
+            if s.model.failed(reason.clone()) {
+                tracing::warn!(camera = %ctx.camera.id(), alert = %rule.name, %reason, "alert question failed; asking again at the interval");
+            }
+            return;
+        }
+    };
+    s.model.answered(Some(text.clone()));
+    let Some(yes) = alert::yes_no(&text) else {
+        s.unclear += 1;
+        return;
+    };
+    let Some(flip) = state.answer(yes, Instant::now()) else {
+        return;
+    };
+    s.active = state.active;
+    drop(status);
+    let word = match flip {
+        alert::Flip::Start => "start",
+        alert::Flip::End => "end",
+    };
+    add_event(
+        ctx,
+        "alert",
+        json!({"name": rule.name, "state": word, "question": rule.question, "answer": text}),
+        outcome.jpeg.as_deref(),
+    );
+}
+
 fn add_event(ctx: &Context, kind: &str, data: serde_json::Value, jpeg: Option<&[u8]>) {
     if let Err(e) = ctx.events.add(ctx.camera.id(), kind, data, jpeg) {
         tracing::error!(camera = %ctx.camera.id(), "{e}");
@@ -460,6 +622,7 @@ async fn ask_vlm(
     workers: Arc<Workers>,
     config: VlmConfig,
     picture: Arc<Picture>,
+    purpose: Purpose,
 ) -> VlmOutcome {
     let grab = picture.grab;
     let started = Instant::now();
@@ -467,6 +630,7 @@ async fn ask_vlm(
         Ok(j) => j,
         Err(e) => {
             return VlmOutcome {
+                purpose,
                 result: Err(e),
                 grab,
                 encode: started.elapsed(),
@@ -491,6 +655,7 @@ async fn ask_vlm(
     }
     .await;
     VlmOutcome {
+        purpose,
         result,
         grab,
         encode,

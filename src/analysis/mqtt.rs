@@ -7,13 +7,23 @@
 //! | `livelens/{camera}/motion` | `ON` / `OFF` (retained) |
 //! | `livelens/{camera}/vlm` | the model's text |
 //! | `livelens/{camera}/transcript` | transcribed speech |
+//! | `livelens/{camera}/alert/{name}` | `ON` / `OFF` (retained) |
+//! | `livelens/{camera}/snapshot_url` | the camera's snapshot URL (retained, for Home Assistant) |
+//! | `homeassistant/…/config` | Home Assistant MQTT discovery (retained; emptied when a camera or rule goes) |
 //!
+//! Discovery: each camera is a Home Assistant device with a `binary_sensor` for motion and one
+//! per alert rule, `sensor`s for its latest description and transcript, and an `image` entity
+//! (its snapshot URL); every entity is available while `livelens/available` is `online`. The
+//! configs are published on connect and again whenever the cameras or their rules change.
 //! Ownership: [`Mqtt`] owns one task that polls the client's event loop (which reconnects by
 //! itself) and forwards events from the store; [`Mqtt::stop`] publishes `offline`, disconnects and
 //! awaits it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde_json::json;
 
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 use tokio::task::JoinHandle;
@@ -24,6 +34,86 @@ use crate::config::MqttEndpoint;
 use crate::resources::spawn_task;
 
 pub const PREFIX: &str = "livelens";
+pub const DISCOVERY_PREFIX: &str = "homeassistant";
+
+/// What discovery announces of a camera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub camera: String,
+    pub motion: bool,
+    pub alerts: Vec<String>,
+}
+
+/// The cameras to announce, asked for again every few seconds (the registry is above analysis).
+pub type DiscoverySource = Arc<dyn Fn() -> Vec<Discovered> + Send + Sync>;
+
+/// Every retained discovery message (topic → payload) for `cameras`; `base_url` is where
+/// livelens serves HTTP (for the snapshot URL).
+pub fn discovery(cameras: &[Discovered], base_url: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for c in cameras {
+        let id = &c.camera;
+        let node = format!("livelens_{}", id.replace('-', "_"));
+        let device = json!({"identifiers": [node], "name": id, "manufacturer": "livelens", "model": "camera"});
+        let mut entity = |component: &str, object: &str, name: &str, extra: serde_json::Value| {
+            let mut config = json!({
+                "name": name,
+                "unique_id": format!("{node}_{object}"),
+                "object_id": format!("{node}_{object}"),
+                "availability_topic": format!("{PREFIX}/available"),
+                "device": device,
+            });
+            if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+                config.extend(extra.clone());
+            }
+            out.insert(
+                format!("{DISCOVERY_PREFIX}/{component}/{node}/{object}/config"),
+                config.to_string(),
+            );
+        };
+        let on_off =
+            |topic: String| json!({"state_topic": topic, "payload_on": "ON", "payload_off": "OFF"});
+        if c.motion {
+            let mut m = on_off(format!("{PREFIX}/{id}/motion"));
+            m["device_class"] = json!("motion");
+            entity("binary_sensor", "motion", "Motion", m);
+        }
+        for name in &c.alerts {
+            entity(
+                "binary_sensor",
+                &format!("alert_{name}"),
+                &format!("Alert {name}"),
+                on_off(format!("{PREFIX}/{id}/alert/{name}")),
+            );
+        }
+        entity(
+            "sensor",
+            "description",
+            "Description",
+            json!({"state_topic": format!("{PREFIX}/{id}/vlm"), "icon": "mdi:text-box-outline"}),
+        );
+        entity(
+            "sensor",
+            "transcript",
+            "Transcript",
+            json!({"state_topic": format!("{PREFIX}/{id}/transcript"), "icon": "mdi:microphone"}),
+        );
+        entity(
+            "image",
+            "snapshot",
+            "Snapshot",
+            json!({"url_topic": format!("{PREFIX}/{id}/snapshot_url")}),
+        );
+        out.insert(
+            format!("{PREFIX}/{id}/snapshot_url"),
+            format!(
+                "{}/api/cameras/{id}/snapshot.jpg",
+                base_url.trim_end_matches('/')
+            ),
+        );
+    }
+    out
+}
 
 pub struct Mqtt {
     cancel: CancellationToken,
@@ -64,12 +154,44 @@ pub fn camera_message(event: &Event) -> Option<(String, String, bool)> {
             event.data["text"].as_str()?.to_string(),
             false,
         )),
+        "alert" => {
+            let on = event.data["state"] == "start";
+            let name = event.data["name"].as_str()?;
+            Some((
+                topic(&format!("alert/{name}")),
+                if on { "ON" } else { "OFF" }.into(),
+                true,
+            ))
+        }
         _ => None,
     }
 }
 
+/// Publishes what changed from `before` to `now`, and empties what is gone.
+fn announce(
+    client: &AsyncClient,
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) {
+    for topic in before.keys().filter(|t| !now.contains_key(*t)) {
+        let _ = client.try_publish(topic, QoS::AtLeastOnce, true, "");
+    }
+    for (topic, payload) in now {
+        if before.get(topic) != Some(payload) {
+            let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload.clone());
+        }
+    }
+}
+
 impl Mqtt {
-    pub fn start(endpoint: &MqttEndpoint, store: Arc<EventStore>) -> Mqtt {
+    /// Starts publishing `store`'s events, and discovery for what `cameras` lists (served at
+    /// `base_url`).
+    pub fn start(
+        endpoint: &MqttEndpoint,
+        store: Arc<EventStore>,
+        cameras: DiscoverySource,
+        base_url: String,
+    ) -> Mqtt {
         let client_id = format!("livelens-{}", std::process::id());
         let (client, mut eventloop) = AsyncClient::new(options(endpoint, &client_id), 64);
         let cancel = CancellationToken::new();
@@ -80,14 +202,28 @@ impl Mqtt {
         let task = spawn_task(async move {
             let available = format!("{PREFIX}/available");
             let mut connected = false;
+            // What discovery has published (retained), to empty what goes away.
+            let mut announced: BTreeMap<String, String> = BTreeMap::new();
+            let mut recheck = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
+                    _ = recheck.tick(), if connected => {
+                        let now = discovery(&cameras(), &base_url);
+                        if now != announced {
+                            announce(&client, &announced, &now);
+                            announced = now;
+                        }
+                    }
                     polled = eventloop.poll() => match polled {
                         Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
                             connected = true;
                             tracing::info!(%url, "MQTT connected");
                             let _ = client.try_publish(&available, QoS::AtLeastOnce, true, "online");
+                            // A new session: everything again (the broker may have lost it).
+                            let now = discovery(&cameras(), &base_url);
+                            announce(&client, &BTreeMap::new(), &now);
+                            announced = now;
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -184,6 +320,38 @@ mod tests {
             Some(("livelens/front/vlm".into(), "a cat".into(), false))
         );
         assert_eq!(camera_message(&event("analysis_error", json!({}))), None);
+        assert_eq!(
+            camera_message(&event("alert", json!({"name": "person", "state": "start"}))),
+            Some(("livelens/front/alert/person".into(), "ON".into(), true))
+        );
+    }
+
+    #[test]
+    fn discovery_announces_each_camera_as_a_device_with_its_entities() {
+        let cams = vec![Discovered {
+            camera: "front-door".into(),
+            motion: true,
+            alerts: vec!["person".into()],
+        }];
+        let d = discovery(&cams, "http://127.0.0.1:8080/");
+        let motion: serde_json::Value = serde_json::from_str(
+            &d["homeassistant/binary_sensor/livelens_front_door/motion/config"],
+        )
+        .unwrap();
+        assert_eq!(motion["state_topic"], "livelens/front-door/motion");
+        assert_eq!(motion["device_class"], "motion");
+        assert_eq!(motion["availability_topic"], "livelens/available");
+        assert_eq!(motion["device"]["identifiers"][0], "livelens_front_door");
+        assert!(
+            d.contains_key("homeassistant/binary_sensor/livelens_front_door/alert_person/config")
+        );
+        assert!(d.contains_key("homeassistant/sensor/livelens_front_door/description/config"));
+        assert!(d.contains_key("homeassistant/image/livelens_front_door/snapshot/config"));
+        assert_eq!(
+            d["livelens/front-door/snapshot_url"],
+            "http://127.0.0.1:8080/api/cameras/front-door/snapshot.jpg"
+        );
+        assert_eq!(d.len(), 6);
     }
 
     #[test]

@@ -176,6 +176,21 @@ impl Cameras {
         &self.recording
     }
 
+    /// What MQTT discovery announces: each camera, whether it watches for motion, its rules.
+    pub fn discovered(&self) -> Vec<crate::analysis::mqtt::Discovered> {
+        self.list()
+            .iter()
+            .map(|c| {
+                let analysis = c.analysis();
+                crate::analysis::mqtt::Discovered {
+                    camera: c.id().to_string(),
+                    motion: analysis.motion().is_some(),
+                    alerts: analysis.alerts().iter().map(|r| r.name.clone()).collect(),
+                }
+            })
+            .collect()
+    }
+
     /// Each camera's own `keep` for its recordings, where it sets one.
     pub fn recording_keeps(&self) -> std::collections::HashMap<String, Duration> {
         self.list()

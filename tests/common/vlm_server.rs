@@ -40,7 +40,12 @@ pub struct Request {
     pub problem: Option<String>,
 }
 
+/// Answers a prompt from the decoded picture (`None`: not a prompt it judges).
+pub type Judge = Arc<dyn Fn(&image::DynamicImage, &str) -> Option<String> + Send + Sync>;
+
 pub struct Behaviour {
+    /// When set, prompts it judges are answered from the picture's content.
+    pub judge: Option<Judge>,
     pub delay: Duration,
     pub failure: Failure,
     pub expected_width: u32,
@@ -64,6 +69,7 @@ impl VlmServer {
         let server = VlmServer {
             url,
             behaviour: Arc::new(Mutex::new(Behaviour {
+                judge: None,
                 delay: Duration::ZERO,
                 failure: Failure::None,
                 expected_width,
@@ -105,7 +111,13 @@ fn check(
     body: &Value,
     expected_width: u32,
     expected_prompt: &str,
-) -> (u32, u32, String, Option<String>) {
+) -> (
+    u32,
+    u32,
+    String,
+    Option<String>,
+    Option<image::DynamicImage>,
+) {
     let content = &body["messages"][0]["content"];
     let prompt = content[0]["text"].as_str().unwrap_or("").to_string();
     let url = content[1]["image_url"]["url"].as_str().unwrap_or("");
@@ -117,11 +129,11 @@ fn check(
         problem = Some(format!("prompt {prompt:?}, expected {expected_prompt:?}"));
     }
     let Some(b64) = url.strip_prefix("data:image/jpeg;base64,") else {
-        return (0, 0, prompt, Some("no JPEG data URL".into()));
+        return (0, 0, prompt, Some("no JPEG data URL".into()), None);
     };
     let jpeg = match base64::engine::general_purpose::STANDARD.decode(b64) {
         Ok(j) => j,
-        Err(e) => return (0, 0, prompt, Some(format!("bad base64: {e}"))),
+        Err(e) => return (0, 0, prompt, Some(format!("bad base64: {e}")), None),
     };
     match image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg) {
         Ok(img) => {
@@ -131,15 +143,21 @@ fn check(
                     img.width()
                 ));
             }
-            (img.width(), img.height(), prompt, problem)
+            (img.width(), img.height(), prompt, problem, Some(img))
         }
-        Err(e) => (0, 0, prompt, Some(format!("JPEG does not decode: {e}"))),
+        Err(e) => (
+            0,
+            0,
+            prompt,
+            Some(format!("JPEG does not decode: {e}")),
+            None,
+        ),
     }
 }
 
 async fn completions(State(server): State<VlmServer>, Json(body): Json<Value>) -> Response {
     let started = Instant::now();
-    let (delay, failure, width, prompt, answer) = {
+    let (delay, failure, width, prompt, mut answer, judge) = {
         let b = server.behaviour.lock().unwrap();
         (
             b.delay,
@@ -147,9 +165,17 @@ async fn completions(State(server): State<VlmServer>, Json(body): Json<Value>) -
             b.expected_width,
             b.expected_prompt.clone(),
             b.answer.clone(),
+            b.judge.clone(),
         )
     };
-    let (w, h, got_prompt, problem) = check(&body, width, &prompt);
+    let (w, h, got_prompt, mut problem, img) = check(&body, width, &prompt);
+    // A judged prompt is answered from the picture it came with.
+    if let (Some(judge), Some(img)) = (&judge, &img) {
+        if let Some(judged) = judge(img, &got_prompt) {
+            answer = judged;
+            problem = problem.filter(|p| !p.starts_with("prompt "));
+        }
+    }
     tokio::time::sleep(delay).await;
     server.requests.lock().unwrap().push(Request {
         started,

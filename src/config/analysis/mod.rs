@@ -1,12 +1,14 @@
 //! `[camera.analysis]`: the settings of each analyser (motion, VLM, speech-to-text), parsed and
 //! checked here; what the analysers do with them is in the top-level `analysis` module.
 
+mod alert;
 mod asr;
 mod motion;
 mod vlm;
 
 use serde::{Deserialize, Serialize};
 
+pub use alert::AlertRule;
 pub use asr::AsrConfig;
 pub use motion::MotionConfig;
 pub use vlm::VlmConfig;
@@ -29,6 +31,9 @@ pub struct AnalysisConfig {
     pub vlm: Option<VlmConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asr: Option<AsrConfig>,
+    /// Alert rules: yes/no questions to the model of `vlm` (`[[camera.analysis.alert]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert: Vec<AlertRule>,
 }
 
 impl AnalysisConfig {
@@ -60,6 +65,32 @@ impl AnalysisConfig {
                 ));
             }
         }
+        for (i, rule) in self.alert.iter().enumerate() {
+            out.extend(
+                rule.problems()
+                    .into_iter()
+                    .map(|(k, m)| (format!("alert[{i}].{k}"), m)),
+            );
+            if self.alert[..i].iter().any(|r| r.name == rule.name) {
+                out.push((
+                    format!("alert[{i}].name"),
+                    format!("duplicate alert name {:?}", rule.name),
+                ));
+            }
+            if rule.on_motion_only && self.motion().is_none() {
+                out.push((
+                    format!("alert[{i}].on_motion_only"),
+                    "needs motion analysis ([camera.analysis.motion]) to know when there is motion"
+                        .into(),
+                ));
+            }
+        }
+        if !self.alert.is_empty() && self.vlm.is_none() {
+            out.push((
+                "alert".into(),
+                "alert rules ask the model of [camera.analysis.vlm]: set its endpoint and model (enabled = false keeps it from describing)".into(),
+            ));
+        }
         if let Some(a) = &self.asr {
             out.extend(
                 a.problems()
@@ -83,7 +114,19 @@ impl AnalysisConfig {
     }
 
     pub fn is_active(&self) -> bool {
-        self.motion().is_some() || self.vlm().is_some() || self.asr().is_some()
+        self.motion().is_some()
+            || self.vlm().is_some()
+            || self.asr().is_some()
+            || !self.alerts().is_empty()
+    }
+
+    /// The alert rules that can run (they need the model of `vlm`, enabled or not).
+    pub fn alerts(&self) -> &[AlertRule] {
+        if self.vlm.is_some() {
+            &self.alert
+        } else {
+            &[]
+        }
     }
 
     /// The settings as the API shows them (API key masked).
