@@ -284,3 +284,153 @@ fn rules_are_checked_and_two_hundred_add_remove_cycles_leave_every_count_at_base
     );
     vlm.stop();
 }
+
+#[test]
+fn search_finds_what_was_seen_summaries_read_the_log_and_the_model_can_be_tried() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vlm = runtime.block_on(VlmServer::start(320, PROMPT));
+    vlm.set(|b| b.judge = Some(judge()));
+    let dir = common::temp_dir("search");
+    let config = format!(
+        "[storage]\npath = \"{}\"\n\n[[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=640x360&fps=25\"\n\
+         [camera.analysis.vlm]\nendpoint = \"{}\"\nmodel = \"m\"\napi_key = \"sk-secret\"\nprompt = \"{PROMPT}\"\ninterval = \"1s\"\nimage_width = 320\n\
+         [[camera.analysis.alert]]\nname = \"box_left\"\nquestion = \"{QUESTION}\"\ninterval = \"500ms\"\n\n\
+         [[camera]]\nid = \"other\"\nsource = \"testsrc://?size=320x240&fps=5\"\n",
+        dir.join("events.db").display(),
+        vlm.url
+    );
+    let path = common::write_config("search-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let started = common_now_ms();
+    wait_until(Duration::from_secs(30), "descriptions and an alert", || {
+        let e = server.get_json("/api/events?limit=1000");
+        let e = e.as_array().unwrap();
+        e.iter().filter(|e| e["kind"] == "vlm").count() >= 2
+            && e.iter()
+                .any(|e| e["kind"] == "alert" && e["data"]["state"] == "start")
+    });
+    let search = |q: &str| -> Vec<Value> {
+        server
+            .get_json(&format!("/api/events/search?{q}"))
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    // What the describer said: only its descriptions, the words marked.
+    let found = search("q=colour%20bars");
+    assert!(!found.is_empty());
+    for f in &found {
+        assert_eq!(f["kind"], "vlm", "{f}");
+        let hits: Vec<String> = f["snippet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["hit"] == true)
+            .map(|r| r["text"].as_str().unwrap().to_lowercase())
+            .collect();
+        assert!(
+            hits.iter().all(|h| h == "colour" || h == "bars") && hits.len() == 2,
+            "{hits:?}"
+        );
+    }
+    // What the rule's answers said: only alerts, and only those whose answer says it.
+    let left = search("q=left");
+    assert!(
+        !left.is_empty()
+            && left
+                .iter()
+                .all(|f| f["kind"] == "alert"
+                    && f["data"]["answer"].as_str().unwrap().contains("left")),
+        "{left:?}"
+    );
+    assert!(search("q=zebra").is_empty());
+    assert!(search("q=colour&camera=other").is_empty());
+    assert_eq!(server.get("/api/events/search?q=").status(), 400);
+    assert_eq!(server.get("/api/events/search?q=x&colour=1").status(), 400);
+
+    // A summary of the period: a text-only request with the log, its answer stored and found.
+    let until = common_now_ms();
+    let r = server
+        .http
+        .post(server.url("/api/cameras/cam/summary"))
+        .json(&json!({"since": started, "until": until}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let summary: Value = r.json().unwrap();
+    assert_eq!(summary["kind"], "summary");
+    let logged: Vec<Value> = server
+        .get_json(&format!(
+            "/api/events?camera=cam&since={started}&until={until}&limit=1000"
+        ))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| ["vlm", "alert", "transcript"].contains(&e["kind"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    let alerts = logged.iter().filter(|e| e["kind"] == "alert").count();
+    assert_eq!(
+        summary["data"]["text"],
+        format!("{} log lines, {alerts} of them alerts.", logged.len())
+    );
+    assert_eq!(summary["data"]["events"], logged.len());
+    let asked = vlm
+        .requests()
+        .into_iter()
+        .find(|r| r.width == 0)
+        .expect("a text-only request");
+    assert!(
+        asked.prompt.starts_with("Summarise") && asked.problem.is_none(),
+        "{}",
+        asked.prompt
+    );
+    assert_eq!(search("q=log%20lines")[0]["id"], summary["id"]);
+    let r = server
+        .http
+        .post(server.url("/api/cameras/cam/summary"))
+        .json(&json!({"since": 1000, "until": 2000}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422, "nothing to summarise");
+
+    // The model settings tried on the picture now (the key shown masked is the saved one).
+    let r = server.http.post(server.url("/api/cameras/cam/analysis/test"))
+        .json(&json!({"vlm": {"endpoint": vlm.url, "model": "m", "api_key": "***", "image_width": 320}, "question": QUESTION}))
+        .send().unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().unwrap();
+    let text = answer["answer"].as_str().unwrap();
+    assert!(
+        text.starts_with("Yes") || text.starts_with("No"),
+        "{answer}"
+    );
+    let r = server
+        .http
+        .post(server.url("/api/cameras/cam/analysis/test"))
+        .json(&json!({"vlm": {"endpoint": "ftp://x", "model": "m"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        body["problems"][0]["field"], "analysis.vlm.endpoint",
+        "{body}"
+    );
+    let r = server
+        .http
+        .post(server.url("/api/cameras/cam/analysis/test"))
+        .json(&json!({"vlm": {"endpoint": "http://127.0.0.1:9/v1", "model": "m"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(!r.text().unwrap().contains("sk-secret"));
+    vlm.stop();
+}
+
+fn common_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

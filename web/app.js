@@ -191,6 +191,7 @@ function render() {
   renderList();
   renderTiles();
   for (const c of state.cameras) analysis.noteCamera(c);
+  analysis.searchCameras(state.cameras);
   analysis.paintCaptions();
   const single = state.view === "single" ? state.cameras.find((c) => c.id === state.selected) : null;
   analysis.showCamera(single || null, api);
@@ -357,7 +358,9 @@ events.addEventListener("cameras", (e) => {
   if (state.selected && !state.cameras.some((c) => c.id === state.selected)) state.selected = state.cameras[0]?.id || null;
   render();
 });
-analysis.start(api, () => state.cameras);
+analysis.start(api, () => state.cameras, upsert);
+// A search result opens its camera the way a click on its name does.
+analysis.startSearch(api, (id) => select(id, true));
 
 // A config file that could not be applied (hot reload) is shown until it is fixed.
 async function configStatus() {

@@ -24,7 +24,21 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE events (
         snapshot BLOB
     );
     CREATE INDEX events_camera_time ON events (camera, time_ms);
-    CREATE INDEX events_kind_time ON events (kind, time_ms);"];
+    CREATE INDEX events_kind_time ON events (kind, time_ms);",
+    // Full-text search over what was seen, said and concluded: the model's descriptions,
+    // transcripts and summaries (`text`) and alert answers (`answer`), kept in step by triggers.
+    "CREATE VIRTUAL TABLE events_text USING fts5(text, tokenize = 'porter unicode61');
+    INSERT INTO events_text (rowid, text)
+        SELECT id, COALESCE(json_extract(data, '$.text'), json_extract(data, '$.answer')) FROM events
+        WHERE COALESCE(json_extract(data, '$.text'), json_extract(data, '$.answer')) IS NOT NULL;
+    CREATE TRIGGER events_text_add AFTER INSERT ON events
+        WHEN COALESCE(json_extract(new.data, '$.text'), json_extract(new.data, '$.answer')) IS NOT NULL
+        BEGIN
+            INSERT INTO events_text (rowid, text)
+            VALUES (new.id, COALESCE(json_extract(new.data, '$.text'), json_extract(new.data, '$.answer')));
+        END;
+    CREATE TRIGGER events_text_remove AFTER DELETE ON events
+        BEGIN DELETE FROM events_text WHERE rowid = old.id; END;"];
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
@@ -36,6 +50,48 @@ pub struct Event {
     pub time_ms: i64,
     pub data: Value,
     pub has_snapshot: bool,
+}
+
+/// A found event: the event, and the part of its text that matched, as runs of text that
+/// are or are not a hit (for the UI to mark without parsing markup).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Found {
+    #[serde(flatten)]
+    pub event: Event,
+    pub snippet: Vec<SnippetRun>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnippetRun {
+    pub text: String,
+    pub hit: bool,
+}
+
+/// Words of a search as an FTS5 query: each a quoted term (so no character of the user's is
+/// FTS5 syntax), all required, the last one also as a prefix (search as you type).
+pub fn fts_query(q: &str) -> Option<String> {
+    let words: Vec<&str> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(16)
+        .collect();
+    let (last, rest) = words.split_last()?;
+    let mut terms: Vec<String> = rest.iter().map(|w| format!("\"{w}\"")).collect();
+    terms.push(format!("\"{last}\"*"));
+    Some(terms.join(" "))
+}
+
+fn snippet_runs(marked: &str) -> Vec<SnippetRun> {
+    let mut out = Vec::new();
+    for (i, part) in marked.split(['\u{2}', '\u{3}']).enumerate() {
+        if !part.is_empty() {
+            out.push(SnippetRun {
+                text: part.to_string(),
+                hit: i % 2 == 1,
+            });
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Default)]
@@ -151,6 +207,46 @@ impl EventStore {
             .map_err(|e| e.to_string())
     }
 
+    /// Events whose text matches `words` (see [`fts_query`]), best first, filtered like
+    /// [`EventStore::query`] (its `kind` is ignored).
+    pub fn search(&self, words: &str, q: &Query) -> Result<Vec<Found>, String> {
+        let Some(fts) = fts_query(words) else {
+            return Ok(Vec::new());
+        };
+        let conn = self.conn.lock().unwrap();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT e.id, e.camera, e.kind, e.time_ms, e.data, e.snapshot IS NOT NULL,
+                        snippet(events_text, 0, char(2), char(3), '…', 16)
+                 FROM events_text JOIN events e ON e.id = events_text.rowid
+                 WHERE events_text MATCH ?1
+                   AND (?2 IS NULL OR e.camera = ?2)
+                   AND (?3 IS NULL OR e.time_ms >= ?3) AND (?4 IS NULL OR e.time_ms <= ?4)
+                 ORDER BY bm25(events_text), e.id DESC LIMIT ?5",
+            )
+            .map_err(|e| e.to_string())?;
+        let limit = q.limit.unwrap_or(50).min(1000);
+        let rows = stmt
+            .query_map(params![fts, q.camera, q.since_ms, q.until_ms, limit], |r| {
+                let data: String = r.get(4)?;
+                let marked: String = r.get(6)?;
+                Ok(Found {
+                    event: Event {
+                        id: r.get(0)?,
+                        camera: r.get(1)?,
+                        kind: r.get(2)?,
+                        time_ms: r.get(3)?,
+                        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                        has_snapshot: r.get(5)?,
+                    },
+                    snippet: snippet_runs(&marked),
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    }
+
     /// The JPEG an event came from.
     pub fn snapshot(&self, id: i64) -> Result<Option<Bytes>, String> {
         let conn = self.conn.lock().unwrap();
@@ -214,5 +310,83 @@ mod tests {
         assert_eq!(store.query(&Query::default()).unwrap().len(), 2);
         assert_eq!(store.prune(Duration::ZERO).unwrap(), 2);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn search_finds_matching_texts_only_ranked_with_marked_snippets() {
+        let store = EventStore::open(None).unwrap();
+        let add =
+            |camera: &str, kind: &str, data: Value| store.add(camera, kind, data, None).unwrap().id;
+        let person = add(
+            "door",
+            "vlm",
+            json!({"text": "A person is standing at the front door."}),
+        );
+        let car = add(
+            "yard",
+            "vlm",
+            json!({"text": "A red car parked in the driveway."}),
+        );
+        let said = add(
+            "door",
+            "transcript",
+            json!({"text": "Hello, is anybody home? Parcel for you."}),
+        );
+        let alert = add(
+            "door",
+            "alert",
+            json!({"name": "person", "answer": "Yes, a person with a parcel."}),
+        );
+        add("door", "motion", json!({"state": "start"}));
+        let ids = |words: &str, q: &Query| -> Vec<i64> {
+            store
+                .search(words, q)
+                .unwrap()
+                .iter()
+                .map(|f| f.event.id)
+                .collect()
+        };
+        let all = Query::default();
+        assert_eq!(ids("car", &all), vec![car]);
+        let mut parcel = ids("parcel", &all);
+        parcel.sort();
+        assert_eq!(parcel, vec![said, alert]);
+        assert_eq!(
+            ids("standing persons", &all),
+            vec![person],
+            "stems, every word"
+        );
+        assert_eq!(ids("drive", &all), vec![car], "the last word as a prefix");
+        assert_eq!(
+            ids("person\" (door*", &all),
+            vec![person],
+            "no FTS5 syntax from the user"
+        );
+        assert!(ids("cat", &all).is_empty());
+        assert!(ids("  ", &all).is_empty());
+        let yard = Query {
+            camera: Some("yard".into()),
+            ..Query::default()
+        };
+        assert!(ids("person", &yard).is_empty());
+        let found = store.search("driveway", &all).unwrap();
+        let hits: Vec<&str> = found[0]
+            .snippet
+            .iter()
+            .filter(|r| r.hit)
+            .map(|r| r.text.as_str())
+            .collect();
+        assert_eq!(hits, vec!["driveway"]);
+        assert_eq!(
+            found[0]
+                .snippet
+                .iter()
+                .map(|r| r.text.as_str())
+                .collect::<String>(),
+            "A red car parked in the driveway."
+        );
+        // Pruned events leave the index too.
+        assert_eq!(store.prune(Duration::ZERO).unwrap(), 5);
+        assert!(ids("car", &all).is_empty());
     }
 }

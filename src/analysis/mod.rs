@@ -13,6 +13,7 @@ pub mod events;
 mod http;
 pub mod motion;
 pub mod mqtt;
+pub mod summary;
 pub mod vlm;
 
 use std::future::Future;
@@ -150,6 +151,8 @@ pub struct VlmStatus {
 pub struct Analysers {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// Summaries on a schedule (`[camera.analysis.summary] every`).
+    summaries: Option<JoinHandle<()>>,
     status: Arc<Mutex<AnalysisStatus>>,
 }
 
@@ -158,6 +161,9 @@ impl Analysers {
     pub async fn stop(self) {
         self.cancel.cancel();
         let _ = self.task.await;
+        if let Some(t) = self.summaries {
+            let _ = t.await;
+        }
     }
 
     /// Starts winding down without waiting (shutdown cancels every camera first).
@@ -217,12 +223,179 @@ impl Analysis {
             http: self.http.clone(),
             status: status.clone(),
         };
+        let summaries = config
+            .summary
+            .as_ref()
+            .filter(|s| s.enabled)
+            .and_then(|s| s.every())
+            .map(|every| {
+                spawn_task(summarise_every(
+                    self.clone_shared(),
+                    stream.id().to_string(),
+                    config.clone(),
+                    every,
+                    cancel.clone(),
+                ))
+            });
         let task = spawn_task(run(ctx, cancel.clone()));
         Some(Analysers {
             cancel,
             task,
+            summaries,
             status,
         })
+    }
+
+    fn clone_shared(&self) -> Analysis {
+        Analysis {
+            events: self.events.clone(),
+            workers: self.workers.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// Summarises `camera`'s descriptions, alerts and transcripts from `since_ms` to
+    /// `until_ms` with the summary model (or the `vlm` one), stores and returns the `summary`
+    /// event. `Ok(None)` when there was nothing to summarise.
+    pub async fn summarise(
+        &self,
+        camera: &str,
+        config: &AnalysisConfig,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<Arc<events::Event>>, String> {
+        let (endpoint, model, key, prompt, timeout) = match (&config.summary, &config.vlm) {
+            (Some(s), vlm) => (
+                s.endpoint
+                    .clone()
+                    .or(vlm.as_ref().map(|v| v.endpoint.clone())),
+                s.model.clone().or(vlm.as_ref().map(|v| v.model.clone())),
+                if s.endpoint.is_some() {
+                    s.api_key.clone()
+                } else {
+                    vlm.as_ref().and_then(|v| v.api_key.clone())
+                },
+                s.prompt.clone(),
+                vlm.as_ref().map_or(Duration::from_secs(60), |v| {
+                    v.timeout().max(Duration::from_secs(60))
+                }),
+            ),
+            (None, Some(v)) => (
+                Some(v.endpoint.clone()),
+                Some(v.model.clone()),
+                v.api_key.clone(),
+                summary::SummaryConfig::default_prompt_text(),
+                v.timeout().max(Duration::from_secs(60)),
+            ),
+            (None, None) => {
+                return Err(
+                    "this camera has no model: set [camera.analysis.vlm] or .summary".into(),
+                )
+            }
+        };
+        let (Some(endpoint), Some(model)) = (endpoint, model) else {
+            return Err("no model for summaries: set summary.endpoint and summary.model".into());
+        };
+        let store = self.events.clone();
+        let id = camera.to_string();
+        let found = tokio::task::spawn_blocking(move || {
+            store.query(&events::Query {
+                camera: Some(id),
+                kind: None,
+                since_ms: Some(since_ms),
+                until_ms: Some(until_ms),
+                limit: Some(1000),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let read: Vec<events::Event> = found
+            .into_iter()
+            .filter(|e| summary::READS.contains(&e.kind.as_str()))
+            .collect();
+        if read.is_empty() {
+            return Ok(None);
+        }
+        let log = summary::log_text(&read);
+        let (base, _lease) = match endpoint.strip_prefix("worker:") {
+            Some(name) => {
+                let lease = self.workers.acquire(name, timeout).await?;
+                (format!("{}/v1", lease.base_url), Some(lease))
+            }
+            None => (endpoint.clone(), None),
+        };
+        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+        let mut request = self
+            .http
+            .post(&url)
+            .json(&summary::request_body(&model, &prompt, &log));
+        if let Some(key) = &key {
+            request = request.bearer_auth(key);
+        }
+        let body = http::call(request, &url, timeout).await?;
+        let text = vlm::answer_text(&body)?;
+        let event = self.events.add(
+            camera,
+            "summary",
+            json!({"text": text, "since": since_ms, "until": until_ms, "model": model, "events": read.len()}),
+            None,
+        )?;
+        Ok(Some(event))
+    }
+
+    /// Asks the model of `config` about the camera's picture now (`jpeg`, scaled to its image
+    /// width here): `question` as an alert rule would, or its prompt. The answer and how long
+    /// the request took.
+    pub async fn test_model(
+        &self,
+        jpeg: bytes::Bytes,
+        config: VlmConfig,
+        question: Option<String>,
+    ) -> Result<(String, Duration), String> {
+        let width = config.image_width;
+        let scaled = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            let img = image::load_from_memory(&jpeg)
+                .map_err(|e| format!("the snapshot does not decode: {e}"))?;
+            let height = (u64::from(img.height()) * u64::from(width)
+                / u64::from(img.width().max(1)))
+            .max(1) as u32;
+            let img = img.resize_exact(width, height, image::imageops::FilterType::Triangle);
+            let mut out = Vec::new();
+            img.to_rgb8()
+                .write_to(
+                    &mut std::io::Cursor::new(&mut out),
+                    image::ImageFormat::Jpeg,
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let config = match question {
+            Some(q) => VlmConfig {
+                prompt: crate::config::analysis::AlertRule {
+                    name: "test".into(),
+                    question: q,
+                    interval: "5s".into(),
+                    on_motion_only: false,
+                    min_duration: None,
+                }
+                .prompt(),
+                ..config
+            },
+            None => config,
+        };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&scaled);
+        let started = Instant::now();
+        let (base, _lease) = match config.endpoint.strip_prefix("worker:") {
+            Some(name) => {
+                let lease = self.workers.acquire(name, config.timeout()).await?;
+                (format!("{}/v1", lease.base_url), Some(lease))
+            }
+            None => (config.endpoint.clone(), None),
+        };
+        let answer = vlm::ask(&self.http, &base, &config, &b64).await?;
+        Ok((answer, started.elapsed()))
     }
 }
 
@@ -251,6 +424,33 @@ struct VlmOutcome {
     encode: Duration,
     request: Duration,
     jpeg: Option<bytes::Bytes>,
+}
+
+/// A summary of the last `every`, each `every`, while the analysers run.
+async fn summarise_every(
+    analysis: Analysis,
+    camera: String,
+    config: AnalysisConfig,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let until = events::now_ms();
+        let since = until - every.as_millis() as i64;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            done = analysis.summarise(&camera, &config, since, until) => {
+                if let Err(reason) = done {
+                    tracing::warn!(%camera, %reason, "summary failed");
+                }
+            }
+        }
+    }
 }
 
 /// One camera's analysis: subscribe (again after the camera stops and starts), decode on the

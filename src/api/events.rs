@@ -19,6 +19,7 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/api/events", get(list))
         .route("/api/events/stream", get(stream))
+        .route("/api/events/search", get(search))
         .route("/api/events/{id}/snapshot.jpg", get(snapshot))
 }
 
@@ -72,26 +73,93 @@ struct EventJson {
     clip: Option<String>,
 }
 
-/// Each event's clip: `[recording] pre_roll` before it to `post_roll` after, as MP4, when the
-/// camera was recording at the event's time.
+/// Each event with its clip.
 fn with_clips(recording: &Recording, events: Vec<Event>) -> Vec<EventJson> {
+    events
+        .into_iter()
+        .map(|event| EventJson {
+            clip: clip(recording, &event),
+            event,
+        })
+        .collect()
+}
+
+/// An event's clip: `[recording] pre_roll` before it to `post_roll` after, as MP4, when the
+/// camera was recording at the event's time.
+fn clip(recording: &Recording, event: &Event) -> Option<String> {
     let settings = recording.settings();
     let (pre, post) = (
         settings.pre_roll.as_micros() as i64,
         settings.post_roll.as_micros() as i64,
     );
-    events
-        .into_iter()
-        .map(|event| {
-            let at = event.time_ms * 1000;
-            let recorded = recording
-                .spans(&event.camera, at - 1, at + 1)
-                .is_ok_and(|s| !s.is_empty());
-            let clip = recorded
-                .then(|| super::playback::get_url(&event.camera, at - pre, pre + post, "mp4"));
-            EventJson { event, clip }
-        })
-        .collect()
+    let at = event.time_ms * 1000;
+    let recorded = recording
+        .spans(&event.camera, at - 1, at + 1)
+        .is_ok_and(|s| !s.is_empty());
+    recorded.then(|| super::playback::get_url(&event.camera, at - pre, pre + post, "mp4"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: Option<String>,
+    camera: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct FoundJson {
+    #[serde(flatten)]
+    found: events::Found,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip: Option<String>,
+}
+
+/// Full-text search over descriptions, transcripts, summaries and alert answers, best first.
+async fn search(
+    State(state): State<SharedState>,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<FoundJson>>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad query ({e}); use q, camera, since, until (ms since the epoch), limit"),
+        )
+    })?;
+    let words = q.q.unwrap_or_default();
+    if words.trim().is_empty() || words.len() > 500 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "q must be 1 to 500 characters of words to find",
+        ));
+    }
+    let store = state.analysis.events().clone();
+    let recording = state.cameras.recording().clone();
+    let filter = events::Query {
+        camera: q.camera,
+        kind: None,
+        since_ms: q.since,
+        until_ms: q.until,
+        limit: q.limit,
+    };
+    let found = tokio::task::spawn_blocking(move || {
+        let found = store.search(&words, &filter)?;
+        Ok::<_, String>(
+            found
+                .into_iter()
+                .map(|found| FoundJson {
+                    clip: clip(&recording, &found.event),
+                    found,
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(found))
 }
 
 async fn snapshot(

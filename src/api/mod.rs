@@ -1,6 +1,7 @@
 //! The HTTP API (axum). The only module that knows HTTP: it maps requests to camera and output calls
 //! and every error to a status code and a JSON `{"error": …}` body in one place ([`ApiError`]).
 
+mod analysis;
 mod cameras;
 mod connections;
 mod events;
@@ -127,6 +128,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/probe", axum::routing::post(live::probe))
         .merge(cameras::routes())
         .merge(events::routes())
+        .merge(analysis::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             guard::require_token,

@@ -155,8 +155,41 @@ fn check(
     }
 }
 
+/// A text-only request (a summary): answered from the log it carries — how many entries and
+/// how many of them alerts — and refused if a picture came with it.
+fn summarise(server: &VlmServer, body: &Value, started: Instant) -> Response {
+    let text = body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let entries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() > 9 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':')
+        .collect();
+    let alerts = entries
+        .iter()
+        .filter(|l| l[9..].starts_with("alert "))
+        .count();
+    let count = entries.len();
+    let problem = (body["model"].as_str().unwrap_or("").is_empty()).then(|| "no model".to_string());
+    server.requests.lock().unwrap().push(Request {
+        started,
+        ended: Instant::now(),
+        width: 0,
+        height: 0,
+        prompt: text,
+        problem,
+    });
+    let answer = format!("{count} log lines, {alerts} of them alerts.");
+    Json(json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}))
+        .into_response()
+}
+
 async fn completions(State(server): State<VlmServer>, Json(body): Json<Value>) -> Response {
     let started = Instant::now();
+    if body["messages"][0]["content"].is_string() {
+        return summarise(&server, &body, started);
+    }
     let (delay, failure, width, prompt, mut answer, judge) = {
         let b = server.behaviour.lock().unwrap();
         (

@@ -4,6 +4,7 @@
 mod alert;
 mod asr;
 mod motion;
+mod summary;
 mod vlm;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use alert::AlertRule;
 pub use asr::AsrConfig;
 pub use motion::MotionConfig;
+pub use summary::SummaryConfig;
 pub use vlm::VlmConfig;
 
 /// Checks the `analysis` table of a camera: problems as `(key, message)`.
@@ -34,6 +36,9 @@ pub struct AnalysisConfig {
     /// Alert rules: yes/no questions to the model of `vlm` (`[[camera.analysis.alert]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alert: Vec<AlertRule>,
+    /// Summaries of a period's descriptions, alerts and transcripts (text only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SummaryConfig>,
 }
 
 impl AnalysisConfig {
@@ -85,6 +90,19 @@ impl AnalysisConfig {
                 ));
             }
         }
+        if let Some(s) = &self.summary {
+            out.extend(
+                s.problems()
+                    .into_iter()
+                    .map(|(k, m)| (format!("summary.{k}"), m)),
+            );
+            if s.endpoint.is_none() && self.vlm.is_none() {
+                out.push((
+                    "summary".into(),
+                    "needs a model: set summary.endpoint and summary.model, or [camera.analysis.vlm]".into(),
+                ));
+            }
+        }
         if !self.alert.is_empty() && self.vlm.is_none() {
             out.push((
                 "alert".into(),
@@ -118,6 +136,10 @@ impl AnalysisConfig {
             || self.vlm().is_some()
             || self.asr().is_some()
             || !self.alerts().is_empty()
+            || self
+                .summary
+                .as_ref()
+                .is_some_and(|s| s.enabled && s.every.is_some())
     }
 
     /// The alert rules that can run (they need the model of `vlm`, enabled or not).
@@ -134,6 +156,7 @@ impl AnalysisConfig {
         AnalysisConfig {
             vlm: self.vlm.as_ref().map(VlmConfig::masked),
             asr: self.asr.as_ref().map(AsrConfig::masked),
+            summary: self.summary.as_ref().map(SummaryConfig::masked),
             ..self.clone()
         }
     }
