@@ -360,3 +360,91 @@ fn the_recordings_panel_switches_recording_on_shows_the_day_plays_a_span_and_goe
     });
     assert_eq!(server.resources()["viewers"]["recording"], 0);
 }
+
+#[test]
+fn search_plays_a_found_moment_and_the_model_form_saves_rules_with_field_errors() {
+    let _serial = common::browser::serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vlm = runtime.block_on(common::vlm_server::VlmServer::start(
+        320,
+        "Describe the scene.",
+    ));
+    vlm.set(|b| {
+        b.answer = "A red car in the driveway.".into();
+        // The rule's question, answered from the picture: is anything red in it (the bars are)?
+        b.judge = Some(std::sync::Arc::new(|img, prompt| {
+            prompt.starts_with("Is there a car?").then(|| {
+                let red = img
+                    .to_rgb8()
+                    .pixels()
+                    .any(|p| p.0[0] > 150 && p.0[1] < 90 && p.0[2] < 90);
+                if red {
+                    "Yes, there is something red."
+                } else {
+                    "No."
+                }
+                .to_string()
+            })
+        }));
+    });
+    let dir = common::temp_dir("ui-search");
+    let config = format!(
+        "[storage]\npath = \"{}\"\n[recording]\npath = \"{}\"\n\n[[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=640x360&fps=25&gop=25\"\nrecord = true\n\
+         [camera.analysis.vlm]\nendpoint = \"{}\"\nmodel = \"m\"\napi_key = \"sk-ui-secret\"\nprompt = \"Describe the scene.\"\ninterval = \"1s\"\nimage_width = 320\n",
+        dir.join("events.db").display(),
+        dir.join("rec").display(),
+        vlm.url
+    );
+    let path = common::write_config("ui-search-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(5));
+    // A description inside the recording (its clip needs footage around it).
+    common::wait_until(Duration::from_secs(30), "a description with a clip", || {
+        server
+            .get_json("/api/events/search?q=car")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["clip"].is_string())
+    });
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser.open_ui(&server.base).await;
+        browser.run("const i = document.querySelector('#search'); i.value = 'driveway'; i.dispatchEvent(new Event('input'));").await;
+        browser.until(Duration::from_secs(5), "results with the word marked",
+            "const r = document.querySelectorAll('#search-results .search-result[data-camera=\"cam\"]');
+             const marks = [...document.querySelectorAll('#search-results mark')];
+             return r.length > 0 && marks.length > 0 && marks.every(m => m.textContent.toLowerCase() === 'driveway');").await;
+        browser.run("document.querySelector('#search-results .search-result .search-play').click();").await;
+        browser.until(Duration::from_secs(10), "the found moment playing",
+            "const v = document.querySelector('#rec-video');
+             return window.livelensUi.selected === 'cam' && !!v && !v.hidden && v.currentTime > 0.3;").await;
+        // The model form: a rule without a name or question gets its errors beside its fields.
+        browser.run("document.querySelector('#model-settings').open = true;").await;
+        browser.until(Duration::from_secs(5), "the form loaded",
+            "const f = document.querySelector('#model-form'); return f.elements.endpoint.value !== '' && f.elements.api_key.value === '***';").await;
+        browser.run("document.querySelector('#alert-add').click(); document.querySelector('#model-form button[type=submit]').click();").await;
+        browser.until(Duration::from_secs(5), "the rule's errors",
+            "const e = (f) => document.querySelector(`.field-error[data-field=\"${f}\"]`);
+             return !!e('analysis.alert[0].name') && e('analysis.alert[0].name').textContent !== '' && e('analysis.alert[0].question').textContent !== '';").await;
+        browser.run("const r = document.querySelector('.alert-rule');
+             r.querySelector('input[data-key=name]').value = 'car';
+             r.querySelector('input[data-key=question]').value = 'Is there a car?';
+             document.querySelector('#model-form button[type=submit]').click();").await;
+        browser.until(Duration::from_secs(5), "saved", "return document.querySelector('#model-status').textContent === 'saved';").await;
+        browser.until(Duration::from_secs(15), "the rule's live state",
+            "const b = document.querySelector('.alert-state[data-name=\"car\"]'); return !!b && b.dataset.active === 'true';").await;
+        browser.run("document.querySelector('#model-test').click();").await;
+        browser.until(Duration::from_secs(10), "the test's answer",
+            "const t = document.querySelector('#model-test-result'); return t.textContent.includes('A red car') && !t.classList.contains('error');").await;
+        browser.close().await;
+    });
+    let camera = server.get_json("/api/cameras/cam");
+    assert_eq!(camera["analysis"]["alert"][0]["name"], "car");
+    assert_eq!(camera["analysis"]["vlm"]["api_key"], "***");
+    // The key kept its saved value (the model got requests with it; the file keeps it).
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("sk-ui-secret"));
+    vlm.stop();
+}
