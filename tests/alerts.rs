@@ -434,3 +434,35 @@ fn common_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[test]
+fn summaries_come_on_their_schedule() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vlm = runtime.block_on(VlmServer::start(320, PROMPT));
+    let config = format!(
+        "[[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=640x360&fps=25\"\n\
+         [camera.analysis.vlm]\nendpoint = \"{}\"\nmodel = \"m\"\nprompt = \"{PROMPT}\"\ninterval = \"1s\"\nimage_width = 320\n\
+         [camera.analysis.summary]\nevery = \"10s\"\nprompt = \"Sum up the log.\"\n",
+        vlm.url
+    );
+    let path = common::write_config("summary-every", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let mut summaries = Vec::new();
+    wait_until(Duration::from_secs(30), "a scheduled summary", || {
+        summaries = server.get_json("/api/events?kind=summary").as_array().unwrap().clone();
+        !summaries.is_empty()
+    });
+    let s = &summaries[0];
+    let (since, until) = (s["data"]["since"].as_i64().unwrap(), s["data"]["until"].as_i64().unwrap());
+    assert_eq!(until - since, 10_000);
+    let described = server
+        .get_json(&format!("/api/events?kind=vlm&since={since}&until={until}&limit=1000"))
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(described >= 5, "{described}");
+    assert_eq!(s["data"]["text"], format!("{described} log lines, 0 of them alerts."));
+    let asked = vlm.requests().into_iter().find(|r| r.width == 0).unwrap();
+    assert!(asked.prompt.starts_with("Sum up the log."));
+    vlm.stop();
+}

@@ -193,6 +193,23 @@ fn spec() -> Value {
         "reason": { "type": ["string", "null"], "description": "why recording is paused (a full disk, a folder that cannot be written)" } } });
     doc["components"]["schemas"]["CameraPatch"]["properties"]["record"] = json!({
         "description": "true, false, {\"keep\": \"30d\"} or null; starts or stops the recorder and nothing else" });
+    doc["paths"]["/api/events/search"] = json!({ "get": {
+        "summary": "Full-text search (SQLite FTS5, stemmed) over descriptions, transcripts, summaries and alert answers, best match first; each result has snippet runs [{text, hit}] and a clip when recorded",
+        "parameters": [
+            { "name": "q", "in": "query", "required": true, "description": "words, all required; the last also as a prefix", "schema": { "type": "string" } },
+            { "name": "camera", "in": "query", "schema": { "type": "string" } },
+            { "name": "since", "in": "query", "description": "ms since the epoch", "schema": { "type": "integer" } },
+            { "name": "until", "in": "query", "schema": { "type": "integer" } },
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 50 } }],
+        "responses": { "200": { "description": "events with snippet and clip" }, "400": error, "401": error } } });
+    doc["paths"]["/api/cameras/{id}/summary"] = json!({ "parameters": id_param, "post": {
+        "summary": "Summarise the camera's descriptions, alerts and transcripts of a period (text only, with the summary model or the vlm one); stored as a summary event",
+        "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": {
+            "since": { "type": "integer" }, "until": { "type": "integer" } } } } } },
+        "responses": { "201": { "description": "the summary event" }, "400": error, "401": error, "404": error, "422": error, "502": error } } });
+    doc["paths"]["/api/cameras/{id}/analysis/test"] = json!({ "parameters": id_param, "post": {
+        "summary": "Try model settings (not saved) on the camera's picture now: {vlm: {...}, question?} → {ok, answer, latency_ms}; a masked api_key is the saved one",
+        "responses": { "200": { "description": "the model's answer" }, "401": error, "404": error, "422": error, "502": error, "503": error } } });
     doc["paths"]["/api/outputs"] = json!({ "get": {
         "summary": "Where the outputs outside this HTTP server listen: the RTSP re-stream (rtsp://HOST:PORT/{camera}), or null when it is off",
         "responses": { "200": outputs } } });
@@ -219,6 +236,9 @@ mod tests {
             "/api/workers",
             "/api/outputs",
             "/api/playback/list",
+            "/api/events/search",
+            "/api/cameras/{id}/summary",
+            "/api/cameras/{id}/analysis/test",
             "/api/playback/get",
             "/api/events",
             "/api/events/{id}/snapshot.jpg",
