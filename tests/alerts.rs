@@ -449,19 +449,31 @@ fn summaries_come_on_their_schedule() {
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     let mut summaries = Vec::new();
     wait_until(Duration::from_secs(30), "a scheduled summary", || {
-        summaries = server.get_json("/api/events?kind=summary").as_array().unwrap().clone();
+        summaries = server
+            .get_json("/api/events?kind=summary")
+            .as_array()
+            .unwrap()
+            .clone();
         !summaries.is_empty()
     });
     let s = &summaries[0];
-    let (since, until) = (s["data"]["since"].as_i64().unwrap(), s["data"]["until"].as_i64().unwrap());
+    let (since, until) = (
+        s["data"]["since"].as_i64().unwrap(),
+        s["data"]["until"].as_i64().unwrap(),
+    );
     assert_eq!(until - since, 10_000);
     let described = server
-        .get_json(&format!("/api/events?kind=vlm&since={since}&until={until}&limit=1000"))
+        .get_json(&format!(
+            "/api/events?kind=vlm&since={since}&until={until}&limit=1000"
+        ))
         .as_array()
         .unwrap()
         .len();
     assert!(described >= 5, "{described}");
-    assert_eq!(s["data"]["text"], format!("{described} log lines, 0 of them alerts."));
+    assert_eq!(
+        s["data"]["text"],
+        format!("{described} log lines, 0 of them alerts.")
+    );
     let asked = vlm.requests().into_iter().find(|r| r.width == 0).unwrap();
     assert!(asked.prompt.starts_with("Sum up the log."));
     vlm.stop();

@@ -35,16 +35,19 @@ struct EventQuery {
     limit: Option<u32>,
 }
 
+/// 400 for a query string that does not parse, naming what it takes.
+fn bad_query(e: impl std::fmt::Display, first: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("bad query ({e}); use {first}, since, until (ms since the epoch), limit"),
+    )
+}
+
 async fn list(
     State(state): State<SharedState>,
     query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<EventJson>>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("bad query ({e}); use camera, kind, since, until (ms since the epoch), limit"),
-        )
-    })?;
+    let Query(q) = query.map_err(|e| bad_query(e, "camera, kind"))?;
     let store = state.analysis.events().clone();
     let query = events::Query {
         camera: q.camera,
@@ -122,12 +125,7 @@ async fn search(
     State(state): State<SharedState>,
     query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<FoundJson>>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("bad query ({e}); use q, camera, since, until (ms since the epoch), limit"),
-        )
-    })?;
+    let Query(q) = query.map_err(|e| bad_query(e, "q, camera"))?;
     let words = q.q.unwrap_or_default();
     if words.trim().is_empty() || words.len() > 500 {
         return Err(ApiError::new(

@@ -519,14 +519,19 @@ pub fn check_camera(camera: &CameraConfig, allow_exec: bool) -> Vec<Problem> {
     problems
 }
 
-/// A duration that may be long (`7d`, `12h`, `90m`, `30s`), as retention and segments are.
-pub fn parse_long_duration(text: &str) -> Result<Duration, String> {
+/// `"50 GB"` → `(50.0, "GB")`; NaN when the number is not one.
+fn number_and_unit(text: &str) -> (f64, &str) {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    (number.parse().unwrap_or(f64::NAN), unit.trim())
+}
+
+/// A duration that may be long (`7d`, `12h`, `90m`, `30s`), as retention and segments are.
+pub fn parse_long_duration(text: &str) -> Result<Duration, String> {
+    let (value, unit) = number_and_unit(text);
     let scale = match unit {
         "s" | "" => 1.0,
         "m" => 60.0,
@@ -545,13 +550,8 @@ pub fn parse_long_duration(text: &str) -> Result<Duration, String> {
 
 /// A size such as `50GB`, `500MB`, `2GiB` or a number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().unwrap_or(f64::NAN);
-    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+    let (value, unit) = number_and_unit(text);
+    let scale = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1.0,
         "KB" => 1e3,
         "MB" => 1e6,
