@@ -176,7 +176,11 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
             endpoint,
             events.clone(),
             discovered,
-            format!("http://{local}"),
+            config
+                .typed
+                .mqtt_public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local}")),
         )
     });
     // Tests and scripts read this line to learn the port when listening on port 0.

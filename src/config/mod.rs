@@ -74,6 +74,9 @@ pub struct Settings {
     pub keep: Duration,
     /// `[mqtt] url`, when events go to a broker.
     pub mqtt: Option<MqttEndpoint>,
+    /// `[mqtt] public_url`: where Home Assistant reaches livelens's HTTP server (for snapshot
+    /// URLs); by default the address livelens listens on.
+    pub mqtt_public_url: Option<String>,
     /// `[mjpeg]`: the pictures MJPEG viewers get.
     pub mjpeg: MjpegSettings,
     /// `[hls]`.
@@ -262,6 +265,7 @@ impl Default for Settings {
             storage_path: None,
             keep: Duration::from_secs(7 * 86_400),
             mqtt: None,
+            mqtt_public_url: None,
             mjpeg: MjpegSettings::default(),
             hls: HlsSettings::default(),
             rtsp: RtspSettings::default(),
@@ -751,7 +755,19 @@ impl Config {
         }
         if let Some(mqtt) = &self.mqtt {
             for (key, value) in mqtt {
-                if key != "url" {
+                if key == "public_url" {
+                    match value.as_str().filter(|u| {
+                        url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+                    }) {
+                        Some(u) => {
+                            typed.mqtt_public_url = Some(u.trim_end_matches('/').to_string())
+                        }
+                        None => problems.push(problem(
+                            "mqtt.public_url",
+                            format!("{value} is not a URL such as \"http://192.168.1.5:8080\""),
+                        )),
+                    }
+                } else if key != "url" {
                     problems.push(problem(format!("mqtt.{key}"), "unknown key"));
                 } else {
                     match value
@@ -1362,6 +1378,20 @@ mod tests {
         assert_eq!(parse_size("500 MB"), Ok(500_000_000));
         assert!(parse_size("0").is_err() && parse_size("1e30").is_err());
         assert!(parse_long_duration("7d").is_ok() && parse_long_duration("nan").is_err());
+    }
+
+    #[test]
+    fn the_public_url_for_home_assistant_is_a_url() {
+        let c = Config::parse(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1\"\npublic_url = \"http://nvr.lan:8080/\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.typed.mqtt_public_url.as_deref(),
+            Some("http://nvr.lan:8080")
+        );
+        let problems = Config::parse("[mqtt]\npublic_url = \"nvr.lan\"\n").unwrap_err();
+        assert_eq!(problems[0].place, "mqtt.public_url");
     }
 
     #[test]

@@ -86,10 +86,13 @@ impl Index {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
+        // Each migration and its version in one transaction (a crash never half applies one).
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(sql).map_err(err)?;
-            conn.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(err)?;
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))
+            .map_err(err)?;
         }
         Ok(Index {
             conn: Mutex::new(conn),
