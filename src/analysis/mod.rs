@@ -323,13 +323,7 @@ impl Analysis {
             return Ok(None);
         }
         let log = summary::log_text(&read);
-        let (base, _lease) = match endpoint.strip_prefix("worker:") {
-            Some(name) => {
-                let lease = self.workers.acquire(name, timeout).await?;
-                (format!("{}/v1", lease.base_url), Some(lease))
-            }
-            None => (endpoint.clone(), None),
-        };
+        let (base, _lease) = model_base(&self.workers, &endpoint, timeout).await?;
         let url = format!("{}/chat/completions", base.trim_end_matches('/'));
         let mut request = self
             .http
@@ -379,27 +373,14 @@ impl Analysis {
         .map_err(|e| e.to_string())??;
         let config = match question {
             Some(q) => VlmConfig {
-                prompt: crate::config::analysis::AlertRule {
-                    name: "test".into(),
-                    question: q,
-                    interval: "5s".into(),
-                    on_motion_only: false,
-                    min_duration: None,
-                }
-                .prompt(),
+                prompt: crate::config::analysis::question_prompt(&q),
                 ..config
             },
             None => config,
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(&scaled);
         let started = Instant::now();
-        let (base, _lease) = match config.endpoint.strip_prefix("worker:") {
-            Some(name) => {
-                let lease = self.workers.acquire(name, config.timeout()).await?;
-                (format!("{}/v1", lease.base_url), Some(lease))
-            }
-            None => (config.endpoint.clone(), None),
-        };
+        let (base, _lease) = model_base(&self.workers, &config.endpoint, config.timeout()).await?;
         let answer = vlm::ask(&self.http, &base, &config, &b64).await?;
         Ok((answer, started.elapsed()))
     }
@@ -430,6 +411,22 @@ struct VlmOutcome {
     encode: Duration,
     request: Duration,
     jpeg: Option<bytes::Bytes>,
+}
+
+/// Where a model is: its URL, or a `[[worker]]`'s (`worker:NAME`), whose lease keeps an
+/// on-demand worker up while the caller holds it.
+async fn model_base(
+    workers: &Workers,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<(String, Option<crate::supervisor::WorkerLease>), String> {
+    match endpoint.strip_prefix("worker:") {
+        Some(name) => {
+            let lease = workers.acquire(name, timeout).await?;
+            Ok((format!("{}/v1", lease.base_url), Some(lease)))
+        }
+        None => Ok((endpoint.to_string(), None)),
+    }
 }
 
 /// A summary of the last `every`, each `every`, while the analysers run.
@@ -865,13 +862,7 @@ async fn ask_vlm(
     let started = Instant::now();
     let result = async {
         // A worker endpoint is resolved per request; the lease keeps an on-demand worker up.
-        let (base, _lease) = match config.endpoint.strip_prefix("worker:") {
-            Some(name) => {
-                let lease = workers.acquire(name, config.timeout()).await?;
-                (format!("{}/v1", lease.base_url), Some(lease))
-            }
-            None => (config.endpoint.clone(), None),
-        };
+        let (base, _lease) = model_base(&workers, &config.endpoint, config.timeout()).await?;
         vlm::ask(&http, &base, &config, &b64).await
     }
     .await;
@@ -976,13 +967,7 @@ async fn ask_asr(
     let wav = crate::media::audio::wav(&segment.samples, asr::SPEECH_RATE);
     let started = Instant::now();
     let result = async {
-        let (base, _lease) = match config.endpoint.strip_prefix("worker:") {
-            Some(name) => {
-                let lease = workers.acquire(name, config.timeout()).await?;
-                (format!("{}/v1", lease.base_url), Some(lease))
-            }
-            None => (config.endpoint.clone(), None),
-        };
+        let (base, _lease) = model_base(&workers, &config.endpoint, config.timeout()).await?;
         asr::transcribe(&http, &base, &config, wav).await
     }
     .await;

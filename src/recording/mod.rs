@@ -196,11 +196,7 @@ impl Recording {
                 continue;
             };
             let moov = playback::read_moov(&init)?;
-            let video_rate = moov
-                .trak
-                .iter()
-                .find(|t| t.mdia.hdlr.handler == mp4_atom::FourCC::new(b"vide"))
-                .map_or(90_000, |t| t.mdia.mdhd.timescale.max(1));
+            let video_rate = playback::video_timescale(&moov);
             let mut anchor_dts: Option<u64> = None;
             let scanned = files::scan(&path, key.offset, |s| {
                 if s.track != VIDEO_TRACK && anchor_dts.is_none() {

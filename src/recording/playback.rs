@@ -191,6 +191,13 @@ fn video_track(moov: &Moov) -> Option<u32> {
         .map(|t| t.tkhd.track_id)
 }
 
+/// The video track's timescale (90 kHz in livelens's files).
+pub fn video_timescale(moov: &Moov) -> u32 {
+    video_track(moov)
+        .and_then(|v| timescale(moov, v))
+        .unwrap_or(90_000)
+}
+
 fn to_us(t: u64, rate: u32) -> i64 {
     (t as i128 * 1_000_000 / i128::from(rate)) as i64
 }
@@ -204,6 +211,7 @@ fn from_us(us: i64, rate: u32) -> u64 {
 /// (FFmpeg and browsers with fragmented files) still begin at the asked start.
 fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
     let video = video_track(&clip.moov).ok_or("the recording has no video track")?;
+    let video_rate = video_timescale(&clip.moov);
     let origin = clip.runs.first().ok_or("no footage")?.anchor_us;
     let start_us = clip.start_us.max(origin);
     let skip_us = start_us - origin;
@@ -213,7 +221,7 @@ fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
         let Some(first) = run.samples.iter().find(|s| s.track == video) else {
             continue;
         };
-        let anchor_camera = to_us(first.dts, timescale(&clip.moov, video).unwrap_or(90_000));
+        let anchor_camera = to_us(first.dts, video_rate);
         for s in &run.samples {
             let Some(rate) = timescale(&clip.moov, s.track) else {
                 continue;
@@ -240,7 +248,6 @@ fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
             });
         }
     }
-    let video_rate = timescale(&clip.moov, video).unwrap_or(90_000);
     let mut skip_video = from_us(skip_us, video_rate);
     if squeeze {
         let before = placed

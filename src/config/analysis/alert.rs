@@ -22,6 +22,11 @@ pub struct AlertRule {
     pub min_duration: Option<String>,
 }
 
+/// A yes/no question as the model is asked it (by a rule, or by a test from the UI).
+pub fn question_prompt(question: &str) -> String {
+    format!("{} Answer yes or no first.", question.trim())
+}
+
 fn default_interval() -> String {
     "5s".into()
 }
@@ -40,7 +45,7 @@ impl AlertRule {
 
     /// The prompt the model gets: the question, and how to answer it.
     pub fn prompt(&self) -> String {
-        format!("{} Answer yes or no first.", self.question.trim())
+        question_prompt(&self.question)
     }
 
     pub fn problems(&self) -> Vec<(&'static str, String)> {

@@ -9,7 +9,7 @@ mod vlm;
 
 use serde::{Deserialize, Serialize};
 
-pub use alert::AlertRule;
+pub use alert::{question_prompt, AlertRule};
 pub use asr::AsrConfig;
 pub use motion::MotionConfig;
 pub use summary::SummaryConfig;
