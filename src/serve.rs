@@ -154,6 +154,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         rtmp: rtmp.clone(),
         workers: workers.clone(),
         analysis: analysis.clone(),
+        mse: config.typed.mse,
     });
 
     // A server holds a descriptor per viewer: use all the process may have, and keep a quarter

@@ -597,3 +597,87 @@ fn a_changed_source_keeps_its_viewers_attached() {
     });
     assert_eq!(server.get_json("/api/cameras/switch")["state"], "live");
 }
+
+/// `[mse] batch`: a viewer's pictures go out a few at a time (one write, several messages), with
+/// the sound between them, and what arrives is still one playable stream (ffprobe decodes it).
+#[test]
+fn batched_writes_carry_several_frames_and_the_stream_still_decodes() {
+    let cam = RtspCamera::start(&["--size", "320x240", "--fps", "25", "--audio", "aac"]);
+    let config = format!(
+        "[mse]\nbatch = \"200ms\"\n\n[[camera]]\nid = \"cam\"\nsource = \"{}\"\n",
+        cam.url()
+    );
+    let path = common::write_config("mse-batch", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(10));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (bytes, arrivals, videos) = runtime.block_on(async {
+        let mut ws = connect(&server, "/api/cameras/cam/mse").await;
+        let Message::Text(_) = next(&mut ws).await else {
+            panic!("mse message first")
+        };
+        let mut bytes = Vec::new();
+        // When each fragment arrived, and whether it was video.
+        let mut arrivals: Vec<Instant> = Vec::new();
+        let mut videos = 0;
+        // Past the cached GOP (sent at once): the live frames that follow.
+        while videos < 100 {
+            let Message::Binary(b) = next(&mut ws).await else {
+                panic!("binary")
+            };
+            // (Payloads follow their moof as messages of their own; only moofs are looked at.)
+            if b.len() > 16 && &b[4..8] == b"moof" {
+                // trak 1 is the video.
+                let tfhd = b.windows(4).position(|w| w == b"tfhd").unwrap();
+                if b[tfhd + 8..tfhd + 12] == [0, 0, 0, 1] {
+                    videos += 1;
+                    arrivals.push(Instant::now());
+                }
+            }
+            bytes.extend_from_slice(&b);
+        }
+        // The last picture's payload.
+        let Message::Binary(b) = next(&mut ws).await else {
+            panic!("binary")
+        };
+        bytes.extend_from_slice(&b);
+        ws.close(None).await.unwrap();
+        (bytes, arrivals, videos)
+    });
+    // Writes, seen from the reader: pictures that arrived within 20 ms of the one before are
+    // taken as one write. Batched, the 50 live pictures come in about a fifth as many writes
+    // (a slow machine only merges more); written one by one they would be ~50.
+    let live = &arrivals[arrivals.len() - 50..];
+    let writes = 1 + live
+        .windows(2)
+        .filter(|w| w[1] - w[0] > Duration::from_millis(20))
+        .count();
+    assert!(writes <= 25, "50 pictures came in {writes} writes");
+    let file = temp_dir("mse-batch").join("out.mp4");
+    std::fs::write(&file, bytes).unwrap();
+    let counts = ffprobe(&[
+        "-v",
+        "error",
+        "-count_frames",
+        "-show_entries",
+        "stream=codec_name,nb_read_frames",
+        "-of",
+        "csv=p=0",
+        file.to_str().unwrap(),
+    ]);
+    let frames = |codec: &str| -> u64 {
+        counts
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{codec},")))
+            .unwrap_or_else(|| panic!("no {codec} stream: {counts}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(frames("h264"), videos);
+    // The 2 s of live pictures alone span ~94 frames of 48 kHz AAC: the sound came along.
+    assert!(frames("aac") > 75, "{counts}");
+    wait_until(Duration::from_secs(5), "viewer counts back to 0", || {
+        server.resources()["viewers"]["mse"] == 0
+    });
+}

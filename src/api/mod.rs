@@ -51,6 +51,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     pub workers: Arc<crate::supervisor::Workers>,
     pub analysis: Arc<crate::analysis::Analysis>,
+    /// `[mse]`: how MSE viewers are written to.
+    pub mse: crate::config::MseSettings,
 }
 
 pub use connections::{raise_open_file_limit, serve, Limits};

@@ -5,7 +5,7 @@
 //! client leaves, when it stays too slow, or at server shutdown.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -17,7 +17,7 @@ use super::ws::frame::{self, Incoming, Violation};
 use super::ws::{Socket, Upgrade, Writer};
 use super::{ApiError, SharedState, Src};
 use crate::hub::Stream;
-use crate::output::mse::{ClientCodecs, MseSession, Outgoing};
+use crate::output::mse::{Batch, ClientCodecs, MseSession, Outgoing};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
 
 /// How long a go2rtc client gets to say which codecs it plays.
@@ -256,19 +256,41 @@ async fn serve(
         })
     };
     let mut session = MseSession::new(codecs);
+    let mut batch = Batch::new(state.mse.batch);
     let mut stopped = std::pin::pin!(stop.cancelled());
     let ending = loop {
+        // Frames already waiting join the write: a viewer that is behind catches up in fewer.
+        if batch.full() || (!viewer.ready() && batch.due(Instant::now())) {
+            let messages = batch.take();
+            let parts: Vec<(u8, &[u8])> = messages.iter().map(as_frame).collect();
+            tokio::select! {
+                biased;
+                sent = writer.send(&parts) => if sent.is_err() {
+                    break Ending::Reason("the viewer stopped reading".into());
+                },
+                _ = &mut stopped => break Ending::Broken,
+            }
+            let ping = pong.lock().unwrap().take();
+            if let Some(payload) = ping {
+                if writer.pong(&payload).await.is_err() {
+                    break Ending::ClientLeft;
+                }
+            }
+        }
+        let deadline = batch.deadline();
         let frame = tokio::select! {
             biased;
             _ = &mut stopped => break Ending::ClientLeft,
             frame = viewer.next() => frame,
+            // `next` may be skipping to a keyframe: what waits goes out meanwhile.
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => continue,
         };
         let frame = match frame {
             Ok(f) => f,
             Err(end) => break Ending::Reason(end.to_string()),
         };
-        let mut messages = Vec::with_capacity(3);
-        messages.extend(session.on_dropped(viewer.dropped_frames()));
+        let now = Instant::now();
+        batch.push(session.on_dropped(viewer.dropped_frames()), false, now);
         // The audio description only matters when a keyframe may start a new init segment.
         let audio = if frame.is_video() && frame.keyframe {
             camera.audio()
@@ -276,24 +298,10 @@ async fn serve(
             None
         };
         match session.on_frame(&frame, audio.as_ref()) {
-            Ok(m) => messages.extend(m),
+            Ok(m) => batch.push(m, !frame.is_video(), now),
             Err(text) => {
                 send_error(&writer, &text).await;
                 break Ending::Reason(text);
-            }
-        }
-        let parts: Vec<(u8, &[u8])> = messages.iter().map(as_frame).collect();
-        tokio::select! {
-            biased;
-            sent = writer.send(&parts) => if sent.is_err() {
-                break Ending::Reason("the viewer stopped reading".into());
-            },
-            _ = &mut stopped => break Ending::Broken,
-        }
-        let ping = pong.lock().unwrap().take();
-        if let Some(payload) = ping {
-            if writer.pong(&payload).await.is_err() {
-                break Ending::ClientLeft;
             }
         }
     };

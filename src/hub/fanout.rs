@@ -235,6 +235,12 @@ impl Subscription {
         }
     }
 
+    /// Whether a frame is already waiting: [`Subscription::next`] would not have to wait (unless
+    /// it skips every waiting frame to reach a keyframe).
+    pub fn ready(&self) -> bool {
+        !self.pending.is_empty() || !self.receiver.is_empty()
+    }
+
     /// Frames this viewer lost by falling behind.
     pub fn dropped_frames(&self) -> u64 {
         self.dropped_frames

@@ -12,6 +12,7 @@
 //! (the hub has already skipped it to the next keyframe).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
@@ -183,6 +184,88 @@ impl MseSession {
     }
 }
 
+/// How long audio may wait for the picture it goes out with: when the video stalls, the sound
+/// still flows this often.
+const AUDIO_HOLD: Duration = Duration::from_millis(200);
+/// The most messages one write carries (a viewer catching up on a backlog writes in pieces).
+const MAX_BATCH: usize = 64;
+
+/// What goes out to a viewer in one write (sans-IO: messages and time in, "write now" out).
+///
+/// Each write costs the kernel about as much as the bytes it carries (loopback or not: a
+/// segment, a timer, the reader's wake-up), so a write carries what is ready together. A picture
+/// goes out at once, or, with `[mse] batch`, once the oldest unsent one has waited that long.
+/// Audio waits for the next picture: MSE plays no further than both tracks reach, so sound sent
+/// ahead of its picture plays no sooner, and a camera with sound costs one write per picture,
+/// not three. The caller also keeps the batch open while more frames are already waiting.
+#[derive(Debug)]
+pub struct Batch {
+    interval: Duration,
+    messages: Vec<Outgoing>,
+    /// When the oldest unsent message that is not audio (a picture, a notice) came.
+    picture_since: Option<Instant>,
+    /// When the oldest unsent audio came.
+    audio_since: Option<Instant>,
+}
+
+impl Batch {
+    /// `interval`: how long a picture may wait for others (`[mse] batch`; zero: not at all).
+    pub fn new(interval: Duration) -> Batch {
+        Batch {
+            interval,
+            messages: Vec::new(),
+            picture_since: None,
+            audio_since: None,
+        }
+    }
+
+    /// Adds one frame's messages (or a notice's: `audio` false).
+    pub fn push(
+        &mut self,
+        messages: impl IntoIterator<Item = Outgoing>,
+        audio: bool,
+        now: Instant,
+    ) {
+        let before = self.messages.len();
+        self.messages.extend(messages);
+        if self.messages.len() > before {
+            let since = if audio {
+                &mut self.audio_since
+            } else {
+                &mut self.picture_since
+            };
+            since.get_or_insert(now);
+        }
+    }
+
+    /// When the batch has to go out; `None` while it is empty.
+    pub fn deadline(&self) -> Option<Instant> {
+        let picture = self.picture_since.map(|t| t + self.interval);
+        let audio = self.audio_since.map(|t| t + AUDIO_HOLD);
+        match (picture, audio) {
+            (Some(p), Some(a)) => Some(p.min(a)),
+            (p, a) => p.or(a),
+        }
+    }
+
+    /// Whether to write now, unless more frames are already waiting to join.
+    pub fn due(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|d| d <= now)
+    }
+
+    /// Whether to write now whatever is waiting.
+    pub fn full(&self) -> bool {
+        self.messages.len() >= MAX_BATCH
+    }
+
+    /// The messages to write; the batch starts again empty.
+    pub fn take(&mut self) -> Vec<Outgoing> {
+        self.picture_since = None;
+        self.audio_since = None;
+        std::mem::take(&mut self.messages)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +409,57 @@ mod tests {
             Some(Outgoing::Text(r#"{"type":"drop","frames":12}"#.into()))
         );
         assert_eq!(s.on_dropped(12), None);
+    }
+
+    fn bin(n: u8) -> Outgoing {
+        Outgoing::Binary(Bytes::from(vec![n]))
+    }
+
+    #[test]
+    fn a_picture_goes_out_at_once_and_audio_waits_for_it() {
+        let t0 = Instant::now();
+        let mut batch = Batch::new(Duration::ZERO);
+        assert_eq!(batch.deadline(), None);
+        assert!(!batch.due(t0));
+        batch.push([bin(1), bin(2)], true, t0);
+        assert!(!batch.due(t0 + Duration::from_millis(21)));
+        batch.push([bin(3), bin(4)], true, t0 + Duration::from_millis(21));
+        batch.push([bin(5), bin(6)], false, t0 + Duration::from_millis(40));
+        assert!(batch.due(t0 + Duration::from_millis(40)));
+        let sent = batch.take();
+        assert_eq!(sent, (1..=6).map(bin).collect::<Vec<_>>());
+        assert_eq!(batch.deadline(), None);
+    }
+
+    #[test]
+    fn audio_without_pictures_still_flows() {
+        let t0 = Instant::now();
+        let mut batch = Batch::new(Duration::ZERO);
+        batch.push([bin(1)], true, t0);
+        assert!(!batch.due(t0 + AUDIO_HOLD - Duration::from_millis(1)));
+        assert!(batch.due(t0 + AUDIO_HOLD));
+        // No messages (audio before the viewer's time zero): nothing to wait for.
+        let mut empty = Batch::new(Duration::ZERO);
+        empty.push([], false, t0);
+        assert_eq!(empty.deadline(), None);
+    }
+
+    #[test]
+    fn with_an_interval_pictures_wait_for_the_oldest_to_be_due() {
+        let t0 = Instant::now();
+        let interval = Duration::from_millis(80);
+        let mut batch = Batch::new(interval);
+        batch.push([bin(1)], false, t0);
+        batch.push([bin(2)], false, t0 + Duration::from_millis(40));
+        assert!(!batch.due(t0 + Duration::from_millis(79)));
+        assert_eq!(batch.deadline(), Some(t0 + interval));
+        assert!(batch.due(t0 + interval));
+        assert_eq!(batch.take().len(), 2);
+        // A backlog goes out in pieces whatever the interval.
+        for n in 0..MAX_BATCH {
+            assert!(!batch.full());
+            batch.push([bin(n as u8)], false, t0);
+        }
+        assert!(batch.full());
     }
 }
