@@ -278,10 +278,13 @@ async fn serve(
             }
         }
         let deadline = batch.deadline();
+        // While a picture waits out `[mse] batch`, this task sleeps instead of waking for each
+        // frame: the frames queue and are taken together at the deadline.
+        let take_next = !batch.holds_picture() || viewer.ready();
         let frame = tokio::select! {
             biased;
             _ = &mut stopped => break Ending::ClientLeft,
-            frame = viewer.next() => frame,
+            frame = viewer.next(), if take_next => frame,
             // `next` may be skipping to a keyframe: what waits goes out meanwhile.
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => continue,
         };

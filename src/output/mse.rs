@@ -253,6 +253,12 @@ impl Batch {
         self.deadline().is_some_and(|d| d <= now)
     }
 
+    /// Whether a picture waits for its deadline: until then, frames need not be looked at one by
+    /// one as they come (they wait in the viewer's queue and join the write at the deadline).
+    pub fn holds_picture(&self) -> bool {
+        self.picture_since.is_some()
+    }
+
     /// Whether to write now whatever is waiting.
     pub fn full(&self) -> bool {
         self.messages.len() >= MAX_BATCH
