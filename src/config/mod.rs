@@ -245,8 +245,8 @@ impl Default for HlsSettings {
 
 /// `[mse] batch` (default 0: each picture is written as it comes): how long a viewer's pictures
 /// may wait to go out together. Each write to a viewer costs the kernel about as much as the
-/// bytes it carries, so with hundreds of viewers `"80ms"` (three pictures a write at 25 fps)
-/// costs about half the CPU, for that much more latency.
+/// bytes it carries, so with hundreds of viewers `"80ms"` (two or three pictures a write at
+/// 25 fps) costs about 40 % less CPU, for up to that much more latency.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MseSettings {
     pub batch: Duration,
@@ -611,11 +611,11 @@ fn boolean(place: &str, value: &toml::Value, problems: &mut Vec<Problem>) -> Opt
     b
 }
 
-/// A setting that must be a duration of at least a second, such as `example`; else a problem
-/// at `place`.
 /// A batch longer than this would be a delay, not a batch.
 const MAX_MSE_BATCH: Duration = Duration::from_secs(1);
 
+/// A setting that must be a duration of at least a second, such as `example`; else a problem
+/// at `place`.
 fn seconds(
     place: &str,
     value: &toml::Value,
