@@ -21,6 +21,12 @@ use common::Server;
 use reqwest::StatusCode;
 use serde_json::json;
 
+/// The full-scale attack run (`scripts/attack-run`, not CI): tests scale their counts up to the
+/// figures of the original reproductions when `LIVELENS_ATTACK_FULL` is set.
+pub(crate) fn full_scale() -> bool {
+    std::env::var_os("LIVELENS_ATTACK_FULL").is_some()
+}
+
 /// The `host:port` the server listens on.
 fn authority(server: &Server) -> String {
     server.base.trim_start_matches("http://").to_string()
