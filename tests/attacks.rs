@@ -4,14 +4,18 @@
 mod common;
 
 // The second attack run (issue 28), one file per surface: tests/attacks/*.rs.
+/// The fan-out's byte budget (hole 7).
+#[path = "attacks/fanout_budget.rs"]
+mod fanout_budget;
+/// Playback downloads that never read, and forged timestamps (hole 2).
+#[path = "attacks/http_playback.rs"]
+mod http_playback;
 /// RTMP: memory before auth, per-address caps and handshake deadlines (holes 1 and 3).
+#[path = "attacks/rtmp_limits.rs"]
 mod rtmp_limits;
 /// RTSP publishing: the token rule, UDP port takeover, per-address caps (holes 3, 5, 6); WHIP recvonly.
+#[path = "attacks/rtsp_publish.rs"]
 mod rtsp_publish;
-/// Playback downloads that never read, and forged timestamps (hole 2).
-mod http_playback;
-/// The fan-out's byte budget (hole 7).
-mod fanout_budget;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -444,3 +444,278 @@ fn forty_reloads_that_add_and_remove_a_watched_camera_leave_nothing_behind() {
     });
     assert_eq!(reloads(&server), 80);
 }
+
+/// A file whose cameras sit between other sections, with comments before headers, before keys
+/// and after values: what a user's hand-written config looks like.
+const COMMENTED: &str = r#"# my cameras (top of the file)
+
+# -- the first camera
+[[camera]]
+id = "first"
+# a tiny picture
+source = "testsrc://?size=160x120&fps=5"
+on_demand = true # started by its viewers
+
+# -- a section between cameras
+[mse]
+batch = "80ms" # fewer writes
+
+# -- the middle camera
+[[camera]]
+id = "middle"
+source = "testsrc://?size=160x120&fps=5"
+record = { keep = "30d" } # its own keep
+# -- the middle camera's model
+[camera.analysis.vlm]
+endpoint = "http://127.0.0.1:9/v1"
+model = "m1" # the model comment
+api_key = "sk-middle-secret"
+# -- rule a
+[[camera.analysis.alert]]
+name = "a"
+question = "Is a door open?"
+# -- rule b
+[[camera.analysis.alert]]
+name = "b"
+question = "Is a person there?"
+
+# -- another section between cameras
+[sources]
+allow_exec = false
+
+# -- the last camera
+[[camera]]
+id = "last"
+source = "publish:"
+# end of the file
+"#;
+
+/// Each line of `COMMENTED` that is or holds a comment.
+fn comments_of(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.find('#').map(|i| l[i..].trim().to_string()))
+        .collect()
+}
+
+fn check_config(path: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_livelens"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+/// The settings of a camera as the API shows them (without its running state).
+fn settings(server: &Server, id: &str) -> Value {
+    let c = server.get_json(&format!("/api/cameras/{id}"));
+    let keys = [
+        "id",
+        "source",
+        "on_demand",
+        "idle_timeout",
+        "transport",
+        "timeout",
+        "user_agent",
+        "publish_key",
+        "record",
+        "analysis",
+    ];
+    keys.iter()
+        .map(|k| (k.to_string(), c[*k].clone()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[test]
+fn every_camera_setting_round_trips_through_the_api_and_the_file_with_comments_kept() {
+    let path = common::write_config("write-back-shapes", COMMENTED);
+    // Comments of what the changes below remove (the middle camera's model and rules) go with
+    // it; every other one must survive every change (alert_rules_keep_their_comments… checks
+    // that rules keep theirs).
+    let comments: Vec<String> = comments_of(COMMENTED)
+        .into_iter()
+        .filter(|c| !c.contains("rule") && !c.contains("model"))
+        .collect();
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let vlm =
+        json!({"endpoint": "http://127.0.0.1:9/v1", "model": "m2", "api_key": "sk-new-secret"});
+    let rule = |name: &str, q: &str| json!({"name": name, "question": q, "interval": "4s"});
+    // The same sequence for the first, the middle and the last camera of the file.
+    for id in ["first", "middle", "last"] {
+        let changes = [
+            json!({"analysis": {"vlm": vlm, "alert": [rule("x", "Is it x?"), rule("y", "Is it y?")]}}),
+            json!({"record": true}),
+            json!({"record": {"keep": "10d"}}),
+            json!({"analysis": {"vlm": vlm, "alert": [rule("y", "Is it y?"), rule("x", "Is it x?")]}}),
+            json!({"analysis": {"vlm": vlm, "alert": [rule("y", "Is it y now?"), rule("z", "Is it z?"), rule("x", "Is it x?")]}}),
+            json!({"analysis": {"vlm": vlm, "motion": {"fps": 2.0}, "alert": [rule("z", "Is it z?")],
+                   "summary": {"every": "1h", "prompt": "What happened?"},
+                   "asr": {"endpoint": "http://127.0.0.1:9/v1", "model": "whisper-1"}}}),
+            json!({"on_demand": false, "idle_timeout": "30s"}),
+            json!({"source": "rtsp://127.0.0.1:9/x", "transport": "udp", "timeout": "5s", "user_agent": "cam/2"}),
+            json!({"source": "testsrc://?size=160x120&fps=5", "transport": null, "timeout": null, "user_agent": null}),
+            json!({"record": false}),
+            json!({"analysis": {"motion": {}}}),
+        ];
+        for change in changes {
+            let before = std::fs::read_to_string(&path).unwrap();
+            let r = server.patch_camera(id, &change);
+            assert_eq!(r.status(), 200, "{id} {change}: {}", r.text().unwrap());
+            let text = std::fs::read_to_string(&path).unwrap();
+            let out = check_config(&path);
+            assert!(
+                out.status.success(),
+                "{id} {change}: check-config refuses the written file: {}\n--- before ---\n{before}\n--- after ---\n{text}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            for c in &comments {
+                // The value comments of values that changed are kept too.
+                assert!(
+                    text.contains(c.as_str()),
+                    "{id} {change}: lost {c:?}\n{text}"
+                );
+            }
+            // What the API shows is what the file holds: a restart would run the same.
+            let shown = settings(&server, id);
+            for (k, v) in change.as_object().unwrap() {
+                if k != "analysis" {
+                    assert_eq!(&shown[k], v, "{id} {change}: {k}");
+                }
+            }
+            let s = status(&server);
+            assert_eq!(s["write_back"]["ok"], true, "{s}");
+        }
+    }
+    // Restarted on the file, livelens runs exactly what it ran.
+    let before: Vec<Value> = ["first", "middle", "last"]
+        .iter()
+        .map(|id| settings(&server, id))
+        .collect();
+    drop(server);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let after: Vec<Value> = ["first", "middle", "last"]
+        .iter()
+        .map(|id| settings(&server, id))
+        .collect();
+    assert_eq!(before, after);
+    // The cameras kept their order in the file.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = |s: &str| text.find(s).unwrap();
+    assert!(
+        at("id = \"first\"") < at("id = \"middle\"") && at("id = \"middle\"") < at("id = \"last\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn alert_rules_keep_their_comments_when_reordered_and_a_key_sent_masked_stays_saved() {
+    let path = common::write_config("write-back-rules", COMMENTED);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let mut analysis = server.get_json("/api/cameras/middle")["analysis"].clone();
+    assert_eq!(analysis["vlm"]["api_key"], "***");
+    let rules = analysis["alert"].as_array_mut().unwrap();
+    rules.reverse();
+    let r = server.patch_camera("middle", &json!({ "analysis": analysis }));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Each rule's comment is still right before its own header.
+    let b = text.find("# -- rule b").unwrap();
+    let a = text.find("# -- rule a").unwrap();
+    assert!(b < a, "{text}");
+    let next_header = |from: usize| from + text[from..].find("[[camera.analysis.alert]]").unwrap();
+    assert!(
+        text[next_header(b)..]
+            .trim_start_matches("[[camera.analysis.alert]]")
+            .trim_start()
+            .starts_with("name = \"b\""),
+        "{text}"
+    );
+    assert!(
+        text[next_header(a)..]
+            .trim_start_matches("[[camera.analysis.alert]]")
+            .trim_start()
+            .starts_with("name = \"a\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("sk-middle-secret"),
+        "the masked key was kept: {text}"
+    );
+    assert!(check_config(&path).status.success(), "{text}");
+
+    // The saved key goes nowhere else: a new endpoint with the key still masked is refused,
+    // and nothing changes.
+    let mut moved = server.get_json("/api/cameras/middle")["analysis"].clone();
+    moved["vlm"]["endpoint"] = json!("http://127.0.0.2:9/v1");
+    let r = server.patch_camera("middle", &json!({ "analysis": moved }));
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        body["problems"][0]["field"], "analysis.vlm.api_key",
+        "{body}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    assert_eq!(
+        server.get_json("/api/cameras/middle")["analysis"]["vlm"]["endpoint"],
+        "http://127.0.0.1:9/v1"
+    );
+}
+
+#[test]
+fn a_change_the_file_cannot_hold_is_neither_saved_nor_applied_and_says_where() {
+    let path = common::write_config("write-back-refused", COMMENTED);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    // The user breaks another section by hand: the reload is refused, cameras run on.
+    let broken = COMMENTED.replace("batch = \"80ms\"", "batch = \"2s\"");
+    edit(&path, &broken);
+    wait_until(Duration::from_secs(5), "the broken file refused", || {
+        status(&server)["ok"] == false
+    });
+    let first = settings(&server, "first");
+
+    // Every kind of change is refused with the place, and nothing runs that is not in the file.
+    let r = server.patch_camera("first", &json!({"on_demand": false}));
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().unwrap();
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("mse.batch"), "{message}");
+    let r = server.post_json(
+        "/api/cameras",
+        &json!({"id": "added", "source": "testsrc://"}),
+    );
+    assert_eq!(r.status(), 500);
+    let r = server
+        .http
+        .delete(server.url("/api/cameras/last"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(settings(&server, "first"), first);
+    assert_eq!(server.get("/api/cameras/added").status(), 404);
+    assert_eq!(server.get("/api/cameras/last").status(), 200);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        broken,
+        "the file is as the user left it"
+    );
+    let s = status(&server);
+    assert_eq!(s["write_back"]["ok"], false, "{s}");
+    assert!(
+        s["write_back"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mse.batch"),
+        "{s}"
+    );
+    assert!(s["write_back"]["at"].is_string(), "{s}");
+
+    // Mended by hand: changes are saved and applied again.
+    edit(&path, COMMENTED);
+    wait_until(Duration::from_secs(5), "the mended file applied", || {
+        status(&server)["ok"] == true
+    });
+    let r = server.patch_camera("first", &json!({"on_demand": false}));
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.get_json("/api/cameras/first")["on_demand"], false);
+    assert_eq!(status(&server)["write_back"]["ok"], true);
+    assert!(check_config(&path).status.success());
+}

@@ -86,18 +86,14 @@ async fn test(
     let mut table: toml::Table = serde_json::from_value(request.vlm)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("vlm: {e}")))?;
     // A key shown masked is the camera's own, and goes only where it is saved to go: a test
-    // must not send it to another endpoint.
+    // must not send it to another endpoint (the rule every masked secret follows).
     let saved = camera.config().analysis.and_then(|a| a.get("vlm").cloned());
-    let masked = table.get("api_key").and_then(|k| k.as_str()) == Some(crate::config::MASKED);
-    let same_endpoint = saved.as_ref().and_then(|v| v.get("endpoint")) == table.get("endpoint");
-    if masked && !same_endpoint {
-        return Err(crate::cameras::CameraError::Invalid(vec![Problem {
-            place: "analysis.vlm.api_key".into(),
-            message: "enter the key: the saved one is only sent to the saved endpoint".into(),
-        }])
-        .into());
-    }
-    crate::config::restore_masked_secrets(&mut table, saved.as_ref().and_then(|v| v.as_table()));
+    crate::config::restore_masked_secrets(
+        &mut table,
+        saved.as_ref().and_then(|v| v.as_table()),
+        "analysis.vlm",
+    )
+    .map_err(crate::cameras::CameraError::Invalid)?;
     let vlm: VlmConfig = toml::Value::Table(table)
         .try_into()
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("vlm: {e}")))?;

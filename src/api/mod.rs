@@ -191,6 +191,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     problems: Vec<Problem>,
+    /// A 500 whose message is meant for the user (it names what failed, never internals).
+    shown: bool,
 }
 
 impl ApiError {
@@ -199,6 +201,7 @@ impl ApiError {
             status,
             message: message.into(),
             problems: Vec::new(),
+            shown: false,
         }
     }
 }
@@ -207,7 +210,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // A server-side failure is logged with its cause; the client gets words, not internals
         // (SQLite or join errors, paths). 503s say what is unavailable and are kept.
-        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR && !self.shown {
             tracing::error!(status = %self.status, cause = %self.message, "request failed");
             "internal error; the server log has the cause".to_string()
         } else {
@@ -237,6 +240,11 @@ impl From<CameraError> for ApiError {
             CameraError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = e.to_string();
+        // A config write-back that was refused says where: the user has to fix their file.
+        let shown = matches!(e, CameraError::Persist(_));
+        if shown {
+            tracing::error!(status = %status, "{message}");
+        }
         let problems = match e {
             CameraError::Invalid(problems) => problems,
             _ => Vec::new(),
@@ -245,6 +253,7 @@ impl From<CameraError> for ApiError {
             status,
             message,
             problems,
+            shown,
         }
     }
 }

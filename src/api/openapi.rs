@@ -62,7 +62,7 @@ fn spec() -> Value {
             "/api/stream.m3u8": { "get": { "summary": "LL-HLS at go2rtc's URL",
                 "parameters": [ { "name": "src", "in": "query", "required": true, "schema": { "type": "string" } } ],
                 "responses": { "200": { "description": "application/vnd.apple.mpegurl" }, "400": error, "404": error, "503": error } } },
-            "/api/config/status": { "get": { "summary": "Whether the config file as it is now is applied (hot reload): ok, loaded_at, problems [{place, message}], restart_needed (sections that take effect after a restart), reloads",
+            "/api/config/status": { "get": { "summary": "Whether the config file as it is now is applied (hot reload): ok, loaded_at, problems [{place, message}], restart_needed (sections that take effect after a restart), reloads; and the last write-back of an API change: write_back {ok, at, error} (null before the first)",
                 "responses": { "200": { "description": "status" } } } },
             "/api/workers": { "get": { "summary": "The [[worker]] processes: state, reason, pid, port, starts, users",
                 "responses": { "200": { "description": "workers" } } } },
@@ -78,8 +78,8 @@ fn spec() -> Value {
                 "get": { "summary": "One camera", "responses": { "200": camera, "404": error } },
                 "patch": { "summary": "Change a camera's source, options or analysis. A new source restarts only the source (viewers stay attached and resume at its first keyframe); new analysis settings restart only the analysers; a change that changes nothing does nothing",
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/CameraPatch" } } } },
-                    "responses": { "200": camera, "400": error, "404": error, "422": error } },
-                "delete": { "summary": "Remove a camera (its viewers are ended)", "responses": { "204": { "description": "removed" }, "404": error } }
+                    "responses": { "200": camera, "400": error, "404": error, "422": error, "500": error } },
+                "delete": { "summary": "Remove a camera (its viewers are ended)", "responses": { "204": { "description": "removed" }, "404": error, "500": error } }
             },
             "/api/cameras/{id}/start": { "parameters": id_param, "post": { "summary": "Start", "responses": { "200": camera, "404": error } } },
             "/api/cameras/{id}/stop": { "parameters": id_param, "post": { "summary": "Stop and wait until every resource is released", "responses": { "200": camera, "404": error } } },

@@ -84,7 +84,8 @@ impl CameraPatch {
         if let Some(v) = self.analysis {
             new.analysis = v.map(analysis_table).transpose()?;
             if let Some(analysis) = new.analysis.as_mut() {
-                crate::config::restore_masked_secrets(analysis, old.analysis.as_ref());
+                crate::config::restore_masked_secrets(analysis, old.analysis.as_ref(), "analysis")
+                    .map_err(|mut problems| problems.remove(0))?;
             }
         }
         Ok(new)

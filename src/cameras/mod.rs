@@ -2,11 +2,18 @@
 //! snapshot cache — and one code path that turns a desired config into a running camera
 //! ([`Cameras::apply`]), used by the API, start-up and reload alike.
 //!
+//! A change that the config file keeps (add, PATCH, delete) is written to the file first, and
+//! applied only once the file holds it, verified by reading it back ([`crate::config::write_back`]):
+//! either the change is applied and saved, or neither — never a running camera that the next
+//! start would not have.
+//!
 //! Locks, always taken in this order so none can wait on another in a circle:
-//! 1. `edits` — API changes hold it shared, a reload holds it exclusively, so a reload never
-//!    interleaves with an API change (whose write-back would otherwise undo half of it);
-//! 2. a camera's `changes` — changes to one camera happen one after the other;
-//! 3. `file` — config-file writes, one at a time.
+//! 1. `edits` — held exclusively by every change that writes the file (API changes, reloads):
+//!    the list written must be the running list plus this one change, so two such changes
+//!    never interleave;
+//! 2. a camera's `changes` — changes to one camera (start and stop too) happen one after the
+//!    other;
+//! 3. `file` — the text last written or read.
 //!
 //! The registry map itself is only locked for lookups and inserts, never across an `.await`.
 //! WebRTC peers live in the WebRTC loops (which own them for speed) keyed by camera; the
@@ -32,6 +39,13 @@ use crate::source::publish::PublishRules;
 use crate::source::SourceSpec;
 pub use change::{CameraPatch, Change};
 pub use reload::ConfigStatus;
+
+/// What a change does to the list of cameras the config file holds.
+enum Edit<'a> {
+    /// Adds the camera, or replaces the one with its id.
+    Put(&'a CameraConfig),
+    Remove(&'a str),
+}
 
 /// One camera and everything that exists because of it.
 pub struct Camera {
@@ -86,7 +100,7 @@ pub enum CameraError {
     /// Problems with the request, each naming its field.
     Invalid(Vec<Problem>),
     Conflict(String),
-    /// The change was made but could not be saved to the config file.
+    /// The change could not be saved to the config file, so it was not made.
     Persist(String),
 }
 
@@ -285,10 +299,16 @@ impl Cameras {
 
     /// Adds a camera and starts it; written to the config file.
     pub async fn add(&self, config: CameraConfig) -> Result<Arc<Camera>, CameraError> {
-        let _edit = self.edits.read().await;
-        let camera = self.insert(self.check(config)?).await?;
-        self.persist().await?;
-        Ok(camera)
+        let _edit = self.edits.write().await;
+        let checked = self.check(config)?;
+        if self.get(&checked.config.id).is_ok() {
+            return Err(CameraError::Conflict(format!(
+                "a camera with id {:?} already exists",
+                checked.config.id
+            )));
+        }
+        self.persist(Edit::Put(&checked.config)).await?;
+        self.insert(checked).await
     }
 
     /// The camera a publisher names: as it is, or, with `[publish] auto_create`, a new
@@ -304,9 +324,8 @@ impl Cameras {
                         );
                         Ok(camera.stream.clone())
                     }
-                    // Two publishers raced to make it (the other one did), or it was made but
-                    // not saved (the log says why): either way it is there now.
-                    Err(CameraError::Conflict(_) | CameraError::Persist(_)) => self.stream(id),
+                    // Two publishers raced to make it: the other one did.
+                    Err(CameraError::Conflict(_)) => self.stream(id),
                     Err(e) => Err(e),
                 }
             }
@@ -355,7 +374,7 @@ impl Cameras {
 
     /// Changes a camera (PATCH); what it restarts is decided by [`Change::between`].
     pub async fn update(&self, id: &str, patch: CameraPatch) -> Result<Arc<Camera>, CameraError> {
-        let _edit = self.edits.read().await;
+        let _edit = self.edits.write().await;
         let camera = self.get(id)?;
         let _turn = camera.changes.lock().await;
         // Removed while this change waited for its turn.
@@ -364,10 +383,11 @@ impl Cameras {
             .apply(&camera.config())
             .map_err(|p| CameraError::Invalid(vec![p]))?;
         let checked = self.check(new)?;
-        if self.apply(&camera, checked).await.is_none() {
+        if Change::between(&camera.config(), &checked.config).is_none() {
             return Ok(camera.clone());
         }
-        self.persist().await?;
+        self.persist(Edit::Put(&checked.config)).await?;
+        self.apply(&camera, checked).await;
         Ok(camera.clone())
     }
 
@@ -409,9 +429,10 @@ impl Cameras {
 
     /// Removes a camera: its analysers, its WebRTC peers and its stream (ending its viewers).
     pub async fn remove(&self, id: &str) -> Result<(), CameraError> {
-        let _edit = self.edits.read().await;
-        self.take_out(id).await?;
-        self.persist().await
+        let _edit = self.edits.write().await;
+        self.get(id)?;
+        self.persist(Edit::Remove(id)).await?;
+        self.take_out(id).await
     }
 
     async fn take_out(&self, id: &str) -> Result<(), CameraError> {
@@ -497,20 +518,44 @@ impl Cameras {
         }
     }
 
-    /// Writes every camera's config back to the file (the caller holds `edits`).
-    async fn persist(&self) -> Result<(), CameraError> {
+    /// Writes the running cameras with `edit` made to the config file, verified by reading it
+    /// back (the caller holds `edits`, so the running list cannot change meanwhile). On an
+    /// error the file is as it was, the status and the log say why, and the caller must not
+    /// apply the change.
+    async fn persist(&self, edit: Edit<'_>) -> Result<(), CameraError> {
         let Some(file) = &self.file else {
             return Ok(());
         };
         let mut known = file.known.lock().await;
-        let cameras: Vec<CameraConfig> = self.list().iter().map(|c| c.config()).collect();
+        let mut cameras: Vec<CameraConfig> = self.list().iter().map(|c| c.config()).collect();
+        match edit {
+            Edit::Put(config) => match cameras.iter_mut().find(|c| c.id == config.id) {
+                Some(c) => *c = config.clone(),
+                None => cameras.push(config.clone()),
+            },
+            Edit::Remove(id) => cameras.retain(|c| c.id != id),
+        }
         let path = file.path.clone();
-        let text = tokio::task::spawn_blocking(move || write_cameras(&path, &cameras))
+        let written = tokio::task::spawn_blocking(move || write_cameras(&path, &cameras))
             .await
-            .map_err(|e| CameraError::Persist(format!("saving the config failed: {e}")))?
-            .map_err(|e| CameraError::Persist(format!("saving the config failed: {e}")))?;
-        *known = Some(text);
-        Ok(())
+            .unwrap_or_else(|e| {
+                Err(crate::config::WriteBackError {
+                    place: String::new(),
+                    message: format!("the write-back task failed: {e}"),
+                })
+            });
+        let result = match written {
+            Ok(text) => {
+                *known = Some(text);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(place = %e.place, "config write-back refused: {}", e.message);
+                Err(e)
+            }
+        };
+        self.status.lock().unwrap().wrote(&result);
+        result.map_err(|e| CameraError::Persist(format!("saving the config file failed: {e}")))
     }
 
     pub fn config_status(&self) -> ConfigStatus {

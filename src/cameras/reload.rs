@@ -35,6 +35,20 @@ pub struct ConfigStatus {
     pub restart_needed: Vec<&'static str>,
     /// Reloads that read a changed file since start.
     pub reloads: u64,
+    /// The last time livelens wrote cameras back to the file (API changes), if it has.
+    pub write_back: Option<WriteBack>,
+}
+
+/// The last write-back of cameras to the config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteBack {
+    /// False when the change was refused because the file could not hold it; the file and
+    /// the cameras were left as they were.
+    pub ok: bool,
+    /// When (RFC 3339).
+    pub at: String,
+    /// What went wrong, naming the section (`camera "front".analysis.alert[1]: …`).
+    pub error: Option<String>,
 }
 
 impl ConfigStatus {
@@ -45,7 +59,16 @@ impl ConfigStatus {
             problems: Vec::new(),
             restart_needed: Vec::new(),
             reloads: 0,
+            write_back: None,
         }
+    }
+
+    pub(super) fn wrote(&mut self, result: &Result<(), crate::config::WriteBackError>) {
+        self.write_back = Some(WriteBack {
+            ok: result.is_ok(),
+            at: crate::common::rfc3339(SystemTime::now()),
+            error: result.as_ref().err().map(ToString::to_string),
+        });
     }
 }
 
@@ -108,6 +131,7 @@ impl Cameras {
             problems,
             restart_needed,
             reloads: status.reloads,
+            write_back: status.write_back.clone(),
         };
     }
 

@@ -2,6 +2,7 @@
 //! writing cameras back (comment-preserving, atomic) when they change through the API.
 
 pub mod analysis;
+pub mod write_back;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use crate::common::{check_camera_id, mask_credentials, parse_duration};
 use crate::source::rtsp::RtspOptions;
 use crate::source::SourceSpec;
 use crate::supervisor::WorkerConfig;
+pub use write_back::{replace_file, write_cameras, WriteBackError};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEMO_SOURCE: &str = "testsrc://?size=1280x720&fps=25";
@@ -1139,163 +1141,62 @@ pub fn is_secret_key(key: &str) -> bool {
     matches!(key, "api_key" | "password" | "token")
 }
 
+/// Keys that name where a table's secret is sent (a model's `endpoint`).
+const DESTINATION_KEYS: [&str; 2] = ["endpoint", "url"];
+
 /// Puts back every secret that a client sent as [`MASKED`] (it read the settings, changed
 /// something else, and sent them back): the value at the same place in `old`, or nothing if
-/// there was none. One rule for every secret, at any depth.
-pub fn restore_masked_secrets(new: &mut toml::Table, old: Option<&toml::Table>) {
+/// there was none. One rule for every secret, at any depth: a saved secret goes only where it
+/// was saved to go, so a masked secret beside a changed `endpoint` is a problem (the user must
+/// type the key again), never the saved key sent to a new server. `place` names `new`
+/// (`analysis`) in the problems.
+pub fn restore_masked_secrets(
+    new: &mut toml::Table,
+    old: Option<&toml::Table>,
+    place: &str,
+) -> Result<(), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let moved = DESTINATION_KEYS
+        .iter()
+        .any(|k| new.get(*k) != old.and_then(|o| o.get(*k)));
     let keys: Vec<String> = new.keys().cloned().collect();
     for key in keys {
         let old_value = old.and_then(|o| o.get(&key));
+        let here = if place.is_empty() {
+            key.clone()
+        } else {
+            format!("{place}.{key}")
+        };
         match new.get_mut(&key) {
             Some(toml::Value::Table(inner)) => {
-                restore_masked_secrets(inner, old_value.and_then(toml::Value::as_table));
+                if let Err(mut p) =
+                    restore_masked_secrets(inner, old_value.and_then(toml::Value::as_table), &here)
+                {
+                    problems.append(&mut p);
+                }
             }
-            Some(toml::Value::String(s)) if s == MASKED && is_secret_key(&key) => match old_value {
-                Some(v) => {
-                    new.insert(key, v.clone());
+            Some(toml::Value::String(s)) if s == MASKED && is_secret_key(&key) => {
+                match old_value {
+                    Some(_) if moved => problems.push(problem(
+                        here,
+                        "enter the key again: the saved one is only sent to the endpoint it was saved with",
+                    )),
+                    Some(v) => {
+                        new.insert(key, v.clone());
+                    }
+                    None => {
+                        new.remove(&key);
+                    }
                 }
-                None => {
-                    new.remove(&key);
-                }
-            },
+            }
             _ => {}
         }
     }
-}
-
-/// Writes the camera list back into the config file, keeping its comments and every other
-/// section as they are. Written to a temporary file and renamed over the original, so a crash
-/// leaves the old or the new file, never half of one. Returns the text written.
-pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> std::io::Result<String> {
-    use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
-
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e),
-    };
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}")))?;
-    let old: Vec<Table> = doc
-        .get("camera")
-        .and_then(Item::as_array_of_tables)
-        .map(|a| a.iter().cloned().collect())
-        .unwrap_or_default();
-    let mut tables = ArrayOfTables::new();
-    for camera in cameras {
-        // Reuse the camera's existing table, so its comments and extra keys survive.
-        let mut table = old
-            .iter()
-            .find(|t| t.get("id").and_then(Item::as_str) == Some(camera.id.as_str()))
-            .cloned()
-            .unwrap_or_default();
-        table["id"] = value(camera.id.clone());
-        table["source"] = value(camera.source.clone());
-        if camera.on_demand || table.contains_key("on_demand") {
-            table["on_demand"] = value(camera.on_demand);
-        }
-        match &camera.analysis {
-            Some(analysis) => {
-                // Through text: toml's and toml_edit's tables are different types.
-                let text = toml::to_string(analysis).unwrap_or_default();
-                if let Ok(doc) = text.parse::<DocumentMut>() {
-                    let mut t = doc.as_table().clone();
-                    t.set_implicit(true);
-                    // Positions from the scratch document would place the sub-tables at the
-                    // top of the file; without one, a table is written right after its parent.
-                    forget_positions(&mut t);
-                    table["analysis"] = Item::Table(t);
-                }
-            }
-            None => {
-                table.remove("analysis");
-            }
-        }
-        match &camera.record {
-            Some(Record::On(on)) => table["record"] = value(*on),
-            Some(Record::With(options)) => {
-                let mut t = toml_edit::InlineTable::new();
-                if let Some(keep) = &options.keep {
-                    t.insert("keep", keep.as_str().into());
-                }
-                table["record"] = value(t);
-            }
-            None => {
-                table.remove("record");
-            }
-        }
-        for (key, v) in [
-            ("idle_timeout", &camera.idle_timeout),
-            ("transport", &camera.transport),
-            ("timeout", &camera.timeout),
-            ("user_agent", &camera.user_agent),
-            ("publish_key", &camera.publish_key),
-        ] {
-            match v {
-                Some(v) => table[key] = value(v.clone()),
-                None => {
-                    table.remove(key);
-                }
-            }
-        }
-        tables.push(table);
-    }
-    if cameras.is_empty() {
-        doc.remove("camera");
+    if problems.is_empty() {
+        Ok(())
     } else {
-        doc["camera"] = Item::ArrayOfTables(tables);
+        Err(problems)
     }
-    let text = doc.to_string();
-    replace_file(path, text.as_bytes())?;
-    Ok(text)
-}
-
-/// Replaces the file at `path` (or, for a symlink, the file it points to) with `contents`,
-/// atomically: a temporary file in the same folder with the old file's mode and owner, synced,
-/// renamed over it, and the folder synced so the rename survives a power cut.
-pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    let target = match std::fs::canonicalize(path) {
-        Ok(real) => real,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
-        Err(e) => return Err(e),
-    };
-    let old = std::fs::metadata(&target).ok();
-    let tmp = temp_path(&target);
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        if let Some(old) = &old {
-            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))?;
-            // Only root may give a file away; anyone else writes their own file, as before.
-            let _ = std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()));
-        }
-        file.write_all(contents)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &target)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let folder = target.parent().filter(|p| !p.as_os_str().is_empty());
-    std::fs::File::open(folder.unwrap_or(Path::new(".")))?.sync_all()
-}
-
-fn forget_positions(table: &mut toml_edit::Table) {
-    table.set_position(None);
-    for (_, item) in table.iter_mut() {
-        if let Some(t) = item.as_table_mut() {
-            forget_positions(t);
-        }
-    }
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -1498,7 +1399,7 @@ mod tests {
              [x.y]\npassword = \"***\"\n[z]\ntoken = \"***\"\n",
         )
         .unwrap();
-        restore_masked_secrets(&mut new, Some(&old));
+        restore_masked_secrets(&mut new, Some(&old), "analysis").unwrap();
         assert_eq!(new["vlm"]["api_key"].as_str(), Some("sk-1"));
         assert_eq!(new["vlm"]["model"].as_str(), Some("***"), "not a secret");
         assert_eq!(new["asr"]["api_key"].as_str(), Some("sk-2"));

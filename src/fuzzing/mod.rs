@@ -12,6 +12,7 @@
 
 pub mod annexb;
 pub mod config_toml;
+pub mod config_write_back;
 pub mod cursor;
 pub mod fmp4_mux;
 pub mod go2rtc_message;
@@ -353,6 +354,34 @@ mod tests {
         super::config_toml::remove_scratch();
     }
 
+    /// The write-back property over many generated configs and change sequences, besides the
+    /// seeds and their mutations: random inputs long enough for several changes each.
+    #[test]
+    fn config_write_back() {
+        run("config_write_back", super::config_write_back::check);
+        let runs = env_u64("LIVELENS_WRITE_BACK_RUNS").unwrap_or(1500);
+        let mut rng = Rng::new(env_u64("LIVELENS_FUZZ_SEED").unwrap_or(7));
+        let before = super::config_write_back::CHECKED.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..runs {
+            let len = 32 + rng.below(224);
+            let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if let Err(message) = attempt(super::config_write_back::check, &input) {
+                panic!(
+                    "config_write_back: random input {i} fails: {message}\ninput: {}",
+                    hex(&input)
+                );
+            }
+        }
+        let checked =
+            super::config_write_back::CHECKED.load(std::sync::atomic::Ordering::Relaxed) - before;
+        eprintln!("config_write_back: {checked} changes written back and checked in {runs} runs");
+        assert!(
+            checked as u64 >= runs,
+            "only {checked} changes reached the write-back in {runs} runs"
+        );
+        super::config_write_back::remove_scratch();
+    }
+
     #[test]
     fn every_target_has_a_test() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
@@ -367,6 +396,7 @@ mod tests {
             [
                 "annexb",
                 "config_toml",
+                "config_write_back",
                 "fmp4_mux",
                 "go2rtc_message",
                 "h264_sps",
