@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 
 use super::common::{self, Server};
@@ -45,9 +44,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn connect_from(runtime: &tokio::runtime::Runtime, source: &str, port: u16) -> TcpStream {
     runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket
-            .bind(format!("{source}:0").parse().unwrap())
-            .unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
         let stream = socket
             .connect(([127, 0, 0, 1], port).into())
             .await
@@ -133,7 +130,9 @@ fn a_half_sent_huge_message_before_publishing_costs_nothing() {
     message.extend([0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0]);
     message.extend((CHUNK as u32).to_be_bytes());
     let length = (ANNOUNCED as u32).to_be_bytes();
-    message.extend([0x03, 0, 0, 0, length[1], length[2], length[3], 20, 0, 0, 0, 0]);
+    message.extend([
+        0x03, 0, 0, 0, length[1], length[2], length[3], 20, 0, 0, 0, 0,
+    ]);
     let message = Arc::new(message);
     let started = Instant::now();
     // Four senders; at most 100 connections from each loopback address (below any per-address
@@ -348,6 +347,9 @@ fn one_address_cannot_take_every_rtsp_and_rtmp_slot() {
         "the idle sockets dropped by the server",
         || counts() == (0, 0),
     );
-    eprintln!("idle sockets all gone {:?} after the flood", started.elapsed());
+    eprintln!(
+        "idle sockets all gone {:?} after the flood",
+        started.elapsed()
+    );
     drop(flood);
 }

@@ -283,12 +283,13 @@ mod tests {
     fn a_message_over_the_limit_is_refused_at_its_header() {
         let mut guard = ChunkGuard::new();
         // All but the header's last byte: nothing to judge yet.
-        let head = type0(16 << 20, 20);
+        // 16 MiB - 1: the most a header can say.
+        let head = type0((16 << 20) - 1, 20);
         guard.feed(&head[..head.len() - 1]).unwrap();
         assert_eq!(
             guard.feed(&head[head.len() - 1..]),
             Err(ChunkError::TooLarge {
-                length: 16 << 20,
+                length: (16 << 20) - 1,
                 limit: MAX_MESSAGE_BEFORE_PUBLISH
             })
         );
@@ -311,19 +312,21 @@ mod tests {
     fn what_the_library_writes_passes_in_any_split() {
         let mut serializer = ChunkSerializer::new();
         let mut bytes = Vec::new();
-        let mut add = |s: &mut ChunkSerializer, p: MessagePayload| {
-            bytes.extend(s.serialize(&p, false, false).unwrap().bytes)
+        let add = |s: &mut ChunkSerializer, p: MessagePayload| {
+            s.serialize(&p, false, false).unwrap().bytes
         };
-        add(&mut serializer, payload(20, 0, vec![2; 300]));
-        add(&mut serializer, payload(20, 0, vec![3; 100]));
+        bytes.extend(add(&mut serializer, payload(20, 0, vec![2; 300])));
+        bytes.extend(add(&mut serializer, payload(20, 0, vec![3; 100])));
         // SetChunkSize 4096, then the serializer uses it.
-        let packet = serializer.set_max_chunk_size(4096, RtmpTimestamp::new(0)).unwrap();
+        let packet = serializer
+            .set_max_chunk_size(4096, RtmpTimestamp::new(0))
+            .unwrap();
         bytes.extend(packet.bytes);
-        add(&mut serializer, payload(20, 1, vec![4; 10_000]));
+        bytes.extend(add(&mut serializer, payload(20, 1, vec![4; 10_000])));
         let mut late = payload(9, 1, vec![5; 5_000]);
         late.timestamp = RtmpTimestamp::new(0x0100_0000);
-        add(&mut serializer, late);
-        add(&mut serializer, payload(8, 1, vec![7]));
+        bytes.extend(add(&mut serializer, late));
+        bytes.extend(add(&mut serializer, payload(8, 1, vec![7])));
         for split in [1, 7, 128, 4096, bytes.len()] {
             let mut guard = ChunkGuard::new();
             for part in bytes.chunks(split) {
@@ -362,7 +365,9 @@ mod tests {
         guard.publishing();
         for csid in 0..MAX_CHUNK_STREAMS as u32 {
             // Two-byte basic headers: chunk streams 64 and up.
-            guard.feed(&[0x00, csid as u8, 0, 0, 0, 0, 0, 1, 20, 0, 0, 0, 0, 7]).unwrap();
+            guard
+                .feed(&[0x00, csid as u8, 0, 0, 0, 0, 0, 1, 20, 0, 0, 0, 0, 7])
+                .unwrap();
         }
         assert_eq!(
             guard.feed(&[0x00, 200, 0, 0, 0, 0, 0, 1, 20, 0, 0, 0, 0, 7]),
