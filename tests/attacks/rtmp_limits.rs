@@ -212,6 +212,35 @@ fn a_half_sent_huge_message_before_publishing_costs_nothing() {
     common::wait_until(Duration::from_secs(5), "no RTMP connection left", || {
         server.resources()["rtmp_connections"] == 0
     });
+
+    // The most a connection may still make livelens hold before publishing: a 16 KiB command
+    // sent but for its last byte, which is allowed and kept until the start limit.
+    let before = rss_kib(pid);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let mut message = Vec::new();
+    message.extend([0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0]);
+    message.extend((CHUNK as u32).to_be_bytes());
+    message.extend([0x03, 0, 0, 0, 0, 0x40, 0, 20, 0, 0, 0, 0]);
+    message.extend(vec![0x55u8; (16 << 10) - 1]);
+    let mut kept = Vec::new();
+    for i in 0..connections {
+        let mut stream = connect_from(&runtime, &format!("127.0.1.{}", 1 + i / 100), port);
+        handshake(&mut stream).unwrap();
+        stream.write_all(&message).unwrap();
+        kept.push(stream);
+    }
+    common::wait_until(Duration::from_secs(5), "every connection counted", || {
+        server.resources()["rtmp_connections"] == connections as u64
+    });
+    let per_connection = rss_kib(pid).saturating_sub(before) / connections as u64;
+    eprintln!("RTMP: {connections} connections each holding an allowed 16 KiB command but its last byte: +{per_connection} KiB each");
+    assert!(
+        per_connection <= 64,
+        "{per_connection} KiB held per connection before publishing (at most 64)"
+    );
 }
 
 /// A raw DESCRIBE of camera `cam` over `stream`: the status line.
