@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::chunks::ChunkGuard;
 use super::flv::{FlvIngest, Tag};
 use crate::output::accept::{accept_loop, ServerTasks};
 use crate::output::rtsp::FindStream;
@@ -31,6 +32,14 @@ use crate::source::publish::{may_publish, AttachError, Publication};
 
 /// Open RTMP connections at most; more are closed at once.
 const MAX_CONNECTIONS: usize = 1024;
+/// Open RTMP connections from one address at most: 128, so that one address cannot take every
+/// slot (an encoder box publishing a camera a connection stays far below it).
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+/// The read buffer until `publish` is accepted (commands are a few hundred bytes): 4 KiB, so
+/// that a connection nobody has authorised holds little.
+const READ_BEFORE_PUBLISHING: usize = 4 << 10;
+/// The read buffer of a publisher.
+const READ_WHILE_PUBLISHING: usize = 64 << 10;
 /// A client must finish the handshake and start publishing within this long.
 const START_LIMIT: Duration = Duration::from_secs(10);
 /// A write the client does not take within this long ends the connection.
@@ -114,6 +123,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, connections: TaskTra
         "RTMP",
         listener,
         MAX_CONNECTIONS,
+        MAX_CONNECTIONS_PER_ADDRESS,
         Resource::RtmpConnection,
         connections,
         cancel,
@@ -139,7 +149,7 @@ type End = String;
 
 async fn connection(shared: &Shared, mut socket: TcpStream) -> End {
     let _ = socket.set_nodelay(true);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BEFORE_PUBLISHING];
     let leftover = match tokio::time::timeout(START_LIMIT, handshake(&mut socket, &mut buf)).await {
         Ok(Ok(rest)) => rest,
         Ok(Err(why)) => return why,
@@ -150,6 +160,11 @@ async fn connection(shared: &Shared, mut socket: TcpStream) -> End {
         Err(e) => return format!("cannot start an RTMP session: {e}"),
     };
     let mut results: VecDeque<ServerSessionResult> = initial.into();
+    // Every byte is checked by the guard before the library buffers it.
+    let mut guard = ChunkGuard::new();
+    if let Err(e) = guard.feed(&leftover) {
+        return format!("refused: {e}");
+    }
     match handle_input(&mut session, &leftover) {
         Ok(r) => results.extend(r),
         Err(why) => return why,
@@ -182,6 +197,8 @@ async fn connection(shared: &Shared, mut socket: TcpStream) -> End {
                     Ok(p) => {
                         tracing::info!(camera = %p.camera, "RTMP publisher attached");
                         publishing = Some(p);
+                        guard.publishing();
+                        buf.resize(READ_WHILE_PUBLISHING, 0);
                         session.accept_request(request_id)
                     }
                     Err((code, why)) => {
@@ -261,6 +278,9 @@ async fn connection(shared: &Shared, mut socket: TcpStream) -> End {
                 continue;
             }
         };
+        if let Err(e) = guard.feed(&buf[..n]) {
+            return format!("refused: {e}");
+        }
         match handle_input(&mut session, &buf[..n]) {
             Ok(r) => results.extend(r),
             Err(why) => return why,

@@ -45,6 +45,12 @@ const WAKE_LIMIT: Duration = Duration::from_secs(8);
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// At most this many RTSP connections at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 4_096;
+/// At most this many from one address: 128 (an NVR reading 64 cameras' main and sub streams),
+/// so that one address cannot take every slot.
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+/// A connection must send its first request within this long (10 s, like HTTP's header
+/// deadline): an idle socket must not hold a slot for the whole session timeout.
+const FIRST_REQUEST_LIMIT: Duration = Duration::from_secs(10);
 /// The UDP ports tried first (MediaMTX's defaults, so firewall rules carry over).
 const UDP_PORTS: (u16, u16) = (8000, 8001);
 
@@ -207,6 +213,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, connections: TaskTra
         "RTSP",
         listener,
         MAX_CONNECTIONS,
+        MAX_CONNECTIONS_PER_ADDRESS,
         Resource::RtspConnection,
         connections,
         cancel,
@@ -284,6 +291,8 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     let mut keyed = false;
     let mut refused = 0;
     let mut heard = Instant::now();
+    let connected = Instant::now();
+    let mut requested = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
@@ -323,6 +332,9 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                 if publishing.as_ref().is_some_and(|p| p.publication.is_closed()) {
                     return "the camera let this publisher go".into();
                 }
+                if !requested && connected.elapsed() > FIRST_REQUEST_LIMIT {
+                    return format!("no request within {FIRST_REQUEST_LIMIT:?}");
+                }
                 // A client playing over TCP only need not speak: if it vanishes, the writes stop
                 // finishing. Any other must send requests or RTCP reports (every client does).
                 let tcp_only = sending.as_ref().is_some_and(|s| s.rtcp_addresses.is_empty());
@@ -361,7 +373,10 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
             buf.drain(..used);
             heard = Instant::now();
             let request = match incoming {
-                Incoming::Request(r) => r,
+                Incoming::Request(r) => {
+                    requested = true;
+                    r
+                }
                 Incoming::Interleaved { channel, data } => {
                     // A publisher's media; otherwise RTCP reports: a sign of life, nothing more.
                     if let Some(p) = publishing.as_mut() {
