@@ -59,7 +59,10 @@ fn with_a_token_rtsp_publishing_needs_it_even_on_loopback() {
     let mut statuses = Vec::new();
     for camera in ["pub", "made"] {
         let mut c = Client::connect(port);
-        statuses.push(announce(&mut c, &format!("rtsp://127.0.0.1:{port}/{camera}")));
+        statuses.push(announce(
+            &mut c,
+            &format!("rtsp://127.0.0.1:{port}/{camera}"),
+        ));
     }
     let made = server.get("/api/cameras/made").status();
     let file_after = std::fs::read_to_string(&config).unwrap();
@@ -145,7 +148,14 @@ fn udp_video_publisher(url: &str) -> Child {
     Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
         .args(["-g", "25", "-pix_fmt", "yuv420p", "-an"])
         .args(["-f", "rtsp", "-rtsp_transport", "udp", url])
         .stdout(Stdio::null())
@@ -201,9 +211,11 @@ fn a_udp_publisher_cannot_take_another_publishers_ports() {
     }
     let stolen = server.camera_frames("b");
     drop(attacker);
-    wait_until(Duration::from_secs(5), "the attacker's publisher gone", || {
-        server.resources()["publishers"]["rtsp"] == 1
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the attacker's publisher gone",
+        || server.resources()["publishers"]["rtsp"] == 1,
+    );
     // The victim's camera keeps taking its frames (25 fps: 50 in 4 s is a wide margin).
     let before = server.camera_frames("a");
     let start = Instant::now();
@@ -225,7 +237,10 @@ fn a_udp_publisher_cannot_take_another_publishers_ports() {
     let _ = victim.wait();
     assert_eq!(setup, 461, "{head}{}", String::from_utf8_lossy(&body));
     assert_eq!(stolen, 0);
-    assert!(after >= before + 50, "the victim's camera stopped taking frames");
+    assert!(
+        after >= before + 50,
+        "the victim's camera stopped taking frames"
+    );
 }
 
 /// An H.264 WHIP offer whose one video line has `direction`.
