@@ -244,6 +244,8 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
 /// rest runs without it). Clients authenticate when `[rtsp] users` are set or the server
 /// listens beyond loopback (then with a user's password or the API token); off loopback with
 /// neither, livelens refuses to start rather than serve every camera to the network.
+/// Publishers need the API token (or the camera's publish key) wherever it is set, as over
+/// WHIP and RTMP.
 async fn start_rtsp(
     config: &Config,
     token: Option<&str>,
@@ -283,6 +285,7 @@ async fn start_rtsp(
         crate::output::rtsp::RtspSettings {
             listen: settings.listen,
             credentials,
+            token: token.map(str::to_string),
             session_timeout: settings.session_timeout,
         },
         find,

@@ -47,7 +47,7 @@ fn content_type(headers: &HeaderMap) -> String {
 impl From<OfferError> for ApiError {
     fn from(e: OfferError) -> ApiError {
         let status = match e {
-            OfferError::Malformed(_) => StatusCode::BAD_REQUEST,
+            OfferError::Malformed(_) | OfferError::NotSending(_) => StatusCode::BAD_REQUEST,
             OfferError::NoCodec(_) => StatusCode::UNPROCESSABLE_ENTITY,
             OfferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OfferError::NotPublishable(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -182,7 +182,7 @@ pub async fn whip_post(
 ) -> Result<Response, ApiError> {
     let sdp = offer_body("WHIP", &headers, body)?;
     // Before the camera is looked up for good, so `[publish] auto_create` makes no camera for
-    // a request that is refused anyway.
+    // a request that is refused anyway: the credentials, then the offer.
     let given =
         header_text(&headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
     let existing = state.cameras.stream(&id).ok();
@@ -196,6 +196,7 @@ pub async fn whip_post(
             "publishing needs the header Authorization: Bearer <the API token or the camera's publish key>",
         ));
     }
+    crate::output::webrtc::check_publish_offer(&sdp)?;
     let camera = state.cameras.publish_target(&id).await?;
     let Some(webrtc) = &state.webrtc else {
         return Err(ApiError::new(

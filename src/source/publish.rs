@@ -199,22 +199,7 @@ impl Inlet {
         state.key = key;
     }
 
-    /// Whether the camera has a publish key.
-    pub fn has_key(&self) -> bool {
-        self.state.lock().unwrap().key.is_some()
-    }
-
-    /// Whether `given` is the camera's publish key (compared in constant time).
-    pub fn key_matches(&self, given: &str) -> bool {
-        self.state
-            .lock()
-            .unwrap()
-            .key
-            .as_ref()
-            .is_some_and(|k| crate::common::constant_time_eq(k.as_bytes(), given.as_bytes()))
-    }
-
-    /// The camera's publish key, for protocols that must compute with it (RTSP Digest).
+    /// The camera's publish key (see [`publish_secrets`]).
     pub fn key(&self) -> Option<String> {
         self.state.lock().unwrap().key.clone()
     }
@@ -231,20 +216,33 @@ impl Inlet {
     }
 }
 
+/// The secrets any one of which lets a publisher send to a camera whose inlet is `inlet`
+/// (`None`: no such camera yet, which `[publish] auto_create` would make): the API token, which
+/// opens every camera, and the camera's publish key, which opens that camera alone. Empty: no
+/// secret is asked for. Protocols that compute with the secret (RTSP Digest) take the list;
+/// the others ask [`may_publish`].
+pub fn publish_secrets(token: Option<&str>, inlet: Option<&Inlet>) -> Vec<String> {
+    token
+        .map(str::to_string)
+        .into_iter()
+        .chain(inlet.and_then(Inlet::key))
+        .collect()
+}
+
 /// Whether a publisher that gave `given` (a Bearer, a `?token=`) may send to a camera whose
-/// inlet is `inlet` (`None`: no such camera yet, which `[publish] auto_create` would make). The
-/// API token opens every camera and a camera's publish key that camera alone; with neither
-/// configured, no secret is asked for.
+/// inlet is `inlet`: one of its [`publish_secrets`], or none asked for.
 pub fn may_publish(token: Option<&str>, inlet: Option<&Inlet>, given: Option<&str>) -> bool {
-    let keyed = inlet.is_some_and(Inlet::has_key);
-    if token.is_none() && !keyed {
+    let secrets = publish_secrets(token, inlet);
+    if secrets.is_empty() {
         return true;
     }
     let Some(given) = given else {
         return false;
     };
-    token.is_some_and(|t| crate::common::constant_time_eq(t.as_bytes(), given.as_bytes()))
-        || inlet.is_some_and(|i| i.key_matches(given))
+    // Every secret is compared, so the time does not tell which one was close.
+    secrets.iter().fold(false, |ok, s| {
+        ok | crate::common::constant_time_eq(s.as_bytes(), given.as_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -268,6 +266,14 @@ mod tests {
         assert!(may_publish(Some("tok"), Some(&keyed), Some("camera-key")));
         assert!(!may_publish(Some("tok"), Some(&open), Some("camera-key")));
         assert!(!may_publish(Some("tok"), None, None));
+        // The list RTSP checks Digest against: the same secrets.
+        assert!(publish_secrets(None, Some(&open)).is_empty());
+        assert_eq!(publish_secrets(None, Some(&keyed)), ["camera-key"]);
+        assert_eq!(publish_secrets(Some("tok"), None), ["tok"]);
+        assert_eq!(
+            publish_secrets(Some("tok"), Some(&keyed)),
+            ["tok", "camera-key"]
+        );
     }
 
     #[tokio::test]

@@ -145,6 +145,42 @@ impl Auth {
     }
 }
 
+/// What an ANNOUNCE's credentials opened on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishGrant {
+    /// The server's own credentials (or none asked): the connection is authenticated.
+    Server,
+    /// A publish secret only (the API token or the camera's key): its publishing session.
+    Publisher,
+}
+
+/// Whether an ANNOUNCE may go on. `server` is who may read (`[rtsp] users`, and the token where
+/// readers need credentials); `publish` holds the camera's publish secrets (the API token, the
+/// camera's key: `source::publish::publish_secrets`). Publish secrets are asked for wherever
+/// they are set, even on loopback where readers need nothing: WHIP and RTMP ask for them there,
+/// and RTSP must not be the open door beside them. The server's credentials still publish, as
+/// they always did. `authenticated`: this connection passed `server` before.
+pub fn check_publisher(
+    server: &Auth,
+    publish: &Auth,
+    authenticated: bool,
+    request: &Request,
+) -> Result<PublishGrant, Response> {
+    if !publish.required() {
+        if authenticated {
+            return Ok(PublishGrant::Server);
+        }
+        return server.check(request).map(|()| PublishGrant::Server);
+    }
+    match publish.check(request) {
+        Ok(()) => Ok(PublishGrant::Publisher),
+        Err(_) if server.required() && (authenticated || server.check(request).is_ok()) => {
+            Ok(PublishGrant::Server)
+        }
+        Err(challenge) => Err(challenge),
+    }
+}
+
 /// `name="value", name=value, …` as Digest writes them (commas inside quotes kept).
 fn digest_params(text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -292,6 +328,58 @@ mod tests {
         ] {
             assert!(auth().check(&with_uri(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_publish_secret_is_asked_for_even_where_readers_need_nothing() {
+        let announce = |authorization: Option<&str>, uri: &str| Request {
+            method: Method::Announce,
+            uri: uri.into(),
+            ..request(authorization)
+        };
+        let open = Auth::new(Vec::new(), "n0nce".into());
+        let token = open.with_credentials(vec![Credential {
+            user: None,
+            password: "token-abc".into(),
+        }]);
+        let none = open.with_credentials(Vec::new());
+        let uri = "rtsp://127.0.0.1:8554/door";
+        // Loopback, no token, no key: nothing asked, as before.
+        assert_eq!(
+            check_publisher(&open, &none, false, &announce(None, uri)),
+            Ok(PublishGrant::Server)
+        );
+        // Loopback with a token: 401 without it, whatever readers need.
+        let r = check_publisher(&open, &token, false, &announce(None, uri)).unwrap_err();
+        assert_eq!(r.status, 401);
+        let r = check_publisher(&open, &token, true, &announce(None, uri)).unwrap_err();
+        assert_eq!(r.status, 401, "reading freely does not open publishing");
+        let basic = format!("Basic {}", STANDARD.encode("any:token-abc"));
+        let digest = digest("ffmpeg", "token-abc", "n0nce", "ANNOUNCE", uri);
+        for given in [
+            announce(Some(&basic), uri),
+            announce(Some(&digest), uri),
+            announce(None, &format!("{uri}?token=token-abc")),
+        ] {
+            assert_eq!(
+                check_publisher(&open, &token, false, &given),
+                Ok(PublishGrant::Publisher)
+            );
+        }
+        let wrong = format!("Basic {}", STANDARD.encode("any:token-abd"));
+        assert!(check_publisher(&open, &token, false, &announce(Some(&wrong), uri)).is_err());
+        // Where readers need credentials, theirs publish too (a user of `[rtsp] users`).
+        let users = auth();
+        let nvr = format!("Basic {}", STANDARD.encode("nvr:s3cret"));
+        assert_eq!(
+            check_publisher(&users, &token, false, &announce(Some(&nvr), uri)),
+            Ok(PublishGrant::Server)
+        );
+        assert_eq!(
+            check_publisher(&users, &none, false, &announce(Some(&nvr), uri)),
+            Ok(PublishGrant::Server)
+        );
+        assert!(check_publisher(&users, &none, false, &announce(None, uri)).is_err());
     }
 
     #[test]

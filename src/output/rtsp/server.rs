@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::auth::{Auth, Credential};
-use super::message::{self, Incoming, Method, ParseError, Transport};
+use super::auth::{check_publisher, Auth, Credential, PublishGrant};
+use super::message::{self, parse_transport, Incoming, Method, ParseError, Transport};
 use super::sdp;
 use super::session::{self, target, Action, Conn, Lookup, Setup};
 use crate::common::random_hex;
@@ -29,7 +29,7 @@ use crate::output::accept::{accept_loop, ServerTasks};
 use crate::output::rtp::{audio_payload, ntp_time, video_payloads, RtpWriter};
 use crate::output::rtp_ingest::{parse_announce, Ingest};
 use crate::resources::{spawn_task, PublisherKind, Resource, ViewerKind};
-use crate::source::publish::{AttachError, Publication};
+use crate::source::publish::{publish_secrets, AttachError, Publication};
 
 /// Finds a camera's stream by id (the camera registry lives above the outputs).
 pub type FindStream = Arc<dyn Fn(&str) -> Option<Arc<Stream>> + Send + Sync>;
@@ -58,6 +58,9 @@ pub struct RtspSettings {
     pub listen: SocketAddr,
     /// Who may read; empty: anyone who can connect.
     pub credentials: Vec<Credential>,
+    /// The API token: publishers need it (or the camera's publish key) wherever it is set, as
+    /// WHIP and RTMP publishers do, whatever readers need.
+    pub token: Option<String>,
     /// A connection that hears nothing for this long is closed (unless it plays over TCP only,
     /// where a vanished client shows as a write that does not finish).
     pub session_timeout: Duration,
@@ -75,13 +78,56 @@ struct Shared {
     find: FindStream,
     find_publish_target: FindPublishTarget,
     credentials: Vec<Credential>,
+    token: Option<String>,
     udp: Option<Arc<Udp>>,
     cancel: CancellationToken,
     session_timeout: Duration,
 }
 
 /// A UDP publisher's RTP packets, with their track, on their way to its connection's task.
+/// Its channel is also who owns an entry of [`UdpSources`] (`same_channel`).
 type UdpMedia = mpsc::Sender<(TrackKind, Vec<u8>)>;
+
+/// UDP publishers by the address their RTP comes from (the RTSP peer's address and the client
+/// port its SETUP named): its track and its connection's queue.
+type UdpSources = HashMap<SocketAddr, (TrackKind, UdpMedia)>;
+
+/// Whether `from` is another connection's source: a SETUP naming it gets 461, as a publisher
+/// must not receive, nor on leaving remove, someone else's media.
+fn taken_by_other(map: &UdpSources, from: SocketAddr, own: &UdpMedia) -> bool {
+    map.get(&from).is_some_and(|(_, to)| !to.same_channel(own))
+}
+
+/// Registers a connection's sources (at RECORD), all or none: `Err` names the first that is
+/// another connection's (two SETUPs may name the same port before either records). Its own
+/// `previous` entries are replaced.
+fn claim_sources(
+    map: &mut UdpSources,
+    previous: &[SocketAddr],
+    sources: &[(SocketAddr, TrackKind)],
+    own: &UdpMedia,
+) -> Result<(), SocketAddr> {
+    if let Some((from, _)) = sources
+        .iter()
+        .find(|(from, _)| taken_by_other(map, *from, own))
+    {
+        return Err(*from);
+    }
+    release_sources(map, previous, own);
+    for (from, track) in sources {
+        map.insert(*from, (*track, own.clone()));
+    }
+    Ok(())
+}
+
+/// Removes a connection's own entries among `sources`, never another's.
+fn release_sources(map: &mut UdpSources, sources: &[SocketAddr], own: &UdpMedia) {
+    for from in sources {
+        if map.get(from).is_some_and(|(_, to)| to.same_channel(own)) {
+            map.remove(from);
+        }
+    }
+}
 
 /// The server's UDP pair, and when each playing UDP client's RTCP was last heard.
 struct Udp {
@@ -90,7 +136,7 @@ struct Udp {
     ports: (u16, u16),
     heard: Mutex<HashMap<SocketAddr, Instant>>,
     /// Where each UDP publisher's RTP goes: its connection's task, by the address it sends from.
-    publishers: Mutex<HashMap<SocketAddr, (TrackKind, UdpMedia)>>,
+    publishers: Mutex<UdpSources>,
 }
 
 impl RtspServer {
@@ -122,6 +168,7 @@ impl RtspServer {
             find,
             find_publish_target,
             credentials: settings.credentials,
+            token: settings.token,
             session_timeout: settings.session_timeout,
             udp,
             cancel: cancel.clone(),
@@ -287,7 +334,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
     // Credentials checked once hold for the connection: a client given `?token=` in its URL
     // does not repeat it in the track URLs it builds from `Content-Base`.
     let mut authenticated = false;
-    // Authorized by a camera's publish key: that camera's publishing session only.
+    // Authorized by a publish secret only (the token, a camera's key): its publishing session.
     let mut keyed = false;
     let mut refused = 0;
     let mut heard = Instant::now();
@@ -393,6 +440,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                 &mut conn,
                 (&auth, &mut authenticated, &mut keyed),
                 &request,
+                (peer.ip(), &udp_media),
                 &mut attached,
             )
             .await;
@@ -408,40 +456,61 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                             frames: Vec::new(),
                             udp_sources: Vec::new(),
                             udp: None,
+                            own: udp_media.clone(),
                         });
                     }
                 }
                 Action::Record => {
                     if let (Some(p), Some(session)) = (publishing.as_mut(), conn.session()) {
-                        p.channels = session
+                        let sources: Vec<(SocketAddr, TrackKind)> = session
                             .tracks
                             .iter()
                             .filter_map(|t| match t.transport {
-                                Transport::Tcp { rtp, .. } => Some((rtp, t.track)),
-                                Transport::Udp { .. } => None,
+                                Transport::Udp { rtp, .. } => {
+                                    Some((SocketAddr::new(peer.ip(), rtp), t.track))
+                                }
+                                Transport::Tcp { .. } => None,
                             })
                             .collect();
                         if let Some(udp) = &shared.udp {
                             let mut map = udp.publishers.lock().unwrap();
-                            for t in &session.tracks {
-                                if let Transport::Udp { rtp, .. } = t.transport {
-                                    let from = SocketAddr::new(peer.ip(), rtp);
-                                    map.insert(from, (t.track, udp_media.clone()));
-                                    p.udp_sources.push(from);
-                                }
+                            if let Err(from) =
+                                claim_sources(&mut map, &p.udp_sources, &sources, &udp_media)
+                            {
+                                drop(map);
+                                conn.play_failed();
+                                reply.response = session::error(
+                                    461,
+                                    request.cseq(),
+                                    &format!("client port {} is another publisher's", from.port()),
+                                );
+                                reply.action = Action::None;
+                            } else {
+                                p.udp_sources = sources.iter().map(|(from, _)| *from).collect();
+                                p.udp = Some(udp.clone());
                             }
-                            p.udp = Some(udp.clone());
                         }
-                        // Audio only when its track was set up: else viewers would be told of
-                        // a track that never carries anything.
-                        let audio_set_up =
-                            session.tracks.iter().any(|t| t.track == TrackKind::Audio);
-                        p.publication
-                            .set_audio(p.ingest.audio().filter(|_| audio_set_up));
                     }
                 }
                 Action::Teardown => publishing = None,
                 _ => {}
+            }
+            if reply.action == Action::Record {
+                if let (Some(p), Some(session)) = (publishing.as_mut(), conn.session()) {
+                    p.channels = session
+                        .tracks
+                        .iter()
+                        .filter_map(|t| match t.transport {
+                            Transport::Tcp { rtp, .. } => Some((rtp, t.track)),
+                            Transport::Udp { .. } => None,
+                        })
+                        .collect();
+                    // Audio only when its track was set up: else viewers would be told of a
+                    // track that never carries anything.
+                    let audio_set_up = session.tracks.iter().any(|t| t.track == TrackKind::Audio);
+                    p.publication
+                        .set_audio(p.ingest.audio().filter(|_| audio_set_up));
+                }
             }
             // PLAY while playing changes nothing (a new subscription would replay the GOP
             // with earlier timestamps on the same SSRC).
@@ -494,6 +563,7 @@ async fn answer(
     conn: &mut Conn,
     auth: (&Auth, &mut bool, &mut bool),
     request: &message::Request,
+    (peer, own): (IpAddr, &UdpMedia),
     attached: &mut Option<Publication>,
 ) -> session::Reply {
     // OPTIONS is how clients probe; everything that touches a camera needs the credentials.
@@ -502,24 +572,27 @@ async fn answer(
         response: challenge,
         action: Action::None,
     };
-    // A camera with a publish key takes an ANNOUNCE with that key as the password (or
-    // `?token=`), or with the server's own credentials; never with none, even where the server
-    // asks for none (loopback). The key opens that camera's publishing session only.
-    let camera_key = (request.method == Method::Announce)
-        .then(|| target(&request.uri))
-        .flatten()
-        .and_then(|t| (shared.find)(&t.camera))
-        .and_then(|s| s.inlet().key());
-    if let Some(key) = camera_key {
-        let by_key = auth.with_credentials(vec![Credential {
-            user: None,
-            password: key,
-        }]);
-        match by_key.check(request) {
-            Ok(()) => *keyed = true,
-            Err(_) if auth.required() && (*authenticated || auth.check(request).is_ok()) => {
-                *authenticated = true;
-            }
+    // ANNOUNCE needs a publish secret (the API token, the camera's key) wherever one is set,
+    // the same rule as WHIP and RTMP, or the server's own credentials; checked before
+    // `[publish] auto_create` could make a camera. A secret opens its publishing session only.
+    if request.method == Method::Announce {
+        let existing = target(&request.uri).and_then(|t| (shared.find)(&t.camera));
+        let secrets = publish_secrets(
+            shared.token.as_deref(),
+            existing.as_ref().map(|s| s.inlet()),
+        );
+        let publish = auth.with_credentials(
+            secrets
+                .into_iter()
+                .map(|password| Credential {
+                    user: None,
+                    password,
+                })
+                .collect(),
+        );
+        match check_publisher(auth, &publish, *authenticated, request) {
+            Ok(PublishGrant::Server) => *authenticated = true,
+            Ok(PublishGrant::Publisher) => *keyed = true,
             Err(challenge) => return refuse(challenge),
         }
     } else if *keyed
@@ -533,7 +606,7 @@ async fn answer(
                 | Method::SetParameter
         )
     {
-        // The keyed publisher's own session.
+        // The publisher's own session, opened by its publish secret.
     } else if request.method != Method::Options && !*authenticated {
         if let Err(challenge) = auth.check(request) {
             return session::Reply {
@@ -544,8 +617,27 @@ async fn answer(
         *authenticated = true;
     }
     let lookup = match (&request.method, target(&request.uri)) {
-        // A publisher's SETUP names its own announced tracks: nothing to look up.
-        (Method::Setup, _) if conn.announced().is_some() => Lookup::Publishable,
+        // A publisher's SETUP names its own announced tracks: nothing to look up, but its
+        // client port must not be another publisher's.
+        (Method::Setup, _) if conn.announced().is_some() => {
+            let rtp = match request.header("Transport").map(parse_transport) {
+                Some(Ok(Transport::Udp { rtp, .. })) => Some(rtp),
+                _ => None,
+            };
+            let taken = rtp.zip(shared.udp.as_ref()).is_some_and(|(rtp, udp)| {
+                let map = udp.publishers.lock().unwrap();
+                taken_by_other(&map, SocketAddr::new(peer, rtp), own)
+            });
+            match rtp {
+                Some(rtp) if taken => Lookup::Refused {
+                    status: 461,
+                    why: format!(
+                        "client port {rtp} is another publisher's: choose other client ports"
+                    ),
+                },
+                _ => Lookup::Publishable,
+            }
+        }
         (Method::Describe | Method::Setup, Some(t)) => describe(shared, &t.camera).await,
         (Method::Announce, Some(t)) if conn.session().is_none() && conn.announced().is_none() => {
             let refused = |e: AttachError| Lookup::Refused {
@@ -611,16 +703,17 @@ struct Publishing {
     /// The addresses a UDP publisher sends from, registered with the server's UDP loop.
     udp_sources: Vec<SocketAddr>,
     udp: Option<Arc<Udp>>,
+    /// This connection's UDP media queue: which entries of the map are its own.
+    own: UdpMedia,
 }
 
 impl Drop for Publishing {
     fn drop(&mut self) {
-        // The map is the server's: an entry must not outlive its publisher.
+        // The map is the server's: an entry must not outlive its publisher, and a publisher
+        // removes its own entries only.
         if let Some(udp) = &self.udp {
             let mut map = udp.publishers.lock().unwrap();
-            for from in &self.udp_sources {
-                map.remove(from);
-            }
+            release_sources(&mut map, &self.udp_sources, &self.own);
         }
     }
 }
@@ -903,5 +996,42 @@ async fn next_packet(sending: &mut Option<Sending>) -> Result<Arc<Packet>, crate
     match sending {
         Some(s) => s.subscription.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_udp_source_belongs_to_the_connection_that_claimed_it() {
+        let (a, _a_rx) = mpsc::channel(1);
+        let (b, _b_rx) = mpsc::channel(1);
+        let video: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let audio: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+        let mut map = UdpSources::new();
+        claim_sources(&mut map, &[], &[(video, TrackKind::Video)], &a).unwrap();
+        assert!(!taken_by_other(&map, video, &a), "its own");
+        assert!(taken_by_other(&map, video, &b));
+        assert!(!taken_by_other(&map, audio, &b));
+        // All or none: b's free port is not claimed either.
+        assert_eq!(
+            claim_sources(
+                &mut map,
+                &[],
+                &[(audio, TrackKind::Audio), (video, TrackKind::Video)],
+                &b
+            ),
+            Err(video)
+        );
+        assert!(!map.contains_key(&audio));
+        // b leaving removes nothing of a's.
+        release_sources(&mut map, &[video], &b);
+        assert!(map[&video].1.same_channel(&a));
+        // a claiming again replaces its own entries, then leaves.
+        claim_sources(&mut map, &[video], &[(audio, TrackKind::Audio)], &a).unwrap();
+        assert!(!map.contains_key(&video) && map[&audio].1.same_channel(&a));
+        release_sources(&mut map, &[audio], &a);
+        assert!(map.is_empty());
     }
 }

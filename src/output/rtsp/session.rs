@@ -73,7 +73,8 @@ pub enum Lookup {
     Unavailable(String),
     /// ANNOUNCE: the camera took this connection as its publisher.
     Publishable,
-    /// ANNOUNCE: the camera refused (405: not `publish:`; 409: another publisher is live).
+    /// ANNOUNCE: the camera refused (405: not `publish:`; 409: another publisher is live);
+    /// a publisher's SETUP: its UDP client port is another publisher's (461).
     Refused {
         status: u16,
         why: String,
@@ -162,7 +163,8 @@ impl Conn {
         self.session.as_ref()
     }
 
-    /// The server could not start sending what PLAY asked for: the session is not playing.
+    /// The server could not start what PLAY or RECORD asked for (no subscription; a UDP
+    /// client port another publisher registered first): the session is not playing.
     pub fn play_failed(&mut self) {
         if let Some(s) = &mut self.session {
             s.playing = false;
@@ -307,7 +309,8 @@ impl Conn {
             return error(404, cseq, "expected rtsp://HOST:PORT/{camera}/trackID=N");
         };
         if let Some((camera, announced)) = &self.announced {
-            return self.setup_record(request, cseq, &target, camera.clone(), announced.clone());
+            let (camera, announced) = (camera.clone(), announced.clone());
+            return self.setup_record(request, cseq, &target, camera, announced, lookup);
         }
         if target.control.is_some() && target.track.is_none() {
             return error(
@@ -385,7 +388,12 @@ impl Conn {
         target: &Target,
         camera: String,
         announced: Announced,
+        lookup: Lookup,
     ) -> Response {
+        // The server found the client port to be another publisher's.
+        if let Lookup::Refused { status, why } = lookup {
+            return error(status, cseq, &why);
+        }
         if target.camera != camera {
             return error(459, cseq, "a session publishes one camera");
         }
@@ -696,6 +704,21 @@ mod tests {
             "{}",
             text(&r)
         );
+        // The server found this client port to be another publisher's: 461, nothing set up.
+        let r = c.handle(
+            &request(&format!("SETUP {URL}/streamid=1 RTSP/1.0\nCSeq: 3\nSession: a1b2c3\nTransport: RTP/AVP/UDP;unicast;client_port=6000-6001;mode=record\n")),
+            Lookup::Refused {
+                status: 461,
+                why: "client port 6000 is another publisher's".into(),
+            },
+        );
+        assert_eq!(r.response.status, 461, "{}", text(&r));
+        assert!(text(&r).contains("another publisher's"));
+        assert!(c.session().unwrap().tracks.iter().all(|t| t.transport
+            != Transport::Udp {
+                rtp: 6000,
+                rtcp: 6001
+            }));
         let r = c.handle(&request(&format!("SETUP {URL}/streamid=7 RTSP/1.0\nCSeq: 4\nSession: a1b2c3\nTransport: RTP/AVP/TCP;interleaved=4-5\n")), Lookup::Publishable);
         assert_eq!(r.response.status, 404, "not an announced track");
         let r = c.handle(

@@ -30,6 +30,38 @@ pub fn offered_video(sdp: &str) -> Vec<String> {
     names
 }
 
+/// Whether an offer sends video: a video line whose direction (its own `a=sendrecv|sendonly|
+/// recvonly|inactive`, else the session's, else sendrecv, RFC 8866 §6.7) includes sending. A
+/// WHIP publisher that sends nothing would take its camera and never feed it.
+pub fn offer_sends_video(sdp: &str) -> bool {
+    fn direction(line: &str) -> Option<&str> {
+        let d = line.strip_prefix("a=")?;
+        matches!(d, "sendrecv" | "sendonly" | "recvonly" | "inactive").then_some(d)
+    }
+    let lines: Vec<&str> = sdp.lines().map(str::trim).collect();
+    let first_media = lines
+        .iter()
+        .position(|l| l.starts_with("m="))
+        .unwrap_or(lines.len());
+    let session = lines[..first_media]
+        .iter()
+        .find_map(|l| direction(l))
+        .unwrap_or("sendrecv");
+    let mut starts: Vec<usize> = (first_media..lines.len())
+        .filter(|i| lines[*i].starts_with("m="))
+        .collect();
+    starts.push(lines.len());
+    starts.windows(2).any(|w| {
+        let section = &lines[w[0]..w[1]];
+        let is_video = section[0].starts_with("m=video ");
+        let d = section[1..]
+            .iter()
+            .find_map(|l| direction(l))
+            .unwrap_or(session);
+        is_video && matches!(d, "sendrecv" | "sendonly")
+    })
+}
+
 /// The H.264 payload type to send a camera's stream with: packetization-mode 1 and the camera's
 /// profile when offered; else the first packetization-mode 1 H.264 (browsers decode higher
 /// profiles than they offer, and Chromium offers no High profile at all).
@@ -81,6 +113,32 @@ pub fn choose_transcoded<'a>(mut params: impl Iterator<Item = &'a PayloadParams>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offer_sends_video_when_a_video_line_says_so() {
+        let offer = |session: &str, video: &str, audio: &str| {
+            format!(
+                "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{session}\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{audio}a=rtpmap:111 opus/48000/2\r\n\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\n{video}a=rtpmap:96 H264/90000\r\n"
+            )
+        };
+        let sends = |s: &str, v: &str, a: &str| offer_sends_video(&offer(s, v, a));
+        assert!(sends("", "a=sendonly\r\n", ""));
+        assert!(sends("", "a=sendrecv\r\n", ""));
+        assert!(sends("", "", ""), "no attribute: sendrecv");
+        assert!(
+            sends("a=recvonly\r\n", "a=sendonly\r\n", ""),
+            "the line's own wins"
+        );
+        assert!(
+            !sends("", "a=recvonly\r\n", "a=sendonly\r\n"),
+            "audio alone"
+        );
+        assert!(!sends("", "a=inactive\r\n", ""));
+        assert!(!sends("a=recvonly\r\n", "", ""), "the session's direction");
+        assert!(!offer_sends_video("v=0\r\nm=audio 9 RTP/AVP 0\r\n"));
+    }
 
     #[test]
     fn lists_offered_video_codecs() {

@@ -51,6 +51,8 @@ pub enum OfferError {
     Malformed(String),
     /// No offered codec matches the camera (422).
     NoCodec(String),
+    /// A publisher's offer that sends no video (`recvonly`, `inactive`) (400).
+    NotSending(String),
     /// WebRTC is not running (503).
     Unavailable(String),
     /// The camera takes no publisher (its source is not `publish:`, or it is stopped) (405).
@@ -64,6 +66,7 @@ impl std::fmt::Display for OfferError {
         match self {
             OfferError::Malformed(m)
             | OfferError::NoCodec(m)
+            | OfferError::NotSending(m)
             | OfferError::Unavailable(m)
             | OfferError::NotPublishable(m)
             | OfferError::Busy(m) => f.write_str(m),
@@ -240,14 +243,7 @@ impl WebRtc {
         camera: Arc<Stream>,
         sdp: &str,
     ) -> Result<(String, String), OfferError> {
-        let offer = parse_offer(sdp)?;
-        let offered = codec::offered_video(sdp);
-        if !offered.iter().any(|c| c == "H264" || c == "H265") {
-            return Err(OfferError::NoCodec(format!(
-                "a published stream must be H.264 or H.265 video: the offer has [{}]",
-                offered.join(", "),
-            )));
-        }
+        let offer = check_publish_offer(sdp)?;
         self.answer(offer, |session, rtc, now| {
             let publication = camera
                 .inlet()
@@ -347,6 +343,27 @@ impl WebRtc {
         }
         self.transcoders.stop().await;
     }
+}
+
+/// A publisher's (WHIP) offer, checked for what it is before any camera is looked up or made:
+/// SDP, with H.264 or H.265 video that it sends.
+pub fn check_publish_offer(sdp: &str) -> Result<SdpOffer, OfferError> {
+    let offer = parse_offer(sdp)?;
+    let offered = codec::offered_video(sdp);
+    if !offered.iter().any(|c| c == "H264" || c == "H265") {
+        return Err(OfferError::NoCodec(format!(
+            "a published stream must be H.264 or H.265 video: the offer has [{}]",
+            offered.join(", "),
+        )));
+    }
+    if !codec::offer_sends_video(sdp) {
+        return Err(OfferError::NotSending(
+            "a publisher must send its video: the offer's video is recvonly or inactive \
+             (make it sendonly)"
+                .into(),
+        ));
+    }
+    Ok(offer)
 }
 
 fn parse_offer(sdp: &str) -> Result<SdpOffer, OfferError> {
