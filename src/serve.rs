@@ -184,11 +184,8 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("http://{local}")),
         )
     });
-    // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("livelens listening on http://{local}/");
-    tracing::info!(%local, cameras = cameras.list().len(), "serving");
-
     let signals = crate::resources::spawn_task(watch_signals(shutdown.clone()));
+    // Watching before the line below: an edit made as soon as livelens says it listens is seen.
     let reload = crate::cameras::reload::spawn(
         cameras.clone(),
         config.clone(),
@@ -196,6 +193,9 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .context("cannot install the SIGHUP handler")?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("livelens listening on http://{local}/");
+    tracing::info!(%local, cameras = cameras.list().len(), "serving");
     api::serve(
         listener,
         api::router(state),

@@ -383,7 +383,7 @@ impl Cameras {
             .apply(&camera.config())
             .map_err(|p| CameraError::Invalid(vec![p]))?;
         let checked = self.check(new)?;
-        if Change::between(&camera.config(), &checked.config).is_none() {
+        if camera.config() == checked.config {
             return Ok(camera.clone());
         }
         self.persist(Edit::Put(&checked.config)).await?;
@@ -394,13 +394,14 @@ impl Cameras {
     /// The one path from a desired config to the running camera (the caller holds the camera's
     /// turn): a new source replaces the source task — viewers stay attached and resume at its
     /// first keyframe — and new analysis settings replace the analysers; nothing else is
-    /// touched. Returns `None` when the config is unchanged (nothing was done).
+    /// touched. A change that restarts nothing (a recording's `keep`) is only kept. Returns
+    /// `None` when the config is unchanged (nothing was done).
     async fn apply(&self, camera: &Camera, checked: Checked) -> Option<Change> {
         let old = camera.config();
-        let change = Change::between(&old, &checked.config);
-        if change.is_none() {
+        if old == checked.config {
             return None;
         }
+        let change = Change::between(&old, &checked.config);
         *camera.desired.lock().unwrap() = Desired {
             config: checked.config.clone(),
             analysis: checked.analysis.clone(),
