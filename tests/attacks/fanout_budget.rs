@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use livelens::media::h264;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
