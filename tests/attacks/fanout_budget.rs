@@ -158,9 +158,10 @@ async fn next_picture(ws: &mut Ws) -> (Option<u64>, bool) {
 
 #[test]
 fn viewers_that_stop_reading_big_pictures_cost_bounded_memory() {
-    // Scaled: the stall outlasts the ring's 256 frames (the unfixed ring fills); full scale:
-    // twice that.
-    let stall_frames: u64 = if super::full_scale() { 520 } else { 270 };
+    // The issue's own scale (one camera, ~3 MiB pictures, one viewer stalled for ~20 s) takes
+    // seconds, so `full_scale()` changes nothing here. The first stall outlasts the ring's 256
+    // frames, so the unfixed ring fills; the peak is followed until the second viewer is cut.
+    let stall_frames: u64 = 270;
     let clip = big_pictures(25);
     let config = common::write_config("attacks-fanout", CONFIG);
     let server = Server::start(&["--config", config.to_str().unwrap()]);
@@ -234,12 +235,16 @@ fn viewers_that_stop_reading_big_pictures_cost_bounded_memory() {
                 b_cut.elapsed() < Duration::from_secs(40),
                 "the stalled viewer was never cut"
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            peak = peak.max(rss_mib(pid));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let growth = peak - rss_before;
         eprintln!(
-            "the stalled viewer was cut {:.1} s after the stall began",
+            "the stalled viewer was cut {:.1} s after the stall began; peak RSS {peak} MiB \
+             (+{growth} MiB) over the whole stall",
             stalled_at.elapsed().as_secs_f64()
         );
+        assert!(growth < MAX_GROWTH_MIB, "RSS grew by {growth} MiB");
         // What the server had queued drains, then the connection ends.
         let drained = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(Ok(_)) = b.next().await {}
