@@ -159,9 +159,11 @@ async fn next_picture(ws: &mut Ws) -> (Option<u64>, bool) {
 #[test]
 fn viewers_that_stop_reading_big_pictures_cost_bounded_memory() {
     // The issue's own scale (one camera, ~3 MiB pictures, one viewer stalled for ~20 s) takes
-    // seconds, so `full_scale()` changes nothing here. The first stall outlasts the ring's 256
-    // frames, so the unfixed ring fills; the peak is followed until the second viewer is cut.
+    // seconds; full scale stalls eight viewers for good instead of one (each holds its unsent
+    // batch). The first stall outlasts the ring's 256 frames, so the unfixed ring fills; the
+    // peak is followed until the viewers that never read again are cut.
     let stall_frames: u64 = 270;
+    let never_again = if super::full_scale() { 8 } else { 1 };
     let clip = big_pictures(25);
     let config = common::write_config("attacks-fanout", CONFIG);
     let server = Server::start(&["--config", config.to_str().unwrap()]);
@@ -174,11 +176,15 @@ fn viewers_that_stop_reading_big_pictures_cost_bounded_memory() {
     let pid = server.pid();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        // Two viewers take their init segment and stop reading: `a` for a while, `b` for good.
+        // Viewers take their init segment and stop reading: `a` for a while, the others for good.
         let mut a = viewer(&server).await;
         read_init(&mut a).await;
-        let mut b = viewer(&server).await;
-        read_init(&mut b).await;
+        let mut gone = Vec::new();
+        for _ in 0..never_again {
+            let mut b = viewer(&server).await;
+            read_init(&mut b).await;
+            gone.push(b);
+        }
         let rss_before = rss_mib(pid);
         let start_frames = server.camera_frames("big");
         let stalled_at = Instant::now();
@@ -201,7 +207,8 @@ fn viewers_that_stop_reading_big_pictures_cost_bounded_memory() {
         );
         assert!(
             growth < MAX_GROWTH_MIB,
-            "RSS grew by {growth} MiB while two viewers stalled"
+            "RSS grew by {growth} MiB while {} viewers stalled",
+            never_again + 1
         );
 
         // `a` reads again: told what it lost, it resumes at a keyframe.
@@ -226,31 +233,33 @@ fn viewers_that_stop_reading_big_pictures_cost_bounded_memory() {
         assert!(keyframe, "a new viewer starts at a keyframe");
         let _ = c.close(None).await;
 
-        // `b` never reads again: it is cut (its viewer and socket gone) while its client still
-        // holds the connection open.
+        // The others never read again: they are cut (viewers and sockets gone) while their
+        // clients still hold the connections open.
         let mse = || server.resources()["viewers"]["mse"].as_i64().unwrap();
         let b_cut = Instant::now();
         while mse() != baseline["viewers"]["mse"].as_i64().unwrap() {
             assert!(
                 b_cut.elapsed() < Duration::from_secs(40),
-                "the stalled viewer was never cut"
+                "the stalled viewers were never cut"
             );
             peak = peak.max(rss_mib(pid));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let growth = peak - rss_before;
         eprintln!(
-            "the stalled viewer was cut {:.1} s after the stall began; peak RSS {peak} MiB \
+            "the stalled viewers were cut {:.1} s after the stall began; peak RSS {peak} MiB \
              (+{growth} MiB) over the whole stall",
             stalled_at.elapsed().as_secs_f64()
         );
         assert!(growth < MAX_GROWTH_MIB, "RSS grew by {growth} MiB");
         // What the server had queued drains, then the connection ends.
-        let drained = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(Ok(_)) = b.next().await {}
-        })
-        .await;
-        assert!(drained.is_ok(), "the cut viewer's connection did not end");
+        for mut b in gone {
+            let drained = tokio::time::timeout(Duration::from_secs(20), async {
+                while let Some(Ok(_)) = b.next().await {}
+            })
+            .await;
+            assert!(drained.is_ok(), "a cut viewer's connection did not end");
+        }
     });
     wait_until(
         Duration::from_secs(10),
