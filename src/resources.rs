@@ -266,6 +266,22 @@ pub fn return_freed_memory() {
     }
 }
 
+/// Allocations from this size up (1 MiB) get their own mapping, given back to the system when
+/// freed. glibc's threshold starts at 128 KiB but rises to the size of each mapping freed (up to
+/// 32 MiB), after which a publisher's 3 MiB pictures came from the threads' arenas and their
+/// pages stayed there: 57 of the 88 MiB that one stalled MSE viewer cost (issue 28, hole 7).
+/// Fixed at 1 MiB, only frames that big (and few other buffers) pay a map and unmap each.
+pub const MMAP_THRESHOLD: usize = 1 << 20;
+
+/// Sets [`MMAP_THRESHOLD`]; once, at start.
+pub fn map_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's own parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+    }
+}
+
 /// Open file descriptors of this process, read from `/proc/self/fd` (-1 where unavailable).
 pub fn open_fds() -> i64 {
     match std::fs::read_dir("/proc/self/fd") {

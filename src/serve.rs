@@ -41,6 +41,7 @@ const STOP_STREAMS_BUDGET: Duration = Duration::from_millis(1500);
 const HTTP_DRAIN_BUDGET: Duration = Duration::from_millis(300);
 
 pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    crate::resources::map_large_allocations();
     let loaded = match &options.config_path {
         Some(path) => Some(
             std::fs::read_to_string(path)

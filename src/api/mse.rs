@@ -189,6 +189,9 @@ enum Ending {
     ClientLeft,
     /// A write was cut off half-way (shutdown while the client was slow): no frame can follow.
     Broken,
+    /// A write failed or timed out, maybe half-way: no close frame can follow, so the reason is
+    /// only logged (a client that stopped reading would not read it anyway).
+    Cut(String),
 }
 
 async fn serve(
@@ -265,8 +268,8 @@ async fn serve(
             let parts: Vec<(u8, &[u8])> = messages.iter().map(as_frame).collect();
             tokio::select! {
                 biased;
-                sent = writer.send(&parts) => if sent.is_err() {
-                    break Ending::Reason("the viewer stopped reading".into());
+                sent = writer.send(&parts) => if let Err(e) = sent {
+                    break Ending::Cut(format!("the viewer stopped reading ({e})"));
                 },
                 _ = &mut stopped => break Ending::Broken,
             }
@@ -312,6 +315,10 @@ async fn serve(
     let violation = reader.await.ok().flatten();
     let (code, reason) = match (violation, ending) {
         (_, Ending::Broken) => return,
+        (_, Ending::Cut(reason)) => {
+            tracing::debug!(camera = camera.id(), %reason, "MSE viewer cut");
+            return;
+        }
         (Some(Violation { code, reason }), _) => (code, reason.to_string()),
         (None, Ending::Reason(r)) => (frame::CLOSE_NORMAL, r),
         (None, Ending::ClientLeft) if shutdown.is_cancelled() => {

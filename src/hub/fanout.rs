@@ -2,8 +2,10 @@
 //!
 //! - Frames are shared: each viewer receives a clone of the [`Frame`], i.e. reference counts on
 //!   the same `Bytes`, never a copy of the payload.
-//! - Every viewer reads from one bounded ring (`tokio::sync::broadcast`), so memory is bounded by
-//!   the ring's capacity whatever the number or speed of viewers.
+//! - Every viewer reads from one bounded ring ([`Ring`]), so memory is bounded by the ring's
+//!   capacity whatever the number or speed of viewers. The capacity is in frames *and* bytes: a
+//!   ring of 256 frames of 3 MiB pictures was 768 MiB per camera held for one viewer that
+//!   stopped reading (issue 28, hole 7).
 //! - A viewer that falls off the ring is told how many frames it lost; it then skips to the next
 //!   keyframe, so it never decodes a broken reference chain. [`LagPolicy`] decides when a viewer
 //!   that keeps falling behind is disconnected, with a reason.
@@ -14,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 
 use super::packet::{Packet, Sequencer};
 use crate::demand::{Demand, DemandLease};
@@ -23,12 +25,22 @@ use crate::resources::{Counted, Resource, ViewerKind};
 
 /// Frames in the ring: about 5 s of 25 fps video plus its audio.
 pub const RING_CAPACITY: usize = 256;
+/// Bytes of frame payload the ring holds at most (32 MiB): 5 s of a 50 Mb/s camera, so no real
+/// camera reaches it before [`RING_CAPACITY`]; a publisher of 3 MiB pictures does after ~10
+/// frames, and the oldest frames then leave the ring (viewers still on them skip, as when the
+/// ring laps them). At least the newest frame is always held.
+pub const RING_MAX_BYTES: usize = 32 << 20;
 /// A viewer with more frames than this waiting for it is behind: it skips to the next keyframe
 /// (about 2 s of video with its audio). Smaller than the ring, so a slow viewer resyncs before
 /// the ring would lap it.
 pub const MAX_BACKLOG: usize = 96;
+/// A viewer with more bytes than this waiting for it is behind too (16 MiB: ~2.5 s of a
+/// 50 Mb/s camera, half of [`RING_MAX_BYTES`] for the same reason as [`MAX_BACKLOG`]).
+pub const MAX_BACKLOG_BYTES: usize = 16 << 20;
 /// Bounds for the GOP cache; beyond them the cache is dropped until the next keyframe, so a
-/// camera with a very long GOP costs late joiners a wait, never unbounded memory.
+/// camera with a very long GOP (or a publisher that sends one keyframe and then only
+/// P-frames) costs late joiners a wait, never unbounded memory. 32 MiB: a 10 s GOP of a
+/// 25 Mb/s camera; the cache and the ring share their newest frames.
 const GOP_MAX_FRAMES: usize = 1_000;
 const GOP_MAX_BYTES: usize = 32 << 20;
 
@@ -48,9 +60,9 @@ pub struct FanOut {
 }
 
 struct Inner {
-    /// Present while the stream is running. Dropping it ends every subscription with
+    /// Present while the stream is running. Closing it ends every subscription with
     /// [`ViewerEnd::StreamStopped`].
-    sender: Option<broadcast::Sender<Arc<Packet>>>,
+    ring: Option<Arc<Ring>>,
     gop: Gop,
     /// Numbers frames and measures their durations on the camera-wide timeline.
     sequencer: Sequencer,
@@ -82,7 +94,7 @@ impl FanOut {
     pub fn new() -> FanOut {
         FanOut {
             inner: Mutex::new(Inner {
-                sender: None,
+                ring: None,
                 gop: Gop::default(),
                 sequencer: Sequencer::default(),
             }),
@@ -93,15 +105,17 @@ impl FanOut {
     /// Opens the ring (the stream started).
     pub fn open(&self) {
         let mut inner = self.inner.lock().unwrap();
-        if inner.sender.is_none() {
-            inner.sender = Some(broadcast::channel(RING_CAPACITY).0);
+        if inner.ring.is_none() {
+            inner.ring = Some(Arc::new(Ring::new(RING_CAPACITY, RING_MAX_BYTES)));
         }
     }
 
     /// Closes the ring and releases the GOP cache (the stream stopped). Subscribers end.
     pub fn close(&self) {
         let mut inner = self.inner.lock().unwrap();
-        inner.sender = None;
+        if let Some(ring) = inner.ring.take() {
+            ring.close();
+        }
         inner.gop = Gop::default();
     }
 
@@ -118,7 +132,7 @@ impl FanOut {
     /// the ring is closed, so a stopped stream holds no frames.
     pub fn publish(&self, frame: Frame) {
         let mut inner = self.inner.lock().unwrap();
-        if inner.sender.is_none() {
+        if inner.ring.is_none() {
             return;
         }
         let frame = inner.sequencer.packet(frame);
@@ -136,9 +150,8 @@ impl FanOut {
                 };
             }
         }
-        if let Some(sender) = &inner.sender {
-            // An error only means nobody is subscribed right now.
-            let _ = sender.send(frame);
+        if let Some(ring) = &inner.ring {
+            ring.push(frame);
         }
     }
 
@@ -152,7 +165,7 @@ impl FanOut {
     pub fn subscribe(&self, kind: ViewerKind) -> Option<Subscription> {
         let inner = self.inner.lock().unwrap();
         // Subscribing and copying the cache under one lock: no frame is missed or seen twice.
-        let receiver = inner.sender.as_ref()?.subscribe();
+        let receiver = Receiver::new(inner.ring.as_ref()?.clone());
         Some(Subscription {
             pending: inner.gop.frames.iter().cloned().collect(),
             receiver,
@@ -174,16 +187,16 @@ impl FanOut {
         self.inner
             .lock()
             .unwrap()
-            .sender
+            .ring
             .as_ref()
-            .map_or(0, |s| s.receiver_count())
+            .map_or(0, |r| r.receiver_count())
     }
 }
 
 /// One viewer's view of the stream. Counted as a viewer of its kind while it exists.
 pub struct Subscription {
     pending: VecDeque<Arc<Packet>>,
-    receiver: broadcast::Receiver<Arc<Packet>>,
+    receiver: Receiver,
     awaiting_keyframe: bool,
     /// The epoch of the last packet handed out.
     epoch: Option<u32>,
@@ -197,22 +210,22 @@ impl Subscription {
     /// The next frame for this viewer; the first video frame is always a keyframe.
     pub async fn next(&mut self) -> Result<Arc<Packet>, ViewerEnd> {
         loop {
-            if self.pending.is_empty() && self.receiver.len() > MAX_BACKLOG {
-                // Behind the live edge: drop the backlog and wait for the next keyframe.
-                let lost = self.receiver.len() as u64;
-                self.receiver = self.receiver.resubscribe();
-                self.dropped_frames += lost;
-                self.policy.on_lag(Instant::now(), lost)?;
-                self.awaiting_keyframe = true;
+            if self.pending.is_empty() {
+                let (frames, bytes) = self.receiver.backlog();
+                if frames > MAX_BACKLOG || bytes > MAX_BACKLOG_BYTES {
+                    // Behind the live edge: drop the backlog and wait for the next keyframe.
+                    let lost = self.receiver.skip_to_live();
+                    self.dropped_frames += lost;
+                    self.policy.on_lag(Instant::now(), lost)?;
+                    self.awaiting_keyframe = true;
+                }
             }
             let frame = match self.pending.pop_front() {
                 Some(f) => f,
                 None => match self.receiver.recv().await {
-                    Ok(f) => f,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(ViewerEnd::StreamStopped)
-                    }
-                    Err(broadcast::error::RecvError::Lagged(lost)) => {
+                    Recv::Packet(f) => f,
+                    Recv::Closed => return Err(ViewerEnd::StreamStopped),
+                    Recv::Lagged(lost) => {
                         self.dropped_frames += lost;
                         self.policy.on_lag(Instant::now(), lost)?;
                         self.awaiting_keyframe = true;
@@ -238,12 +251,240 @@ impl Subscription {
     /// Whether a frame is already waiting: [`Subscription::next`] would not have to wait (unless
     /// it skips every waiting frame to reach a keyframe).
     pub fn ready(&self) -> bool {
-        !self.pending.is_empty() || !self.receiver.is_empty()
+        !self.pending.is_empty() || self.receiver.ready()
     }
 
     /// Frames this viewer lost by falling behind.
     pub fn dropped_frames(&self) -> u64 {
         self.dropped_frames
+    }
+}
+
+/// The ring every viewer of a camera reads: the frames published since the slowest viewer's
+/// position, within a budget of frames and bytes. A slot counts the viewers that have yet to
+/// read it and lets go of its packet when the last one has, so viewers that keep up cost
+/// nothing; the budget only bites for viewers behind, and they find out on their next read
+/// ([`Recv::Lagged`]), as with `tokio::sync::broadcast`, which has no byte budget.
+struct Ring {
+    state: Mutex<RingState>,
+    /// Woken on every push and at close.
+    pushed: Notify,
+}
+
+struct RingState {
+    /// Frames from number `first` on.
+    slots: VecDeque<Slot>,
+    first: u64,
+    /// Payload bytes of the slots still holding their packet.
+    bytes: usize,
+    /// Payload bytes ever pushed: a viewer's backlog in bytes is this minus its slot's `start`.
+    pushed_bytes: u64,
+    receivers: usize,
+    max_frames: usize,
+    max_bytes: usize,
+    closed: bool,
+}
+
+struct Slot {
+    /// `None` once every viewer that was attached when it came has read it (or left).
+    packet: Option<Arc<Packet>>,
+    /// Viewers yet to read it.
+    unread: usize,
+    /// `pushed_bytes` before it.
+    start: u64,
+}
+
+/// What a [`Receiver`] found.
+enum Recv {
+    Packet(Arc<Packet>),
+    /// The ring let go of this many frames before this viewer read them.
+    Lagged(u64),
+    Closed,
+}
+
+impl RingState {
+    fn end(&self) -> u64 {
+        self.first + self.slots.len() as u64
+    }
+
+    /// One viewer is done with slot `n`.
+    fn release(&mut self, n: u64) {
+        let Some(slot) = n
+            .checked_sub(self.first)
+            .and_then(|i| self.slots.get_mut(i as usize))
+        else {
+            return;
+        };
+        slot.unread -= 1;
+        if slot.unread == 0 {
+            if let Some(p) = slot.packet.take() {
+                self.bytes -= p.data.len();
+            }
+        }
+    }
+
+    /// Releases slots `from..end` for a viewer that leaves them unread.
+    fn release_from(&mut self, from: u64) {
+        for n in from.max(self.first)..self.end() {
+            self.release(n);
+        }
+        self.trim();
+    }
+
+    /// Drops leading slots nobody will read (read by all, or over the budget).
+    fn trim(&mut self) {
+        while let Some(front) = self.slots.front() {
+            let over = self.slots.len() > self.max_frames
+                || (self.bytes > self.max_bytes && self.slots.len() > 1);
+            if front.unread > 0 && !over {
+                break;
+            }
+            if let Some(p) = self.slots.pop_front().and_then(|s| s.packet) {
+                self.bytes -= p.data.len();
+            }
+            self.first += 1;
+        }
+    }
+}
+
+impl Ring {
+    fn new(max_frames: usize, max_bytes: usize) -> Ring {
+        Ring {
+            state: Mutex::new(RingState {
+                slots: VecDeque::new(),
+                first: 0,
+                bytes: 0,
+                pushed_bytes: 0,
+                receivers: 0,
+                max_frames,
+                max_bytes,
+                closed: false,
+            }),
+            pushed: Notify::new(),
+        }
+    }
+
+    /// Adds a frame for every attached viewer; without viewers it is not kept.
+    fn push(&self, packet: Arc<Packet>) {
+        let mut s = self.state.lock().unwrap();
+        if s.closed || s.receivers == 0 {
+            return;
+        }
+        let len = packet.data.len();
+        let slot = Slot {
+            packet: Some(packet),
+            unread: s.receivers,
+            start: s.pushed_bytes,
+        };
+        s.slots.push_back(slot);
+        s.bytes += len;
+        s.pushed_bytes += len as u64;
+        s.trim();
+        drop(s);
+        self.pushed.notify_waiters();
+    }
+
+    /// Lets go of every frame; viewers end at their next read.
+    fn close(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.closed = true;
+        s.first = s.end();
+        s.slots.clear();
+        s.bytes = 0;
+        drop(s);
+        self.pushed.notify_waiters();
+    }
+
+    fn receiver_count(&self) -> usize {
+        self.state.lock().unwrap().receivers
+    }
+}
+
+/// One viewer's place in the [`Ring`]: the number of the next frame it reads.
+struct Receiver {
+    ring: Arc<Ring>,
+    next: u64,
+}
+
+impl Receiver {
+    /// Attached at the live edge: it reads frames pushed from now on.
+    fn new(ring: Arc<Ring>) -> Receiver {
+        let mut s = ring.state.lock().unwrap();
+        s.receivers += 1;
+        let next = s.end();
+        drop(s);
+        Receiver { ring, next }
+    }
+
+    fn try_recv(&mut self) -> Option<Recv> {
+        let mut s = self.ring.state.lock().unwrap();
+        if s.closed {
+            return Some(Recv::Closed);
+        }
+        if self.next < s.first {
+            let lost = s.first - self.next;
+            self.next = s.first;
+            return Some(Recv::Lagged(lost));
+        }
+        let i = (self.next - s.first) as usize;
+        let packet = s.slots.get(i)?.packet.clone()?;
+        s.release(self.next);
+        s.trim();
+        self.next += 1;
+        Some(Recv::Packet(packet))
+    }
+
+    /// The next frame, or why there is none. Cancel-safe: nothing is taken until it returns.
+    async fn recv(&mut self) -> Recv {
+        loop {
+            let ring = self.ring.clone();
+            let mut pushed = std::pin::pin!(ring.pushed.notified());
+            // Registered before looking, so a push between the look and the wait still wakes.
+            pushed.as_mut().enable();
+            if let Some(r) = self.try_recv() {
+                return r;
+            }
+            pushed.await;
+        }
+    }
+
+    /// Frames and payload bytes waiting for this viewer.
+    fn backlog(&self) -> (usize, usize) {
+        let s = self.ring.state.lock().unwrap();
+        let from = self.next.max(s.first);
+        let frames = s.end().saturating_sub(self.next) as usize;
+        let bytes = match from
+            .checked_sub(s.first)
+            .and_then(|i| s.slots.get(i as usize))
+        {
+            Some(slot) => (s.pushed_bytes - slot.start) as usize,
+            None => 0,
+        };
+        (frames, bytes)
+    }
+
+    /// Whether `recv` would not wait.
+    fn ready(&self) -> bool {
+        let s = self.ring.state.lock().unwrap();
+        s.closed || self.next < s.end()
+    }
+
+    /// Leaves what waits unread and moves to the live edge; returns how many frames it skipped.
+    fn skip_to_live(&mut self) -> u64 {
+        let mut s = self.ring.state.lock().unwrap();
+        s.release_from(self.next);
+        let end = s.end();
+        let skipped = end.saturating_sub(self.next);
+        self.next = end;
+        skipped
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut s = self.ring.state.lock().unwrap();
+        s.receivers -= 1;
+        s.release_from(self.next);
     }
 }
 
@@ -485,5 +726,86 @@ mod tests {
         assert!(f.gop().is_empty(), "overflowed cache is dropped");
         f.publish(frame(9999, true, 1));
         assert_eq!(f.gop().len(), 1);
+    }
+    #[test]
+    fn gop_cache_is_bounded_in_bytes() {
+        let f = FanOut::new();
+        f.open();
+        // One keyframe, then P-frames only (a publisher that never sends another keyframe).
+        f.publish(frame(0, true, 1 << 20));
+        for n in 1..=(GOP_MAX_BYTES >> 20) as i64 {
+            f.publish(frame(n, false, 1 << 20));
+        }
+        assert!(f.gop().is_empty(), "overflowed cache is dropped");
+    }
+
+    /// The payload bytes the ring holds now.
+    fn ring_bytes(f: &FanOut) -> usize {
+        let inner = f.inner.lock().unwrap();
+        let bytes = inner.ring.as_ref().unwrap().state.lock().unwrap().bytes;
+        bytes
+    }
+
+    #[tokio::test]
+    async fn the_ring_is_bounded_in_bytes_and_a_viewer_behind_it_skips() {
+        let f = FanOut::new();
+        f.open();
+        let mut stalled = f.subscribe(ViewerKind::Mse).unwrap();
+        let big = 3 << 20;
+        // Far fewer frames than the ring's capacity, far more bytes than its budget.
+        for n in 0..40 {
+            f.publish(frame(n, true, big));
+            assert!(ring_bytes(&f) <= RING_MAX_BYTES, "{} bytes", ring_bytes(&f));
+        }
+        assert!(ring_bytes(&f) > RING_MAX_BYTES - big, "the budget is used");
+        // The viewer lost what waited for it and resumes at the next keyframe.
+        let (first, ()) = tokio::join!(stalled.next(), async {
+            tokio::task::yield_now().await;
+            f.publish(frame(40, true, big));
+        });
+        assert_eq!(first.unwrap().pts, 40, "resumed at the live edge");
+        assert_eq!(stalled.dropped_frames(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_over_its_byte_budget_skips_before_the_ring_laps_it() {
+        let f = FanOut::new();
+        f.open();
+        let mut slow = f.subscribe(ViewerKind::Mse).unwrap();
+        let big = 1 << 20;
+        let n = (MAX_BACKLOG_BYTES / big) as i64 + 2;
+        // Within the ring's budgets, over the viewer's: it skips them all.
+        for i in 0..n {
+            f.publish(frame(i, true, big));
+        }
+        // `next` skips the backlog and waits; then a live keyframe comes.
+        let (first, ()) = tokio::join!(slow.next(), async {
+            tokio::task::yield_now().await;
+            f.publish(frame(n, true, big));
+        });
+        assert_eq!(first.unwrap().pts, n, "resumed at the live edge");
+        assert_eq!(slow.dropped_frames(), n as u64);
+    }
+
+    #[tokio::test]
+    async fn frames_read_by_every_viewer_or_left_by_a_departed_one_are_let_go() {
+        let f = FanOut::new();
+        f.open();
+        let mut a = f.subscribe(ViewerKind::Mse).unwrap();
+        let b = f.subscribe(ViewerKind::Mse).unwrap();
+        for n in 0..10 {
+            f.publish(frame(n, n == 0, 1000));
+        }
+        assert_eq!(ring_bytes(&f), 10_000);
+        for _ in 0..10 {
+            a.next().await.unwrap();
+        }
+        assert_eq!(ring_bytes(&f), 10_000, "b has not read them");
+        drop(b);
+        assert_eq!(ring_bytes(&f), 0, "nobody will read them");
+        assert_eq!(f.viewer_count(), 1);
+        drop(a);
+        f.publish(frame(10, true, 1000));
+        assert_eq!(ring_bytes(&f), 0, "no viewer: nothing kept");
     }
 }

@@ -189,6 +189,11 @@ impl MseSession {
 const AUDIO_HOLD: Duration = Duration::from_millis(200);
 /// The most messages one write carries (a viewer catching up on a backlog writes in pieces).
 const MAX_BATCH: usize = 64;
+/// The most bytes a batch gathers before it goes out (1 MiB, plus the frame that crosses it).
+/// The batch holds its frames while its write waits on a slow viewer, past the ring's budget:
+/// 64 messages of 3 MiB pictures were 96 MiB per viewer. A write of 1 MiB already spends far
+/// more on its bytes than on the write itself, so larger batches would save nothing.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// What goes out to a viewer in one write (sans-IO: messages and time in, "write now" out).
 ///
@@ -202,6 +207,7 @@ const MAX_BATCH: usize = 64;
 pub struct Batch {
     interval: Duration,
     messages: Vec<Outgoing>,
+    bytes: usize,
     /// When the oldest unsent message that is not audio (a picture, a notice) came.
     picture_since: Option<Instant>,
     /// When the oldest unsent audio came.
@@ -214,6 +220,7 @@ impl Batch {
         Batch {
             interval,
             messages: Vec::new(),
+            bytes: 0,
             picture_since: None,
             audio_since: None,
         }
@@ -227,7 +234,13 @@ impl Batch {
         now: Instant,
     ) {
         let before = self.messages.len();
-        self.messages.extend(messages);
+        for m in messages {
+            self.bytes += match &m {
+                Outgoing::Text(t) => t.len(),
+                Outgoing::Binary(b) => b.len(),
+            };
+            self.messages.push(m);
+        }
         if self.messages.len() > before {
             let since = if audio {
                 &mut self.audio_since
@@ -261,13 +274,14 @@ impl Batch {
 
     /// Whether to write now whatever is waiting.
     pub fn full(&self) -> bool {
-        self.messages.len() >= MAX_BATCH
+        self.messages.len() >= MAX_BATCH || self.bytes >= MAX_BATCH_BYTES
     }
 
     /// The messages to write; the batch starts again empty.
     pub fn take(&mut self) -> Vec<Outgoing> {
         self.picture_since = None;
         self.audio_since = None;
+        self.bytes = 0;
         std::mem::take(&mut self.messages)
     }
 }
@@ -467,5 +481,18 @@ mod tests {
             batch.push([bin(n as u8)], false, t0);
         }
         assert!(batch.full());
+    }
+
+    #[test]
+    fn big_pictures_fill_a_batch_by_their_bytes() {
+        let t0 = Instant::now();
+        let mut batch = Batch::new(Duration::from_millis(80));
+        let picture = Outgoing::Binary(Bytes::from(vec![0u8; MAX_BATCH_BYTES / 2]));
+        batch.push([bin(0), picture.clone()], false, t0);
+        assert!(!batch.full());
+        batch.push([bin(1), picture], false, t0);
+        assert!(batch.full(), "a batch holds about 1 MiB, not 64 pictures");
+        assert_eq!(batch.take().len(), 4);
+        assert!(!batch.full(), "empty again");
     }
 }
