@@ -106,6 +106,8 @@ impl Cameras {
         let new = match Config::parse(&text) {
             Ok(c) => c,
             Err(problems) => {
+                // Seen, so that putting the file back as it was is a change that clears this.
+                *file.known.lock().await = Some(text);
                 self.refused(problems);
                 return;
             }
