@@ -660,6 +660,66 @@ fn secrets_survive_being_sent_back_as_shown() {
     );
 }
 
+/// Issue 28, hole 4: `PATCH` with a masked key and a new `endpoint` sent the saved key to the
+/// new endpoint (vlm, summary, asr). A listener stands in for the attacker's endpoint: nothing
+/// may reach it, and nothing is saved.
+#[test]
+fn a_masked_key_is_never_sent_to_a_new_endpoint() {
+    let config = common::write_config(
+        "attacks-key-endpoint",
+        "[[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=320x240\"\n\
+         [camera.analysis.vlm]\nendpoint = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key = \"sk-vlm-secret\"\n\
+         [camera.analysis.summary]\nendpoint = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key = \"sk-sum-secret\"\nevery = \"1h\"\n\
+         [camera.analysis.asr]\nendpoint = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key = \"sk-asr-secret\"\n",
+    );
+    let attacker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    attacker.set_nonblocking(true).unwrap();
+    let elsewhere = format!("http://{}/v1", attacker.local_addr().unwrap());
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let file = std::fs::read_to_string(&config).unwrap();
+    for section in ["vlm", "summary", "asr"] {
+        let mut analysis = server.get_json("/api/cameras/cam")["analysis"].clone();
+        assert_eq!(analysis[section]["api_key"], "***");
+        analysis[section]["endpoint"] = json!(elsewhere);
+        let r = server.patch_camera("cam", &json!({ "analysis": analysis }));
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{section}");
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(
+            body["problems"][0]["field"],
+            format!("analysis.{section}.api_key"),
+            "{body}"
+        );
+        // The model test route follows the same rule.
+        if section == "vlm" {
+            let r = server.post_json(
+                "/api/cameras/cam/analysis/test",
+                &json!({ "vlm": analysis["vlm"] }),
+            );
+            assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), file);
+    assert_eq!(
+        server.get_json("/api/cameras/cam")["analysis"]["vlm"]["endpoint"],
+        "http://127.0.0.1:9/v1"
+    );
+    assert!(
+        attacker.accept().is_err(),
+        "livelens connected to the new endpoint"
+    );
+    // With the key typed again, the new endpoint is taken.
+    let mut analysis = server.get_json("/api/cameras/cam")["analysis"].clone();
+    analysis["vlm"]["endpoint"] = json!(elsewhere);
+    analysis["vlm"]["api_key"] = json!("sk-typed-again");
+    let r = server.patch_camera("cam", &json!({ "analysis": analysis }));
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().unwrap());
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        file.contains("sk-typed-again") && file.contains("sk-sum-secret"),
+        "{file}"
+    );
+}
+
 #[test]
 fn a_user_agent_with_a_line_break_is_refused_up_front() {
     let camera = common::RtspCamera::start(&["--size", "320x240"]);
