@@ -151,7 +151,7 @@ fn spec() -> Value {
                     "streams_live": { "type": "integer" }, "tasks": { "type": "integer" },
                     "viewers": { "type": "object", "additionalProperties": { "type": "integer" } },
                     "peer_connections": { "type": "integer" }, "websockets": { "type": "integer" },
-                    "child_processes": { "type": "integer" }, "transcoders": { "type": "integer" }, "http_connections": { "type": "integer" }, "rtsp_connections": { "type": "integer" }, "rtmp_connections": { "type": "integer" }, "publishers": { "type": "object", "properties": { "rtsp": { "type": "integer" }, "whip": { "type": "integer" }, "rtmp": { "type": "integer" } } }, "open_fds": { "type": "integer" }, "rss_bytes": { "type": "integer" } } }
+                    "child_processes": { "type": "integer" }, "transcoders": { "type": "integer" }, "http_connections": { "type": "integer" }, "rtsp_connections": { "type": "integer" }, "rtmp_connections": { "type": "integer" }, "publishers": { "type": "object", "properties": { "rtsp": { "type": "integer" }, "whip": { "type": "integer" }, "rtmp": { "type": "integer" } } }, "playback_downloads": { "type": "integer" }, "open_fds": { "type": "integer" }, "rss_bytes": { "type": "integer" } } }
             }
         }
     });

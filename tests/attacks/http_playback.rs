@@ -278,8 +278,11 @@ fn downloads_that_never_read_hold_no_thread_and_are_bounded_by_address_and_in_al
     eprintln!("resources: {resources}");
 
     for f in [&during, &during_many] {
+        // Held threads would be one per stalled body (160 and 434 before the fix); what is
+        // allowed is the blocking pool's few playback readers (8) and the API's other short
+        // calls, whose idle threads linger 10 s after their last call (~20 seen).
         assert!(
-            f.threads <= before.threads + 8,
+            f.threads <= before.threads + 32,
             "stalled readers hold threads: {} before, {f:?}",
             before.threads
         );
@@ -298,9 +301,11 @@ fn downloads_that_never_read_hold_no_thread_and_are_bounded_by_address_and_in_al
         assert_eq!(*status, 429);
         assert!(retry.is_some(), "429 with Retry-After");
     }
-    // A download from another address is served whole, at once.
+    // A download from another address is served whole, at once (the span's last part may have
+    // been written since: the same URL can grow by a frame).
     let (status, length, took) = during.download;
-    assert_eq!((status, length), (200, size));
+    assert_eq!(status, 200);
+    assert!(length >= size, "{length} bytes of {size}");
     assert!(
         took < Duration::from_secs(1),
         "a new download took {took:?}"
@@ -324,7 +329,8 @@ fn downloads_that_never_read_hold_no_thread_and_are_bounded_by_address_and_in_al
         || server.resources()["playback_downloads"] == 0,
     );
     let (status, length, _) = download(&addr, Ipv4Addr::new(127, 0, 0, 2), &url);
-    assert_eq!((status, length), (200, size));
+    assert_eq!(status, 200, "a download after the stall");
+    assert!(length >= size, "{length} bytes of {size}");
     drop((one, many));
 }
 
