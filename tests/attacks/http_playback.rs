@@ -40,7 +40,6 @@ fn proc_status(pid: u32, field: &str) -> u64 {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(field)?
-                .trim()
                 .split_whitespace()
                 .next()?
                 .parse()
