@@ -34,6 +34,8 @@ pub enum Resource {
     RtmpConnection,
     /// A publisher feeding a `publish:` camera, by protocol, until it leaves.
     Publisher(PublisherKind),
+    /// A playback body (`GET /api/playback/get`) streaming, until it ends or its client goes.
+    PlaybackDownload,
 }
 
 /// The protocols a publisher can send with.
@@ -116,6 +118,7 @@ static TRANSCODERS: AtomicI64 = AtomicI64::new(0);
 static HTTP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static RTSP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 static RTMP_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+static PLAYBACK_DOWNLOADS: AtomicI64 = AtomicI64::new(0);
 static PUBLISHERS: [AtomicI64; PublisherKind::ALL.len()] =
     [const { AtomicI64::new(0) }; PublisherKind::ALL.len()];
 
@@ -132,6 +135,7 @@ fn gauge(resource: Resource) -> &'static AtomicI64 {
         Resource::RtspConnection => &RTSP_CONNECTIONS,
         Resource::RtmpConnection => &RTMP_CONNECTIONS,
         Resource::Publisher(kind) => &PUBLISHERS[kind as usize],
+        Resource::PlaybackDownload => &PLAYBACK_DOWNLOADS,
     }
 }
 
@@ -214,6 +218,7 @@ pub struct Snapshot {
     pub rtsp_connections: i64,
     pub rtmp_connections: i64,
     pub publishers: PublisherCounts,
+    pub playback_downloads: i64,
     pub open_fds: i64,
     pub rss_bytes: i64,
 }
@@ -250,6 +255,7 @@ pub fn snapshot() -> Snapshot {
             whip: count(Resource::Publisher(PublisherKind::Whip)),
             rtmp: count(Resource::Publisher(PublisherKind::Rtmp)),
         },
+        playback_downloads: count(Resource::PlaybackDownload),
         open_fds: open_fds(),
         rss_bytes: rss_bytes(),
     }

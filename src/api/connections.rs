@@ -1,13 +1,16 @@
 //! Accepting HTTP connections, with limits a flood cannot get past: a bound on the connections
 //! open at once (in all and per client address; more are answered 503 and closed at once), and a
 //! deadline for each request's headers (a client that sends nothing, or half a request, or sits
-//! idle between requests, is closed after it). Each connection, WebSockets included, holds its
+//! idle between requests, is closed after it), and a write deadline (a client that takes no byte
+//! of a response for [`WRITE_STALL`] is closed, and the response's body, a playback download
+//! say, dropped with it). Each connection, WebSockets included, holds its
 //! slot and a counted `http_connections` resource until its socket closes.
 //!
 //! HTTP/1.1 only: browsers speak HTTP/2 only over TLS, and a plain-text HTTP/2 preface would have
 //! to be read before any header deadline could start.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -15,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -25,6 +29,21 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::resources::{Counted, Resource};
+
+/// How long (30 s) a response may wait on a client whose socket takes no byte before the
+/// connection is closed. A client that reads nothing while its buffers are full is gone or
+/// hostile, and would otherwise hold what its response holds (a playback download's place and
+/// files) for as long as it likes. Generous for a live client: a paused player that stopped
+/// reading comes back with a `Range` request. WebSockets write to the socket themselves and keep
+/// their own rules.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// What hyper buffers for a connection (64 KiB; its default is ~400 KiB): a request's head may
+/// be this long, and a response's body is queued this far ahead of the socket. A client that
+/// stops reading holds what is queued for it, so 256 stalled playback downloads held ~0.7 MiB
+/// each (215 MiB) with the default and hold a quarter of that with this; writes go out as
+/// `writev` of the queued chunks either way, and no real request head comes near 64 KiB.
+const BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -46,7 +65,8 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(BUFFER);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -71,11 +91,16 @@ pub async fn serve(
         let io = TokioIo::new(Connection {
             stream,
             _slot: slot,
+            stall: None,
         });
-        let service =
-            TowerToHyperService::new(app.clone().map_request(
-                |r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
-            ));
+        // Handlers that bound something per client address find it as `ConnectInfo`.
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |r: hyper::Request<hyper::body::Incoming>| {
+                let mut r = r.map(axum::body::Body::new);
+                r.extensions_mut().insert(ConnectInfo(peer));
+                r
+            },
+        ));
         let conn = http.serve_connection(io, service).with_upgrades();
         let stop = shutdown.clone();
         connections.spawn(async move {
@@ -172,11 +197,45 @@ impl Drop for Slot {
 pub(crate) struct Connection {
     stream: TcpStream,
     _slot: Slot,
+    /// Armed while a write waits on the client: [`WRITE_STALL`] from the first write it
+    /// refused; `None` until a write first waits (the timer is kept and reset after that).
+    stall: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl Connection {
     pub(crate) fn tcp(&self) -> &TcpStream {
         &self.stream
+    }
+
+    /// A write's outcome, past the write deadline: a write that waits arms the timer (and
+    /// registers for its wake-up), one that goes through disarms it.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            if let Some((armed, _)) = &mut self.stall {
+                *armed = false;
+            }
+            return polled;
+        }
+        let (armed, timer) = self
+            .stall
+            .get_or_insert_with(|| (false, Box::pin(tokio::time::sleep(WRITE_STALL))));
+        if !*armed {
+            *armed = true;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + WRITE_STALL);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no byte of the response for 30 s",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -196,7 +255,8 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.deadline(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -204,7 +264,8 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.deadline(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

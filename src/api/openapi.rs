@@ -151,7 +151,7 @@ fn spec() -> Value {
                     "streams_live": { "type": "integer" }, "tasks": { "type": "integer" },
                     "viewers": { "type": "object", "additionalProperties": { "type": "integer" } },
                     "peer_connections": { "type": "integer" }, "websockets": { "type": "integer" },
-                    "child_processes": { "type": "integer" }, "transcoders": { "type": "integer" }, "http_connections": { "type": "integer" }, "rtsp_connections": { "type": "integer" }, "rtmp_connections": { "type": "integer" }, "publishers": { "type": "object", "properties": { "rtsp": { "type": "integer" }, "whip": { "type": "integer" }, "rtmp": { "type": "integer" } } }, "open_fds": { "type": "integer" }, "rss_bytes": { "type": "integer" } } }
+                    "child_processes": { "type": "integer" }, "transcoders": { "type": "integer" }, "http_connections": { "type": "integer" }, "rtsp_connections": { "type": "integer" }, "rtmp_connections": { "type": "integer" }, "publishers": { "type": "object", "properties": { "rtsp": { "type": "integer" }, "whip": { "type": "integer" }, "rtmp": { "type": "integer" } } }, "playback_downloads": { "type": "integer" }, "open_fds": { "type": "integer" }, "rss_bytes": { "type": "integer" } } }
             }
         }
     });
@@ -185,7 +185,9 @@ fn spec() -> Value {
             { "name": "format", "in": "query", "schema": { "enum": ["fmp4", "mp4"], "default": "fmp4" } },
             { "name": "download", "in": "query", "description": "any value: Content-Disposition attachment", "schema": { "type": "string" } }],
         "responses": { "200": { "description": "video/mp4", "content": { "video/mp4": {} } },
-            "206": { "description": "the asked byte range" }, "400": error, "404": error, "416": error } } });
+            "206": { "description": "the asked byte range" }, "400": error, "404": error, "416": error,
+            "429": { "description": "this address has 16 downloads open (Retry-After)" },
+            "503": { "description": "256 downloads are open (Retry-After)" } } } });
     doc["components"]["schemas"]["Camera"]["properties"]["record"] = json!({
         "description": "true, or {keep}: the camera is recorded ([recording])" });
     doc["components"]["schemas"]["Camera"]["properties"]["recording"] = json!({ "type": "object", "properties": {

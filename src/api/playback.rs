@@ -4,27 +4,48 @@
 //! streamed from the segment files (never loaded whole), with byte ranges for seeking.
 //! Reads of video need no token, like every other way to watch.
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, SharedState};
 use crate::common::{check_camera_id, parse_rfc3339, rfc3339};
 use crate::recording::playback::{byte_range, Format, Piece};
+use crate::recording::Span;
+use crate::resources::{Counted, Resource};
 
 /// The longest clip one request may ask for (its sample table is held while it streams).
 const MAX_DURATION: Duration = Duration::from_secs(4 * 3600);
-/// What the body sends at a time.
-const CHUNK: usize = 256 * 1024;
+/// What the body reads (on the blocking pool, one batch per call) and sends at a time.
+const CHUNK: usize = 64 * 1024;
+/// Playback bodies streaming at once, in all (256). A body waiting on a client that does not
+/// read costs what hyper has queued for it (≤ its 64 KiB buffer and a [`CHUNK`]), its segment
+/// files and its socket: 256 stalled bodies took RSS from 19 to ~58 MiB in the attack test. 256
+/// downloads and seeking players at once is far more than a camera server's viewers make.
+const MAX_BODIES: usize = 256;
+/// Playback bodies streaming at once to one client address (16): a player seeking keeps one or
+/// two requests open, a page of clips a handful; one address can never take the whole of
+/// [`MAX_BODIES`] (the first attack held 560).
+const MAX_BODIES_PER_ADDRESS: usize = 16;
+/// Playback reads on the blocking pool at once, for every request together (8): preparing an
+/// answer (its moofs) or reading one 64 KiB batch of a body takes a thread for that long, and
+/// 256 bodies starting together would otherwise start a thread each (the pool grew by 80 in the
+/// attack test); a few reads at a time keep a disk busy.
+const MAX_READS: usize = 8;
+/// What a refused client is told to wait, in seconds.
+const RETRY_AFTER: &str = "2";
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -93,16 +114,30 @@ pub async fn list(
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    Ok(Json(
-        spans
-            .into_iter()
-            .map(|s| ListEntry {
-                start: text_time(s.start_us),
-                duration: (s.end_us - s.start_us) as f64 / 1e6,
-                url: get_url(&id, s.start_us, s.end_us - s.start_us, ""),
-            })
-            .collect(),
-    ))
+    Ok(Json(entries(&id, spans)))
+}
+
+/// The list's entries for `spans`. Every entry's URL must play: a span longer than a request
+/// may ask for ([`MAX_DURATION`]) is listed as consecutive entries of at most that, and a
+/// duration is rounded up to the millisecond the URL writes (never `0.000`).
+fn entries(id: &str, spans: Vec<Span>) -> Vec<ListEntry> {
+    let most = MAX_DURATION.as_micros() as i64;
+    let mut out = Vec::new();
+    for span in spans {
+        let mut start = span.start_us;
+        while start < span.end_us {
+            let end = span.end_us.min(start + most);
+            // Whole milliseconds from `start`, at least one.
+            let length = ((end - start + 999) / 1000 * 1000).clamp(1000, most);
+            out.push(ListEntry {
+                start: text_time(start),
+                duration: length as f64 / 1e6,
+                url: get_url(id, start, length, ""),
+            });
+            start = end;
+        }
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -118,6 +153,7 @@ pub struct GetQuery {
 pub async fn get(
     State(state): State<SharedState>,
     Query(q): Query<GetQuery>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = camera(q.path)?;
@@ -142,8 +178,16 @@ pub async fn get(
         Some(other) => return Err(bad(format!("format {other:?}: use fmp4 or mp4"))),
     };
     let end = start + (seconds * 1e6) as i64;
+    // Taken before any work: a refused client costs nothing.
+    let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0 .0.ip());
+    let permit = match BODIES.admit(ip) {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     let recording = state.cameras.recording().clone();
     let camera_id = id.clone();
+    // Preparing the answer reads the segments' moofs: one of the reads at a time.
+    let reading = READS.acquire().await.map_err(internal)?;
     let answer =
         tokio::task::spawn_blocking(move || recording.answer(&camera_id, start, end, format))
             .await
@@ -155,6 +199,7 @@ pub async fn get(
                     format!("no recording of {id:?} from {}", text_time(start)),
                 )
             })?;
+    drop(reading);
     let len = answer.plan.len;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let Some(range) = byte_range(range, len) else {
@@ -195,53 +240,227 @@ pub async fn get(
             response = response.header(header::CONTENT_DISPOSITION, v);
         }
     }
-    response.body(body(pieces, answer.files)).map_err(internal)
+    response
+        .body(body(pieces, answer.files, permit))
+        .map_err(internal)
 }
 
-/// Streams `pieces`, reading the file ranges on the blocking pool in batches of [`CHUNK`];
-/// the reader stops as soon as the client is gone (its channel closes).
-fn body(pieces: Vec<Piece>, paths: Vec<PathBuf>) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut files: Vec<Option<File>> = paths.iter().map(|_| None).collect();
-        let mut batch = BytesMut::with_capacity(CHUNK);
-        for piece in pieces {
-            let result = match piece {
-                Piece::Bytes(b) => {
-                    batch.extend_from_slice(&b);
-                    Ok(())
-                }
-                Piece::File { file, offset, len } => {
-                    let opened = match &mut files[file] {
-                        Some(f) => Ok(f),
-                        slot => File::open(&paths[file]).map(|f| slot.insert(f)),
-                    };
-                    opened.and_then(|f| {
-                        let at = batch.len();
-                        batch.resize(at + len as usize, 0);
-                        f.read_exact_at(&mut batch[at..], offset)
-                    })
-                }
+/// Places for the batch reads of every body (one HTTP API a process).
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_READS);
+
+/// The playback bodies streaming now, in all and per client address.
+static BODIES: LazyLock<Arc<Bodies>> =
+    LazyLock::new(|| Arc::new(Bodies::new(MAX_BODIES, MAX_BODIES_PER_ADDRESS)));
+
+/// Counts of the bodies streaming, in all and per address: a place is taken before the answer
+/// is prepared and given back when the body is dropped (finished, or its connection gone).
+struct Bodies {
+    total: usize,
+    per_address: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Why a body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// This address streams [`MAX_BODIES_PER_ADDRESS`] already: 429.
+    Address,
+    /// [`MAX_BODIES`] stream already: 503.
+    Full,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Refused::Address => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("this address has {MAX_BODIES_PER_ADDRESS} playback downloads open; try again when one ends"),
+            ),
+            Refused::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_BODIES} playback downloads are open; try again shortly"),
+            ),
+        };
+        let mut response = ApiError::new(status, message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+        response
+    }
+}
+
+impl Bodies {
+    fn new(total: usize, per_address: usize) -> Bodies {
+        Bodies {
+            total,
+            per_address,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refused> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_ip) = &mut *open;
+        let mine = per_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= self.per_address {
+            return Err(Refused::Address);
+        }
+        if *total >= self.total {
+            return Err(Refused::Full);
+        }
+        *per_ip.entry(ip).or_insert(0) += 1;
+        *total += 1;
+        Ok(Permit {
+            bodies: self.clone(),
+            ip,
+            _counted: Counted::new(Resource::PlaybackDownload),
+        })
+    }
+}
+
+/// A body's place in [`Bodies`].
+struct Permit {
+    bodies: Arc<Bodies>,
+    ip: IpAddr,
+    _counted: Counted,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self.bodies.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_ip) = &mut *open;
+        *total -= 1;
+        if let Some(mine) = per_ip.get_mut(&self.ip) {
+            *mine -= 1;
+            if *mine == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Where a body is: the pieces still to send and the files opened so far.
+struct Reading {
+    pieces: std::vec::IntoIter<Piece>,
+    paths: Arc<[PathBuf]>,
+    files: Vec<Option<File>>,
+    _permit: Permit,
+}
+
+/// Streams `pieces` in batches of [`CHUNK`]. Each batch is read by one short call on the
+/// blocking pool when hyper asks for it, so a client that stops reading holds no thread (it
+/// holds the batch hyper is writing, its place in [`Bodies`] and the open files); a client that
+/// takes nothing is let go by the connection's write deadline.
+fn body(pieces: Vec<Piece>, paths: Vec<PathBuf>, permit: Permit) -> Body {
+    let reading = Reading {
+        files: paths.iter().map(|_| None).collect(),
+        paths: paths.into(),
+        pieces: pieces.into_iter(),
+        _permit: permit,
+    };
+    let stream = futures_util::stream::unfold(Some(reading), |state| async move {
+        let mut reading = state?;
+        let mut batch = Vec::new();
+        let mut len = 0;
+        for piece in reading.pieces.by_ref() {
+            len += match &piece {
+                Piece::Bytes(b) => b.len(),
+                Piece::File { len, .. } => *len as usize,
             };
-            if let Err(e) = result {
+            batch.push(piece);
+            if len >= CHUNK {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        let Ok(_reading) = READS.acquire().await else {
+            return None; // never closed
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let result = read_batch(&reading.paths, &mut reading.files, batch, len);
+            (reading, result)
+        })
+        .await;
+        match read {
+            Ok((reading, Ok(bytes))) => Some((Ok(bytes), Some(reading))),
+            Ok((_, Err(e))) => {
                 // The answer is cut short; a file vanished under it (retention, by hand).
                 tracing::warn!("playback read failed: {e}");
-                let _ = tx.blocking_send(Err(e));
-                return;
+                Some((Err(e), None))
             }
-            if batch.len() >= CHUNK && tx.blocking_send(Ok(batch.split().freeze())).is_err() {
-                return;
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(Ok(batch.freeze()));
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
         }
     });
-    Body::from_stream(tokio_stream_from(rx))
+    Body::from_stream(stream)
 }
 
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// Reads one batch of pieces into one buffer of `len` bytes.
+fn read_batch(
+    paths: &[PathBuf],
+    files: &mut [Option<File>],
+    batch: Vec<Piece>,
+    len: usize,
+) -> std::io::Result<Bytes> {
+    let mut out = BytesMut::with_capacity(len);
+    for piece in batch {
+        match piece {
+            Piece::Bytes(b) => out.extend_from_slice(&b),
+            Piece::File { file, offset, len } => {
+                let f = match &mut files[file] {
+                    Some(f) => f,
+                    slot => slot.insert(File::open(&paths[file])?),
+                };
+                let at = out.len();
+                out.resize(at + len as usize, 0);
+                f.read_exact_at(&mut out[at..], offset)?;
+            }
+        }
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_bounded_per_address_then_in_all_and_places_come_back() {
+        let bodies = Arc::new(Bodies::new(3, 2));
+        let one: IpAddr = [10, 0, 0, 1].into();
+        let two: IpAddr = [10, 0, 0, 2].into();
+        let a = bodies.admit(one).unwrap();
+        let b = bodies.admit(one).unwrap();
+        assert_eq!(bodies.admit(one).err(), Some(Refused::Address));
+        let c = bodies.admit(two).unwrap();
+        assert_eq!(bodies.admit(two).err(), Some(Refused::Full));
+        drop(a);
+        let d = bodies.admit(two).unwrap();
+        drop((b, c, d));
+        let open = bodies.open.lock().unwrap();
+        assert_eq!(open.0, 0);
+        assert!(open.1.is_empty(), "no address is remembered once done");
+    }
+
+    #[test]
+    fn every_listed_entry_asks_for_what_a_request_may() {
+        let hour = 3_600_000_000;
+        let spans = vec![
+            Span {
+                start_us: 0,
+                end_us: 9 * hour + 1,
+            },
+            Span {
+                start_us: 20 * hour,
+                end_us: 20 * hour + 300,
+            },
+        ];
+        let got = entries("cam", spans);
+        let durations: Vec<f64> = got.iter().map(|e| e.duration).collect();
+        assert_eq!(durations, [14_400.0, 14_400.0, 3_600.001, 0.001]);
+        assert!(got[1].url.contains("duration=14400.000"), "{}", got[1].url);
+        assert!(got[3].url.contains("duration=0.001"), "{}", got[3].url);
+        assert_eq!(got[1].start, text_time(4 * hour));
+    }
 }

@@ -81,6 +81,7 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
         let n = resources::count(resources::Resource::Publisher(kind));
         metrics::gauge!("livelens_publishers", "kind" => kind.name()).set(n as f64);
     }
+    metrics::gauge!("livelens_playback_downloads").set(r.playback_downloads as f64);
     metrics::gauge!("livelens_open_fds").set(r.open_fds as f64);
     metrics::gauge!("livelens_rss_bytes").set(r.rss_bytes as f64);
     for camera in state.cameras.list() {

@@ -24,6 +24,16 @@ use crate::output::fmp4::{self, audio_fits_mp4, Tracks};
 
 const VIDEO_RATE: i64 = 90_000;
 
+/// How far (10 s) a frame's time on the camera's clock may stray from the wall clock at its
+/// arrival, measured from the segment's first frame. Wall times inside a segment follow the
+/// camera's clock, so a publisher that forges its timestamps (a jump of 49 days, as a 32-bit
+/// millisecond RTMP clock allows) would make a segment claim that long. A frame past this ends
+/// the segment there, frames wait for the next keyframe, and that keyframe starts a segment at
+/// its arrival time. Not tighter: a recorder starts on the camera's cached group of pictures
+/// (older than its arrival by up to the camera's keyframe interval, often 2–4 s and up to ~10 s),
+/// and it may lag by the hub's backlog of a few seconds.
+const MAX_CLOCK_DRIFT_US: i64 = 10_000_000;
+
 /// What the recorder does next, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -84,6 +94,9 @@ struct Open {
     keyframes: Vec<Keyframe>,
     /// Wall time of the end of the last frame taken.
     end_us: i64,
+    /// A frame's time strayed past [`MAX_CLOCK_DRIFT_US`]: nothing more is taken, and the next
+    /// keyframe cuts.
+    off_clock: bool,
 }
 
 impl Open {
@@ -122,7 +135,8 @@ impl Writer {
     }
 
     /// Takes one frame. `audio` is the camera's audio description now; `wall_us` the wall time
-    /// to give the frame if it starts a segment (its capture time when the source knows it).
+    /// of its arrival: given to the frame if it starts a segment, and the clock the camera's own
+    /// must keep to within [`MAX_CLOCK_DRIFT_US`].
     pub fn push(
         &mut self,
         packet: &Packet,
@@ -158,13 +172,21 @@ impl Writer {
                 None => (1, false),
             },
         };
-        if !fits {
+        if !fits || open.off_clock {
+            return actions;
+        }
+        let at = camera_us(packet.dts, rate);
+        if (open.wall(at) - wall_us).abs() > MAX_CLOCK_DRIFT_US {
+            tracing::warn!(
+                "recording: a frame's time strays {} s from the wall clock; the segment ends here",
+                (open.wall(at) - wall_us) / 1_000_000
+            );
+            open.off_clock = true;
             return actions;
         }
         let Ok(fragment) = packet.fmp4(|p| fmp4::fragment(p).map_err(|e| e.to_string())) else {
             return actions;
         };
-        let at = camera_us(packet.dts, rate);
         if video_key {
             open.keyframes.push(Keyframe {
                 time_us: open.wall(at),
@@ -215,6 +237,7 @@ impl Writer {
         !Arc::ptr_eq(&open.video, codec) && *open.video != **codec
             || open.audio.as_ref() != audio
             || open.epoch != packet.epoch
+            || open.off_clock
             || at - open.origin_us >= self.cuts.segment.as_micros() as i64
     }
 
@@ -243,6 +266,7 @@ impl Writer {
             pending_len: 0,
             keyframes: Vec::new(),
             end_us: wall_us,
+            off_clock: false,
         });
         Ok(Opened {
             init,
@@ -376,6 +400,46 @@ mod tests {
         assert!(actions.is_empty(), "{actions:?}");
         actions = record(&mut w, &other, 250..251, 1);
         assert_eq!(opens(&actions), 1);
+    }
+
+    #[test]
+    fn a_camera_clock_that_jumps_ends_the_segment_and_the_next_keyframe_starts_at_arrival() {
+        let codec = Arc::new(test_video());
+        let mut w = Writer::new(cuts(3600));
+        let day = 86_400 * 90_000;
+        let mut actions = record(&mut w, &codec, 0..60, 0);
+        // Frames 60.. claim to be a day later; they arrive at the usual pace.
+        for n in 60..120 {
+            let p = packet(&codec, n, n % 50 == 0, 0);
+            let frame = Frame {
+                pts: p.pts + day,
+                dts: p.dts + day,
+                ..p.frame.clone()
+            };
+            let p = Packet::in_epoch(frame, p.sequence, p.duration, 0);
+            actions.extend(w.push(&p, None, 1_000_000_000 + n * 40_000));
+        }
+        actions.extend(w.finish());
+        let opened: Vec<i64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Open(o) => Some(o.start_us),
+                _ => None,
+            })
+            .collect();
+        // The second segment starts at its keyframe's arrival (frame 100), not a day later.
+        assert_eq!(opened, [1_000_000_000, 1_000_000_000 + 100 * 40_000]);
+        let ends: Vec<i64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Close { end_us, .. } => Some(*end_us),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ends,
+            [1_000_000_000 + 60 * 40_000, 1_000_000_000 + 120 * 40_000]
+        );
     }
 
     #[test]
