@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::media::{ffmpeg_publisher, Push};
-use common::{counts, require, wait_until, Server};
+use common::media::{ffmpeg_publisher, probe_file as probe, Push};
+use common::{counts, wait_until, Server};
 use serde_json::{json, Value};
 
 fn list(server: &Server, camera: &str) -> Vec<Value> {
@@ -59,40 +59,6 @@ fn wait_recorded(server: &Server, camera: &str, at_least: f64, deadline: Duratio
         found["duration"].as_f64().unwrap_or(0.0) >= at_least
     });
     found
-}
-
-/// ffprobe's view of a file: the format's duration and each stream's codec.
-fn probe(path: &Path) -> (f64, Vec<String>) {
-    require("ffprobe", "ffmpeg");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration:stream=codec_name",
-        ])
-        .args(["-of", "default=nw=1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let duration = text
-        .lines()
-        .find_map(|l| l.strip_prefix("duration="))
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    let codecs = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("codec_name="))
-        .map(str::to_string)
-        .collect();
-    (duration, codecs)
 }
 
 /// Decodes every frame of the video; returns how many, and asserts there was no error.

@@ -621,21 +621,16 @@ fn alert_rules_keep_their_comments_when_reordered_and_a_key_sent_masked_stays_sa
     let b = text.find("# -- rule b").unwrap();
     let a = text.find("# -- rule a").unwrap();
     assert!(b < a, "{text}");
-    let next_header = |from: usize| from + text[from..].find("[[camera.analysis.alert]]").unwrap();
-    assert!(
-        text[next_header(b)..]
-            .trim_start_matches("[[camera.analysis.alert]]")
+    // The first header after the comment at `from` is the rule named `name`.
+    let rule_after = |from: usize, name: &str| {
+        let header = "[[camera.analysis.alert]]";
+        let at = from + text[from..].find(header).unwrap() + header.len();
+        text[at..]
             .trim_start()
-            .starts_with("name = \"b\""),
-        "{text}"
-    );
-    assert!(
-        text[next_header(a)..]
-            .trim_start_matches("[[camera.analysis.alert]]")
-            .trim_start()
-            .starts_with("name = \"a\""),
-        "{text}"
-    );
+            .starts_with(&format!("name = {name:?}"))
+    };
+    assert!(rule_after(b, "b"), "{text}");
+    assert!(rule_after(a, "a"), "{text}");
     assert!(
         text.contains("sk-middle-secret"),
         "the masked key was kept: {text}"

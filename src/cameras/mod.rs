@@ -540,7 +540,7 @@ impl Cameras {
         let written = tokio::task::spawn_blocking(move || write_cameras(&path, &cameras))
             .await
             .unwrap_or_else(|e| {
-                Err(crate::config::WriteBackError {
+                Err(Problem {
                     place: String::new(),
                     message: format!("the write-back task failed: {e}"),
                 })

@@ -63,7 +63,7 @@ impl ConfigStatus {
         }
     }
 
-    pub(super) fn wrote(&mut self, result: &Result<(), crate::config::WriteBackError>) {
+    pub(super) fn wrote(&mut self, result: &Result<(), Problem>) {
         self.write_back = Some(WriteBack {
             ok: result.is_ok(),
             at: crate::common::rfc3339(SystemTime::now()),

@@ -16,7 +16,7 @@ use crate::common::{check_camera_id, mask_credentials, parse_duration};
 use crate::source::rtsp::RtspOptions;
 use crate::source::SourceSpec;
 use crate::supervisor::WorkerConfig;
-pub use write_back::{replace_file, write_cameras, WriteBackError};
+pub use write_back::{replace_file, write_cameras};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEMO_SOURCE: &str = "testsrc://?size=1280x720&fps=25";

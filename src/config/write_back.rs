@@ -12,56 +12,30 @@
 //!    exactly as it was; otherwise nothing is written, and the error names the section;
 //! 3. [`replace_file`]: atomically, keeping mode and owner.
 //!
+//! A refusal is a [`Problem`] whose place is the section (`camera "front".analysis.alert[1]`,
+//! `mse.batch`, `line 3`): nothing was written.
+//!
 //! toml_edit renders the tables of a document ordered by their positions, and a table without
 //! one after the table visited before it; a table copied from another document keeps that
 //! document's positions. That is how an alert list once went above `[server]`. Rather than
 //! patching positions where a table is made, `place_tables` numbers every table of the
 //! document, so no table can be rendered outside the camera (or section) it belongs to.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table};
 
-use super::{CameraConfig, Config};
-
-/// Why the cameras could not be written back: nothing was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteBackError {
-    /// The section the problem is in: `camera "front"` (`.analysis.alert[1]`…), a section's
-    /// name, a line of the file, or empty for the file as a whole.
-    pub place: String,
-    pub message: String,
-}
-
-impl fmt::Display for WriteBackError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.place.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.place, self.message)
-        }
-    }
-}
-
-impl std::error::Error for WriteBackError {}
-
-fn error(place: impl Into<String>, message: impl Into<String>) -> WriteBackError {
-    WriteBackError {
-        place: place.into(),
-        message: message.into(),
-    }
-}
+use super::{problem, CameraConfig, Config, Problem};
 
 /// Writes the camera list back into the config file at `path` (a missing file is an empty
 /// one), verified first: on any error the file is left as it was. Cameras already in the file
 /// keep their places; new ones follow, in the order given. Returns the text written.
-pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> Result<String, WriteBackError> {
+pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> Result<String, Problem> {
     // The messages name no path: they reach API clients.
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(error("", format!("cannot read the config file: {e}"))),
+        Err(e) => return Err(problem("", format!("cannot read the config file: {e}"))),
     };
     let order = camera_order(&text);
     let mut cameras: Vec<&CameraConfig> = cameras.iter().collect();
@@ -75,7 +49,7 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> Result<String, Wr
     let new = render(&text, &cameras)?;
     verify(&text, &new, &cameras)?;
     replace_file(path, new.as_bytes())
-        .map_err(|e| error("", format!("cannot write the config file: {e}")))?;
+        .map_err(|e| problem("", format!("cannot write the config file: {e}")))?;
     Ok(new)
 }
 
@@ -94,13 +68,13 @@ pub fn camera_order(text: &str) -> Vec<String> {
 }
 
 /// `text` with its cameras made to be `cameras`, in that order; everything else as it was.
-pub fn render(text: &str, cameras: &[CameraConfig]) -> Result<String, WriteBackError> {
+pub fn render(text: &str, cameras: &[CameraConfig]) -> Result<String, Problem> {
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
         let place = e
             .span()
             .map(|s| format!("line {}", line_of(text, s.start)))
             .unwrap_or_default();
-        error(
+        problem(
             place,
             format!(
                 "the config file is not valid TOML ({}); fix it by hand, nothing was changed",
@@ -121,7 +95,7 @@ pub fn render(text: &str, cameras: &[CameraConfig]) -> Result<String, WriteBackE
             .cloned()
             .unwrap_or_default();
         let wanted = camera_values(camera, &table)
-            .map_err(|m| error(format!("camera {:?}", camera.id), m))?;
+            .map_err(|m| problem(format!("camera {:?}", camera.id), m))?;
         merge_table(&mut table, &wanted, true);
         tables.push(table);
     }
@@ -158,25 +132,10 @@ fn detached_comments(table: &Table) -> Option<String> {
 
 /// Puts `text` before the first root table or camera after `position` (or at the end).
 fn give_to_next(doc: &mut DocumentMut, position: isize, text: &str) {
-    let mut next: Option<(isize, Vec<Step>)> = None;
-    for (key, item) in doc.as_table().iter() {
-        let mut consider = |p: Option<isize>, path: Vec<Step>| {
-            if let Some(p) = p.filter(|&p| p > position) {
-                if next.as_ref().is_none_or(|(q, _)| p < *q) {
-                    next = Some((p, path));
-                }
-            }
-        };
-        match item {
-            Item::Table(t) => consider(t.position(), vec![Step::Key(key.to_string())]),
-            Item::ArrayOfTables(a) => {
-                for (i, t) in a.iter().enumerate() {
-                    consider(t.position(), vec![Step::Entry(key.to_string(), i)]);
-                }
-            }
-            _ => {}
-        }
-    }
+    let next = units(doc)
+        .into_iter()
+        .filter_map(|(p, path)| Some((p.filter(|&p| p > position)?, path)))
+        .min_by_key(|(p, _)| *p);
     match next.and_then(|(_, path)| table_at(doc.as_table_mut(), &path)) {
         Some(table) => {
             let own = table
@@ -196,10 +155,10 @@ fn give_to_next(doc: &mut DocumentMut, position: isize, text: &str) {
 
 /// Checks that `new` (what [`render`] made of `old`) loads as start-up would load it, holds
 /// exactly `cameras`, and changes nothing else.
-pub fn verify(old: &str, new: &str, cameras: &[CameraConfig]) -> Result<(), WriteBackError> {
+pub fn verify(old: &str, new: &str, cameras: &[CameraConfig]) -> Result<(), Problem> {
     let parsed = Config::parse(new).map_err(|problems| {
         let first = &problems[0];
-        error(
+        problem(
             first.place.clone(),
             format!(
                 "the file would not load after this change ({}{}); nothing was changed",
@@ -213,7 +172,7 @@ pub fn verify(old: &str, new: &str, cameras: &[CameraConfig]) -> Result<(), Writ
         )
     })?;
     if parsed.camera.len() != cameras.len() {
-        return Err(error(
+        return Err(problem(
             "camera",
             format!(
                 "would read back {} camera(s) instead of {}; nothing was changed",
@@ -228,7 +187,7 @@ pub fn verify(old: &str, new: &str, cameras: &[CameraConfig]) -> Result<(), Writ
                 (Ok(g), Ok(w)) => first_difference(&g, &w).unwrap_or_default(),
                 _ => String::new(),
             };
-            return Err(error(
+            return Err(problem(
                 format!("camera {:?}{}", want.id, dotted(&place)),
                 "would not read back as set; nothing was changed",
             ));
@@ -241,7 +200,7 @@ pub fn verify(old: &str, new: &str, cameras: &[CameraConfig]) -> Result<(), Writ
     };
     if let (Some(before), Some(after)) = (others(old), others(new)) {
         if let Some(place) = first_difference(&after, &before) {
-            return Err(error(
+            return Err(problem(
                 place,
                 "would change although only cameras were written; nothing was changed",
             ));
@@ -502,28 +461,19 @@ enum Step {
 /// sections and camera entries ("units") keep their order in the file (a new one comes right
 /// after the one before it), and each unit's own tables follow its header, depth first.
 fn place_tables(doc: &mut DocumentMut) {
-    // Units: a root table, or one entry of a root array of tables; sorted by their position
-    // in the file, a new one (no position) just after the unit before it.
-    let mut units: Vec<((isize, usize), Vec<Step>)> = Vec::new();
+    // Sorted by their position in the file, a new one (no position) just after the unit
+    // before it.
     let mut last = (0isize, 0usize);
-    for (key, item) in doc.as_table().iter() {
-        let mut unit = |position: Option<isize>, path: Vec<Step>| {
+    let mut units: Vec<((isize, usize), Vec<Step>)> = units(doc)
+        .into_iter()
+        .map(|(position, path)| {
             last = match position {
                 Some(p) => (p, 0),
                 None => (last.0, last.1 + 1),
             };
-            units.push((last, path));
-        };
-        match item {
-            Item::Table(t) => unit(t.position(), vec![Step::Key(key.to_string())]),
-            Item::ArrayOfTables(a) => {
-                for (i, t) in a.iter().enumerate() {
-                    unit(t.position(), vec![Step::Entry(key.to_string(), i)]);
-                }
-            }
-            _ => {}
-        }
-    }
+            (last, path)
+        })
+        .collect();
     units.sort_by_key(|(order, _)| *order);
     let mut position: isize = 1;
     for (_, path) in units {
@@ -531,6 +481,24 @@ fn place_tables(doc: &mut DocumentMut) {
             number_depth_first(table, &mut position);
         }
     }
+}
+
+/// The document's units, in the order of its root table: each root table and each entry of a
+/// root array of tables, with its position in the file (none if it is new) and its path.
+fn units(doc: &DocumentMut) -> Vec<(Option<isize>, Vec<Step>)> {
+    let mut units = Vec::new();
+    for (key, item) in doc.as_table().iter() {
+        match item {
+            Item::Table(t) => units.push((t.position(), vec![Step::Key(key.to_string())])),
+            Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    units.push((t.position(), vec![Step::Entry(key.to_string(), i)]));
+                }
+            }
+            _ => {}
+        }
+    }
+    units
 }
 
 fn table_at<'a>(root: &'a mut Table, path: &[Step]) -> Option<&'a mut Table> {

@@ -76,16 +76,7 @@ fn same(a: &Config, b: &Config, what: &str, text: &str) {
 /// Where `write_cameras` writes: a directory of this process in `/dev/shm` (or the temp dir).
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("livelens-fuzz-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        dir
-    })
+    DIR.get_or_init(|| crate::fuzzing::scratch_dir("config"))
 }
 
 /// Checks the invariants above on one input: returns when they hold, panics when one breaks.

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::cameras::CameraPatch;
 use crate::config::{check_camera, write_cameras, CameraConfig, Config, MASKED};
-use crate::fuzzing::{debug, Cursor};
+use crate::fuzzing::{debug, scratch_dir, Cursor};
 
 /// Changes written back and checked, over all inputs (the unit test checks the generator
 /// reaches the write-back often, not only refused changes).
@@ -229,14 +229,8 @@ impl Writer<'_, '_> {
 /// Where the files are written: a directory of this process in `/dev/shm` (or the temp dir),
 /// a file per thread (the mutation runs of several targets may run at once).
 fn scratch() -> PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!("livelens-fuzz-write-back-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir.join(format!("{:?}.toml", std::thread::current().id()).replace(['(', ')'], ""))
+    let name = format!("{:?}.toml", std::thread::current().id()).replace(['(', ')'], "");
+    scratch_dir("write-back").join(name)
 }
 
 /// The analysis settings as `GET /api/cameras/{id}` shows them: secrets masked.
@@ -563,12 +557,5 @@ pub fn check(data: &[u8]) {
 /// Removes this process's scratch directory (the unit test's clean-up).
 #[cfg(test)]
 pub(super) fn remove_scratch() {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let _ = std::fs::remove_dir_all(
-        base.join(format!("livelens-fuzz-write-back-{}", std::process::id())),
-    );
+    let _ = std::fs::remove_dir_all(scratch_dir("write-back"));
 }

@@ -30,6 +30,7 @@ pub mod stun_route;
 pub mod whep_sdp;
 pub mod ws_frame;
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub use cursor::Cursor;
@@ -39,6 +40,20 @@ pub use cursor::Cursor;
 pub fn debug() -> bool {
     static DEBUG: OnceLock<bool> = OnceLock::new();
     *DEBUG.get_or_init(|| std::env::var_os("LIVELENS_FUZZ_DEBUG").is_some())
+}
+
+/// A scratch folder of this process for targets that write files, `livelens-fuzz-NAME-PID`:
+/// in `/dev/shm` where there is one (the writes are synced, and memory makes that cheap),
+/// else in the temp dir. Made if missing.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("livelens-fuzz-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
 }
 
 /// Whether `LIVELENS_FUZZ_NO_BOUNDS` is set: the SPS checks then skip their "sane picture

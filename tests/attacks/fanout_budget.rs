@@ -22,13 +22,7 @@ const MAX_GROWTH_MIB: i64 = 100;
 
 /// livelens's resident memory, from the kernel.
 fn rss_mib(pid: u32) -> i64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: i64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kb / 1024
+    (common::rss_kib(pid) / 1024) as i64
 }
 
 /// An intra-only, lossless encode of noise: every picture is a keyframe of about 3 MiB.

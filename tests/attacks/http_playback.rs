@@ -35,25 +35,12 @@ fn loud_clip() -> PathBuf {
     path
 }
 
-fn proc_status(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 fn threads(pid: u32) -> u64 {
-    proc_status(pid, "Threads:")
+    common::proc_status(pid, "Threads:")
 }
 
 fn rss_mib(pid: u32) -> u64 {
-    proc_status(pid, "VmRSS:") / 1024
+    common::rss_kib(pid) / 1024
 }
 
 /// A TCP connection from `source` with a small receive buffer (set before connecting, so the
@@ -333,39 +320,6 @@ fn downloads_that_never_read_hold_no_thread_and_are_bounded_by_address_and_in_al
     drop((one, many));
 }
 
-/// ffprobe's duration of a file, with its video codec.
-fn probe(path: &Path) -> (f64, String) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration:stream=codec_name",
-        ])
-        .args(["-of", "default=nw=1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let duration = text
-        .lines()
-        .find_map(|l| l.strip_prefix("duration="))
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    let codec = text
-        .lines()
-        .find_map(|l| l.strip_prefix("codec_name="))
-        .unwrap_or("")
-        .to_string();
-    (duration, codec)
-}
-
 #[test]
 fn a_publisher_forging_timestamps_cannot_make_a_span_claim_days() {
     require("ffprobe", "ffmpeg");
@@ -433,8 +387,8 @@ fn a_publisher_forging_timestamps_cannot_make_a_span_claim_days() {
         assert_eq!(r.status(), 200, "GET {url}");
         let file = dir.join(format!("span{i}.mp4"));
         std::fs::write(&file, r.bytes().unwrap()).unwrap();
-        let (played, codec) = probe(&file);
-        assert_eq!(codec, "h264", "{url}");
+        let (played, codecs) = common::media::probe_file(&file);
+        assert_eq!(codecs.first().map(String::as_str), Some("h264"), "{url}");
         assert!(
             played > 0.5 && played <= duration + 1.0,
             "{url}: {played} s of {duration} s listed"

@@ -30,16 +30,6 @@ fn start(name: &str) -> (Server, u16, u16) {
     (server, port("rtmp"), port("rtsp"))
 }
 
-/// The server's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// A blocking connection to 127.0.0.1:`port` from `source` (another loopback address).
 fn connect_from(runtime: &tokio::runtime::Runtime, source: &str, port: u16) -> TcpStream {
     runtime.block_on(async {
@@ -110,7 +100,7 @@ fn a_half_sent_huge_message_before_publishing_costs_nothing() {
     const ANNOUNCED: usize = (16 << 20) - 1; // the largest length a chunk header can carry
     let (server, port, _) = start("attacks-rtmp-half-sent");
     let pid = server.pid();
-    let baseline = rss_kib(pid);
+    let baseline = common::rss_kib(pid);
 
     // The peak, sampled while the flood runs.
     let peak = Arc::new(AtomicU64::new(baseline));
@@ -119,7 +109,7 @@ fn a_half_sent_huge_message_before_publishing_costs_nothing() {
         let (peak, done) = (peak.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                peak.fetch_max(common::rss_kib(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -179,7 +169,7 @@ fn a_half_sent_huge_message_before_publishing_costs_nothing() {
     }
     let sent_in = started.elapsed();
     // What the server holds now that every connection has sent what it will.
-    let holding = rss_kib(pid);
+    let holding = common::rss_kib(pid);
     peak.fetch_max(holding, Ordering::Relaxed);
     // Closed within a second of the flood, long before the 10 s start limit.
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -215,7 +205,7 @@ fn a_half_sent_huge_message_before_publishing_costs_nothing() {
 
     // The most a connection may still make livelens hold before publishing: a 16 KiB command
     // sent but for its last byte, which is allowed and kept until the start limit.
-    let before = rss_kib(pid);
+    let before = common::rss_kib(pid);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -235,7 +225,7 @@ fn a_half_sent_huge_message_before_publishing_costs_nothing() {
     common::wait_until(Duration::from_secs(5), "every connection counted", || {
         server.resources()["rtmp_connections"] == connections as u64
     });
-    let per_connection = rss_kib(pid).saturating_sub(before) / connections as u64;
+    let per_connection = common::rss_kib(pid).saturating_sub(before) / connections as u64;
     eprintln!("RTMP: {connections} connections each holding an allowed 16 KiB command but its last byte: +{per_connection} KiB each");
     assert!(
         per_connection <= 64,

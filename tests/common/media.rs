@@ -1,5 +1,6 @@
 //! Real FFmpeg as a publisher and ffprobe as a reader, shared by the publishing tests.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::require;
@@ -69,4 +70,38 @@ pub fn ffprobe(url: &str) -> Vec<String> {
         .lines()
         .map(|l| l.trim_end_matches(',').to_string())
         .collect()
+}
+
+/// ffprobe's view of a file: the format's duration and each stream's codec.
+pub fn probe_file(path: &Path) -> (f64, Vec<String>) {
+    require("ffprobe", "ffmpeg");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration:stream=codec_name",
+        ])
+        .args(["-of", "default=nw=1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let duration = text
+        .lines()
+        .find_map(|l| l.strip_prefix("duration="))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    let codecs = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("codec_name="))
+        .map(str::to_string)
+        .collect();
+    (duration, codecs)
 }

@@ -510,6 +510,25 @@ pub fn counts(r: &Value) -> Value {
     r
 }
 
+/// A number from `/proc/PID/status` (`Threads:`, or a memory field such as `VmRSS:` in KiB).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// A process's resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS:")
+}
+
 /// Writes `text` to `name` in a fresh temp dir and returns the path.
 pub fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     let path = temp_dir(name).join("livelens.toml");
