@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod media;
 pub mod rtsp;
+pub mod sync;
 pub mod tools;
 pub mod vlm_server;
 pub mod whep;
