@@ -1,7 +1,7 @@
 //! Measures what every real client cares about: are sound and picture together, and do decode
 //! times only go forward?
 //!
-//! The sync clip is black 720p25 with a white frame and a 1 kHz beep together every 2 s (the
+//! The sync clip is black 720p25 with a white frame and a 1 kHz beep together every 1.92 s (the
 //! first at 0.5 s), H.264 High with B-frames + AAC. FFmpeg decodes whatever a path delivered
 //! (a file, a URL) and its own `blackdetect`/`silencedetect` find each flash and each beep on the
 //! one timeline of that input; the offset is beep minus flash. Nothing here knows livelens.
@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use super::require;
 
 /// Seconds between two flashes (and two beeps).
-pub const PERIOD: f64 = 2.0;
+pub const PERIOD: f64 = 1.92;
 
 /// The sync clip as MP4 (20 s), made once per test binary.
 pub fn clip_mp4() -> PathBuf {
@@ -32,7 +32,8 @@ fn make_clip(ext: &str) -> PathBuf {
     require("ffmpeg", "ffmpeg");
     let dir = super::temp_dir(&format!("sync-clip-{ext}"));
     let path = dir.join(format!("sync.{ext}"));
-    let flash = "lt(mod(t+1.4801\\,2)\\,0.08)";
+    // Onsets every 1.92 s from 0.64 s: on a video frame (40 ms) and an AAC frame (1024 samples).
+    let flash = "lt(mod(t+18.5601\\,1.92)\\,0.08)";
     let graph = format!(
         "[0:v]drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='{flash}'[v];\
          [1:a]volume=0:enable='not({flash})',aformat=channel_layouts=stereo[a]"
