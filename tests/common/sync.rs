@@ -2,7 +2,7 @@
 //! times only go forward?
 //!
 //! The sync clip is black 720p25 with a white frame and a 1 kHz beep together every 1.92 s (the
-//! first at 0.5 s), H.264 High with B-frames + AAC. FFmpeg decodes whatever a path delivered
+//! first at 0.64 s), H.264 High with B-frames + AAC. FFmpeg decodes whatever a path delivered
 //! (a file, a URL) and its own `blackdetect`/`silencedetect` find each flash and each beep on the
 //! one timeline of that input; the offset is beep minus flash. Nothing here knows livelens.
 
