@@ -183,7 +183,6 @@ pub fn ntp_to_unix_us(ntp: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::rtp::{ntp_time, RtpWriter};
 
     /// A sender whose audio (48 kHz) and video (90 kHz) clocks start at random points, with a
     /// report of each for wall time `wall_us`.
@@ -213,7 +212,7 @@ mod tests {
         // Later packets keep the relation: content at 2 s in both tracks is at the same time.
         let v2 = sync.map(TrackKind::Video, rtp_v(2_000_000), 135_000, 400_000).unwrap();
         let a2 = sync.map(TrackKind::Audio, rtp_a(2_000_000), 96_000, 400_000).unwrap();
-        assert_eq!((v2 as f64 / 90_000.0 - a2 as f64 / 48_000.0).abs() < 1e-4, true);
+        assert!((v2 as f64 / 90_000.0 - a2 as f64 / 48_000.0).abs() < 1e-4);
     }
 
     #[test]
@@ -247,20 +246,29 @@ mod tests {
     }
 
     #[test]
-    fn our_own_sender_reports_read_back() {
-        let mut writer = RtpWriter::new(96, 0x1234_5678, 0, 1000, 90_000);
-        let mut rtp = Vec::new();
-        let wall = std::time::Duration::from_micros(1_700_000_000_123_456);
-        writer.write(&mut rtp, &[0x65], 0, true, ntp_time(wall));
-        assert!(!is_rtcp(&rtp));
-        let sr = writer.sender_report(ntp_time(wall)).unwrap();
-        assert!(is_rtcp(&sr));
-        let reports = sender_reports(&sr);
-        assert_eq!(reports.len(), 1);
-        let (ssrc, r) = reports[0];
-        assert_eq!(ssrc, 0x1234_5678);
-        assert_eq!(r.rtp, 1000);
-        assert!((r.wall_us - 1_700_000_000_123_456).abs() <= 1, "{}", r.wall_us);
+    fn sender_reports_are_read_from_compound_packets() {
+        // A receiver report (no sender info), then a sender report, as one compound packet.
+        let mut rtcp = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
+        rtcp.extend_from_slice(&[0x80, 200, 0, 6]);
+        rtcp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        // 2023-11-14 22:13:20.5 UTC: NTP seconds 3,908,988,800, half a second of fraction.
+        rtcp.extend_from_slice(&3_908_988_800u32.to_be_bytes());
+        rtcp.extend_from_slice(&0x8000_0000u32.to_be_bytes());
+        rtcp.extend_from_slice(&1000u32.to_be_bytes());
+        rtcp.extend_from_slice(&[0; 8]);
+        assert!(is_rtcp(&rtcp));
+        assert!(!is_rtcp(&[0x80, 0xe0, 0, 1, 0, 0, 0, 0]), "RTP, PT 96 with the marker");
+        let reports = sender_reports(&rtcp);
+        assert_eq!(
+            reports,
+            [(
+                0x1234_5678,
+                Report {
+                    wall_us: 1_700_000_000_500_000,
+                    rtp: 1000
+                }
+            )]
+        );
         assert!(sender_reports(b"\x80\xc8\x00\x06short").is_empty());
     }
 }

@@ -182,8 +182,14 @@ mod tests {
 
     #[test]
     fn baseline_assumes_no_reorder() {
-        let mut codec = crate::output::fmp4::tests::test_video();
-        codec.parameter_sets = vec![bytes::Bytes::from_static(&[0x67, 66, 0xc0, 0x1e])];
+        let mut codec = VideoCodec {
+            codec: "h264",
+            rfc6381: "avc1.42c01e".into(),
+            width: 320,
+            height: 240,
+            fps: Some(25.0),
+            parameter_sets: vec![bytes::Bytes::from_static(&[0x67, 66, 0xc0, 0x1e])],
+        };
         assert_eq!(DtsExtractor::for_codec(&codec).reorder(), 0);
         codec.parameter_sets = vec![bytes::Bytes::from_static(&[0x67, 100, 0, 0x28])];
         assert_eq!(DtsExtractor::for_codec(&codec).reorder(), 2);

@@ -990,7 +990,7 @@ impl Sending {
         };
         self.last_report = Some(Instant::now());
         let now = now_ntp();
-        let secs = at_secs + now.wrapping_sub(at_ntp) as f64 / 4_294_967_296.0;
+        let secs = at_secs + now.saturating_sub(at_ntp) as f64 / 4_294_967_296.0;
         let tracks = self
             .video
             .iter()
