@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{sync, RtspCamera, Server};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Seconds of each path FFmpeg reads back: three flash/beep pairs at least.
@@ -40,7 +40,9 @@ fn mse_bytes(server: &Server, camera: &str, seconds: f64) -> Vec<u8> {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
         let mut bytes = Vec::new();
         let end = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
         while let Ok(Some(message)) = tokio::time::timeout_at(end, ws.next()).await {
@@ -80,7 +82,10 @@ fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
             &format!("rtsp://127.0.0.1:{rtsp}/udp"),
             &["-f", "rtsp", "-rtsp_transport", "udp"],
         ),
-        publish(&format!("rtmp://127.0.0.1:{rtmp}/live/rtmp"), &["-f", "flv"]),
+        publish(
+            &format!("rtmp://127.0.0.1:{rtmp}/live/rtmp"),
+            &["-f", "flv"],
+        ),
     ];
     for id in ["cam", "tcp", "udp", "rtmp"] {
         server.wait_live(id, Duration::from_secs(15));

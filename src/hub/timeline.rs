@@ -172,7 +172,11 @@ mod tests {
         let v = t.map(TrackKind::Video, 3600, 90_000);
         // Audio was 2.443 s in (a frame past it: 2.464 s); video restarts at 0.04 s: a shift
         // of 2.424 s takes both past what they sent.
-        assert_eq!(v, 3600 + 218_160, "past the last picture and the last sound");
+        assert_eq!(
+            v,
+            3600 + 218_160,
+            "past the last picture and the last sound"
+        );
         let a = t.map(TrackKind::Audio, 1920, 48_000);
         assert!(a > 117_248, "audio does not go back: {a}");
         // Both moved by the same time: the same content is still at the same time.

@@ -128,11 +128,15 @@ impl AvSync {
         // Where video is, in µs on the session timeline, at the audio report's wall time;
         // the audio report's RTP time belongs there.
         let (v_rate, a_rate) = (self.video.rate as i128, self.audio.rate as i128);
-        let video_us = (i128::from(v_ext + v_off) * 1_000_000 / v_rate) + i128::from(a_wall - v_wall);
+        let video_us =
+            (i128::from(v_ext + v_off) * 1_000_000 / v_rate) + i128::from(a_wall - v_wall);
         let offset = (video_us * a_rate / 1_000_000) as i64 - a_ext;
         let change_us = (offset - a_off) as i128 * 1_000_000 / a_rate;
         if change_us.unsigned_abs() > MAX_CORRECTION_US as u128 {
-            tracing::debug!(change_us = change_us as i64, "sender reports ignored: too far off");
+            tracing::debug!(
+                change_us = change_us as i64,
+                "sender reports ignored: too far off"
+            );
             return;
         }
         self.audio.offset = Some(offset);
@@ -152,7 +156,9 @@ pub fn sender_reports(rtcp: &[u8]) -> Vec<(u32, Report)> {
             break;
         };
         if head[1] == 200 && packet.len() >= 28 {
-            let word = |i: usize| u32::from_be_bytes([packet[i], packet[i + 1], packet[i + 2], packet[i + 3]]);
+            let word = |i: usize| {
+                u32::from_be_bytes([packet[i], packet[i + 1], packet[i + 2], packet[i + 3]])
+            };
             let ntp = (u64::from(word(8)) << 32) | u64::from(word(12));
             out.push((
                 word(4),
@@ -202,7 +208,10 @@ mod tests {
         let mut sync = AvSync::new(90_000, 48_000);
         // FFmpeg's order: a report, then the track's first packet. Video's first packet is the
         // content at 0.5 s (the first audio frame is at 0) and arrives 0.3 s before audio's.
-        sync.report(TrackKind::Video, report(v0, 90_000, 500_000, wall0 + 500_000));
+        sync.report(
+            TrackKind::Video,
+            report(v0, 90_000, 500_000, wall0 + 500_000),
+        );
         let v = sync.map(TrackKind::Video, rtp_v(500_000), 0, 0).unwrap();
         sync.report(TrackKind::Audio, report(a0, 48_000, 0, wall0));
         let a = sync.map(TrackKind::Audio, rtp_a(0), 0, 300_000).unwrap();
@@ -210,8 +219,12 @@ mod tests {
         // Audio content at 0 is 0.5 s before video content at 0.5 s.
         assert_eq!(a, -24_000);
         // Later packets keep the relation: content at 2 s in both tracks is at the same time.
-        let v2 = sync.map(TrackKind::Video, rtp_v(2_000_000), 135_000, 400_000).unwrap();
-        let a2 = sync.map(TrackKind::Audio, rtp_a(2_000_000), 96_000, 400_000).unwrap();
+        let v2 = sync
+            .map(TrackKind::Video, rtp_v(2_000_000), 135_000, 400_000)
+            .unwrap();
+        let a2 = sync
+            .map(TrackKind::Audio, rtp_a(2_000_000), 96_000, 400_000)
+            .unwrap();
         assert!((v2 as f64 / 90_000.0 - a2 as f64 / 48_000.0).abs() < 1e-4);
     }
 
@@ -221,18 +234,48 @@ mod tests {
         // No reports: the first audio packet arrives 0.1 s after the first video packet.
         assert_eq!(sync.map(TrackKind::Video, 1000, 0, 5_000_000), Some(0));
         assert_eq!(sync.map(TrackKind::Audio, 7, 0, 5_100_000), Some(4800));
-        assert_eq!(sync.map(TrackKind::Audio, 7 + 1024, 1024, 5_120_000), Some(5824));
+        assert_eq!(
+            sync.map(TrackKind::Audio, 7 + 1024, 1024, 5_120_000),
+            Some(5824)
+        );
         // Reports say audio's RTP 7 is 0.05 s after video's RTP 1000: audio moves 0.05 s back.
-        sync.report(TrackKind::Video, Report { wall_us: 10_000_000, rtp: 1000 });
-        sync.report(TrackKind::Audio, Report { wall_us: 10_050_000, rtp: 7 });
+        sync.report(
+            TrackKind::Video,
+            Report {
+                wall_us: 10_000_000,
+                rtp: 1000,
+            },
+        );
+        sync.report(
+            TrackKind::Audio,
+            Report {
+                wall_us: 10_050_000,
+                rtp: 7,
+            },
+        );
         // 2048 would be 2048 + 2400 = 4448 ≤ 5824: dropped, as is 3072 (5472).
         assert_eq!(sync.map(TrackKind::Audio, 7 + 2048, 2048, 5_140_000), None);
         assert_eq!(sync.map(TrackKind::Audio, 7 + 3072, 3072, 5_160_000), None);
-        assert_eq!(sync.map(TrackKind::Audio, 7 + 4096, 4096, 5_180_000), Some(6496));
+        assert_eq!(
+            sync.map(TrackKind::Audio, 7 + 4096, 4096, 5_180_000),
+            Some(6496)
+        );
         // Video never moves; later reports change nothing.
-        sync.report(TrackKind::Audio, Report { wall_us: 10_000_000, rtp: 7 });
-        assert_eq!(sync.map(TrackKind::Video, 4600, 3600, 5_200_000), Some(3600));
-        assert_eq!(sync.map(TrackKind::Audio, 7 + 5120, 5120, 5_200_000), Some(7520));
+        sync.report(
+            TrackKind::Audio,
+            Report {
+                wall_us: 10_000_000,
+                rtp: 7,
+            },
+        );
+        assert_eq!(
+            sync.map(TrackKind::Video, 4600, 3600, 5_200_000),
+            Some(3600)
+        );
+        assert_eq!(
+            sync.map(TrackKind::Audio, 7 + 5120, 5120, 5_200_000),
+            Some(7520)
+        );
     }
 
     #[test]
@@ -241,7 +284,13 @@ mod tests {
         sync.map(TrackKind::Video, 0, 0, 0);
         sync.map(TrackKind::Audio, 0, 0, 0);
         sync.report(TrackKind::Video, Report { wall_us: 0, rtp: 0 });
-        sync.report(TrackKind::Audio, Report { wall_us: 3_600_000_000, rtp: 0 });
+        sync.report(
+            TrackKind::Audio,
+            Report {
+                wall_us: 3_600_000_000,
+                rtp: 0,
+            },
+        );
         assert_eq!(sync.map(TrackKind::Audio, 48, 48, 1000), Some(48));
     }
 
@@ -257,7 +306,10 @@ mod tests {
         rtcp.extend_from_slice(&1000u32.to_be_bytes());
         rtcp.extend_from_slice(&[0; 8]);
         assert!(is_rtcp(&rtcp));
-        assert!(!is_rtcp(&[0x80, 0xe0, 0, 1, 0, 0, 0, 0]), "RTP, PT 96 with the marker");
+        assert!(
+            !is_rtcp(&[0x80, 0xe0, 0, 1, 0, 0, 0, 0]),
+            "RTP, PT 96 with the marker"
+        );
         let reports = sender_reports(&rtcp);
         assert_eq!(
             reports,

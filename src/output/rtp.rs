@@ -156,7 +156,7 @@ impl RtpWriter {
         out.extend_from_slice(&6u16.to_be_bytes()); // length in 32-bit words, less one
         out.extend_from_slice(&self.ssrc.to_be_bytes());
         out.extend_from_slice(&now_ntp.to_be_bytes());
-        out.extend_from_slice(&time.wrapping_add(ticks).to_be_bytes());
+        out.extend_from_slice(&time.to_be_bytes());
         out.extend_from_slice(&self.packets.to_be_bytes());
         out.extend_from_slice(&self.octets.to_be_bytes());
         out

@@ -580,7 +580,13 @@ mod tests {
         RtpWriter::new(98, 2, 1, 0, 48_000).write(&mut wrong, &aac, 0, true, 0);
         assert!(ingest.push(TrackKind::Audio, &wrong, &mut audio).is_err());
         let mut short = Vec::new();
-        RtpWriter::new(97, 2, 2, 0, 48_000).write(&mut short, &[0, 16, 0xff, 0xf8, 1], 0, true, 0);
+        RtpWriter::new(97, 2, 2, 0, 48_000).write(
+            &mut short,
+            &[0, 16, 0xff, 0xf8, 1],
+            4096,
+            true,
+            0,
+        );
         assert!(ingest.push(TrackKind::Audio, &short, &mut audio).is_err());
         assert!(audio.is_empty());
     }

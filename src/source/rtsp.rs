@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use super::Publisher;
 use super::SourceError;
 use crate::common::{format_duration, mask_credentials};
-use crate::media::rtp_video::{nal_unit_type, parameter_set_types, VideoDepacketizer, VideoKind};
 use crate::media::dts::DtsExtractor;
+use crate::media::rtp_video::{nal_unit_type, parameter_set_types, VideoDepacketizer, VideoKind};
 use crate::media::{h264, sei, video_params, AudioCodec, Frame, TrackKind, VideoCodec};
 
 /// How long a stop waits for TEARDOWN to be answered before giving up on it.

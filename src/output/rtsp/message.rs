@@ -216,7 +216,11 @@ impl Response {
     /// Replaces the value of header `name` (adds it when absent).
     pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
         let value = value.into();
-        match self.headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some(h) => h.1 = value,
             None => self.headers.push((name.to_string(), value)),
         }

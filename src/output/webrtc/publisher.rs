@@ -17,9 +17,9 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::rtp::RtpPacket;
 use str0m::Rtc;
 
+use crate::media::av_sync::Report;
 use crate::media::rtp_video::VideoKind;
 use crate::media::{AudioCodec, Frame, TrackKind};
-use crate::media::av_sync::Report;
 use crate::output::rtp_ingest::{Announced, AnnouncedAudio, AnnouncedVideo, Ingest, RtpFields};
 use crate::source::publish::Publication;
 
