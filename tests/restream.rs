@@ -339,7 +339,14 @@ fn two_hundred_sessions_come_and_go_and_every_count_returns() {
         let session = c.play(port, ports);
         // The first packet is the GOP cache's keyframe, its SPS first.
         let first = match &udp {
-            None => c.interleaved().1,
+            // After the sender reports PLAY sends first (RTCP channels are odd).
+            None => {
+                (0..4)
+                    .map(|_| c.interleaved())
+                    .find(|(channel, _)| *channel == 0)
+                    .expect("video after the sender reports")
+                    .1
+            }
             Some((rtp, _)) => {
                 rtp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 let mut buf = vec![0u8; 2048];
