@@ -44,7 +44,7 @@ impl TrackTimeline {
         let rate = f64::from(rate.max(1));
         self.last_in.is_some_and(|last| {
             let secs = (pts - last) as f64 / rate;
-            secs < -JUMP_BACK_SECS || secs > JUMP_FORWARD_SECS
+            !(-JUMP_BACK_SECS..=JUMP_FORWARD_SECS).contains(&secs)
         })
     }
 
