@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::fanout::{FanOut, Subscription};
 use super::state::{Event, State};
 use super::stats::{StatsView, StreamStats};
-use super::timeline::TrackTimeline;
+use super::timeline::Timeline;
 use crate::backoff::Backoff;
 use crate::media::{AudioCodec, Frame, TrackKind, VideoCodec};
 use crate::resources::{spawn_task, Counted, Resource, ViewerKind};
@@ -50,8 +50,7 @@ struct Status {
     stats: StreamStats,
     video: Option<Arc<VideoCodec>>,
     audio: Option<AudioCodec>,
-    video_timeline: TrackTimeline,
-    audio_timeline: TrackTimeline,
+    timeline: Timeline,
 }
 
 impl Status {
@@ -95,11 +94,11 @@ impl source::Publish for Input {
                 status.apply(&Event::Frame);
                 self.shared.changed.notify_waiters();
             }
-            let timeline = match frame.track {
-                TrackKind::Video => &mut status.video_timeline,
-                TrackKind::Audio => &mut status.audio_timeline,
+            let rate = match frame.track {
+                TrackKind::Video => 90_000,
+                TrackKind::Audio => status.audio.as_ref().map_or(48_000, |a| a.sample_rate),
             };
-            let pts = timeline.map(frame.pts);
+            let pts = status.timeline.map(frame.track, frame.pts, rate);
             frame.dts += pts - frame.pts;
             frame.pts = pts;
             status
@@ -120,8 +119,7 @@ impl source::Publish for Input {
 
     fn new_session(&self) {
         let mut status = self.shared.status.lock().unwrap();
-        status.video_timeline.new_session();
-        status.audio_timeline.new_session();
+        status.timeline.new_session();
     }
 }
 

@@ -1,17 +1,36 @@
-//! Keeps each track's timestamps continuous across source restarts.
+//! Keeps each track's timestamps continuous across source restarts and clock jumps.
 //!
 //! A reconnected camera starts its RTP timeline afresh (retina's timestamps restart near 0), and a
 //! restarted child process does the same. Viewers that stay attached through the outage must not
 //! see time jump backwards, so each new source session is rebased to continue one frame after the
 //! last timestamp the viewers saw.
+//!
+//! A source may also jump within one session: a camera whose clock is reset, gst-rtsp-server
+//! restarting a shared mount's timestamps when a second client joins. Outputs (MSE, LL-HLS,
+//! recordings) must never see time go back, so a jump back (more than [`JUMP_BACK_SECS`]: B-frames
+//! go back a few frames, never that far) or far forward ([`JUMP_FORWARD_SECS`]) is rebased like a
+//! new session. Both tracks jump together, so the second track to see the jump takes the same
+//! shift (in seconds) as the first, which keeps sound and picture together; only if that would
+//! still take it back does it rebase on its own.
+
+use crate::media::TrackKind;
+
+/// A timestamp this far before the last one of its track is a jump, not reordering.
+pub const JUMP_BACK_SECS: f64 = 1.0;
+/// A timestamp this far after the last one of its track is a jump, not a pause.
+pub const JUMP_FORWARD_SECS: f64 = 10.0;
 
 #[derive(Debug, Default, Clone)]
 pub struct TrackTimeline {
     offset: i64,
     last: Option<i64>,
+    /// The last source timestamp (before the offset), to see jumps.
+    last_in: Option<i64>,
     /// The most recent positive distance between frames, used as the gap at a rebase.
     step: i64,
     rebase: bool,
+    /// The track's clock rate, as last given.
+    rate: u32,
 }
 
 impl TrackTimeline {
@@ -20,13 +39,28 @@ impl TrackTimeline {
         self.rebase = true;
     }
 
-    /// Maps a source timestamp to the stream's continuous timeline.
-    pub fn map(&mut self, pts: i64) -> i64 {
+    /// Whether `pts` (of a track clocked at `rate`) jumps away from the last source timestamp.
+    fn jumps(&self, pts: i64, rate: u32) -> bool {
+        let rate = f64::from(rate.max(1));
+        self.last_in.is_some_and(|last| {
+            let secs = (pts - last) as f64 / rate;
+            !(-JUMP_BACK_SECS..=JUMP_FORWARD_SECS).contains(&secs)
+        })
+    }
+
+    /// Maps a source timestamp to the stream's continuous timeline (`shift`: an offset to try
+    /// first at a rebase, the one the other track took for the same jump).
+    fn map_with(&mut self, pts: i64, shift: Option<i64>) -> i64 {
         if std::mem::take(&mut self.rebase) {
             if let Some(last) = self.last {
-                self.offset = last + self.step.max(1) - pts;
+                let own = last + self.step.max(1) - pts;
+                self.offset = match shift {
+                    Some(offset) if pts + offset > last => offset,
+                    _ => own,
+                };
             }
         }
+        self.last_in = Some(pts);
         let out = pts + self.offset;
         if let Some(last) = self.last {
             if out > last {
@@ -37,9 +71,68 @@ impl TrackTimeline {
         out
     }
 
+    /// Maps a source timestamp to the stream's continuous timeline.
+    pub fn map(&mut self, pts: i64) -> i64 {
+        self.map_with(pts, None)
+    }
+
     /// The offset in force, for mapping other timestamps of the same frame (DTS).
     pub fn offset(&self) -> i64 {
         self.offset
+    }
+}
+
+/// A stream's two tracks, rebased together.
+#[derive(Debug, Default, Clone)]
+pub struct Timeline {
+    video: TrackTimeline,
+    audio: TrackTimeline,
+    /// A jump one track rebased and the other has not seen yet: the shift in seconds.
+    pending: Option<(TrackKind, f64)>,
+}
+
+impl Timeline {
+    /// A new source session: both tracks continue where they were.
+    pub fn new_session(&mut self) {
+        self.video.new_session();
+        self.audio.new_session();
+        self.pending = None;
+    }
+
+    /// Maps a timestamp of `track` (clocked at `rate`) to the stream's continuous timeline.
+    pub fn map(&mut self, track: TrackKind, pts: i64, rate: u32) -> i64 {
+        let (t, other) = match track {
+            TrackKind::Video => (&mut self.video, &self.audio),
+            TrackKind::Audio => (&mut self.audio, &self.video),
+        };
+        let rate = rate.max(1);
+        t.rate = rate;
+        if !t.rebase && t.jumps(pts, rate) {
+            t.rebase = true;
+            let r = f64::from(rate);
+            let shift = match self.pending.take() {
+                Some((kind, secs)) if kind != track => Some(t.offset + (secs * r).round() as i64),
+                _ => {
+                    // The first track to see the jump: a shift that takes this track one frame
+                    // past its last, and the other (assumed to jump to the same place) one frame
+                    // past its own last too, whichever is further.
+                    let own = t.last.map_or(0, |l| l + t.step.max(1) - pts);
+                    let other_needs = other.last.map_or(i64::MIN, |l| {
+                        let o = f64::from(other.rate.max(1));
+                        let secs = (l + other.step.max(1)) as f64 / o - pts as f64 / r;
+                        (secs * r).ceil() as i64
+                    });
+                    Some(own.max(other_needs))
+                }
+            };
+            let before = t.offset;
+            let out = t.map_with(pts, shift);
+            if !matches!(self.pending, Some((kind, _)) if kind != track) {
+                self.pending = Some((track, (t.offset - before) as f64 / r));
+            }
+            return out;
+        }
+        t.map(pts)
     }
 }
 
@@ -65,5 +158,43 @@ mod tests {
         let mut t = TrackTimeline::default();
         t.new_session();
         assert_eq!(t.map(90_000), 90_000);
+    }
+
+    #[test]
+    fn a_clock_that_jumps_back_mid_session_continues_with_both_tracks_together() {
+        let mut t = Timeline::default();
+        // 2.4 s of a camera: video at 25 fps, AAC at 48 kHz; B-frames go back a frame or two.
+        for (v, a) in [(216_000, 115_200), (205_200, 116_224), (212_400, 117_248)] {
+            assert_eq!(t.map(TrackKind::Video, v, 90_000), v);
+            assert_eq!(t.map(TrackKind::Audio, a, 48_000), a);
+        }
+        // The camera's clock restarts at 0.04 s (video) and 0.04 s (audio).
+        let v = t.map(TrackKind::Video, 3600, 90_000);
+        // Audio was 2.443 s in (a frame past it: 2.464 s); video restarts at 0.04 s: a shift
+        // of 2.424 s takes both past what they sent.
+        assert_eq!(
+            v,
+            3600 + 218_160,
+            "past the last picture and the last sound"
+        );
+        let a = t.map(TrackKind::Audio, 1920, 48_000);
+        assert!(a > 117_248, "audio does not go back: {a}");
+        // Both moved by the same time: the same content is still at the same time.
+        let v_secs = (v - 3600) as f64 / 90_000.0;
+        let a_secs = (a - 1920) as f64 / 48_000.0;
+        assert!((v_secs - a_secs).abs() < 1e-4, "{v_secs} vs {a_secs}");
+        // And it goes on from there.
+        assert_eq!(t.map(TrackKind::Video, 7200, 90_000), v + 3600);
+    }
+
+    #[test]
+    fn a_jump_far_forward_is_rebased_and_a_short_pause_is_not() {
+        let mut t = Timeline::default();
+        t.map(TrackKind::Video, 0, 90_000);
+        assert_eq!(t.map(TrackKind::Video, 5 * 90_000, 90_000), 450_000);
+        let out = t.map(TrackKind::Video, 3600 * 90_000, 90_000);
+        assert_eq!(out, 450_000 + 450_000, "continues one step after the last");
+        t.new_session();
+        assert_eq!(t.map(TrackKind::Video, 0, 90_000), 900_000 + 450_000);
     }
 }

@@ -8,7 +8,9 @@
 
 pub mod annexb;
 pub mod audio;
+pub mod av_sync;
 pub mod bits;
+pub mod dts;
 pub mod h264;
 pub mod h265;
 pub mod mpegts;

@@ -140,15 +140,26 @@ impl RtpWriter {
         let (time, at) = self.last?;
         let elapsed = now_ntp.saturating_sub(at);
         let ticks = ((u128::from(elapsed) * u128::from(self.clock_rate)) >> 32) as u32;
+        Some(self.sender_report_at(now_ntp, time.wrapping_add(ticks)))
+    }
+
+    /// The track's clock rate.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
+    /// An RTCP sender report saying that `now_ntp` is RTP time `time`: what a sender with one
+    /// wall clock for all its tracks reports, so a receiver can align them (RFC 3550 §6.4.1).
+    pub fn sender_report_at(&self, now_ntp: u64, time: u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(28);
         out.extend_from_slice(&[0x80, 200]); // version 2, no report blocks; SR
         out.extend_from_slice(&6u16.to_be_bytes()); // length in 32-bit words, less one
         out.extend_from_slice(&self.ssrc.to_be_bytes());
         out.extend_from_slice(&now_ntp.to_be_bytes());
-        out.extend_from_slice(&time.wrapping_add(ticks).to_be_bytes());
+        out.extend_from_slice(&time.to_be_bytes());
         out.extend_from_slice(&self.packets.to_be_bytes());
         out.extend_from_slice(&self.octets.to_be_bytes());
-        Some(out)
+        out
     }
 }
 

@@ -4,7 +4,9 @@
 //! Video goes through livelens's own depacketizer (`media::rtp_video`, RFC 6184 / 7798) and
 //! in-band parameter sets update the description (`media::video_params`); AAC is RFC 3640
 //! (AAC-hbr: 13-bit sizes, any number of access units per packet); Opus and G.711 are one frame
-//! per packet. RTP time is unwrapped to a 64-bit count from the first packet.
+//! per packet. RTP time is unwrapped to a 64-bit count from the first packet; the publisher's
+//! RTCP sender reports put audio and video on one timeline (`media::av_sync`), and video gets
+//! decode times that never go back, B-frames or not (`media::dts`): RTP carries only PTS.
 
 use std::sync::Arc;
 
@@ -12,6 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
 
+use crate::media::av_sync::{self, AvSync, Report};
+use crate::media::dts::DtsExtractor;
 use crate::media::rtp_video::{VideoDepacketizer, VideoKind};
 use crate::media::{video_params, AudioCodec, Frame, TrackKind, VideoCodec};
 
@@ -224,6 +228,9 @@ pub struct RtpFields {
 pub struct Ingest {
     video: Option<(AnnouncedVideo, VideoDepacketizer, Unwrap)>,
     audio: Option<(AnnouncedAudio, Unwrap)>,
+    sync: AvSync,
+    /// Made with the first description (its profile and frame rate are its first guesses).
+    dts: Option<DtsExtractor>,
 }
 
 /// Where an RTP packet's payload starts, after its header, CSRCs and extension; and the
@@ -257,7 +264,10 @@ fn rtp_header(packet: &[u8]) -> Option<(u16, u32, bool, u8, std::ops::Range<usiz
 
 impl Ingest {
     pub fn new(announced: &Announced) -> Ingest {
+        let audio_rate = announced.audio.as_ref().map_or(1, |a| a.codec.sample_rate);
         Ingest {
+            sync: AvSync::new(90_000, audio_rate),
+            dts: None,
             video: announced
                 .video
                 .clone()
@@ -270,12 +280,38 @@ impl Ingest {
         self.audio.as_ref().map(|(a, _)| a.codec.clone())
     }
 
-    /// One RTP packet of `track`: the frames it completes are appended to `out`. An error
-    /// describes a packet that was not usable (it is dropped; the stream goes on).
+    /// One RTCP packet (compound) of `track`'s stream: its sender report, if any, ties the
+    /// track's RTP time to the publisher's wall clock.
+    pub fn push_rtcp(&mut self, track: TrackKind, packet: &[u8]) {
+        if let Some((_, report)) = av_sync::sender_reports(packet).into_iter().last() {
+            self.sender_report(track, report);
+        }
+    }
+
+    /// A sender report of `track`'s stream (read by str0m, for WHIP).
+    pub fn sender_report(&mut self, track: TrackKind, report: Report) {
+        self.sync.report(track, report);
+    }
+
+    /// As [`Ingest::push_at`], for packets whose arrival time is not known (all taken as
+    /// arriving at once).
     pub fn push(
         &mut self,
         track: TrackKind,
         packet: &[u8],
+        out: &mut Vec<Frame>,
+    ) -> Result<(), String> {
+        self.push_at(track, packet, 0, out)
+    }
+
+    /// One RTP packet of `track`, arrived at `now_us` (a monotonic clock, µs): the frames it
+    /// completes are appended to `out`. An error describes a packet that was not usable (it is
+    /// dropped; the stream goes on).
+    pub fn push_at(
+        &mut self,
+        track: TrackKind,
+        packet: &[u8],
+        now_us: i64,
         out: &mut Vec<Frame>,
     ) -> Result<(), String> {
         let (sequence, time, marker, payload_type, range) =
@@ -286,15 +322,16 @@ impl Ingest {
             marker,
             payload_type,
         };
-        self.push_rtp(track, fields, &packet[range], out)
+        self.push_rtp(track, fields, &packet[range], now_us, out)
     }
 
-    /// As [`Ingest::push`], for a packet whose header was read already (str0m's, for WHIP).
+    /// As [`Ingest::push_at`], for a packet whose header was read already (str0m's, for WHIP).
     pub fn push_rtp(
         &mut self,
         track: TrackKind,
         header: RtpFields,
         payload: &[u8],
+        now_us: i64,
         out: &mut Vec<Frame>,
     ) -> Result<(), String> {
         let RtpFields {
@@ -314,7 +351,11 @@ impl Ingest {
                         announced.payload_type
                     ));
                 }
-                let timestamp = clock.extend(time);
+                let extended = clock.extend(time);
+                let timestamp = self
+                    .sync
+                    .map(TrackKind::Video, time, extended, now_us)
+                    .unwrap_or(extended);
                 depacketizer.push(sequence, timestamp, marker, payload)?;
                 while let Some(au) = depacketizer.pull() {
                     announced.codec = video_params::update(
@@ -330,10 +371,14 @@ impl Ingest {
                     if data.is_empty() {
                         continue; // parameter sets alone: they went into the description
                     }
+                    let dts = self
+                        .dts
+                        .get_or_insert_with(|| DtsExtractor::for_codec(&codec))
+                        .extract(au.timestamp);
                     out.push(Frame {
                         track: TrackKind::Video,
                         pts: au.timestamp,
-                        dts: au.timestamp,
+                        dts,
                         keyframe: au.keyframe,
                         capture_time_us: None,
                         video_codec: Some(codec),
@@ -352,7 +397,10 @@ impl Ingest {
                         announced.payload_type
                     ));
                 }
-                let pts = clock.extend(time);
+                let extended = clock.extend(time);
+                let Some(pts) = self.sync.map(TrackKind::Audio, time, extended, now_us) else {
+                    return Ok(()); // moved back by the sender reports: already covered
+                };
                 if announced.codec.codec != "aac" {
                     if !payload.is_empty() {
                         out.push(Frame::audio(pts, Bytes::copy_from_slice(payload)));
@@ -532,7 +580,13 @@ mod tests {
         RtpWriter::new(98, 2, 1, 0, 48_000).write(&mut wrong, &aac, 0, true, 0);
         assert!(ingest.push(TrackKind::Audio, &wrong, &mut audio).is_err());
         let mut short = Vec::new();
-        RtpWriter::new(97, 2, 2, 0, 48_000).write(&mut short, &[0, 16, 0xff, 0xf8, 1], 0, true, 0);
+        RtpWriter::new(97, 2, 2, 0, 48_000).write(
+            &mut short,
+            &[0, 16, 0xff, 0xf8, 1],
+            4096,
+            true,
+            0,
+        );
         assert!(ingest.push(TrackKind::Audio, &short, &mut audio).is_err());
         assert!(audio.is_empty());
     }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::Publisher;
 use super::SourceError;
 use crate::common::{format_duration, mask_credentials};
+use crate::media::dts::DtsExtractor;
 use crate::media::rtp_video::{nal_unit_type, parameter_set_types, VideoDepacketizer, VideoKind};
 use crate::media::{h264, sei, video_params, AudioCodec, Frame, TrackKind, VideoCodec};
 
@@ -377,6 +378,8 @@ async fn session(
     }
     let mut demuxed = play_demuxed(described, options).await?;
     let mut video: Option<Arc<VideoCodec>> = None;
+    // RTP carries presentation times only: B-frames need decode times of their own.
+    let mut dts: Option<DtsExtractor> = None;
     loop {
         let item = next_item(&mut demuxed, options.timeout).await?;
         match item {
@@ -402,10 +405,13 @@ async fn session(
                 } else {
                     None
                 };
+                let dts = dts
+                    .get_or_insert_with(|| DtsExtractor::for_codec(&codec))
+                    .extract(pts);
                 publisher.publish(Frame {
                     track: TrackKind::Video,
                     pts,
-                    dts: pts,
+                    dts,
                     keyframe,
                     capture_time_us,
                     video_codec: Some(codec),
@@ -461,6 +467,7 @@ async fn session_raw(
     }
     let mut playing = std::pin::pin!(play(described, options).await?);
     let mut depacketizer = VideoDepacketizer::new(kind);
+    let mut dts: Option<DtsExtractor> = None;
     loop {
         let item = next_item(&mut playing, options.timeout).await?;
         let PacketItem::Rtp(packet) = item else {
@@ -488,10 +495,13 @@ async fn session_raw(
                         .filter(|n| !sets.contains(&nal_unit_type(kind, n)))
                         .map(|n| &n[..]),
                 );
+                let dts = dts
+                    .get_or_insert_with(|| DtsExtractor::for_codec(&codec))
+                    .extract(au.timestamp);
                 publisher.publish(Frame {
                     track: TrackKind::Video,
                     pts: au.timestamp,
-                    dts: au.timestamp,
+                    dts,
                     keyframe: au.keyframe,
                     capture_time_us: None,
                     video_codec: Some(codec),

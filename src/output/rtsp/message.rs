@@ -213,6 +213,19 @@ impl Response {
         r
     }
 
+    /// Replaces the value of header `name` (adds it when absent).
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self
+            .headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(h) => h.1 = value,
+            None => self.headers.push((name.to_string(), value)),
+        }
+    }
+
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Response {
         self.headers.push((name.to_string(), value.into()));
         self

@@ -24,7 +24,8 @@ use super::sdp;
 use super::session::{self, target, Action, Conn, Lookup, Setup};
 use crate::common::random_hex;
 use crate::hub::{Packet, Stream, Subscription};
-use crate::media::{AudioCodec, TrackKind};
+use crate::media::av_sync::is_rtcp;
+use crate::media::{AudioCodec, Frame, TrackKind};
 use crate::output::accept::{accept_loop, ServerTasks};
 use crate::output::rtp::{audio_payload, ntp_time, video_payloads, RtpWriter};
 use crate::output::rtp_ingest::{parse_announce, Ingest};
@@ -277,16 +278,20 @@ async fn hear_rtcp(shared: Arc<Shared>) {
     let Some(udp) = &shared.udp else { return };
     let mut buf = vec![0u8; 2048];
     loop {
-        let from = tokio::select! {
+        let (n, from) = tokio::select! {
             _ = shared.cancel.cancelled() => return,
             r = udp.rtcp.recv_from(&mut buf) => match r {
-                Ok((_, from)) => from,
+                Ok(r) => r,
                 Err(_) => continue,
             },
         };
         // Only clients that play are in the map: nobody else can grow it.
         if let Some(t) = udp.heard.lock().unwrap().get_mut(&from) {
             *t = Instant::now();
+        }
+        // A UDP publisher's sender reports go to its connection with its RTP.
+        if let Some((track, to)) = udp.publishers.lock().unwrap().get(&from) {
+            let _ = to.try_send((*track, buf[..n].to_vec()));
         }
     }
 }
@@ -457,6 +462,7 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                             udp_sources: Vec::new(),
                             udp: None,
                             own: udp_media.clone(),
+                            started: Instant::now(),
                         });
                     }
                 }
@@ -465,11 +471,13 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
                         let sources: Vec<(SocketAddr, TrackKind)> = session
                             .tracks
                             .iter()
-                            .filter_map(|t| match t.transport {
-                                Transport::Udp { rtp, .. } => {
-                                    Some((SocketAddr::new(peer.ip(), rtp), t.track))
-                                }
-                                Transport::Tcp { .. } => None,
+                            .flat_map(|t| match t.transport {
+                                // RTCP too: its sender reports put the tracks on one timeline.
+                                Transport::Udp { rtp, rtcp } => vec![
+                                    (SocketAddr::new(peer.ip(), rtp), t.track),
+                                    (SocketAddr::new(peer.ip(), rtcp), t.track),
+                                ],
+                                Transport::Tcp { .. } => Vec::new(),
                             })
                             .collect();
                         if let Some(udp) = &shared.udp {
@@ -514,9 +522,16 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
             }
             // PLAY while playing changes nothing (a new subscription would replay the GOP
             // with earlier timestamps on the same SSRC).
+            let mut reports_now = false;
             if reply.action == Action::Play && sending.is_none() {
                 match Sending::start(shared, &conn, peer.ip(), paused.take()) {
-                    Ok(s) => sending = Some(s),
+                    Ok(s) => {
+                        reply
+                            .response
+                            .set_header("RTP-Info", s.rtp_info(&request.uri));
+                        sending = Some(s);
+                        reports_now = true;
+                    }
                     Err(why) => {
                         conn.play_failed();
                         reply.response = session::error(503, request.cseq(), &why);
@@ -533,6 +548,17 @@ async fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr) -> End
             }
             if let Err(e) = write(&mut writer, &reply.response.to_bytes()).await {
                 return e.to_string();
+            }
+            // Sender reports right after PLAY, before the first packet: a client aligns the
+            // tracks from the start instead of after the first periodic report.
+            if let Some(s) = sending.as_mut().filter(|_| reports_now) {
+                out.clear();
+                s.reports(&mut out).await;
+                if !out.is_empty() {
+                    if let Err(e) = write(&mut writer, &out).await {
+                        return e.to_string();
+                    }
+                }
             }
             // A client asks once without credentials and once with them; one that keeps
             // failing is guessing, and gets no more tries on this connection.
@@ -699,12 +725,14 @@ struct Publishing {
     ingest: Ingest,
     /// The interleaved channel each announced track's RTP comes on (set at RECORD).
     channels: Vec<(u8, TrackKind)>,
-    frames: Vec<crate::media::Frame>,
+    frames: Vec<Frame>,
     /// The addresses a UDP publisher sends from, registered with the server's UDP loop.
     udp_sources: Vec<SocketAddr>,
     udp: Option<Arc<Udp>>,
     /// This connection's UDP media queue: which entries of the map are its own.
     own: UdpMedia,
+    /// The clock packets' arrival is counted on.
+    started: Instant,
 }
 
 impl Drop for Publishing {
@@ -722,15 +750,25 @@ impl Publishing {
     /// One interleaved frame: media on a recorded track's RTP channel goes to the camera;
     /// RTCP and anything before RECORD is ignored. `Err` ends the connection.
     fn take(&mut self, channel: u8, data: &[u8]) -> Result<(), End> {
-        let Some(&(_, track)) = self.channels.iter().find(|(c, _)| *c == channel) else {
+        // RTCP comes on the channel after its track's RTP channel (its sender reports count).
+        let Some(&(_, track)) = self
+            .channels
+            .iter()
+            .find(|(c, _)| *c == channel || c.checked_add(1) == Some(channel))
+        else {
             return Ok(());
         };
         self.take_track(track, data)
     }
 
-    /// One RTP packet of `track` (interleaved or UDP).
+    /// One RTP or RTCP packet of `track` (interleaved or UDP).
     fn take_track(&mut self, track: TrackKind, data: &[u8]) -> Result<(), End> {
-        if let Err(e) = self.ingest.push(track, data, &mut self.frames) {
+        if is_rtcp(data) {
+            self.ingest.push_rtcp(track, data);
+            return Ok(());
+        }
+        let now_us = self.started.elapsed().as_micros() as i64;
+        if let Err(e) = self.ingest.push_at(track, data, now_us, &mut self.frames) {
             tracing::debug!("publisher's RTP dropped: {e}");
         }
         for frame in self.frames.drain(..) {
@@ -756,7 +794,14 @@ struct Sending {
     /// The client RTCP addresses whose reports count as its sign of life (UDP).
     rtcp_addresses: Vec<SocketAddr>,
     udp: Option<Arc<Udp>>,
-    last_report: Instant,
+    /// When the last sender reports went; none yet: they go at once.
+    last_report: Option<Instant>,
+    /// The session's one wall clock for every track: this NTP time is this time (seconds) on
+    /// the camera's timeline. Sender reports of all tracks follow it, so a client aligns the
+    /// tracks from the first reports (sent at PLAY) on.
+    clock: Option<(u64, f64)>,
+    /// The timeline time (seconds) the play starts at: the first frame of the cached GOP.
+    start_secs: Option<f64>,
     scratch: Vec<u8>,
 }
 
@@ -771,6 +816,13 @@ impl Sending {
         let (mut previous_video, mut previous_audio) = previous.unwrap_or_default();
         let session = conn.session().ok_or("no session")?;
         let stream = (shared.find)(&session.camera).ok_or("the camera was removed")?;
+        // The play starts at the cached GOP's keyframe; its last frame is the live edge, which
+        // is now on the wall clock. (The GOP may move on before the subscription: the play
+        // then starts a little later, on the same timeline.)
+        let gop = stream.gop();
+        let video_secs = |f: &Frame| f.is_video().then(|| f.pts as f64 / 90_000.0);
+        let start_secs = gop.iter().find_map(video_secs);
+        let live_secs = gop.iter().filter_map(video_secs).reduce(f64::max);
         let subscription = stream
             .subscribe(ViewerKind::Rtsp)
             .ok_or("the camera is not running")?;
@@ -830,15 +882,44 @@ impl Sending {
             peer,
             rtcp_addresses,
             udp: shared.udp.clone(),
-            last_report: Instant::now(),
+            last_report: None,
+            clock: live_secs.map(|secs| (now_ntp(), secs)),
+            start_secs,
             scratch: Vec::with_capacity(2048),
         })
+    }
+
+    /// `RTP-Info` for the PLAY answer: each track's next sequence number and the RTP time of
+    /// the play's start.
+    fn rtp_info(&self, uri: &str) -> String {
+        let time = |w: &RtpWriter| {
+            self.start_secs
+                .map(|secs| w.rtp_time((secs * f64::from(w.clock_rate())).round() as i64))
+        };
+        let mut tracks = Vec::new();
+        if let Some((_, w)) = &self.video {
+            tracks.push((TrackKind::Video, w.next_sequence(), time(w)));
+        }
+        if let Some((_, w, _)) = &self.audio {
+            tracks.push((TrackKind::Audio, w.next_sequence(), time(w)));
+        }
+        session::rtp_info(uri, &tracks)
     }
 
     /// Puts `packet` on the wire: TCP packets are appended to `out` (the caller writes them in
     /// one go), UDP ones are sent at once.
     async fn send(&mut self, packet: &Packet, out: &mut Vec<u8>) -> Result<(), End> {
         let now = now_ntp();
+        if self.clock.is_none() {
+            // Nothing was cached at PLAY: the first frame sent is the live edge.
+            let rate = match (packet.is_video(), &self.audio) {
+                (true, _) => 90_000,
+                (false, Some((_, w, _))) => w.clock_rate(),
+                (false, None) => return Ok(()),
+            };
+            self.clock = Some((now, packet.pts as f64 / f64::from(rate)));
+            self.reports(out).await;
+        }
         let udp = self.udp.as_deref();
         if packet.is_video() {
             let Some((setup, writer)) = &mut self.video else {
@@ -901,20 +982,23 @@ impl Sending {
     async fn reports(&mut self, out: &mut Vec<u8>) {
         let udp = self.udp.clone();
         let udp = udp.as_deref();
-        if self.last_report.elapsed() < REPORT_EVERY {
+        if self.last_report.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
             return;
         }
-        self.last_report = Instant::now();
+        let Some((at_ntp, at_secs)) = self.clock else {
+            return;
+        };
+        self.last_report = Some(Instant::now());
         let now = now_ntp();
+        let secs = at_secs + now.saturating_sub(at_ntp) as f64 / 4_294_967_296.0;
         let tracks = self
             .video
             .iter()
             .map(|(s, w)| (s, w))
             .chain(self.audio.iter().map(|(s, w, _)| (s, w)));
         for (setup, writer) in tracks {
-            let Some(report) = writer.sender_report(now) else {
-                continue;
-            };
+            let pts = (secs * f64::from(writer.clock_rate())).round() as i64;
+            let report = writer.sender_report_at(now, writer.rtp_time(pts));
             match setup.transport {
                 Transport::Tcp { rtcp, .. } => {
                     out.extend_from_slice(&message::interleaved(rtcp, &report))

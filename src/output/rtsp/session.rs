@@ -219,18 +219,16 @@ impl Conn {
                     return reply(error(454, cseq, "PLAY needs the Session header"));
                 }
                 session.playing = true;
-                let base = request.uri.split('?').next().unwrap_or_default();
-                let base = base.trim_end_matches('/');
-                let info: Vec<String> = session
+                let tracks: Vec<_> = session
                     .tracks
                     .iter()
-                    .map(|t| format!("url={base}/{};seq={}", control(t.track), t.sequence))
+                    .map(|t| (t.track, t.sequence, None))
                     .collect();
                 Reply {
                     response: Response::new(200, cseq)
                         .header("Session", self.session_header())
                         .header("Range", "npt=0.000-")
-                        .header("RTP-Info", info.join(",")),
+                        .header("RTP-Info", rtp_info(&request.uri, &tracks)),
                     action: Action::Play,
                 }
             }
@@ -476,6 +474,25 @@ impl Conn {
     fn session_header(&self) -> String {
         format!("{};timeout={}", self.session_id, self.timeout_secs)
     }
+}
+
+/// `RTP-Info` (RFC 2326 §12.33) for a PLAY of `uri`: each track's first sequence number and,
+/// when known, the RTP time of the play's start. Those times all name one instant, which is
+/// how a client aligns the tracks before the first sender report.
+pub fn rtp_info(uri: &str, tracks: &[(TrackKind, u16, Option<u32>)]) -> String {
+    let base = uri.split('?').next().unwrap_or_default();
+    let base = base.trim_end_matches('/');
+    let info: Vec<String> = tracks
+        .iter()
+        .map(|(track, seq, time)| {
+            let mut t = format!("url={base}/{};seq={seq}", control(*track));
+            if let Some(time) = time {
+                t.push_str(&format!(";rtptime={time}"));
+            }
+            t
+        })
+        .collect();
+    info.join(",")
 }
 
 fn control(track: TrackKind) -> &'static str {

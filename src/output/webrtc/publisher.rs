@@ -17,6 +17,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::rtp::RtpPacket;
 use str0m::Rtc;
 
+use crate::media::av_sync::Report;
 use crate::media::rtp_video::VideoKind;
 use crate::media::{AudioCodec, Frame, TrackKind};
 use crate::output::rtp_ingest::{Announced, AnnouncedAudio, AnnouncedVideo, Ingest, RtpFields};
@@ -48,6 +49,17 @@ pub struct Publishing {
     last_keyframe_request: Option<Instant>,
     /// Reused for the frames each packet completes.
     frames: Vec<Frame>,
+    /// The clock packets' arrival is counted on.
+    started: Instant,
+    /// The wall time of the last sender report given to the ingest, per track.
+    last_report: [Option<std::time::SystemTime>; 2],
+}
+
+fn track_index(track: TrackKind) -> usize {
+    match track {
+        TrackKind::Video => 0,
+        TrackKind::Audio => 1,
+    }
 }
 
 impl Publishing {
@@ -65,6 +77,8 @@ impl Publishing {
             next_keyframe_request: None,
             last_keyframe_request: None,
             frames: Vec::new(),
+            started: Instant::now(),
+            last_report: [None, None],
         }
     }
 
@@ -124,6 +138,27 @@ impl Publishing {
                 TrackKind::Audio
             }
         };
+        // str0m read the sender's reports: they put audio and video on one timeline.
+        if let Some(info) = packet.last_sender_info {
+            if self.last_report.get(track_index(track)) != Some(&Some(info.ntp_time)) {
+                self.last_report[track_index(track)] = Some(info.ntp_time);
+                let wall_us = info
+                    .ntp_time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                self.ingest.sender_report(
+                    track,
+                    Report {
+                        wall_us,
+                        rtp: info.rtp_time.numer() as u32,
+                    },
+                );
+            }
+        }
+        let now_us = packet
+            .timestamp
+            .saturating_duration_since(self.started)
+            .as_micros() as i64;
         let fields = RtpFields {
             sequence: packet.header.sequence_number,
             time: packet.header.timestamp,
@@ -133,7 +168,7 @@ impl Publishing {
         // A damaged packet is dropped by the ingest, which then waits for a keyframe.
         let damaged = self
             .ingest
-            .push_rtp(track, fields, &packet.payload, &mut self.frames)
+            .push_rtp(track, fields, &packet.payload, now_us, &mut self.frames)
             .is_err();
         let publication = &self.publication;
         let taken = self
@@ -158,6 +193,7 @@ impl Publishing {
 
     fn rebuild(&mut self) {
         self.ingest = Ingest::new(&self.announced);
+        self.last_report = [None, None];
         // The camera learns of its audio as soon as a packet of it arrives.
         let _ = self.publication.set_audio(self.ingest.audio());
     }

@@ -1,0 +1,129 @@
+//! Sound and picture together, and decode times that only go forward, on the paths where RTP
+//! carries the media: an RTSP camera (gst-rtsp-server serving the sync clip), FFmpeg publishing
+//! over RTSP (TCP and UDP) and RTMP. Each is read back over livelens's RTSP re-stream by FFmpeg
+//! from its first second, and one over MSE (fMP4 bytes, as a browser gets them).
+//!
+//! One server with every camera, the publishers and readers at once: the file stays fast.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{sync, RtspCamera, Server};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Seconds of each path FFmpeg reads back: three flash/beep pairs at least.
+const READ_SECONDS: f64 = 7.0;
+
+/// FFmpeg sending the sync clip as it is (`-c copy`: B-frames and all), in real time.
+fn publish(url: &str, format: &[&str]) -> Child {
+    common::require("ffmpeg", "ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re", "-i"])
+        .arg(sync::clip_mp4())
+        .args(["-c", "copy"])
+        .args(format)
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// What an MSE viewer of `camera` receives in `seconds`: the init segment and fragments.
+fn mse_bytes(server: &Server, camera: &str, seconds: f64) -> Vec<u8> {
+    let url = format!(
+        "{}/api/cameras/{camera}/mse",
+        server.base.replace("http://", "ws://")
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        let mut bytes = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+        while let Ok(Some(message)) = tokio::time::timeout_at(end, ws.next()).await {
+            match message.expect("a message") {
+                Message::Binary(b) => bytes.extend_from_slice(&b),
+                Message::Close(c) => panic!("the MSE viewer was closed: {c:?}"),
+                _ => {}
+            }
+        }
+        let _ = ws.close(None).await;
+        bytes
+    })
+}
+
+#[test]
+fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
+    let camera = RtspCamera::start(&["--file", sync::clip_mp4().to_str().unwrap()]);
+    let config = format!(
+        "[rtsp]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[camera]]\nid = \"cam\"\nsource = \"{}\"\n\n\
+         [[camera]]\nid = \"tcp\"\nsource = \"publish:\"\n\n\
+         [[camera]]\nid = \"udp\"\nsource = \"publish:\"\n\n\
+         [[camera]]\nid = \"rtmp\"\nsource = \"publish:\"\n",
+        camera.url()
+    );
+    let path = common::write_config("sync-paths", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let outputs = server.get_json("/api/outputs");
+    let rtsp = outputs["rtsp"]["port"].as_u64().unwrap();
+    let rtmp = outputs["rtmp"]["port"].as_u64().unwrap();
+    let mut publishers = [
+        publish(
+            &format!("rtsp://127.0.0.1:{rtsp}/tcp"),
+            &["-f", "rtsp", "-rtsp_transport", "tcp"],
+        ),
+        publish(
+            &format!("rtsp://127.0.0.1:{rtsp}/udp"),
+            &["-f", "rtsp", "-rtsp_transport", "udp"],
+        ),
+        publish(
+            &format!("rtmp://127.0.0.1:{rtmp}/live/rtmp"),
+            &["-f", "flv"],
+        ),
+    ];
+    for id in ["cam", "tcp", "udp", "rtmp"] {
+        server.wait_live(id, Duration::from_secs(15));
+    }
+    // Every path read back at once over the RTSP re-stream, from the first second; and the
+    // RTSP publisher's MSE bytes.
+    let readers: Vec<_> = ["cam", "tcp", "udp", "rtmp"]
+        .into_iter()
+        .map(|id| {
+            let url = format!("rtsp://127.0.0.1:{rtsp}/{id}");
+            std::thread::spawn(move || {
+                let offsets = sync::av_offsets(&url, &["-rtsp_transport", "tcp"], READ_SECONDS);
+                (id, offsets)
+            })
+        })
+        .collect();
+    let cam_mse = mse_bytes(&server, "cam", READ_SECONDS);
+    let tcp_mse = mse_bytes(&server, "tcp", 3.0);
+    let mut failures = Vec::new();
+    for reader in readers {
+        let (id, offsets) = reader.join().unwrap();
+        eprintln!("{id} over the RTSP re-stream: {offsets:?}");
+        if let Err(e) = std::panic::catch_unwind(|| {
+            sync::assert_in_sync(&format!("{id} over RTSP"), &offsets, 3, 0.040)
+        }) {
+            failures.push(format!("{id}: {e:?}"));
+        }
+    }
+    let dir = common::temp_dir("sync-mse");
+    let file = sync::to_file(&dir, "cam.mp4", &cam_mse);
+    let offsets = sync::av_offsets(file.to_str().unwrap(), &[], 20.0);
+    eprintln!("cam over MSE: {offsets:?}");
+    sync::assert_in_sync("the RTSP camera over MSE", &offsets, 3, 0.040);
+    sync::assert_decode_times_monotonic("the RTSP camera (B-frames) over MSE", &cam_mse);
+    sync::assert_decode_times_monotonic("an RTSP publisher (B-frames) over MSE", &tcp_mse);
+    for p in &mut publishers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
