@@ -374,15 +374,15 @@ fn webrtcbin_python() -> &'static str {
             "-c",
             "import gi; gi.require_version('GstWebRTC', '1.0'); \
              from gi.repository import Gst, GstWebRTC; Gst.init(None); \
-             assert Gst.ElementFactory.find('webrtcbin') and Gst.ElementFactory.find('x264enc')",
+             assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'nicesrc', 'x264enc', 'opusenc'))",
         ])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
         "GStreamer's webrtcbin is not usable from {python}: install the Debian packages \
-         python3-gi gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-         gstreamer1.0-plugins-good (scripts/test does)"
+         python3-gi gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-bad gstreamer1.0-nice \
+         gstreamer1.0-plugins-ugly gstreamer1.0-plugins-good (scripts/test does)"
     );
     python
 }
@@ -402,8 +402,24 @@ fn start_logged(name: &str) -> (Server, std::path::PathBuf) {
     (server, log)
 }
 
+/// The server's log so far, without its ANSI colours.
 fn read_log(path: &std::path::Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters… final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// GStreamer's webrtcbin (OpenSSL, an RSA-2048 DTLS certificate) publishes over WHIP: DTLS
