@@ -372,7 +372,7 @@ fn webrtcbin_python() -> &'static str {
     let ok = std::process::Command::new(python)
         .args([
             "-c",
-            "import gi; gi.require_version('GstWebRTC', '1.0'); \
+            "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); \
              from gi.repository import Gst, GstWebRTC; Gst.init(None); \
              assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'nicesrc', 'x264enc', 'opusenc'))",
         ])
@@ -430,7 +430,7 @@ fn gstreamer_webrtcbin_publishes_with_an_rsa_certificate() {
     let python = webrtcbin_python();
     let (server, log) = start_logged("whip-webrtcbin");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/webrtcbin_whip.py");
-    let mut client = std::process::Command::new(python)
+    let client = std::process::Command::new(python)
         .args([script, &server.url("/api/cameras/pub/whip"), "6"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
