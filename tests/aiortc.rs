@@ -42,7 +42,7 @@ fn start(name: &str) -> Server {
     let clip = sync::clip_ts();
     let clip = clip.to_str().unwrap();
     let config = format!(
-        "[[camera]]\nid = \"{SYNC_CAMERA}\"\nsource = \"file://{clip}\"\n\n\
+        "[sources]\nallow_exec = true\n\n[[camera]]\nid = \"{SYNC_CAMERA}\"\nsource = \"file://{clip}\"\n\n\
          [[camera]]\nid = \"baseline\"\nsource = \"exec:ffmpeg -hide_banner -nostdin -loglevel error \
          -re -stream_loop -1 -i {clip} -vf scale=320:180 -c:v libx264 -preset ultrafast \
          -profile:v baseline -g 25 -c:a copy -f mpegts -\"\n\n\
