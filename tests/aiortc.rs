@@ -95,12 +95,13 @@ fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
     assert!(span >= 5.0, "video flowed for only {span:.2} s");
     assert!(report["audio_frames"].as_u64().unwrap() > 100, "{report}");
 
-    // A/V: what aiortc decoded, on the RTP timestamps livelens sent (aiortc itself counts each
-    // track from its own first packet, which loses what ties them; see the script).
-    let out = dir.join("baseline-rtp-times.mkv");
-    let report = aiortc_whep(&baseline, 9, &out, &["--rtp-times"]);
+    // A/V: what aiortc decoded, stamped as it arrived (aiortc uses no RTCP sender reports and
+    // counts each track from its own first packet; see the script). The first 2 s (the GOP
+    // burst) are left out.
+    let out = dir.join("baseline-arrival.mkv");
+    let report = aiortc_whep(&baseline, 11, &out, &["--arrival-times"]);
     assert_eq!(report["status"], 201, "{report}");
-    let offsets = sync::av_offsets(out.to_str().unwrap(), &[], 10.0);
+    let offsets = sync::av_offsets(out.to_str().unwrap(), &["-ss", "2"], 10.0);
     eprintln!("aiortc WHEP A/V offsets: {offsets:?}");
     sync::assert_in_sync("aiortc over WHEP", &offsets, 3, 0.040);
 }
