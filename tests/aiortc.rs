@@ -88,13 +88,28 @@ fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
     let (times, clock) = (floats("video_times"), floats("video_clock"));
     assert!(times.len() >= 100, "only {} frames", times.len());
     for w in times.windows(2) {
-        assert!(w[1] > w[0], "frame times must increase: {} then {}", w[0], w[1]);
+        assert!(
+            w[1] > w[0],
+            "frame times must increase: {} then {}",
+            w[0],
+            w[1]
+        );
     }
     // Still coming 5 s after the first frame (the GOP burst is over in well under a second).
     let span = clock.last().unwrap() - clock.first().unwrap();
     assert!(span >= 5.0, "video flowed for only {span:.2} s");
     assert!(report["audio_frames"].as_u64().unwrap() > 100, "{report}");
+}
 
+/// A/V of what aiortc decoded from a WHEP session, stamped as it arrived (aiortc uses no RTCP
+/// sender reports and counts each track from its own first packet; see the script). The first
+/// 2 s (the GOP burst) are left out.
+#[test]
+fn aiortc_over_whep_has_sound_and_picture_together() {
+    let server = start("aiortc-whep-av");
+    server.wait_live("baseline", Duration::from_secs(20));
+    let dir = common::temp_dir("aiortc-whep-av-out");
+    let baseline = server.url("/api/cameras/baseline/whep");
     // A/V: what aiortc decoded, stamped as it arrived (aiortc uses no RTCP sender reports and
     // counts each track from its own first packet; see the script). The first 2 s (the GOP
     // burst) are left out.

@@ -997,7 +997,11 @@ fn patch_applies_trickle_refuses_ice_restarts_and_knows_its_sessions() {
     };
     let candidate = "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n";
     let unknown = error_of(
-        patch("/api/cameras/demo/whep/0123456789abcdef", &frag("x", candidate), None),
+        patch(
+            "/api/cameras/demo/whep/0123456789abcdef",
+            &frag("x", candidate),
+            None,
+        ),
         StatusCode::NOT_FOUND,
     );
     assert!(unknown.contains("0123456789abcdef"), "{unknown}");
@@ -1031,7 +1035,10 @@ fn patch_applies_trickle_refuses_ice_restarts_and_knows_its_sessions() {
         patch(&location, &frag("newufrag", candidate), None),
         StatusCode::UNPROCESSABLE_ENTITY,
     );
-    assert!(restart.contains("ICE restarts are not supported"), "{restart}");
+    assert!(
+        restart.contains("ICE restarts are not supported"),
+        "{restart}"
+    );
     let restart = error_of(
         patch(&location, &frag(&ufrag, candidate), Some("*")),
         StatusCode::UNPROCESSABLE_ENTITY,

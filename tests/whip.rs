@@ -429,7 +429,10 @@ fn read_log(path: &std::path::Path) -> String {
 fn gstreamer_webrtcbin_publishes_with_an_rsa_certificate() {
     let python = webrtcbin_python();
     let (server, log) = start_logged("whip-webrtcbin");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/webrtcbin_whip.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/webrtcbin_whip.py"
+    );
     let client = std::process::Command::new(python)
         .args([script, &server.url("/api/cameras/pub/whip"), "6"])
         .stdout(std::process::Stdio::piped())
@@ -470,7 +473,10 @@ fn gstreamer_webrtcbin_publishes_with_an_rsa_certificate() {
         .lines()
         .find(|l| l.contains("WHIP publisher ended"))
         .unwrap();
-    assert!(line.contains("camera=\"pub\"") || line.contains("camera=pub"), "{line}");
+    assert!(
+        line.contains("camera=\"pub\"") || line.contains("camera=pub"),
+        "{line}"
+    );
     assert!(line.contains("session="), "{line}");
 }
 
@@ -502,13 +508,27 @@ fn every_peers_end_reason_is_logged() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let received = rt
-        .block_on(common::whep::session(&url, "h264", want, Duration::from_secs(15)))
+        .block_on(common::whep::session(
+            &url,
+            "h264",
+            want,
+            Duration::from_secs(15),
+        ))
         .expect("WHEP frames");
     let viewer = received.location.rsplit('/').next().unwrap().to_string();
-    assert_eq!(server.http.delete(&received.location).send().unwrap().status(), 200);
+    assert_eq!(
+        server
+            .http
+            .delete(&received.location)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     wait_until(Duration::from_secs(5), "the DELETE logged", || {
         read_log(&log).lines().any(|l| {
-            l.contains(&viewer) && l.contains("WebRTC viewer ended: the client ended the session (DELETE)")
+            l.contains(&viewer)
+                && l.contains("WebRTC viewer ended: the client ended the session (DELETE)")
         })
     });
     // An offer whose ICE never comes: a client that went away after its POST.

@@ -151,7 +151,13 @@ impl H264Profile {
 
 impl std::fmt::Display for H264Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({:02x}{:02x})", self.name(), self.idc, self.constraints)
+        write!(
+            f,
+            "{} ({:02x}{:02x})",
+            self.name(),
+            self.idc,
+            self.constraints
+        )
     }
 }
 
@@ -318,9 +324,15 @@ mod tests {
         assert!(!of(0x4d001f).decodes(HIGH), "Main does not take High");
         assert!(!of(0x42e01f).decodes(HIGH), "Constrained Baseline does not");
         assert!(!of(0x42001f).decodes(HIGH));
-        assert!(!of(0x640c1f).decodes(HIGH), "Constrained High has no B-frames");
+        assert!(
+            !of(0x640c1f).decodes(HIGH),
+            "Constrained High has no B-frames"
+        );
         for decoder in [0x42e01f, 0x42001f, 0x4d001f, 0x64001f, 0xf4001f] {
-            assert!(of(decoder).decodes(CB), "{decoder:x} takes Constrained Baseline");
+            assert!(
+                of(decoder).decodes(CB),
+                "{decoder:x} takes Constrained Baseline"
+            );
         }
         assert_eq!(H264Profile::of_level_id(None), of(0x42000a));
     }

@@ -246,7 +246,10 @@ impl WebRtc {
         });
         if let Some(profile) = profile {
             if let Some(why) = codec::h264_refusal(&codec::offered_h264_profiles(sdp), profile) {
-                return Err(OfferError::NoCodec(format!("camera {:?}: {why}", camera.id())));
+                return Err(OfferError::NoCodec(format!(
+                    "camera {:?}: {why}",
+                    camera.id()
+                )));
             }
         }
         let remote_ufrag = sdpfrag::sdp_ice_ufrag(sdp).map(str::to_string);
@@ -368,8 +371,9 @@ impl WebRtc {
         if self.shards[index].commands.send(cmd).await.is_err() {
             return Err(sdpfrag::PatchError::Unavailable);
         }
-        rx.await
-            .unwrap_or(Err(sdpfrag::PatchError::UnknownSession(session.to_string())))
+        rx.await.unwrap_or(Err(sdpfrag::PatchError::UnknownSession(
+            session.to_string(),
+        )))
     }
 
     /// Ends every session of a camera (it was stopped or deleted).

@@ -20,9 +20,9 @@ use tokio::sync::broadcast;
 
 use super::codec;
 use super::end::EndReason;
-use super::sdpfrag::PatchError;
 use super::publisher::{self, Publishing};
 use super::route::SessionId;
+use super::sdpfrag::PatchError;
 use super::transcode::{TranscoderLease, Transcoders};
 use crate::hub::{Packet, Stream, Subscription};
 use crate::media::Frame;

@@ -94,7 +94,9 @@ pub fn classify(
         return Err(PatchError::IceRestartUnsupported);
     }
     if frag.pwd.is_some() && frag.ufrag.is_none() {
-        return Err(PatchError::Malformed("a=ice-pwd without a=ice-ufrag".into()));
+        return Err(PatchError::Malformed(
+            "a=ice-pwd without a=ice-ufrag".into(),
+        ));
     }
     Ok(Patch::Trickle(frag.candidates))
 }
