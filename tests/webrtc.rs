@@ -947,3 +947,123 @@ fn a_closed_peer_connection_or_tab_frees_its_peer_within_two_seconds() {
         browser.close().await;
     });
 }
+
+/// An H.264 receive-only offer from a str0m peer that is then dropped, and its ICE ufrag.
+fn offer_and_ufrag() -> (String, String) {
+    use str0m::media::{Direction, MediaKind};
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut rtc = str0m::Rtc::builder()
+        .clear_codecs()
+        .enable_h264(true)
+        .build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let sdp = offer.to_sdp_string();
+    let ufrag = sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .expect("ufrag")
+        .to_string();
+    (sdp, ufrag)
+}
+
+/// WHEP/WHIP PATCH (RFC 9725 §4.3): trickled candidates for a known session are applied (204);
+/// an ICE restart (new ufrag/pwd, or If-Match: *) is refused with 422 saying it is not
+/// supported; an unknown or ended session is 404; a broken candidate 400; another body type 415.
+#[test]
+fn patch_applies_trickle_refuses_ice_restarts_and_knows_its_sessions() {
+    let server = Server::start(&[]);
+    server.wait_live("demo", Duration::from_secs(5));
+    let http = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let patch = |path: &str, body: &str, if_match: Option<&str>| {
+        let mut r = http
+            .patch(server.url(path))
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(body.to_string());
+        if let Some(m) = if_match {
+            r = r.header("if-match", m);
+        }
+        r.send().unwrap()
+    };
+    let frag = |ufrag: &str, candidate: &str| {
+        format!(
+            "a=ice-ufrag:{ufrag}\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n{candidate}a=end-of-candidates\r\n"
+        )
+    };
+    let candidate = "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n";
+    let unknown = error_of(
+        patch(
+            "/api/cameras/demo/whep/0123456789abcdef",
+            &frag("x", candidate),
+            None,
+        ),
+        StatusCode::NOT_FOUND,
+    );
+    assert!(unknown.contains("0123456789abcdef"), "{unknown}");
+
+    let (offer, ufrag) = offer_and_ufrag();
+    let r = http
+        .post(server.url("/api/cameras/demo/whep"))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    // Trickle: the candidate is applied.
+    assert_eq!(
+        patch(&location, &frag(&ufrag, candidate), None).status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        patch(&location, "a=end-of-candidates\r\n", None).status(),
+        StatusCode::NO_CONTENT
+    );
+    // The same session under another camera is not that camera's.
+    let other = location.replace("/demo/", "/nope/");
+    assert_eq!(
+        patch(&other, &frag(&ufrag, candidate), None).status(),
+        StatusCode::NOT_FOUND
+    );
+    // An ICE restart: new credentials, or If-Match: * — refused, never a 204.
+    let restart = error_of(
+        patch(&location, &frag("newufrag", candidate), None),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert!(
+        restart.contains("ICE restarts are not supported"),
+        "{restart}"
+    );
+    let restart = error_of(
+        patch(&location, &frag(&ufrag, candidate), Some("*")),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert!(restart.contains("not supported"), "{restart}");
+    // A candidate that is not one.
+    let broken = error_of(
+        patch(&location, &frag(&ufrag, "a=candidate:garbage\r\n"), None),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(broken.contains("candidate"), "{broken}");
+    let r = http
+        .patch(server.url(&location))
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Once ended, the session is unknown.
+    assert_eq!(
+        http.delete(server.url(&location)).send().unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch(&location, &frag(&ufrag, candidate), None).status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -365,3 +365,195 @@ fn the_model_sees_the_published_picture() {
     });
     vlm.stop();
 }
+
+/// A Python with GStreamer's webrtcbin importable (only Debian's own Python has python3-gi).
+fn webrtcbin_python() -> &'static str {
+    let python = "/usr/bin/python3";
+    let ok = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); \
+             from gi.repository import Gst, GstWebRTC; Gst.init(None); \
+             assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'nicesrc', 'x264enc', 'opusenc'))",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "GStreamer's webrtcbin is not usable from {python}: install the Debian packages \
+         python3-gi gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-bad gstreamer1.0-nice \
+         gstreamer1.0-plugins-ugly gstreamer1.0-plugins-good (scripts/test does)"
+    );
+    python
+}
+
+/// A server whose log (at info) goes to a file the test reads: `(server, log path)`.
+fn start_logged(name: &str) -> (Server, std::path::PathBuf) {
+    let path = common::write_config(name, CONFIG);
+    let log = path.with_file_name("livelens.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let server = Server::start_with(
+        &["--config", path.to_str().unwrap()],
+        &[("LIVELENS_LOG", "info")],
+        |cmd| {
+            cmd.stderr(file);
+        },
+    );
+    (server, log)
+}
+
+/// The server's log so far, without its ANSI colours.
+fn read_log(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters… final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// GStreamer's webrtcbin (OpenSSL, an RSA-2048 DTLS certificate) publishes over WHIP: DTLS
+/// completes, the camera goes live and its frames are read back over the RTSP re-stream; the
+/// DELETE it sends at the end is logged as the publisher's end reason.
+#[test]
+fn gstreamer_webrtcbin_publishes_with_an_rsa_certificate() {
+    let python = webrtcbin_python();
+    let (server, log) = start_logged("whip-webrtcbin");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/webrtcbin_whip.py"
+    );
+    let client = std::process::Command::new(python)
+        .args([script, &server.url("/api/cameras/pub/whip"), "6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run webrtcbin_whip.py");
+    wait_until(
+        Duration::from_secs(20),
+        "the webrtcbin publisher live",
+        || server.camera_state("pub") == "live",
+    );
+    let camera = server.get_json("/api/cameras/pub");
+    assert_eq!(camera["video"]["codec"], "h264", "{camera}");
+    // Frames keep coming, and a reader gets them back.
+    let before = server.camera_frames("pub");
+    wait_until(Duration::from_secs(5), "25 more published frames", || {
+        server.camera_frames("pub") >= before + 25
+    });
+    let probed = ffprobe_rtsp(&server, "pub");
+    assert!(
+        probed.iter().any(|s| s.starts_with("h264,320,240")),
+        "{probed:?}"
+    );
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "webrtcbin_whip.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("connection connected"), "{stdout}");
+    assert!(stdout.contains("deleted 200"), "{stdout}");
+    wait_until(Duration::from_secs(5), "the publisher's end logged", || {
+        read_log(&log).contains("WHIP publisher ended: the client ended the session (DELETE)")
+    });
+    let text = read_log(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("WHIP publisher ended"))
+        .unwrap();
+    assert!(
+        line.contains("camera=\"pub\"") || line.contains("camera=pub"),
+        "{line}"
+    );
+    assert!(line.contains("session="), "{line}");
+}
+
+/// An SDP offer (H.264, receive only) from a str0m peer that is then dropped.
+fn offer_that_never_connects() -> String {
+    use str0m::media::{Direction, MediaKind};
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut rtc = str0m::Rtc::builder()
+        .clear_codecs()
+        .enable_h264(true)
+        .build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+/// A peer that answers nothing after its offer (no ICE at all) ends with an ICE timeout in the
+/// log, at warn, naming camera and session; a viewer that DELETEs ends with that reason.
+#[test]
+fn every_peers_end_reason_is_logged() {
+    let (server, log) = start_logged("whip-end-reasons");
+    server.wait_live("cam", Duration::from_secs(15));
+    // A WHEP viewer over the project's str0m client, then its DELETE.
+    let url = server.url("/api/cameras/cam/whep");
+    let want = common::whep::Wanted {
+        video: 10,
+        audio: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let received = rt
+        .block_on(common::whep::session(
+            &url,
+            "h264",
+            want,
+            Duration::from_secs(15),
+        ))
+        .expect("WHEP frames");
+    let viewer = received.location.rsplit('/').next().unwrap().to_string();
+    assert_eq!(
+        server
+            .http
+            .delete(&received.location)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_until(Duration::from_secs(5), "the DELETE logged", || {
+        read_log(&log).lines().any(|l| {
+            l.contains(&viewer)
+                && l.contains("WebRTC viewer ended: the client ended the session (DELETE)")
+        })
+    });
+    // An offer whose ICE never comes: a client that went away after its POST.
+    let offer = offer_that_never_connects();
+    let r = server
+        .http
+        .post(&url)
+        .header("Content-Type", "application/sdp")
+        .body(offer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let session = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    wait_until(Duration::from_secs(20), "the ICE timeout logged", || {
+        read_log(&log).contains(&session) && read_log(&log).contains("ICE timeout")
+    });
+    let text = read_log(&log);
+    let line = text.lines().find(|l| l.contains(&session)).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("WebRTC viewer ended: ICE timeout"), "{line}");
+    assert!(line.contains("cam"), "{line}");
+}

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, SharedState, Src};
+use crate::output::webrtc::sdpfrag::PatchError;
 use crate::output::webrtc::OfferError;
 use crate::source::publish::may_publish;
 
@@ -217,14 +218,43 @@ pub async fn whip_delete(
     end_session(&state, "WHIP", &id, &session).await
 }
 
-/// Trickle ICE: accepted and not needed (livelens is ICE-lite and its candidates are in the answer).
-pub async fn whep_patch(headers: HeaderMap) -> Result<StatusCode, ApiError> {
+impl From<PatchError> for ApiError {
+    fn from(e: PatchError) -> ApiError {
+        let status = match e {
+            PatchError::UnknownSession(_) => StatusCode::NOT_FOUND,
+            PatchError::Malformed(_) => StatusCode::BAD_REQUEST,
+            PatchError::IceRestartUnsupported => StatusCode::UNPROCESSABLE_ENTITY,
+            PatchError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// WHIP/WHEP `PATCH` of a session (RFC 9725 §4.3): trickled candidates are applied (204); an
+/// ICE restart gets 422 (not supported); an unknown session 404. Never a 204 for what was not
+/// done.
+pub async fn whep_patch(
+    State(state): State<SharedState>,
+    Path((id, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body_or_error(body)?;
     if content_type(&headers) != "application/trickle-ice-sdpfrag" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a PATCH needs Content-Type: application/trickle-ice-sdpfrag",
         ));
     }
+    state.cameras.get(&id)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the sdpfrag is not UTF-8 text"))?;
+    // RFC 9725 §4.3.2: an ICE restart carries If-Match: *.
+    let if_match_star = header_text(&headers, header::IF_MATCH).is_some_and(|v| v.trim() == "*");
+    let Some(webrtc) = &state.webrtc else {
+        return Err(PatchError::UnknownSession(session).into());
+    };
+    webrtc.patch(&id, &session, text, if_match_star).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -108,7 +108,10 @@ pub fn check(data: &[u8]) {
         let codec_of = |pt| params.iter().find(|p| p.pt() == pt).map(|p| p.spec().codec);
         match kind {
             MediaKind::Video => {
-                for profile in [None, Some(0x42), Some(0x4d), Some(0x64)] {
+                let profiles = [None, Some(0x42e01f), Some(0x4d001f), Some(0x64001f)];
+                for profile in
+                    profiles.map(|p| p.map(|id| codec::H264Profile::of_level_id(Some(id))))
+                {
                     if let Some(pt) = codec::choose_h264(params.iter(), profile) {
                         assert!(remote.contains(&pt));
                         assert_eq!(codec_of(pt), Some(Codec::H264));

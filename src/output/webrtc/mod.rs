@@ -16,9 +16,11 @@
 
 pub mod codec;
 pub mod dtls;
+pub mod end;
 pub mod peer;
 pub mod publisher;
 pub mod route;
+pub mod sdpfrag;
 pub mod send;
 pub mod shard;
 pub mod transcode;
@@ -79,7 +81,7 @@ const SEND_BUFFER_PACKETS: usize = 256;
 
 /// A peer's `Rtc`, configured as every answer is made (also by the `whep_sdp` fuzz check).
 pub(crate) fn peer_rtc(cert: &str0m::config::DtlsCert, now: Instant) -> Rtc {
-    Rtc::builder()
+    let mut config = Rtc::builder()
         .set_ice_lite(true)
         // Frames are packetized once per camera (`output::rtp::video_payloads`) and written as RTP.
         .set_rtp_mode(true)
@@ -92,8 +94,14 @@ pub(crate) fn peer_rtc(cert: &str0m::config::DtlsCert, now: Instant) -> Rtc {
         .enable_h265(true)
         .enable_opus(true, false)
         .enable_pcma(true, false)
-        .enable_pcmu(true, false)
-        .build(now)
+        .enable_pcmu(true, false);
+    // Chromium's only H.264 receive profile above Main is High 4:4:4 Predictive (f4001f), whose
+    // decoders take High: str0m's defaults lack it, and str0m answers only profiles it knows, so
+    // a High camera's viewer would be left with payload types that cannot decode it.
+    config
+        .codec_config()
+        .add_h264(39.into(), Some(40.into()), true, 0xf4001f);
+    config.build(now)
 }
 
 /// A worker loop as the handle sees it.
@@ -228,9 +236,28 @@ impl WebRtc {
                 camera.id(),
             )));
         }
+        // H.264 under a payload type whose decoder cannot take it (High with B-frames as
+        // Constrained Baseline) breaks the viewer's pictures and timestamps: refused.
+        let profile = camera.view().video.as_deref().and_then(|v| {
+            (v.codec == "h264")
+                .then(|| v.parameter_sets.first())
+                .flatten()
+                .and_then(|sps| codec::H264Profile::of_sps(sps))
+        });
+        if let Some(profile) = profile {
+            if let Some(why) = codec::h264_refusal(&codec::offered_h264_profiles(sdp), profile) {
+                return Err(OfferError::NoCodec(format!(
+                    "camera {:?}: {why}",
+                    camera.id()
+                )));
+            }
+        }
+        let remote_ufrag = sdpfrag::sdp_ice_ufrag(sdp).map(str::to_string);
         self.answer(offer, |session, rtc, now| {
             let seq = u16::from_str_radix(&session[..4], 16).unwrap_or(0);
-            Ok(Peer::new(session, camera, rtc, now, seq))
+            let mut peer = Peer::new(session, camera, rtc, now, seq);
+            peer.set_remote_ufrag(remote_ufrag);
+            Ok(peer)
         })
         .await
     }
@@ -244,6 +271,7 @@ impl WebRtc {
         sdp: &str,
     ) -> Result<(String, String), OfferError> {
         let offer = check_publish_offer(sdp)?;
+        let remote_ufrag = sdpfrag::sdp_ice_ufrag(sdp).map(str::to_string);
         self.answer(offer, |session, rtc, now| {
             let publication = camera
                 .inlet()
@@ -253,7 +281,9 @@ impl WebRtc {
                     AttachError::Busy => OfferError::Busy(e.to_string()),
                 })?;
             let publishing = Publishing::new(publication);
-            Ok(Peer::publisher(session, camera, rtc, now, publishing))
+            let mut peer = Peer::publisher(session, camera, rtc, now, publishing);
+            peer.set_remote_ufrag(remote_ufrag);
+            Ok(peer)
         })
         .await
     }
@@ -314,6 +344,36 @@ impl WebRtc {
             reply,
         };
         self.shards[index].commands.send(cmd).await.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// A WHIP/WHEP PATCH of a session of `camera` (`application/trickle-ice-sdpfrag`):
+    /// trickled candidates are applied; an ICE restart is refused. Returns how many
+    /// candidates were applied.
+    pub async fn patch(
+        &self,
+        camera: &str,
+        session: &str,
+        body: &str,
+        if_match_star: bool,
+    ) -> Result<usize, sdpfrag::PatchError> {
+        let frag = sdpfrag::parse(body)?;
+        let Some(index) = self.router.lock().unwrap().shard_of(session) else {
+            return Err(sdpfrag::PatchError::UnknownSession(session.to_string()));
+        };
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Patch {
+            camera: camera.to_string(),
+            session: session.into(),
+            frag,
+            if_match_star,
+            reply,
+        };
+        if self.shards[index].commands.send(cmd).await.is_err() {
+            return Err(sdpfrag::PatchError::Unavailable);
+        }
+        rx.await.unwrap_or(Err(sdpfrag::PatchError::UnknownSession(
+            session.to_string(),
+        )))
     }
 
     /// Ends every session of a camera (it was stopped or deleted).

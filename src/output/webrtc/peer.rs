@@ -19,8 +19,10 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tokio::sync::broadcast;
 
 use super::codec;
+use super::end::EndReason;
 use super::publisher::{self, Publishing};
 use super::route::SessionId;
+use super::sdpfrag::PatchError;
 use super::transcode::{TranscoderLease, Transcoders};
 use crate::hub::{Packet, Stream, Subscription};
 use crate::media::Frame;
@@ -59,6 +61,10 @@ pub struct Peer {
     audio: Option<PeerAudio>,
     last_keyframe_request: Option<Instant>,
     connected: bool,
+    /// ICE has connected at least once (tells an ICE timeout from a DTLS one).
+    ice_connected: bool,
+    /// Why the peer is ending, once known (the first cause noted wins).
+    end_reason: Option<EndReason>,
     created: Instant,
     disconnected_since: Option<Instant>,
     /// When the last datagram from the browser arrived.
@@ -74,6 +80,8 @@ pub struct Peer {
     audio_marker: bool,
     /// Set for a WHIP publisher, which sends to its camera instead of watching it.
     publishing: Option<Box<Publishing>>,
+    /// The remote's ICE ufrag from its offer: a PATCH with another one is an ICE restart.
+    remote_ufrag: Option<String>,
     _counted: Counted,
 }
 
@@ -97,6 +105,8 @@ impl Peer {
             audio: None,
             last_keyframe_request: None,
             connected: false,
+            ice_connected: false,
+            end_reason: None,
             created: now,
             disconnected_since: None,
             last_heard: now,
@@ -106,6 +116,7 @@ impl Peer {
             audio_seq: seq.wrapping_mul(7) as u64,
             audio_marker: true,
             publishing: None,
+            remote_ufrag: None,
             _counted: Counted::new(Resource::PeerConnection),
         }
     }
@@ -157,21 +168,78 @@ impl Peer {
         self.rtc.handle_input(Input::Timeout(now))
     }
 
+    /// The remote's ICE ufrag, as its offer gave it.
+    pub fn set_remote_ufrag(&mut self, ufrag: Option<String>) {
+        self.remote_ufrag = ufrag;
+    }
+
+    pub fn remote_ufrag(&self) -> Option<&str> {
+        self.remote_ufrag.as_deref()
+    }
+
+    /// Trickled remote candidates (`candidate:…` values): all are applied, or none when one
+    /// does not parse. Returns how many were applied.
+    pub fn trickle(&mut self, candidates: &[String]) -> Result<usize, PatchError> {
+        let parsed = candidates
+            .iter()
+            .map(|c| {
+                str0m::Candidate::from_sdp_string(c)
+                    .map_err(|e| PatchError::Malformed(format!("candidate {c:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = parsed.len();
+        for c in parsed {
+            self.rtc.add_remote_candidate(c);
+        }
+        Ok(n)
+    }
+
     /// A datagram from the browser arrived.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = now;
     }
 
-    /// Whether the peer should be removed: it closed, never connected, went silent, or lost ICE
-    /// for too long.
-    pub fn expired(&self, now: Instant) -> bool {
-        !self.rtc.is_alive()
-            || self.publishing.as_ref().is_some_and(|p| p.is_closed())
-            || (!self.connected && now.duration_since(self.created) > CONNECT_LIMIT)
-            || (self.connected && now.duration_since(self.last_heard) > SILENCE_LIMIT)
-            || self
-                .disconnected_since
-                .is_some_and(|t| now.duration_since(t) > ICE_DISCONNECTED_LIMIT)
+    /// Why the peer should be removed now, if it should: it closed, never connected, went
+    /// silent, or lost ICE for too long.
+    pub fn expiry(&self, now: Instant) -> Option<EndReason> {
+        if !self.rtc.is_alive() {
+            return Some(self.end_reason.clone().unwrap_or(EndReason::Closed));
+        }
+        if self.publishing.as_ref().is_some_and(|p| p.is_closed()) {
+            return Some(EndReason::PublisherReleased);
+        }
+        if !self.connected && now.duration_since(self.created) > CONNECT_LIMIT {
+            return Some(if self.ice_connected {
+                EndReason::DtlsNeverConnected(CONNECT_LIMIT)
+            } else {
+                EndReason::IceNeverConnected(CONNECT_LIMIT)
+            });
+        }
+        if self.connected && now.duration_since(self.last_heard) > SILENCE_LIMIT {
+            return Some(EndReason::Silent(SILENCE_LIMIT));
+        }
+        if self
+            .disconnected_since
+            .is_some_and(|t| now.duration_since(t) > ICE_DISCONNECTED_LIMIT)
+        {
+            return Some(EndReason::IceDisconnected(ICE_DISCONNECTED_LIMIT));
+        }
+        None
+    }
+
+    /// Notes why the peer is ending; a cause noted earlier is kept.
+    pub fn note_end(&mut self, reason: EndReason) {
+        self.end_reason.get_or_insert(reason);
+    }
+
+    /// The cause noted for the peer's end (str0m closed it without one: [`EndReason::Closed`]).
+    pub fn end_reason(&self) -> EndReason {
+        self.end_reason.clone().unwrap_or(EndReason::Closed)
+    }
+
+    /// A WHIP publisher rather than a viewer.
+    pub fn is_publisher(&self) -> bool {
+        self.publishing.is_some()
     }
 
     /// Acts on one str0m event; true when the feed must (re)start.
@@ -181,6 +249,7 @@ impl Peer {
                 Event::RtpPacket(packet) => {
                     if !publishing.packet(&packet) {
                         // The camera let this publisher go (stopped, or timed out).
+                        self.end_reason.get_or_insert(EndReason::PublisherReleased);
                         self.rtc.disconnect();
                     }
                     return false;
@@ -205,8 +274,19 @@ impl Peer {
                 self.disconnected_since.get_or_insert_with(Instant::now);
                 false
             }
-            Event::IceConnectionStateChange(_) => {
+            Event::IceConnectionStateChange(state) => {
+                if matches!(
+                    state,
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                ) {
+                    self.ice_connected = true;
+                }
                 self.disconnected_since = None;
+                false
+            }
+            // close_notify from the remote: str0m is no longer alive after this.
+            Event::Closed => {
+                self.end_reason.get_or_insert(EndReason::ClosedByPeer);
                 false
             }
             Event::MediaAdded(m) if m.kind == MediaKind::Video => {
@@ -215,9 +295,21 @@ impl Peer {
                 let pt = match video.as_deref() {
                     Some(v) if v.codec == "h265" => codec::choose_h265(params.iter()),
                     v => {
-                        let profile = v
-                            .and_then(|v| v.parameter_sets.first().and_then(|s| s.get(1).copied()));
-                        codec::choose_h264(params.iter(), profile)
+                        let profile = v.and_then(|v| {
+                            v.parameter_sets
+                                .first()
+                                .and_then(|s| codec::H264Profile::of_sps(s))
+                        });
+                        codec::choose_h264(params.iter(), profile).or_else(|| {
+                            // The offer had a payload type that decodes the camera (else
+                            // it was refused), but str0m did not answer it: send as before.
+                            tracing::warn!(
+                                camera = self.camera.id(),
+                                "WebRTC: no answered H.264 payload type decodes the camera's \
+                                 profile; sending under the first one"
+                            );
+                            codec::choose_h264(params.iter(), None)
+                        })
                     }
                 };
                 if let Some(pt) = pt {

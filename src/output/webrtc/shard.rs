@@ -22,8 +22,10 @@ use str0m::Input;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::end::{self, EndReason};
 use super::peer::{FeedStream, Media, Peer};
 use super::route::{Router, SessionId};
+use super::sdpfrag::{self, Patch, PatchError, SdpFrag};
 use super::send::{send_all, Socket};
 use super::transcode::Transcoders;
 
@@ -47,6 +49,15 @@ pub enum Command {
         camera: String,
         session: SessionId,
         reply: oneshot::Sender<bool>,
+    },
+    /// A PATCH (trickle ICE, ICE restart) for a session of `camera`; replies how many
+    /// candidates were applied, or why not.
+    Patch {
+        camera: String,
+        session: SessionId,
+        frag: SdpFrag,
+        if_match_star: bool,
+        reply: oneshot::Sender<Result<usize, PatchError>>,
     },
     /// Ends every session of a camera; replies how many.
     RemoveCamera {
@@ -121,7 +132,7 @@ impl Shard {
         }
         let sessions: Vec<SessionId> = self.peers.keys().cloned().collect();
         for s in sessions {
-            self.end(&s, false);
+            self.end(&s, false, Some(EndReason::Shutdown));
         }
         // Dropping the feeds drops every subscription and transcoder lease.
         drop(feeds);
@@ -144,9 +155,28 @@ impl Shard {
                     .get(&session)
                     .is_some_and(|p| p.camera.id() == camera);
                 if found {
-                    self.end(&session, true);
+                    self.end(&session, true, Some(EndReason::Deleted));
                 }
                 let _ = reply.send(found);
+            }
+            Command::Patch {
+                camera,
+                session,
+                frag,
+                if_match_star,
+                reply,
+            } => {
+                let result = match self.peers.get_mut(&session) {
+                    Some(peer) if peer.camera.id() == camera => {
+                        sdpfrag::classify(frag, peer.remote_ufrag(), if_match_star)
+                            .and_then(|Patch::Trickle(c)| peer.trickle(&c))
+                    }
+                    _ => Err(PatchError::UnknownSession(session.to_string())),
+                };
+                if result.is_ok() {
+                    self.drive(&session, feeds);
+                }
+                let _ = reply.send(result);
             }
             Command::RemoveCamera { camera, reply } => {
                 let sessions: Vec<SessionId> = self
@@ -156,7 +186,7 @@ impl Shard {
                     .map(|p| p.session.clone())
                     .collect();
                 for s in &sessions {
-                    self.end(s, true);
+                    self.end(s, true, Some(EndReason::CameraStopped));
                 }
                 let _ = reply.send(sessions.len());
             }
@@ -204,7 +234,7 @@ impl Shard {
     fn media(&mut self, session: &SessionId, media: &Media, feeds: &mut SelectAll<FeedStream>) {
         if matches!(media, Media::Ended) {
             // The camera stopped, or the viewer stayed too slow: a peer without media goes.
-            self.end(session, true);
+            self.end(session, true, Some(EndReason::FeedEnded));
             return;
         }
         let Some(peer) = self.peers.get_mut(session) else {
@@ -235,14 +265,13 @@ impl Shard {
         }
         if now.duration_since(self.last_expiry_check) >= EXPIRY_CHECK {
             self.last_expiry_check = now;
-            let expired: Vec<SessionId> = self
+            let expired: Vec<(SessionId, EndReason)> = self
                 .peers
                 .values()
-                .filter(|p| p.expired(now))
-                .map(|p| p.session.clone())
+                .filter_map(|p| p.expiry(now).map(|r| (p.session.clone(), r)))
                 .collect();
-            for s in &expired {
-                self.end(s, false);
+            for (s, reason) in expired {
+                self.end(&s, false, Some(reason));
             }
         }
         let earliest = self.peers.values().map(|p| p.deadline).min();
@@ -265,13 +294,20 @@ impl Shard {
         match drained {
             Ok(Ok(Some(feed))) => feeds.push(feed),
             Ok(Ok(None)) => {}
-            _ => peer.rtc.disconnect(),
+            Ok(Err(e)) => {
+                peer.note_end(EndReason::Failed(e.to_string()));
+                peer.rtc.disconnect();
+            }
+            Err(_) => {
+                peer.note_end(EndReason::Panicked);
+                peer.rtc.disconnect();
+            }
         }
         self.next_wake = self.next_wake.min(peer.deadline);
         let alive = peer.rtc.is_alive();
         self.send();
         if !alive {
-            self.end(session, false);
+            self.end(session, false, None);
         }
     }
 
@@ -279,12 +315,16 @@ impl Shard {
         send_all(&self.sockets, &mut self.transmits, &mut self.scratch);
     }
 
-    /// Removes a peer. `tell` closes it properly first (RTCP BYE, DTLS close_notify), so the
-    /// browser learns at once; a peer that is already dead or gone is just dropped.
-    fn end(&mut self, session: &SessionId, tell: bool) {
+    /// Removes a peer and logs why it ended (`reason`, unless an earlier cause was noted).
+    /// `tell` closes it properly first (RTCP BYE, DTLS close_notify), so the browser learns at
+    /// once; a peer that is already dead or gone is just dropped.
+    fn end(&mut self, session: &SessionId, tell: bool, reason: Option<EndReason>) {
         let Some(mut peer) = self.peers.remove(session) else {
             return;
         };
+        if let Some(reason) = reason {
+            peer.note_end(reason);
+        }
         self.router.lock().unwrap().remove(session);
         if tell && peer.rtc.is_alive() {
             let transmits = &mut self.transmits;
@@ -299,15 +339,25 @@ impl Shard {
             self.send();
         }
         peer.end_feed();
-        tracing::debug!(session = %peer.session, camera = peer.camera.id(), shard = self.index, "WebRTC peer ended");
+        end::log(
+            &peer.end_reason(),
+            peer.is_publisher(),
+            peer.camera.id(),
+            &peer.session,
+        );
+        tracing::debug!(session = %peer.session, shard = self.index, "WebRTC peer removed");
     }
 }
 
 /// Runs one input on a peer's str0m. An error, or a panic (str0m's "panic means bug": it must
-/// never panic on input), ends that peer, never the loop.
+/// never panic on input), ends that peer, never the loop; the error is noted as its end reason.
 fn guarded(peer: &mut Peer, input: impl FnOnce(&mut Peer) -> Result<(), str0m::RtcError>) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input(peer)));
-    if !matches!(result, Ok(Ok(()))) {
-        peer.rtc.disconnect();
-    }
+    let reason = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => EndReason::Failed(e.to_string()),
+        Err(_) => EndReason::Panicked,
+    };
+    peer.note_end(reason);
+    peer.rtc.disconnect();
 }

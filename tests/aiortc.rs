@@ -1,0 +1,157 @@
+//! aiortc (PyPI aiortc 1.16, the seed system's own WebRTC library) as a WHEP viewer and a WHIP
+//! publisher, checked on what it decodes and on what livelens reads back from it, with the A/V
+//! sync clip (a flash and a beep together every 1.92 s).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{sync, wait_until, Server};
+use serde_json::Value;
+
+fn script(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the aiortc WHEP viewer for `seconds`; returns its JSON report (the decoded picture and
+/// sound are written to `out`).
+fn aiortc_whep(url: &str, seconds: u32, out: &std::path::Path, extra: &[&str]) -> Value {
+    let python = common::tools::aiortc_python();
+    let output = Command::new(python)
+        .arg(script("aiortc_whep.py"))
+        .args([url, &seconds.to_string(), out.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .expect("run aiortc_whep.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "aiortc_whep.py printed nothing; stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+const SYNC_CAMERA: &str = "sync";
+
+/// The sync clip (720p25 H.264 High with B-frames + AAC) as a looping `file://` camera, and
+/// the same picture re-encoded to Constrained Baseline 320x180 (no B-frames) through `exec:`.
+fn start(name: &str) -> Server {
+    let clip = sync::clip_ts();
+    let clip = clip.to_str().unwrap();
+    let config = format!(
+        "[sources]\nallow_exec = true\n\n[[camera]]\nid = \"{SYNC_CAMERA}\"\nsource = \"file://{clip}\"\n\n\
+         [[camera]]\nid = \"baseline\"\nsource = \"exec:ffmpeg -hide_banner -nostdin -loglevel error \
+         -re -stream_loop -1 -i {clip} -vf scale=320:180 -c:v libx264 -preset ultrafast \
+         -profile:v baseline -g 25 -c:a copy -f mpegts -\"\n\n\
+         [[camera]]\nid = \"pub\"\nsource = \"publish:\"\n\n[rtsp]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let path = common::write_config(name, &config);
+    Server::start(&["--config", path.to_str().unwrap()])
+}
+
+/// aiortc offers only Baseline H.264 profiles: a High camera with B-frames is refused with a
+/// 4xx naming both profiles instead of being sent under a Constrained Baseline payload type.
+/// A Constrained Baseline camera plays: frames decode, their times only increase, video
+/// keeps coming for the whole run (past the GOP burst), and what aiortc decoded has sound and
+/// picture together.
+#[test]
+fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
+    let server = start("aiortc-whep");
+    server.wait_live(SYNC_CAMERA, Duration::from_secs(20));
+    server.wait_live("baseline", Duration::from_secs(20));
+    let dir = common::temp_dir("aiortc-whep-out");
+
+    let refused = aiortc_whep(
+        &server.url(&format!("/api/cameras/{SYNC_CAMERA}/whep")),
+        1,
+        &dir.join("refused.mkv"),
+        &[],
+    );
+    assert_eq!(refused["status"], 422, "{refused}");
+    let why = refused["error"].as_str().unwrap();
+    assert!(why.contains("High") && why.contains("Baseline"), "{why}");
+
+    let baseline = server.url("/api/cameras/baseline/whep");
+    let report = aiortc_whep(&baseline, 9, &dir.join("baseline.mkv"), &[]);
+    assert_eq!(report["status"], 201, "{report}");
+    let floats = |key: &str| -> Vec<f64> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect()
+    };
+    let (times, clock) = (floats("video_times"), floats("video_clock"));
+    assert!(times.len() >= 100, "only {} frames", times.len());
+    for w in times.windows(2) {
+        assert!(
+            w[1] > w[0],
+            "frame times must increase: {} then {}",
+            w[0],
+            w[1]
+        );
+    }
+    // Still coming 5 s after the first frame (the GOP burst is over in well under a second).
+    let span = clock.last().unwrap() - clock.first().unwrap();
+    assert!(span >= 5.0, "video flowed for only {span:.2} s");
+    assert!(report["audio_frames"].as_u64().unwrap() > 100, "{report}");
+}
+
+/// A/V of what aiortc decoded from a WHEP session, stamped as it arrived (aiortc uses no RTCP
+/// sender reports and counts each track from its own first packet; see the script). The first
+/// 2 s (the GOP burst) are left out.
+#[test]
+fn aiortc_over_whep_has_sound_and_picture_together() {
+    let server = start("aiortc-whep-av");
+    server.wait_live("baseline", Duration::from_secs(20));
+    let dir = common::temp_dir("aiortc-whep-av-out");
+    let baseline = server.url("/api/cameras/baseline/whep");
+    // A/V: what aiortc decoded, stamped as it arrived (aiortc uses no RTCP sender reports and
+    // counts each track from its own first packet; see the script). The first 2 s (the GOP
+    // burst) are left out.
+    let out = dir.join("baseline-arrival.mkv");
+    let report = aiortc_whep(&baseline, 11, &out, &["--arrival-times"]);
+    assert_eq!(report["status"], 201, "{report}");
+    let offsets = sync::av_offsets(out.to_str().unwrap(), &["-ss", "2"], 10.0);
+    eprintln!("aiortc WHEP A/V offsets: {offsets:?}");
+    sync::assert_in_sync("aiortc over WHEP", &offsets, 3, 0.040);
+}
+
+/// aiortc publishes the sync clip over WHIP (its MediaPlayer, H.264 and Opus): the camera goes
+/// live, and the RTSP re-stream carries it with sound and picture together.
+#[test]
+fn aiortc_publishes_the_sync_clip_over_whip() {
+    let server = start("aiortc-whip");
+    let python = common::tools::aiortc_python();
+    let clip = sync::clip_mp4();
+    let mut publisher = Command::new(python)
+        .arg(script("aiortc_whip.py"))
+        .args([
+            &server.url("/api/cameras/pub/whip"),
+            clip.to_str().unwrap(),
+            "16",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run aiortc_whip.py");
+    wait_until(Duration::from_secs(20), "the aiortc publisher live", || {
+        server.camera_state("pub") == "live"
+    });
+    let before = server.camera_frames("pub");
+    wait_until(Duration::from_secs(5), "published frames", || {
+        server.camera_frames("pub") >= before + 25
+    });
+    let port = server.get_json("/api/outputs")["rtsp"]["port"]
+        .as_u64()
+        .unwrap();
+    let url = format!("rtsp://127.0.0.1:{port}/pub");
+    let offsets = sync::av_offsets(&url, &["-rtsp_transport", "tcp"], 8.0);
+    eprintln!("aiortc WHIP read back over RTSP, A/V offsets: {offsets:?}");
+    let status = publisher.wait().unwrap();
+    assert!(status.success(), "aiortc_whip.py failed");
+    sync::assert_in_sync("aiortc WHIP read back over RTSP", &offsets, 3, 0.040);
+}
