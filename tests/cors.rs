@@ -50,7 +50,10 @@ fn preflight(server: &Server, path: &str, origin: &str, method: &str) -> Respons
         .request(Method::OPTIONS, server.url(path))
         .header("origin", origin)
         .header("access-control-request-method", method)
-        .header("access-control-request-headers", "content-type, authorization")
+        .header(
+            "access-control-request-headers",
+            "content-type, authorization",
+        )
         .send()
         .unwrap()
 }
@@ -66,11 +69,7 @@ fn assert_no_cors(r: &Response, what: &str) {
 
 #[test]
 fn preflights_and_answers_carry_cors_only_for_the_origins_listed() {
-    let (player, control, evil) = (
-        "http://player.test",
-        "http://dash.test",
-        "http://evil.test",
-    );
+    let (player, control, evil) = ("http://player.test", "http://dash.test", "http://evil.test");
     let server = server(player, control);
     let http = &server.http;
 
@@ -91,7 +90,10 @@ fn preflights_and_answers_carry_cors_only_for_the_origins_listed() {
         for h in ["Authorization", "Content-Type", "If-Match"] {
             assert!(headers.contains(h), "{headers}");
         }
-        assert!(all(&r, "vary").contains("Origin"), "{path}: no Vary: Origin");
+        assert!(
+            all(&r, "vary").contains("Origin"),
+            "{path}: no Vary: Origin"
+        );
         assert!(header(&r, "access-control-allow-credentials").is_none());
     }
     // Control routes: a player origin's preflight is refused, a control origin's answered.
@@ -110,7 +112,11 @@ fn preflights_and_answers_carry_cors_only_for_the_origins_listed() {
         assert_eq!(header(&r, "access-control-allow-origin"), Some(control));
     }
     // An origin in no list is refused everywhere, with no CORS header.
-    for path in ["/api/cameras/cam/whep", "/api/cameras", "/api/cameras/cam/hls/index.m3u8"] {
+    for path in [
+        "/api/cameras/cam/whep",
+        "/api/cameras",
+        "/api/cameras/cam/hls/index.m3u8",
+    ] {
         let r = preflight(&server, path, evil, "POST");
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
         assert_no_cors(&r, path);
@@ -326,10 +332,14 @@ async fn plays(browser: &Browser, server: &Server, site: &str) {
     browser.run(PAGE).await;
     let base = &server.base;
     browser
-        .run(&format!("window.playHls('{base}/api/cameras/cam/hls/index.m3u8');"))
+        .run(&format!(
+            "window.playHls('{base}/api/cameras/cam/hls/index.m3u8');"
+        ))
         .await;
     let whep = browser
-        .run(&format!("return await window.whep('{base}/api/cameras/cam/whep');"))
+        .run(&format!(
+            "return await window.whep('{base}/api/cameras/cam/whep');"
+        ))
         .await;
     assert_eq!(whep["status"], 201, "{site}: WHEP {whep}");
     assert!(

@@ -578,16 +578,22 @@ fn one_file_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_pict
     };
     let began = Instant::now();
     assert!(publish().success(), "the first publisher failed");
-    wait_until(Duration::from_secs(5), "the first publisher to be let go", || {
-        server.resources()["publishers"]["rtmp"] == 0
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the first publisher to be let go",
+        || server.resources()["publishers"]["rtmp"] == 0,
+    );
     assert!(publish().success(), "the second publisher failed");
     eprintln!("published twice in {:.1} s", began.elapsed().as_secs_f64());
     // Both publishers' footage is listed (one span: the gap between them is short).
     let mut spans = Vec::new();
     wait_until(Duration::from_secs(10), "both publishers recorded", || {
         spans = list(&server, "cam");
-        spans.iter().map(|s| s["duration"].as_f64().unwrap()).sum::<f64>() >= 15.0
+        spans
+            .iter()
+            .map(|s| s["duration"].as_f64().unwrap())
+            .sum::<f64>()
+            >= 15.0
     });
     assert_eq!(spans.len(), 1, "{spans:?}");
     let span = &spans[0];
@@ -597,7 +603,9 @@ fn one_file_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_pict
         let file = dir.join(format!("both.{format}"));
         fetch(
             &server,
-            &format!("/api/playback/get?path=cam&start={start}&duration={duration}&format={format}"),
+            &format!(
+                "/api/playback/get?path=cam&start={start}&duration={duration}&format={format}"
+            ),
             &file,
         );
         let (video, audio) = stream_durations(&file);

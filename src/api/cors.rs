@@ -184,7 +184,10 @@ mod tests {
             may_call(Grant::Player, Scope::Control),
             Err(Refusal::ControlOnly)
         );
-        assert_eq!(may_call(Grant::Foreign, Scope::Player), Err(Refusal::Origin));
+        assert_eq!(
+            may_call(Grant::Foreign, Scope::Player),
+            Err(Refusal::Origin)
+        );
         assert_eq!(
             may_call(Grant::Foreign, Scope::Control),
             Err(Refusal::Origin)
@@ -193,7 +196,13 @@ mod tests {
 
     #[test]
     fn a_granted_preflight_names_the_origin_methods_and_headers() {
-        let h = preflight("http://player.example", Grant::Player, Scope::Player, "POST").unwrap();
+        let h = preflight(
+            "http://player.example",
+            Grant::Player,
+            Scope::Player,
+            "POST",
+        )
+        .unwrap();
         assert_eq!(
             get(&h, &header::ACCESS_CONTROL_ALLOW_ORIGIN),
             Some("http://player.example")
@@ -222,7 +231,12 @@ mod tests {
             Err(Refusal::Origin)
         );
         assert_eq!(
-            preflight("http://player.example", Grant::Player, Scope::Control, "POST"),
+            preflight(
+                "http://player.example",
+                Grant::Player,
+                Scope::Control,
+                "POST"
+            ),
             Err(Refusal::ControlOnly)
         );
         assert!(preflight("http://a.example", Grant::Control, Scope::Control, "PATCH").is_ok());
@@ -244,9 +258,13 @@ mod tests {
         for name in ["Location", "Link", "ETag"] {
             assert!(exposed.contains(name), "{exposed}");
         }
-        assert!(response_headers("http://player.example", Grant::Player, Scope::Control).is_empty());
+        assert!(
+            response_headers("http://player.example", Grant::Player, Scope::Control).is_empty()
+        );
         assert!(response_headers("http://evil.example", Grant::Foreign, Scope::Player).is_empty());
-        assert!(!response_headers("http://dash.example", Grant::Control, Scope::Control).is_empty());
+        assert!(
+            !response_headers("http://dash.example", Grant::Control, Scope::Control).is_empty()
+        );
     }
 
     #[test]

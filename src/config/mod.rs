@@ -1368,6 +1368,31 @@ mod tests {
     }
 
     #[test]
+    fn origin_lists_take_origins_only() {
+        let c = Config::parse(
+            "[server]\nallowed_origins = [\"https://dash.example\"]\n\
+             player_origins = [\"http://player.example:8080/\", \"*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.allowed_origins, ["https://dash.example"]);
+        assert_eq!(c.server.player_origins.len(), 2);
+        for (key, bad) in [
+            ("player_origins", "player.example"),
+            ("player_origins", "https://player.example/app"),
+            ("allowed_origins", "ftp://dash.example"),
+        ] {
+            let problems =
+                Config::parse(&format!("[server]\n{key} = [\"ok.example\", \"{bad}\"]\n"))
+                    .unwrap_err();
+            let places: Vec<&str> = problems.iter().map(|p| p.place.as_str()).collect();
+            assert!(
+                places.contains(&format!("server.{key}[1]").as_str()),
+                "{places:?}"
+            );
+        }
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let problems = Config::parse("[server]\nlisten = \n").unwrap_err();
         assert_eq!(problems.len(), 1);

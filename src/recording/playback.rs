@@ -231,11 +231,14 @@ fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
             timescale(&clip.moov, s.track)
                 .map(|rate| (rate, run.anchor_us + to_us(s.dts, rate) - anchor_camera))
         };
-        let shift = seam(&track_end, run.samples.iter().filter_map(|s| {
-            wall_of(s)
-                .filter(|(_, wall)| *wall < clip.end_us)
-                .map(|(_, wall)| (s.track, wall))
-        }));
+        let shift = seam(
+            &track_end,
+            run.samples.iter().filter_map(|s| {
+                wall_of(s)
+                    .filter(|(_, wall)| *wall < clip.end_us)
+                    .map(|(_, wall)| (s.track, wall))
+            }),
+        );
         limit_us = clip.end_us + shift;
         for s in &run.samples {
             let Some((rate, wall)) = wall_of(s) else {
@@ -811,7 +814,10 @@ mod tests {
         let ends = [(1, 10_000_000), (2, 10_010_000)];
         // The next run overlaps by 0.127 s (video at 9.873, audio at 9.883): 0.127 s later.
         assert_eq!(
-            seam(&ends, [(1, 9_873_000), (2, 9_883_000), (1, 9_913_000)].into_iter()),
+            seam(
+                &ends,
+                [(1, 9_873_000), (2, 9_883_000), (1, 9_913_000)].into_iter()
+            ),
             127_000
         );
         // After a 0.3 s gap, its audio 30 ms after its video: the video closes up (the audio
