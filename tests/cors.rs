@@ -202,7 +202,7 @@ fn preflights_and_answers_carry_cors_only_for_the_origins_listed() {
     );
     let cam = server.get_json("/api/cameras/cam");
     assert_eq!(cam["source"], "testsrc://?size=640x360&fps=25");
-    assert_eq!(server.camera_state("cam"), "running");
+    assert_eq!(server.camera_state("cam"), "live");
     let r = http
         .post(server.url("/api/cameras"))
         .header("origin", control)
@@ -449,5 +449,5 @@ fn listed_origins_play_ll_hls_and_whep_across_origins_and_others_cannot() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(server.get("/api/cameras/added").status(), StatusCode::OK);
-    assert_eq!(server.camera_state("cam"), "running");
+    assert_eq!(server.camera_state("cam"), "live");
 }
