@@ -147,7 +147,11 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         cameras: cameras.clone(),
         token,
-        access: api::Access::new(&config.server.allowed_hosts, &config.server.allowed_origins),
+        access: api::Access::new(
+            &config.server.allowed_hosts,
+            &config.server.allowed_origins,
+            &config.server.player_origins,
+        ),
         metrics,
         shutdown: shutdown.clone(),
         webrtc: webrtc.clone(),

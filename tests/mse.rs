@@ -1,5 +1,6 @@
-//! MSE output without a browser: fMP4 bytes checked by ffprobe (Debian's ffmpeg), and the
-//! WebSocket protocol spoken exactly as go2rtc's players speak it.
+//! MSE output: fMP4 bytes checked by ffprobe (Debian's ffmpeg), the WebSocket protocol spoken
+//! exactly as go2rtc's players speak it, and the project's own player in headless Chromium
+//! keeping to the live edge.
 
 mod common;
 
@@ -679,5 +680,77 @@ fn batched_writes_carry_several_frames_and_the_stream_still_decodes() {
     assert!(frames("aac") > 75, "{counts}");
     wait_until(Duration::from_secs(5), "viewer counts back to 0", || {
         server.resources()["viewers"]["mse"] == 0
+    });
+}
+
+/// The project's player (`<livelens-player mode="mse">`) in Chromium holds a short buffer, and
+/// after a stall (the page's main thread blocked for 1.5 s while frames keep coming) it is back
+/// at the live edge within a few seconds instead of staying behind.
+#[test]
+fn the_player_catches_up_with_the_live_edge_after_a_stall() {
+    let _serial = common::browser::serial();
+    let config = common::write_config(
+        "mse-catch-up",
+        "[[camera]]\nid = \"cam\"\nsource = \"testsrc://?size=640x360&fps=25\"\n",
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(10));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = common::browser::Browser::start().await;
+        browser.blank_page(&server.base).await;
+        browser
+            .run(
+                "await import('/player.js');
+                 const p = document.createElement('livelens-player');
+                 p.setAttribute('mode', 'mse'); p.setAttribute('src', 'cam');
+                 p.style.width = '640px'; document.body.append(p);
+                 window.p = p;",
+            )
+            .await;
+        // The start (the camera's cached GOP, up to a second old) is played off or skipped.
+        let settled = "const s = window.p.stats; \
+                       return s.frames >= 25 && s.buffered <= 0.25 && s.latency !== null && s.latency <= 0.5;";
+        browser
+            .until(Duration::from_secs(10), "the player at the live edge", settled)
+            .await;
+        let before = browser.run("return window.p.stats;").await;
+        eprintln!("before the stall: {before}");
+        // A stall: nothing runs in the page for 1.5 s; the socket's frames pile up. A sampler
+        // notes how far behind the live edge the player found itself.
+        browser
+            .run(
+                "window.maxAhead = 0;
+                 window.sampler = setInterval(() => {
+                   const v = window.p.video, b = v.buffered;
+                   if (b.length) window.maxAhead = Math.max(window.maxAhead, b.end(b.length - 1) - v.currentTime);
+                 }, 10);
+                 const t = performance.now(); while (performance.now() - t < 1500) {}
+                 return true;",
+            )
+            .await;
+        browser
+            .until(
+                Duration::from_secs(2),
+                "the backlog to reach the buffer",
+                "return window.maxAhead >= 0.5;",
+            )
+            .await;
+        let caught = std::time::Instant::now();
+        browser
+            .until(Duration::from_secs(4), "the player back at the live edge", settled)
+            .await;
+        let after = browser.run("return window.p.stats;").await;
+        let behind = browser
+            .run("clearInterval(window.sampler); return window.maxAhead;")
+            .await
+            .as_f64()
+            .unwrap_or(0.0);
+        eprintln!(
+            "{behind:.2} s behind after the stall; back at the live edge {:.2} s later: {after}",
+            caught.elapsed().as_secs_f64()
+        );
+        assert_eq!(after["state"], "playing", "{after}");
+        browser.run("window.p.remove(); return true;").await;
+        browser.close().await;
     });
 }

@@ -517,3 +517,121 @@ fn events_of_a_recorded_camera_link_to_their_footage() {
     assert!((duration - 4.0).abs() <= 0.04, "{duration}");
     assert!(decode(&file) >= 99);
 }
+
+/// ffprobe's duration of each stream of a file, video first.
+fn stream_durations(path: &Path) -> (f64, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_type,duration"])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let of = |kind: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{kind},")))
+            .and_then(|d| d.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {kind} duration in {text:?}"))
+    };
+    (of("video"), of("audio"))
+}
+
+/// The presentation times ffprobe reads for one stream (`a` or `v`), in file order.
+fn packet_times(path: &Path, stream: &str) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream])
+        .args(["-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+#[test]
+fn one_file_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_picture() {
+    common::require("ffmpeg", "ffmpeg");
+    let dir = common::temp_dir("rec-publishers");
+    let config = format!(
+        "[rtsp]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n[publish]\ntakeover = true\n\
+         [recording]\npath = \"{}\"\n\n\
+         [[camera]]\nid = \"cam\"\nsource = \"publish:\"\nrecord = true\n",
+        dir.join("rec").display()
+    );
+    let path = common::write_config("rec-publishers-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    let port = server.get_json("/api/outputs")["rtmp"]["port"]
+        .as_u64()
+        .unwrap();
+    // Two publishers of the sync clip (B-frames, AAC) over RTMP, one after the other: the
+    // second takes the camera over ([publish] takeover) once the first has been recorded for
+    // 5 s, so the one leaves and the other starts within a moment, as when a camera's encoder
+    // reconnects.
+    let clip = common::sync::clip_mp4();
+    let publish = || {
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-re", "-i"])
+            .arg(&clip)
+            .args(["-t", "8", "-c", "copy", "-f", "flv"])
+            .arg(format!("rtmp://127.0.0.1:{port}/live/cam"))
+            .spawn()
+            .unwrap()
+    };
+    let began = Instant::now();
+    let mut first = publish();
+    wait_recorded(&server, "cam", 5.0, Duration::from_secs(20));
+    let mut second = publish();
+    assert!(second.wait().unwrap().success(), "the second publisher failed");
+    let _ = first.kill();
+    let _ = first.wait();
+    eprintln!("published in {:.1} s", began.elapsed().as_secs_f64());
+    // Both publishers' footage is listed (one span: the gap between them is short).
+    let mut spans = Vec::new();
+    wait_until(Duration::from_secs(10), "both publishers recorded", || {
+        spans = list(&server, "cam");
+        spans
+            .iter()
+            .map(|s| s["duration"].as_f64().unwrap())
+            .sum::<f64>()
+            >= 15.0
+    });
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let span = &spans[0];
+    let start = span["start"].as_str().unwrap();
+    let duration = span["duration"].as_f64().unwrap();
+    for format in ["mp4", "fmp4"] {
+        let file = dir.join(format!("both.{format}"));
+        fetch(
+            &server,
+            &format!(
+                "/api/playback/get?path=cam&start={start}&duration={duration}&format={format}"
+            ),
+            &file,
+        );
+        let (video, audio) = stream_durations(&file);
+        eprintln!("{format}: video {video:.3} s, audio {audio:.3} s (span {duration:.3} s)");
+        assert!(video >= 12.5, "{format}: only {video} s of video");
+        assert!(
+            (video - audio).abs() <= 0.040,
+            "{format}: video lasts {video:.3} s, audio {audio:.3} s"
+        );
+        let times = packet_times(&file, "a");
+        assert!(times.len() > 600, "{format}: {} audio packets", times.len());
+        let repeats: Vec<_> = times.windows(2).filter(|w| w[1] <= w[0]).collect();
+        assert!(
+            repeats.is_empty(),
+            "{format}: audio times do not increase at {repeats:?}"
+        );
+        let offsets = common::sync::av_offsets(file.to_str().unwrap(), &[], 60.0);
+        // ~5 s of the first publisher and 8 s of the second: a flash and beep at 0.64 s and
+        // every 1.92 s after.
+        common::sync::assert_in_sync(
+            &format!("playback across two publishers ({format})"),
+            &offsets,
+            6,
+            0.040,
+        );
+    }
+}

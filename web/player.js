@@ -8,8 +8,11 @@
 // - hls: the browser's own (LL-)HLS player (/api/cameras/{id}/hls/index.m3u8) — Safari, iOS,
 //   recent Chromium; a browser without one, or no frame within 15 s, falls back to the next mode.
 //
-// Low latency: the buffer is trimmed to a few seconds, playbackRate is nudged up when the
-// player drifts behind the live edge, and after a stall it jumps to the live edge.
+// Low latency (MSE): the player keeps LIVE_TARGET of buffer ahead of what it shows. A little
+// more (a burst after a network hiccup, the camera's cached GOP at the start) is played off
+// faster, playbackRate rising with the excess up to 1.5; more than LIVE_FAR behind, a gap in the
+// buffer (frames the server dropped), or a stall with data ahead: it seeks to the live edge,
+// never backwards. The buffer behind is trimmed to a few seconds, so memory stays flat.
 // Lifecycle: removing the element or changing `src` releases everything — socket closed with its
 // handlers nulled, SourceBuffer listeners removed, MediaSource ended, object URL revoked, timers
 // cleared, the video element's src removed; for WebRTC every pc.on* handler nulled, tracks
@@ -24,6 +27,11 @@
 
 const STRIP_MARKER = 0b10110010;
 const KEEP_SECONDS = 6;
+// Seconds of buffer MSE keeps ahead of the playhead: a frame or two of jitter, no more.
+const LIVE_TARGET = 0.1;
+// Further behind the live edge than this, playing faster would take too long: seek.
+const LIVE_FAR = 0.8;
+const TICK_MS = 100;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10000;
 const WEBRTC_FIRST_FRAME_MS = 4000;
@@ -160,9 +168,9 @@ class LivelensPlayer extends HTMLElement {
     this.stats.mode = mode;
     this.stats.state = "connecting";
     const s = { mode, ws: null, pc: null, whep: null, ms: null, sb: null, url: null, queue: [], timers: [],
-      frameCb: null, listeners: [], closed: false, started: performance.now(), lastFrames: 0, framesAtStart: this.stats.frames };
+      frameCb: null, listeners: [], closed: false, started: performance.now(), frameCounts: [], framesAtStart: this.stats.frames };
     this.session = s;
-    s.timers.push(setInterval(() => this.tick(s), 250));
+    s.timers.push(setInterval(() => this.tick(s), TICK_MS));
     const onFrame = () => {
       if (s.closed) return;
       if (this.stats.firstFrameMs === null) this.stats.firstFrameMs = Math.round(performance.now() - s.started);
@@ -368,9 +376,34 @@ class LivelensPlayer extends HTMLElement {
     }
   }
 
-  jumpToLiveEdge() {
+  // The live edge: LIVE_TARGET before the end of the newest buffered range, inside it.
+  liveEdge() {
     const b = this.video.buffered;
-    if (b.length) this.video.currentTime = Math.max(b.start(b.length - 1), b.end(b.length - 1) - 0.1);
+    if (!b.length) return null;
+    const last = b.length - 1;
+    return Math.max(b.start(last), b.end(last) - LIVE_TARGET);
+  }
+
+  // Seeks to the live edge, only ever forwards (a stall with nothing ahead just waits).
+  jumpToLiveEdge() {
+    const edge = this.liveEdge();
+    if (edge !== null && edge > this.video.currentTime + 0.02) this.video.currentTime = edge;
+  }
+
+  // MSE's catch-up policy, every tick: seek when far behind or before the newest range (a gap
+  // the playhead would stall at), else play faster in proportion to the excess buffer.
+  keepLive() {
+    const v = this.video, b = v.buffered;
+    if (!b.length) return;
+    const last = b.length - 1;
+    const ahead = b.end(last) - v.currentTime;
+    if (v.currentTime < b.start(last) || ahead > LIVE_FAR) {
+      v.playbackRate = 1.0;
+      this.jumpToLiveEdge();
+      return;
+    }
+    const excess = ahead - LIVE_TARGET;
+    v.playbackRate = excess > 0.04 ? Math.min(1.5, 1 + excess * 2) : 1.0;
   }
 
   tick(s) {
@@ -378,19 +411,18 @@ class LivelensPlayer extends HTMLElement {
     const v = this.video, b = v.buffered;
     const ahead = b.length ? b.end(b.length - 1) - v.currentTime : 0;
     this.stats.buffered = Math.round(ahead * 1000) / 1000;
-    // MSE: start (or fall back) at the live edge; nudge the rate when a little behind.
-    if (s.mode === "mse") {
-      if (b.length && (v.currentTime < b.start(0) || ahead > 1.0)) this.jumpToLiveEdge();
-      else v.playbackRate = ahead > 0.3 ? 1.1 : 1.0;
-    }
+    if (s.mode === "mse") this.keepLive();
     // WebRTC: an audio m-line is answered even for a camera without sound; the speaker shows once
     // audio packets actually arrive.
     if (s.pc && this.soundButton.hidden) {
       const audio = s.pc.getReceivers().find((r) => r.track.kind === "audio");
       if (audio && audio.getSynchronizationSources().length) this.showSound(true);
     }
-    this.stats.fps = (this.stats.frames - s.lastFrames) * 4;
-    s.lastFrames = this.stats.frames;
+    // Frames per second over the last second of ticks.
+    s.frameCounts.push(this.stats.frames);
+    if (s.frameCounts.length > 1000 / TICK_MS + 1) s.frameCounts.shift();
+    const span = (s.frameCounts.length - 1) * TICK_MS;
+    this.stats.fps = span ? Math.round((this.stats.frames - s.frameCounts[0]) * 1000 / span) : 0;
     const ts = readTimeStrip(v, this.canvas);
     if (ts !== null) this.stats.latency = Math.round(Date.now() - ts) / 1000;
     if (v.paused && (b.length || v.srcObject)) v.play().catch(() => {});

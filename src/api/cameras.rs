@@ -22,10 +22,8 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/cameras/{id}", get(show).patch(update).delete(remove))
         .route("/api/cameras/{id}/start", post(start))
         .route("/api/cameras/{id}/stop", post(stop))
-        .route("/api/cameras/{id}/snapshot.jpg", get(snapshot))
         .route("/api/config/status", get(config_status))
-        // go2rtc's snapshot URL, so existing clients work unchanged.
-        .route("/api/frame.jpeg", get(frame_jpeg))
+    // Snapshots (and go2rtc's `/api/frame.jpeg`) are watching routes: see `api::router`.
 }
 
 #[derive(Debug, Serialize)]
@@ -211,7 +209,7 @@ async fn stop(
     Ok(Json(camera_json(&camera)))
 }
 
-async fn snapshot(
+pub(super) async fn snapshot(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -227,7 +225,7 @@ async fn snapshot(
         .into_response())
 }
 
-async fn frame_jpeg(
+pub(super) async fn frame_jpeg(
     state: State<SharedState>,
     Query(query): Query<Src>,
 ) -> Result<Response, ApiError> {

@@ -7,8 +7,10 @@
 //!   names in `[server] allowed_hosts` (`"*"` allows any, e.g. behind a reverse proxy).
 //! - **Origin** (cross-site requests): WebSockets have no CORS and a form can POST anywhere, so a
 //!   WebSocket upgrade or a state-changing call that carries an `Origin` must come from this
-//!   server's own origin or one listed in `[server] allowed_origins`. Clients that send no
-//!   `Origin` (curl, ffmpeg, scripts) are not browsers acting for a foreign page.
+//!   server's own origin or one listed in `[server] allowed_origins` (everything) or
+//!   `player_origins` (watching only: the matched route's [`Scope`] decides, in [`cors`]).
+//!   Clients that send no `Origin` (curl, ffmpeg, scripts) are not browsers acting for a foreign
+//!   page. The CORS answers themselves are `api::cors`'s policy.
 //! - **Token**: decided by the matched route (see `api::router`), never by the path's text.
 
 use axum::extract::{Request, State};
@@ -16,6 +18,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::cors::{self as policy, Grant, Scope};
 use super::{ApiError, SharedState};
 use crate::common::constant_time_eq;
 
@@ -26,10 +29,19 @@ pub struct Access {
     pub hosts: Vec<String>,
     /// Lower-case origins (`scheme://host[:port]`) accepted besides the server's own.
     pub origins: Vec<String>,
+    /// Lower-case origins that may only watch (`[server] player_origins`).
+    pub players: Vec<String>,
+}
+
+fn normalized(origins: &[String]) -> Vec<String> {
+    origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect()
 }
 
 impl Access {
-    pub fn new(hosts: &[String], origins: &[String]) -> Access {
+    pub fn new(hosts: &[String], origins: &[String], players: &[String]) -> Access {
         let mut hosts: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         if let Some(name) = machine_name() {
             hosts.push(format!("{name}.local"));
@@ -37,10 +49,8 @@ impl Access {
         }
         Access {
             hosts,
-            origins: origins
-                .iter()
-                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
+            origins: normalized(origins),
+            players: normalized(players),
         }
     }
 
@@ -53,16 +63,23 @@ impl Access {
             || self.hosts.iter().any(|h| h == "*" || *h == name)
     }
 
-    /// Whether a request with this `Origin`, sent to this `Host`, may change state or open a
-    /// WebSocket.
-    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+    /// What a page with this `Origin`, sent to this `Host`, may do: everything (the server's own
+    /// origin, `allowed_origins`), watch (`player_origins`) or nothing.
+    pub fn grant(&self, origin: &str, host: Option<&str>) -> Grant {
         let origin = origin.trim().to_ascii_lowercase();
         let same = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
             .zip(host)
             .is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
-        same || self.origins.iter().any(|o| o == "*" || *o == origin)
+        let listed = |list: &[String]| list.iter().any(|o| o == "*" || *o == origin);
+        if same || listed(&self.origins) {
+            Grant::Control
+        } else if listed(&self.players) {
+            Grant::Player
+        } else {
+            Grant::Foreign
+        }
     }
 }
 
@@ -98,19 +115,25 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Every request: Host first, then Origin for WebSocket upgrades and state-changing calls.
+/// The host a request was sent to: HTTP/2 carries it in the URI's authority, HTTP/1.1 in the
+/// Host header.
+fn request_host(request: &Request) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| header_text(request.headers(), &header::HOST))
+}
+
+/// Every request, before routing: Host first, then Origin for WebSocket upgrades and
+/// state-changing calls (an origin in no list is refused here, whatever the route).
 pub async fn check_host_and_origin(
     State(state): State<SharedState>,
     request: Request,
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in the Host header.
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| header_text(headers, &header::HOST));
+    let host = request_host(&request);
     if let Some(host) = host {
         if !state.access.host_allowed(host) {
             return ApiError::new(
@@ -123,13 +146,9 @@ pub async fn check_host_and_origin(
     let upgrade = headers.contains_key(header::UPGRADE);
     if upgrade || changes_state(request.method()) {
         if let Some(origin) = header_text(headers, &header::ORIGIN) {
-            if !state.access.origin_allowed(origin, host) {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "requests from another web site's page are refused; list its origin in \
-                     [server] allowed_origins to allow them",
-                )
-                .into_response();
+            if state.access.grant(origin, host) == Grant::Foreign {
+                return ApiError::new(StatusCode::FORBIDDEN, policy::Refusal::Origin.to_string())
+                    .into_response();
             }
         } else if headers.contains_key(header::ORIGIN) {
             return ApiError::new(StatusCode::FORBIDDEN, "the Origin header is not text")
@@ -137,6 +156,62 @@ pub async fn check_host_and_origin(
         }
     }
     next.run(request).await
+}
+
+/// Every route, after routing, with the route's [`Scope`]: answers CORS preflights, refuses a
+/// watching-only origin's state changes and WebSockets on control routes, and gives granted
+/// origins their CORS headers. Applied with `Router::layer` (not `route_layer`) so a preflight
+/// reaches it on routes that have no `OPTIONS` handler.
+pub async fn cors(
+    State((state, scope)): State<(SharedState, Scope)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let Some(origin) = header_text(headers, &header::ORIGIN).map(str::to_string) else {
+        // No Origin: not a page's cross-origin request (a non-text Origin was refused before).
+        return next.run(request).await;
+    };
+    let grant = state.access.grant(&origin, request_host(&request));
+    let asked = header_text(headers, &header::ACCESS_CONTROL_REQUEST_METHOD).map(str::to_string);
+    if let (true, Some(method)) = (
+        policy::is_preflight(request.method(), true, asked.is_some()),
+        asked,
+    ) {
+        let mut response = match policy::preflight(&origin, grant, scope, &method) {
+            Ok(allowed) => {
+                let mut r = StatusCode::NO_CONTENT.into_response();
+                r.headers_mut().extend(allowed);
+                r
+            }
+            Err(refusal) => {
+                ApiError::new(StatusCode::FORBIDDEN, refusal.to_string()).into_response()
+            }
+        };
+        vary(&mut response, "Origin, Access-Control-Request-Method");
+        return response;
+    }
+    if headers.contains_key(header::UPGRADE) || changes_state(request.method()) {
+        if let Err(refusal) = policy::may_call(grant, scope) {
+            let mut response =
+                ApiError::new(StatusCode::FORBIDDEN, refusal.to_string()).into_response();
+            vary(&mut response, "Origin");
+            return response;
+        }
+    }
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .extend(policy::response_headers(&origin, grant, scope));
+    vary(&mut response, "Origin");
+    response
+}
+
+/// Adds to `Vary` (a cache must not give one origin's answer to another).
+fn vary(response: &mut Response, names: &'static str) {
+    response
+        .headers_mut()
+        .append(header::VARY, axum::http::HeaderValue::from_static(names));
 }
 
 /// Control routes only (see `api::router`): a state-changing method needs the token when one is
@@ -168,6 +243,7 @@ mod tests {
         Access {
             hosts: vec!["cams.example".into()],
             origins: vec!["https://dash.example".into()],
+            players: vec!["https://player.example".into()],
         }
     }
 
@@ -199,7 +275,7 @@ mod tests {
         }
         let any = Access {
             hosts: vec!["*".into()],
-            origins: vec![],
+            ..Access::default()
         };
         assert!(any.host_allowed("anything.example"));
     }
@@ -208,14 +284,29 @@ mod tests {
     fn origins_are_the_servers_own_or_listed() {
         let a = access();
         let host = Some("127.0.0.1:8080");
-        assert!(a.origin_allowed("http://127.0.0.1:8080", host));
-        assert!(a.origin_allowed("https://127.0.0.1:8080", host));
-        assert!(a.origin_allowed("https://dash.example", host));
-        assert!(!a.origin_allowed("http://127.0.0.1:8081", host));
-        assert!(!a.origin_allowed("http://attacker.example", host));
-        assert!(!a.origin_allowed("null", host));
-        assert!(!a.origin_allowed("http://127.0.0.1:8080", None));
-        assert!(!a.origin_allowed("https://dash.example.attacker", host));
+        let grant = |origin| a.grant(origin, host);
+        assert_eq!(grant("http://127.0.0.1:8080"), Grant::Control);
+        assert_eq!(grant("https://127.0.0.1:8080"), Grant::Control);
+        assert_eq!(grant("https://dash.example"), Grant::Control);
+        assert_eq!(grant("HTTPS://Dash.Example"), Grant::Control);
+        assert_eq!(grant("https://player.example"), Grant::Player);
+        assert_eq!(grant("http://player.example"), Grant::Foreign);
+        assert_eq!(grant("http://127.0.0.1:8081"), Grant::Foreign);
+        assert_eq!(grant("http://attacker.example"), Grant::Foreign);
+        assert_eq!(grant("null"), Grant::Foreign);
+        assert_eq!(grant("https://dash.example.attacker"), Grant::Foreign);
+        assert_eq!(grant("https://player.example.attacker"), Grant::Foreign);
+        assert_eq!(
+            a.grant("http://127.0.0.1:8080", None),
+            Grant::Foreign,
+            "no Host: no own origin"
+        );
+        // A trailing slash in the config is not part of an origin.
+        let b = Access::new(&[], &[], &["https://p.example/".into()]);
+        assert_eq!(b.grant("https://p.example", host), Grant::Player);
+        // `*` grants what its list grants.
+        let c = Access::new(&[], &[], &["*".into()]);
+        assert_eq!(c.grant("https://any.example", host), Grant::Player);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod analysis;
 mod cameras;
 mod connections;
+mod cors;
 mod events;
 mod guard;
 mod hls;
@@ -39,7 +40,8 @@ pub struct AppState {
     pub cameras: Arc<Cameras>,
     /// When set, every state-changing request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
-    /// The Host and Origin exceptions (`[server] allowed_hosts`, `allowed_origins`).
+    /// The Host and Origin exceptions (`[server] allowed_hosts`, `allowed_origins`,
+    /// `player_origins`).
     pub access: Access,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The WebRTC task; `None` when its UDP port could not be opened.
@@ -74,29 +76,20 @@ impl Src {
         })
     }
 }
+pub use cors::Scope;
 pub use guard::Access;
 
 pub type SharedState = Arc<AppState>;
 
 pub fn router(state: SharedState) -> Router {
-    // Watching changes no camera: WHEP, go2rtc's WebRTC offer and the WebSockets need no token
-    // (they are still subject to the Host and Origin checks).
-    let watching = Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(system::healthz))
-        .route("/metrics", get(system::metrics))
-        .route("/api/resources", get(system::resources))
-        .route("/api/workers", get(system::workers))
-        .route("/api/outputs", get(system::outputs))
-        .route("/api/openapi.json", get(openapi::document))
-        .route("/player.js", get(player_js))
-        .route("/app.js", get(app_js))
-        .route("/analysis.js", get(analysis_js))
-        .route("/webcam.js", get(webcam_js))
-        .route("/recordings.js", get(recordings_js))
+    // Watching: media out and a WHEP viewer's own session. No token (still subject to the Host
+    // and Origin checks); a page in `[server] player_origins` may use these across origins.
+    let player = Router::new()
         .route("/api/playback/list", get(playback::list))
         .route("/api/playback/get", get(playback::get))
-        .route("/api/cameras/stream", get(live::camera_stream))
+        .route("/api/cameras/{id}/snapshot.jpg", get(cameras::snapshot))
+        // go2rtc's snapshot URL, so existing clients work unchanged.
+        .route("/api/frame.jpeg", get(cameras::frame_jpeg))
         .route("/api/cameras/{id}/mse", get(mse::livelens))
         .route("/api/ws", get(mse::go2rtc))
         .route("/api/cameras/{id}/mjpeg", get(mjpeg::livelens))
@@ -114,8 +107,27 @@ pub fn router(state: SharedState) -> Router {
             axum::routing::delete(webrtc::whep_delete).patch(webrtc::whep_patch),
         )
         .route("/api/webrtc", axum::routing::post(webrtc::go2rtc))
-        // WHIP checks its own secret (the token, or the camera's publish key: see
-        // `source::publish::may_publish`), so it is not under `require_token`.
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), Scope::Player),
+            guard::cors,
+        ));
+    // The rest of what needs no token: pages, status, the camera list's stream, and WHIP, which
+    // checks its own secret (the token, or the camera's publish key: see
+    // `source::publish::may_publish`). Across origins only for `allowed_origins`.
+    let open = Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/api/resources", get(system::resources))
+        .route("/api/workers", get(system::workers))
+        .route("/api/outputs", get(system::outputs))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/player.js", get(player_js))
+        .route("/app.js", get(app_js))
+        .route("/analysis.js", get(analysis_js))
+        .route("/webcam.js", get(webcam_js))
+        .route("/recordings.js", get(recordings_js))
+        .route("/api/cameras/stream", get(live::camera_stream))
         .route(
             "/api/cameras/{id}/whip",
             axum::routing::post(webrtc::whip_post).options(webrtc::whep_options),
@@ -135,7 +147,11 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             guard::require_token,
         ));
-    watching
+    let control = open.merge(control).layer(middleware::from_fn_with_state(
+        (state.clone(), Scope::Control),
+        guard::cors,
+    ));
+    player
         .merge(control)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(

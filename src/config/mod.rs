@@ -300,9 +300,14 @@ pub struct ServerConfig {
     /// name (DNS rebinding protection); `["*"]` accepts any, e.g. behind a reverse proxy.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// Web origins (`https://dash.example`) whose pages may open WebSockets and change state.
+    /// Web origins (`https://dash.example`) whose pages may do everything across origins: open
+    /// WebSockets, change state (cameras, config, publishing) and read every answer (CORS).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Web origins (`https://player.example`) whose pages may only watch across origins: LL-HLS,
+    /// WHEP (their own sessions), the MSE WebSockets, MJPEG, snapshots and recordings (CORS).
+    #[serde(default)]
+    pub player_origins: Vec<String>,
     /// Open HTTP connections at most (default 10,000, and never more than the open-file limit
     /// allows); more get 503.
     #[serde(default)]
@@ -977,18 +982,25 @@ impl Config {
                 _ => problems.push(problem(format!("publish.{key}"), "unknown key")),
             }
         }
-        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
-            let ok = origin == "*"
-                || ["http://", "https://"].iter().any(|p| {
-                    origin
-                        .strip_prefix(p)
-                        .is_some_and(|h| !h.is_empty() && !h.contains('/'))
-                });
-            if !ok {
-                problems.push(problem(
-                    format!("server.allowed_origins[{i}]"),
-                    format!("{origin:?} is not an origin such as \"https://dash.example\""),
-                ));
+        for (key, origins) in [
+            ("allowed_origins", &self.server.allowed_origins),
+            ("player_origins", &self.server.player_origins),
+        ] {
+            for (i, origin) in origins.iter().enumerate() {
+                // A trailing slash is forgiven (browsers never send one); a path is not.
+                let ok = origin == "*"
+                    || ["http://", "https://"].iter().any(|p| {
+                        origin
+                            .trim_end_matches('/')
+                            .strip_prefix(p)
+                            .is_some_and(|h| !h.is_empty() && !h.contains('/'))
+                    });
+                if !ok {
+                    problems.push(problem(
+                        format!("server.{key}[{i}]"),
+                        format!("{origin:?} is not an origin such as \"https://dash.example\""),
+                    ));
+                }
             }
         }
         for (key, value) in [
@@ -1353,6 +1365,31 @@ mod tests {
         }
         let problems = Config::parse("[mse]\nbach = \"80ms\"\n").unwrap_err();
         assert_eq!(problems[0].place, "mse.bach");
+    }
+
+    #[test]
+    fn origin_lists_take_origins_only() {
+        let c = Config::parse(
+            "[server]\nallowed_origins = [\"https://dash.example\"]\n\
+             player_origins = [\"http://player.example:8080/\", \"*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.allowed_origins, ["https://dash.example"]);
+        assert_eq!(c.server.player_origins.len(), 2);
+        for (key, bad) in [
+            ("player_origins", "player.example"),
+            ("player_origins", "https://player.example/app"),
+            ("allowed_origins", "ftp://dash.example"),
+        ] {
+            let problems =
+                Config::parse(&format!("[server]\n{key} = [\"ok.example\", \"{bad}\"]\n"))
+                    .unwrap_err();
+            let places: Vec<&str> = problems.iter().map(|p| p.place.as_str()).collect();
+            assert!(
+                places.contains(&format!("server.{key}[1]").as_str()),
+                "{places:?}"
+            );
+        }
     }
 
     #[test]

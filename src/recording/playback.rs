@@ -8,7 +8,9 @@
 //! Audio frames are whole samples on their own: those before the start are left out.
 //!
 //! Times are rebased on the wall clock of each segment's anchor keyframe, so segments whose
-//! camera timelines do not continue (a source restart between them) still stitch in order.
+//! camera timelines do not continue (a source restart between them) still stitch in order; each
+//! segment after the first is then moved as a whole to follow the one before it without overlap
+//! or gap ([`seam`]), so a stitched file's tracks are continuous and no timestamp repeats.
 
 use bytes::{BufMut, Bytes};
 use mp4_atom::{
@@ -217,18 +219,39 @@ fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
     let skip_us = start_us - origin;
     let mut placed: Vec<Placed> = Vec::new();
     let mut end_us = start_us;
+    // Per track, where its last placed sample ends (output wall time).
+    let mut track_end: Vec<(u32, i64)> = Vec::new();
+    let mut limit_us = clip.end_us;
     for run in &clip.runs {
         let Some(first) = run.samples.iter().find(|s| s.track == video) else {
             continue;
         };
         let anchor_camera = to_us(first.dts, video_rate);
+        let wall_of = |s: &Sample| {
+            timescale(&clip.moov, s.track)
+                .map(|rate| (rate, run.anchor_us + to_us(s.dts, rate) - anchor_camera))
+        };
+        let shift = seam(
+            &track_end,
+            run.samples.iter().filter_map(|s| {
+                wall_of(s)
+                    .filter(|(_, wall)| *wall < clip.end_us)
+                    .map(|(_, wall)| (s.track, wall))
+            }),
+        );
+        limit_us = clip.end_us + shift;
         for s in &run.samples {
-            let Some(rate) = timescale(&clip.moov, s.track) else {
+            let Some((rate, wall)) = wall_of(s) else {
                 continue;
             };
-            let wall = run.anchor_us + to_us(s.dts, rate) - anchor_camera;
             if wall >= clip.end_us {
                 continue;
+            }
+            let wall = wall + shift;
+            let sample_end = wall + to_us(u64::from(s.duration), rate);
+            match track_end.iter_mut().find(|(t, _)| *t == s.track) {
+                Some((_, end)) => *end = (*end).max(sample_end),
+                None => track_end.push((s.track, sample_end)),
             }
             let out_us = wall - origin;
             let dts = if s.track == video {
@@ -239,7 +262,7 @@ fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
             } else {
                 continue;
             };
-            end_us = end_us.max(wall + to_us(u64::from(s.duration), rate));
+            end_us = end_us.max(sample_end);
             placed.push(Placed {
                 sample: *s,
                 file: run.file,
@@ -290,8 +313,34 @@ fn place(clip: &Clip, squeeze: bool) -> Result<Timeline, String> {
         placed,
         skip_video,
         start_us,
-        duration_us: (end_us.min(clip.end_us) - start_us).max(0),
+        duration_us: (end_us.min(limit_us) - start_us).max(0),
     })
+}
+
+/// How far to move the next run (µs) so that it follows what was placed: each track's first
+/// sample in the run (`firsts`: track and wall time) at or after that track's end so far
+/// (`ends`), with no track later than it needs to be. A run whose segment starts before the last
+/// one ended (a publisher's clock ahead of the wall clock) moves later: no timestamp repeats. A
+/// run after a short gap (a publisher leaving and the next arriving: the caller stitches only
+/// gaps under a second and a half) moves earlier: the tracks stay continuous, so no player
+/// meets a hole in the audio and audio and video last as long. All of a run's tracks move
+/// together, so their sync is kept.
+fn seam(ends: &[(u32, i64)], firsts: impl Iterator<Item = (u32, i64)>) -> i64 {
+    let mut first: Vec<(u32, i64)> = Vec::new();
+    for (track, wall) in firsts {
+        match first.iter_mut().find(|(t, _)| *t == track) {
+            Some((_, w)) => *w = (*w).min(wall),
+            None => first.push((track, wall)),
+        }
+    }
+    first
+        .iter()
+        .filter_map(|(track, wall)| {
+            let (_, end) = ends.iter().find(|(t, _)| t == track)?;
+            Some(end - wall)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn ftyp(fragmented: bool) -> Ftyp {
@@ -722,5 +771,63 @@ mod tests {
         }
         assert_eq!(times.len(), 100);
         assert!(times.windows(2).all(|w| w[1] == w[0] + 3600), "{times:?}");
+    }
+
+    #[test]
+    fn a_segment_that_overlaps_or_follows_a_gap_is_stitched_right_after_the_one_before() {
+        // Publisher A's 2 s; publisher B's segment claims to start 0.127 s before A's end, or
+        // 0.3 s after it. Either way B follows A at once: decode times step by one frame.
+        for b_at in [1_873_000, 2_300_000] {
+            let (a, sa) = segment(50, 0);
+            let (b, sb) = segment(50, 0);
+            let clip = Clip {
+                moov: read_moov(&a).unwrap(),
+                runs: vec![
+                    Run {
+                        file: 0,
+                        anchor_us: 0,
+                        samples: sa,
+                    },
+                    Run {
+                        file: 1,
+                        anchor_us: b_at,
+                        samples: sb,
+                    },
+                ],
+                start_us: 0,
+                end_us: 10_000_000,
+            };
+            let t = place(&clip, false).unwrap();
+            let dts: Vec<u64> = t.placed.iter().map(|p| p.dts).collect();
+            assert_eq!(dts.len(), 100);
+            assert!(
+                dts.windows(2).all(|w| w[1] == w[0] + 3600),
+                "B at {b_at}: {dts:?}"
+            );
+            assert_eq!(t.duration_us, 4_000_000, "B at {b_at}");
+        }
+    }
+
+    #[test]
+    fn the_seam_moves_a_run_as_little_as_keeps_every_track_after_its_end() {
+        // Video ended at 10.00 s, audio at 10.01 s.
+        let ends = [(1, 10_000_000), (2, 10_010_000)];
+        // The next run overlaps by 0.127 s (video at 9.873, audio at 9.883): 0.127 s later.
+        assert_eq!(
+            seam(
+                &ends,
+                [(1, 9_873_000), (2, 9_883_000), (1, 9_913_000)].into_iter()
+            ),
+            127_000
+        );
+        // After a 0.3 s gap, its audio 30 ms after its video: the video closes up (the audio
+        // keeps 20 ms between, which keeps it in sync with its video).
+        assert_eq!(
+            seam(&ends, [(1, 10_300_000), (2, 10_330_000)].into_iter()),
+            -300_000
+        );
+        // A track the earlier runs lack does not count; nothing before: no move.
+        assert_eq!(seam(&[(1, 5)], [(2, 0), (1, 5)].into_iter()), 0);
+        assert_eq!(seam(&[], [(1, 0)].into_iter()), 0);
     }
 }

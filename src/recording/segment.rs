@@ -76,6 +76,17 @@ pub struct Cuts {
 pub struct Writer {
     cuts: Cuts,
     open: Option<Open>,
+    /// The segment closed last: where the next one starts in wall time.
+    last: Option<Closed>,
+}
+
+/// What the next segment needs of the last one.
+struct Closed {
+    epoch: u32,
+    origin_us: i64,
+    start_us: i64,
+    end_us: i64,
+    off_clock: bool,
 }
 
 struct Open {
@@ -126,7 +137,11 @@ fn camera_us(dts: i64, rate: i64) -> i64 {
 
 impl Writer {
     pub fn new(cuts: Cuts) -> Writer {
-        Writer { cuts, open: None }
+        Writer {
+            cuts,
+            open: None,
+            last: None,
+        }
     }
 
     /// Whether a segment is open.
@@ -212,6 +227,13 @@ impl Writer {
             return Vec::new();
         };
         let mut actions: Vec<Action> = open.flush().into_iter().collect();
+        self.last = Some(Closed {
+            epoch: open.epoch,
+            origin_us: open.origin_us,
+            start_us: open.start_us,
+            end_us: open.end_us,
+            off_clock: open.off_clock,
+        });
         actions.push(Action::Close {
             size: open.written,
             end_us: open.end_us,
@@ -222,6 +244,29 @@ impl Writer {
     /// Forgets the open segment without writing anything more (a write failed).
     pub fn abandon(&mut self) {
         self.open = None;
+        self.last = None;
+    }
+
+    /// Wall time of a new segment whose first frame is at camera time `origin_us` and arrived
+    /// at `wall_us`. The same bitstream keeps the last segment's clock, so a cut leaves neither
+    /// gap nor overlap (arrival times jitter, and a first segment that began on the camera's
+    /// cached group of pictures started late by its age). A new bitstream (another publisher, a
+    /// restarted source) or a clock that jumped starts at its arrival, but never before the
+    /// last segment's end: a publisher's clock may have run ahead of the wall clock, and
+    /// overlapping segments would stitch into repeated timestamps.
+    fn start_wall(&self, epoch: u32, origin_us: i64, wall_us: i64) -> i64 {
+        let Some(last) = &self.last else {
+            return wall_us;
+        };
+        let continued = last.start_us + (origin_us - last.origin_us);
+        if last.epoch == epoch
+            && !last.off_clock
+            && (continued - wall_us).abs() <= MAX_CLOCK_DRIFT_US
+        {
+            continued
+        } else {
+            wall_us.max(last.end_us)
+        }
     }
 
     fn must_cut(
@@ -254,6 +299,7 @@ impl Writer {
         };
         let init = fmp4::init_segment(&tracks)?;
         let origin_us = camera_us(packet.dts, VIDEO_RATE);
+        let wall_us = self.start_wall(packet.epoch, origin_us, wall_us);
         self.open = Some(Open {
             video: codec.clone(),
             audio: tracks.audio.clone(),
@@ -440,6 +486,54 @@ mod tests {
             ends,
             [1_000_000_000 + 60 * 40_000, 1_000_000_000 + 120 * 40_000]
         );
+    }
+
+    fn opens_and_closes(actions: &[Action]) -> Vec<(char, i64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Open(o) => Some(('o', o.start_us)),
+                Action::Close { end_us, .. } => Some(('c', *end_us)),
+                Action::Append { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_continues_the_clock_and_a_new_bitstream_never_starts_before_the_last_end() {
+        let codec = Arc::new(test_video());
+        let mut w = Writer::new(cuts(3));
+        // The first frames are the cached group of pictures, handed over 0.5 s late; later
+        // keyframes arrive with 30 ms of jitter. The cut at 4 s continues the camera's clock.
+        let mut actions = Vec::new();
+        for n in 0..150 {
+            let late = if n < 10 { 500_000 } else { 30_000 * (n % 2) };
+            actions.extend(w.push(
+                &packet(&codec, n, n % 50 == 0, 0),
+                None,
+                1_000_000_000 + n * 40_000 + late,
+            ));
+        }
+        actions.extend(w.finish());
+        let t0 = 1_000_500_000;
+        assert_eq!(
+            opens_and_closes(&actions),
+            [
+                ('o', t0),
+                ('c', t0 + 4_000_000),
+                ('o', t0 + 4_000_000),
+                ('c', t0 + 6_000_000)
+            ]
+        );
+        // A second publisher (a new bitstream) whose first keyframe arrives 0.127 s before the
+        // end the first one's clock claimed: it starts at that end, not before.
+        let end = t0 + 6_000_000;
+        let actions = w.push(&packet(&codec, 500, true, 1), None, end - 127_000);
+        assert_eq!(opens_and_closes(&actions), [('o', end)]);
+        w.finish();
+        // After a gap, at its arrival.
+        let actions = w.push(&packet(&codec, 900, true, 2), None, end + 300_000);
+        assert_eq!(opens_and_closes(&actions), [('o', end + 300_000)]);
     }
 
     #[test]
