@@ -205,7 +205,7 @@ pub async fn file(
     let running = camera.hls.current().ok_or_else(not_found)?;
     let bytes = match parse_file(&name, &running.prefix).ok_or_else(not_found)? {
         File::Init(file) => {
-            running.with(|m| (m.init_name() == file).then(|| m.init().cloned()).flatten())
+            running.with(|m| m.init_file(&file).cloned())
         }
         File::Segment(msn) => running.with(|m| m.segment(msn).map(|s| s.data())),
         File::Part(n) => {
