@@ -39,6 +39,18 @@ window.hlsPlay = (name, url, config) => {
     const l = hls.latency;
     if (Number.isFinite(l) && l > 0) st.latency.push([(performance.now() - st.started) / 1000, l]);
   }, 250);
+  // Where hls.js chose to start, against the playlist it started from (for the log).
+  hls.on(Hls.Events.LEVEL_LOADED, (_, d) => {
+    if (st.first_level) return;
+    const det = d.details;
+    st.first_level = { edge: det.edge, part_hold_back: det.partHoldBack, age: det.age,
+                       fragments: det.fragments.length, start: hls.startPosition,
+                       live_sync: hls.liveSyncPosition };
+  });
+  v.addEventListener('playing', () => {
+    if (!st.first_play) st.first_play = { current: v.currentTime, latency: hls.latency,
+                                          buffered: v.buffered.length ? [v.buffered.start(0), v.buffered.end(v.buffered.length - 1)] : null };
+  });
   hls.loadSource(url);
   hls.attachMedia(v);
   window.hlsPlayers[name] = { hls, v, st };
