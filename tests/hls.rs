@@ -585,7 +585,7 @@ fn source_restarts_keep_the_playlist_and_blocking_delta_requests_get_their_part(
     }
 }
 
-/// A camera whose audio starts 4 s into its stream: the muxer, started before, is video-only
+/// A camera whose audio starts 4 s into its stream (FFmpeg reading a clip whose sound starts at 4 s): the muxer, started before, is video-only
 /// until then; within one segment of the camera reporting audio, the playlist's `CODECS`
 /// has it and a new init segment (after `EXT-X-DISCONTINUITY`) carries the track.
 #[test]
@@ -622,8 +622,12 @@ fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
     assert!(status.success());
     let path = common::write_config(
         "hls-late-audio",
+        // FFmpeg as `file://` runs it would hold the pictures back until the sound comes (its
+        // interleaving waits for every stream): `-max_interleave_delta 0` sends each at once.
         &format!(
-            "[[camera]]\nid = \"late\"\nsource = \"file://{}\"\n",
+            "[sources]\nallow_exec = true\n\n[[camera]]\nid = \"late\"\n\
+             source = \"exec:ffmpeg -hide_banner -nostdin -loglevel error -re -i {} -map 0 \
+             -c copy -max_interleave_delta 0 -f mpegts -\"\n",
             clip.display()
         ),
     );
