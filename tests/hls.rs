@@ -742,7 +742,7 @@ fn the_sync_clip_over_ll_hls_is_in_sync_and_its_decode_times_only_go_forward() {
         .filter(|l| l.starts_with("#EXT-X-PART:") && l.contains("INDEPENDENT=YES"))
         .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
         .map(part_number)
-        .last();
+        .next_back();
     let mut playlist = text;
     while started.elapsed() < Duration::from_secs(8) {
         for line in playlist.lines() {
