@@ -357,3 +357,437 @@ fn chromium_plays_the_playlist_through_the_player_and_natively() {
         browser.close().await;
     });
 }
+
+/// A media playlist as a client reads it.
+#[derive(Debug)]
+struct Listing {
+    target: f64,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    skipped: u64,
+    segments: Vec<Listed>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Listed {
+    msn: u64,
+    parts: u64,
+    complete: bool,
+    duration: f64,
+    discontinuity: bool,
+    map: Option<String>,
+}
+
+fn tag<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(prefix))
+}
+
+impl Listing {
+    fn parse(text: &str) -> Listing {
+        let value = |prefix: &str| tag(text, prefix);
+        let media_sequence = value("#EXT-X-MEDIA-SEQUENCE:")
+            .expect(text)
+            .parse()
+            .unwrap();
+        let skipped: u64 = value("#EXT-X-SKIP:SKIPPED-SEGMENTS=").map_or(0, |v| v.parse().unwrap());
+        let mut segments = Vec::new();
+        let mut current = Listed {
+            msn: media_sequence + skipped,
+            ..Listed::default()
+        };
+        for line in text.lines() {
+            if line == "#EXT-X-DISCONTINUITY" {
+                current.discontinuity = true;
+            } else if let Some(uri) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+                current.map = Some(uri.trim_end_matches('"').to_string());
+            } else if line.starts_with("#EXT-X-PART:") {
+                current.parts += 1;
+            } else if let Some(d) = line.strip_prefix("#EXTINF:") {
+                current.duration = d.trim_end_matches(',').parse().unwrap();
+            } else if !line.starts_with('#') && !line.is_empty() {
+                current.complete = true;
+                let next = current.msn + 1;
+                segments.push(std::mem::take(&mut current));
+                current.msn = next;
+            }
+        }
+        if current.parts > 0 {
+            segments.push(current);
+        }
+        Listing {
+            target: value("#EXT-X-TARGETDURATION:")
+                .expect(text)
+                .parse()
+                .unwrap(),
+            media_sequence,
+            discontinuity_sequence: value("#EXT-X-DISCONTINUITY-SEQUENCE:")
+                .expect(text)
+                .parse()
+                .unwrap(),
+            skipped,
+            segments,
+        }
+    }
+
+    /// Seconds of complete segments listed (a delta update lists fewer).
+    fn seconds(&self) -> f64 {
+        self.segments
+            .iter()
+            .filter(|s| s.complete)
+            .map(|s| s.duration)
+            .sum()
+    }
+
+    /// The last part listed, as `(msn, index in its segment)`.
+    fn last_part(&self) -> (u64, u64) {
+        let s = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.parts > 0)
+            .expect("a part");
+        (s.msn, s.parts - 1)
+    }
+}
+
+/// The lead's "never empty": across a new description (PATCHed source), a stop and a start,
+/// the playlist keeps its segments (≥ 3 target durations once it had them) behind an
+/// `EXT-X-DISCONTINUITY` and a new `EXT-X-MAP`, media sequence numbers only go up, and every
+/// blocking delta request (`_HLS_skip=YES`, as hls.js sends) is answered with the part it
+/// asked for and a complete segment.
+#[test]
+fn source_restarts_keep_the_playlist_and_blocking_delta_requests_get_their_part() {
+    let server = server("hls-restart", "");
+    let full = |server: &Server| -> (String, Listing) {
+        let text = server
+            .get("/api/cameras/cam/hls/stream.m3u8")
+            .text()
+            .unwrap();
+        let l = Listing::parse(&text);
+        (text, l)
+    };
+    let (text, listing) = full(&server);
+    let prefix = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut last = listing.last_part();
+    let mut media_sequence = listing.media_sequence;
+    let mut floor_reached = false;
+    let started = Instant::now();
+    let (mut patched, mut restarted) = (false, false);
+    let mut answers = 0;
+    while started.elapsed() < Duration::from_secs(17) {
+        let t = started.elapsed();
+        if !patched && t > Duration::from_secs(4) {
+            // New settings: a new description, so a new init segment.
+            let r = server.patch_camera(
+                "cam",
+                &serde_json::json!({"source": "testsrc://?size=320x180&fps=25&gop=25"}),
+            );
+            assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+            patched = true;
+        }
+        if !restarted && t > Duration::from_secs(9) {
+            // Stopped and started again: the muxer follows the camera to its next run.
+            assert_eq!(
+                server.post("/api/cameras/cam/stop").status(),
+                StatusCode::OK
+            );
+            let r = server.get("/api/cameras/cam/hls/stream.m3u8");
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "stopped");
+            assert_eq!(
+                server.post("/api/cameras/cam/start").status(),
+                StatusCode::OK
+            );
+            server.wait_live("cam", Duration::from_secs(5));
+            restarted = true;
+        }
+        let (msn, part) = (last.0, last.1 + 1);
+        let r = server.get(&format!(
+            "/api/cameras/cam/hls/stream.m3u8?_HLS_msn={msn}&_HLS_part={part}&_HLS_skip=YES"
+        ));
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{msn}.{part} at {t:?}: {:?}",
+            r.text()
+        );
+        let text = r.text().unwrap();
+        let answer = Listing::parse(&text);
+        assert!(
+            answer.segments.iter().any(|s| s.complete),
+            "a complete segment in every answer:\n{text}"
+        );
+        let got = answer.last_part();
+        assert!(
+            got > last,
+            "asked for {msn}.{part}, the answer ends at {got:?}:\n{text}"
+        );
+        if answer.skipped > 0 {
+            assert!(
+                text.contains(&format!(
+                    "#EXT-X-SKIP:SKIPPED-SEGMENTS={}\n#EXT-X-",
+                    answer.skipped
+                )) && text
+                    .split_once("#EXT-X-SKIP")
+                    .unwrap()
+                    .1
+                    .contains("#EXT-X-MAP:"),
+                "a delta update names the init segment of what it lists:\n{text}"
+            );
+        }
+        last = got;
+        answers += 1;
+        // The whole playlist: never shorter than three target durations once it was.
+        let (text, l) = full(&server);
+        assert!(
+            l.media_sequence >= media_sequence,
+            "media sequence went back:\n{text}"
+        );
+        media_sequence = l.media_sequence;
+        if l.seconds() >= 3.0 * l.target {
+            floor_reached = true;
+        } else {
+            assert!(
+                !floor_reached,
+                "{:.2} s listed with a target of {} s at {t:?}:\n{text}",
+                l.seconds(),
+                l.target
+            );
+        }
+    }
+    assert!(restarted && answers > 40, "{answers} answers");
+    assert!(floor_reached);
+    let (text, l) = full(&server);
+    // The PATCH changed the description: a discontinuity with the new init segment (unless
+    // it already rolled off, which the discontinuity sequence then counts).
+    let tagged = l
+        .segments
+        .iter()
+        .any(|s| s.discontinuity && s.map.is_some());
+    assert!(tagged || l.discontinuity_sequence > 0, "{text}");
+    assert!(text.contains("#EXT-X-MAP:URI=\""), "{text}");
+    assert!(
+        text.contains(&format!("{prefix}-")),
+        "the same muxer (file names) throughout:\n{text}"
+    );
+    // Every init segment listed is served, and the newest plays the new size.
+    for s in &l.segments {
+        if let Some(map) = &s.map {
+            let r = server.get(&format!("/api/cameras/cam/hls/{map}"));
+            assert_eq!(r.status(), StatusCode::OK, "{map}");
+        }
+    }
+}
+
+/// A camera whose audio starts 4 s into its stream (FFmpeg reading a clip whose sound starts at 4 s): the muxer, started before, is video-only
+/// until then; within one segment of the camera reporting audio, the playlist's `CODECS`
+/// has it and a new init segment (after `EXT-X-DISCONTINUITY`) carries the track.
+#[test]
+fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
+    common::require("ffmpeg", "ffmpeg");
+    let dir = common::temp_dir("hls-late-audio-clip");
+    let clip = dir.join("late-audio.ts");
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args([
+            "-itsoffset",
+            "4",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+        ])
+        .args(["-map", "0:v", "-map", "1:a", "-t", "12"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-bf",
+            "0",
+        ])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path = common::write_config(
+        "hls-late-audio",
+        // FFmpeg as `file://` runs it would hold the pictures back until the sound comes (its
+        // interleaving waits for every stream): `-max_interleave_delta 0` sends each at once.
+        &format!(
+            "[sources]\nallow_exec = true\n\n[[camera]]\nid = \"late\"\n\
+             source = \"exec:ffmpeg -hide_banner -nostdin -loglevel error -re -i {} -map 0 \
+             -c copy -max_interleave_delta 0 -f mpegts -\"\n",
+            clip.display()
+        ),
+    );
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("late", Duration::from_secs(10));
+    let codecs = |server: &Server| -> String {
+        let text = server
+            .get("/api/cameras/late/hls/index.m3u8")
+            .text()
+            .unwrap();
+        text.split("CODECS=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let first = codecs(&server);
+    assert!(
+        server.get_json("/api/cameras/late")["audio"].is_null(),
+        "the camera already had audio: the test proves nothing"
+    );
+    assert!(!first.contains("mp4a"), "{first}");
+    // Poll both until the playlist has the audio; note when each changed.
+    let started = Instant::now();
+    let (mut reported, mut listed) = (None, None);
+    while listed.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no audio in CODECS"
+        );
+        if reported.is_none() && !server.get_json("/api/cameras/late")["audio"].is_null() {
+            reported = Some(Instant::now());
+        }
+        if codecs(&server).contains("mp4a.40.2") {
+            listed = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling interval, not a wait for a state
+    }
+    let reported = reported.unwrap_or(listed.unwrap());
+    let lag = listed.unwrap().duration_since(reported);
+    let text = server
+        .get("/api/cameras/late/hls/stream.m3u8")
+        .text()
+        .unwrap();
+    let l = Listing::parse(&text);
+    eprintln!("CODECS had the audio {lag:?} after the camera reported it");
+    // One segment (the 1 s GOP), and the polling interval.
+    assert!(
+        lag.as_secs_f64() <= l.target + 0.2,
+        "audio joined CODECS {lag:?} after the camera reported it"
+    );
+    let new = l
+        .segments
+        .iter()
+        .find(|s| s.discontinuity)
+        .expect(&text)
+        .map
+        .clone()
+        .expect("a new EXT-X-MAP after the discontinuity");
+    let init = server
+        .get(&format!("/api/cameras/late/hls/{new}"))
+        .bytes()
+        .unwrap();
+    assert!(
+        init.windows(4).any(|w| w == b"mp4a"),
+        "the new init segment has the audio track"
+    );
+}
+
+/// FFmpeg reads the sync clip's LL-HLS with sound and picture together, and the decode times
+/// of the init segment and every part, as a low-latency client fetches them, only go forward.
+#[test]
+fn the_sync_clip_over_ll_hls_is_in_sync_and_its_decode_times_only_go_forward() {
+    let clip = common::sync::clip_ts();
+    let path = common::write_config(
+        "hls-sync",
+        &format!(
+            "[[camera]]\nid = \"clip\"\nsource = \"file://{}\"\n",
+            clip.display()
+        ),
+    );
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("clip", Duration::from_secs(10));
+    common::wait_until(Duration::from_secs(10), "the clip's audio", || {
+        !server.get_json("/api/cameras/clip")["audio"].is_null()
+    });
+    // Parts as hls.js fetches them: the init segment, then each new part after a blocking
+    // reload, for 8 s.
+    let text = server
+        .get("/api/cameras/clip/hls/stream.m3u8")
+        .text()
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut init = String::new();
+    let mut map_here = String::new();
+    let mut next_part: Option<u64>;
+    let mut last = Listing::parse(&text).last_part();
+    let started = Instant::now();
+    let part_number = |uri: &str| -> u64 {
+        uri.rsplit_once("part")
+            .unwrap()
+            .1
+            .trim_end_matches(".mp4")
+            .parse()
+            .unwrap()
+    };
+    // Start at the newest part that starts a segment, as a player does.
+    next_part = text
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:") && l.contains("INDEPENDENT=YES"))
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .map(part_number)
+        .next_back();
+    let mut playlist = text;
+    while started.elapsed() < Duration::from_secs(8) {
+        for line in playlist.lines() {
+            if let Some(map) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+                map_here = map.trim_end_matches('"').to_string();
+            }
+            let Some(uri) = line
+                .strip_prefix("#EXT-X-PART:")
+                .and_then(|l| l.split("URI=\"").nth(1))
+                .and_then(|l| l.split('"').next())
+            else {
+                continue;
+            };
+            let n = part_number(uri);
+            if next_part.is_none_or(|next| n < next) {
+                continue;
+            }
+            assert_eq!(next_part, Some(n), "no part is missed");
+            if map_here != init {
+                init = map_here.clone();
+                let b = server
+                    .get(&format!("/api/cameras/clip/hls/{init}"))
+                    .bytes()
+                    .unwrap();
+                bytes.extend_from_slice(&b);
+            }
+            let r = server.get(&format!("/api/cameras/clip/hls/{uri}"));
+            assert_eq!(r.status(), StatusCode::OK, "{uri}");
+            bytes.extend_from_slice(&r.bytes().unwrap());
+            next_part = Some(n + 1);
+        }
+        let (msn, part) = (last.0, last.1 + 1);
+        playlist = server
+            .get(&format!(
+                "/api/cameras/clip/hls/stream.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+            ))
+            .text()
+            .unwrap();
+        last = Listing::parse(&playlist).last_part();
+    }
+    let tracks = common::sync::decode_times(&bytes);
+    assert_eq!(tracks.len(), 2, "video and audio");
+    assert!(tracks[&1].len() > 150, "{} pictures", tracks[&1].len());
+    common::sync::assert_decode_times_monotonic("LL-HLS init + parts", &bytes);
+    let offsets =
+        common::sync::av_offsets(&server.url("/api/cameras/clip/hls/index.m3u8"), &[], 12.0);
+    common::sync::assert_in_sync("LL-HLS read by FFmpeg", &offsets, 4, 0.040);
+}

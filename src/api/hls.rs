@@ -204,9 +204,7 @@ pub async fn file(
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no HLS file {name:?}"));
     let running = camera.hls.current().ok_or_else(not_found)?;
     let bytes = match parse_file(&name, &running.prefix).ok_or_else(not_found)? {
-        File::Init(file) => {
-            running.with(|m| (m.init_name() == file).then(|| m.init().cloned()).flatten())
-        }
+        File::Init(file) => running.with(|m| m.init_file(&file).cloned()),
         File::Segment(msn) => running.with(|m| m.segment(msn).map(|s| s.data())),
         File::Part(n) => {
             // The part a preload hint names (or one just after) is sent once it is complete.

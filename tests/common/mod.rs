@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod hlsjs;
 pub mod media;
 pub mod rtsp;
 pub mod sync;

@@ -149,15 +149,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Feeds the camera's frames to the muxer until the camera stops, the muxer has had no request
-/// for `close_after`, or the camera goes.
+/// Feeds the camera's frames to the muxer until the muxer has had no request for
+/// `close_after` or the camera goes. A camera that stops and starts again keeps its muxer (and
+/// its players their playlist): the muxer follows it to its new run.
 async fn run(stream: Arc<Stream>, running: Arc<Running>, settings: Settings) {
     let Some(mut frames) = stream.subscribe(ViewerKind::Hls) else {
         running.cancel.cancel();
         return;
     };
     let mut idle = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    let idle_for = |running: &Running| {
+        running.waiting.load(Ordering::Relaxed) == 0
+            && running.last_request.lock().unwrap().elapsed() > settings.close_after
+    };
+    'run: loop {
         tokio::select! {
             _ = running.cancel.cancelled() => break,
             frame = frames.next() => match frame {
@@ -177,14 +182,27 @@ async fn run(stream: Arc<Stream>, running: Arc<Running>, settings: Settings) {
                         .push(&packet, audio.as_ref(), taken);
                     running.version.send_modify(|v| *v += 1);
                 }
-                Err(_) => break,
-            },
-            _ = idle.tick() => {
-                let waiting = running.waiting.load(Ordering::Relaxed) > 0;
-                if !waiting && running.last_request.lock().unwrap().elapsed() > settings.close_after {
-                    tracing::debug!(camera = %stream.id(), "HLS muxer closed: no request");
-                    break;
+                Err(_) => {
+                    // The camera stopped: wait for its next run while players still ask.
+                    loop {
+                        tokio::select! {
+                            _ = running.cancel.cancelled() => break 'run,
+                            next = stream.subscribe_when_running(ViewerKind::Hls) => {
+                                frames = next;
+                                running.muxer.lock().unwrap().resubscribed();
+                                break;
+                            }
+                            _ = idle.tick() => if idle_for(&running) {
+                                tracing::debug!(camera = %stream.id(), "HLS muxer closed: no request");
+                                break 'run;
+                            }
+                        }
+                    }
                 }
+            },
+            _ = idle.tick() => if idle_for(&running) {
+                tracing::debug!(camera = %stream.id(), "HLS muxer closed: no request");
+                break;
             }
         }
     }

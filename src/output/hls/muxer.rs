@@ -1,12 +1,20 @@
-//! LL-HLS, sans-IO: published frames in; an init segment, parts, segments and playlists out.
+//! LL-HLS, sans-IO: published frames in; init segments, parts, segments and playlists out.
 //!
 //! The frames are the camera's shared fMP4 fragments (one moof + mdat per frame, made once per
-//! camera for every output), taken through an [`MseSession`] so HLS gets the same init segment
-//! and timeline as an MSE viewer. A part is the fragments of ~`part_target` of video (a CMAF
-//! part may hold several moof/mdat pairs); a segment is its parts, cut at the first keyframe at
-//! least `segment_min` after the segment began, so every segment and every part marked
-//! `INDEPENDENT` starts with a keyframe. Parts and segments never change once made, so they are
-//! served as immutable; only the playlist moves.
+//! camera for every output); what is the muxer's own is a copy of each ~100-byte moof head with
+//! its decode time on the muxer's timeline and its `mfhd` sequence number (continuous across
+//! parts and segments: VLC skipped a segment when they jumped). A part is the fragments of
+//! ~`part_target` of video (a CMAF part may hold several moof/mdat pairs); a segment is its
+//! parts, cut at the first keyframe at least `segment_min` after the segment began, so every
+//! segment and every part marked `INDEPENDENT` starts with a keyframe. Parts and segments never
+//! change once made, so they are served as immutable; only the playlist moves.
+//!
+//! A source restart (a new bitstream, a new description, audio that comes or goes) never empties
+//! the playlist: the segment before it ends there, and when the init segment changes the next
+//! one carries `EXT-X-DISCONTINUITY` and a new `EXT-X-MAP` (RFC 8216 §4.3.2.3), counted by
+//! `EXT-X-DISCONTINUITY-SEQUENCE` as segments roll off. The muxer's timeline only goes forward:
+//! a keyframe whose time does not follow the previous picture (a restarted source, a camera
+//! whose clock jumped) continues where the last picture ended.
 //!
 //! Numbering: segments by media sequence number (MSN); parts by a counter across the whole run
 //! (`part{N}.mp4`), and in the playlist by their index within their segment (`_HLS_part`).
@@ -20,16 +28,19 @@ use bytes::{Bytes, BytesMut};
 
 use crate::hub::Packet;
 use crate::media::{AudioCodec, TrackKind, VideoCodec};
-use crate::output::mse::{ClientCodecs, MseSession, Outgoing};
+use crate::output::fmp4::{self, audio_fits_mp4, Tracks};
 
-const VIDEO_RATE: f64 = 90_000.0;
+const VIDEO_RATE: i64 = 90_000;
+/// A keyframe further than this past where the last picture ended starts the timeline anew
+/// (the source stalled or its clock jumped forward).
+const MAX_GAP: i64 = VIDEO_RATE;
 
 /// How the muxer cuts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cuts {
     pub part_target: Duration,
     pub segment_min: Duration,
-    /// Complete segments kept (and listed).
+    /// Complete segments kept (and listed), as long as they last three target durations.
     pub keep: usize,
 }
 
@@ -57,8 +68,14 @@ pub struct Segment {
     pub msn: u64,
     pub parts: Vec<Part>,
     pub duration: f64,
-    /// Wall-clock time of its first frame.
+    /// Wall-clock time of its first picture (`EXT-X-PROGRAM-DATE-TIME`).
     pub date: SystemTime,
+    /// The init segment it needs.
+    pub generation: u64,
+    /// Whether it starts a discontinuity (a new init segment).
+    pub discontinuity: bool,
+    /// Its discontinuity sequence number.
+    pub disc_seq: u64,
 }
 
 impl Segment {
@@ -77,12 +94,47 @@ impl Segment {
 struct Open {
     msn: u64,
     parts: Vec<Part>,
-    start_dts: i64,
-    date: SystemTime,
-    part_start_dts: i64,
+    /// Start on the muxer's timeline (90 kHz).
+    start: i64,
+    generation: u64,
+    discontinuity: bool,
+    disc_seq: u64,
+    part_start: i64,
     part_independent: bool,
     part_data: BytesMut,
     part_has_video: bool,
+}
+
+/// An init segment and what it was made from.
+#[derive(Debug)]
+struct Init {
+    generation: u64,
+    bytes: Bytes,
+    video: Arc<VideoCodec>,
+    audio: Option<AudioCodec>,
+    /// `CODECS` (`avc1.64001f,mp4a.40.2`).
+    codecs: String,
+}
+
+/// Where the camera's timestamps land on the muxer's timeline.
+#[derive(Debug, Default)]
+struct Clock {
+    /// Added to a video DTS (90 kHz) to give the muxer's time.
+    shift: i64,
+    epoch: Option<u32>,
+    /// Muxer time of the last picture, and where it ends.
+    last_video: Option<i64>,
+    video_end: Option<i64>,
+    /// Where the last audio frame ends (muxer time in the audio clock).
+    audio_end: Option<i64>,
+    /// Audio before this muxer time (90 kHz) is not sent: the first picture of a new timeline
+    /// is where sound and picture start together.
+    audio_from: i64,
+    /// Wall-clock seconds minus muxer seconds: the smallest seen since the bitstream began
+    /// (frames replayed from the GOP cache arrive late; live ones set it).
+    anchor: Option<f64>,
+    awaiting_keyframe: bool,
+    new_bitstream: bool,
 }
 
 /// Whether a blocking playlist request can be answered (RFC 8216bis §6.2.5.2).
@@ -98,19 +150,21 @@ pub enum Wanted {
 
 pub struct Muxer {
     cuts: Cuts,
-    session: MseSession,
-    codec: Option<Arc<VideoCodec>>,
-    init: Option<Bytes>,
-    /// `video/mp4; codecs="…"` of the init segment.
-    mime: Option<String>,
+    /// The init segments the listed segments need, oldest first; the last is in force.
+    inits: VecDeque<Init>,
     segments: VecDeque<Segment>,
     open: Option<Open>,
+    clock: Clock,
     next_msn: u64,
     next_part: u64,
-    /// Counts restarts (new descriptions): the init segment's name carries it.
-    generation: u64,
-    /// Largest segment duration so far, rounded up (`EXT-X-TARGETDURATION`, which must not
-    /// shrink).
+    next_generation: u64,
+    /// Discontinuities so far (the open segment's `disc_seq` when it starts one).
+    discontinuities: u64,
+    /// A discontinuity whose segment was dropped before it had a part: the next one has it.
+    carried_discontinuity: bool,
+    /// `mfhd` of the next fragment.
+    next_fragment: u32,
+    /// Largest segment duration so far, rounded (`EXT-X-TARGETDURATION`, which must not shrink).
     target: u64,
 }
 
@@ -118,112 +172,285 @@ impl Muxer {
     pub fn new(cuts: Cuts) -> Muxer {
         Muxer {
             cuts,
-            session: MseSession::new(ClientCodecs::all()),
-            codec: None,
-            init: None,
-            mime: None,
+            inits: VecDeque::new(),
             segments: VecDeque::new(),
             open: None,
+            clock: Clock::default(),
             next_msn: 0,
             next_part: 0,
-            generation: 0,
+            next_generation: 0,
+            discontinuities: 0,
+            carried_discontinuity: false,
+            next_fragment: 1,
             target: cuts.segment_min.as_secs().max(1),
         }
     }
 
+    /// The init segment in force.
     pub fn init(&self) -> Option<&Bytes> {
-        self.init.as_ref()
+        self.inits.back().map(|i| &i.bytes)
+    }
+
+    /// The init segment named `name` (`init{N}.mp4`), while a listed segment needs it.
+    pub fn init_file(&self, name: &str) -> Option<&Bytes> {
+        self.inits
+            .iter()
+            .find(|i| init_name(i.generation) == name)
+            .map(|i| &i.bytes)
     }
 
     pub fn codec(&self) -> Option<&Arc<VideoCodec>> {
-        self.codec.as_ref()
+        self.inits.back().map(|i| &i.video)
     }
 
-    /// The codecs of the init segment, as `CODECS` wants them (`avc1.64001f,mp4a.40.2`).
+    /// The codecs of the init segment in force, as `CODECS` wants them (`avc1.64001f,mp4a.40.2`).
     pub fn codecs(&self) -> Option<String> {
-        let mime = self.mime.as_ref()?;
-        let start = mime.find("codecs=\"")? + "codecs=\"".len();
-        Some(mime[start..].trim_end_matches('"').to_string())
+        self.inits.back().map(|i| i.codecs.clone())
     }
 
-    /// Adds a frame. A new codec description (camera restarted with new settings) starts the
-    /// playlist over: old parts cannot be decoded with the new init segment.
-    pub fn push(&mut self, packet: &Packet, audio: Option<&AudioCodec>, now: SystemTime) {
-        let out = match self.session.on_frame(packet, audio) {
-            Ok(out) => out,
+    /// The frames that follow come from a new subscription (the camera was stopped and
+    /// started): they start a new bitstream at their first keyframe.
+    pub fn resubscribed(&mut self) {
+        self.clock.new_bitstream = true;
+    }
+
+    /// Adds a frame. `audio` is the camera's audio description now; `taken` when the frame was
+    /// captured (or arrived), for `EXT-X-PROGRAM-DATE-TIME`.
+    pub fn push(&mut self, packet: &Packet, audio: Option<&AudioCodec>, taken: SystemTime) {
+        match packet.track {
+            TrackKind::Video => self.push_video(packet, audio, taken),
+            TrackKind::Audio => self.push_audio(packet),
+        }
+    }
+
+    fn push_video(&mut self, packet: &Packet, audio: Option<&AudioCodec>, taken: SystemTime) {
+        let Some(codec) = packet.video_codec.as_ref() else {
+            return;
+        };
+        let new_description = !self
+            .inits
+            .back()
+            .is_some_and(|i| Arc::ptr_eq(&i.video, codec));
+        if self.clock.epoch != Some(packet.epoch) || new_description {
+            self.clock.new_bitstream = true;
+        }
+        self.clock.epoch = Some(packet.epoch);
+        if self.clock.new_bitstream {
+            self.clock.awaiting_keyframe = true;
+        }
+        if self.clock.awaiting_keyframe && !packet.keyframe {
+            return;
+        }
+        let mut time = packet.dts + self.clock.shift;
+        // Before any cut: a segment's date counts the picture that closes it (the first live
+        // one after a replayed GOP).
+        self.note_wall(taken, time);
+        if packet.keyframe {
+            let audio = audio.filter(|a| audio_fits_mp4(a)).cloned();
+            let new_init = match self.refresh_init(codec, audio) {
+                Ok(changed) => changed,
+                Err(e) => {
+                    tracing::debug!("hls: {e}");
+                    return;
+                }
+            };
+            let follows = match (self.clock.last_video, self.clock.video_end) {
+                (Some(last), Some(end)) => time > last && time <= end + MAX_GAP,
+                _ => false,
+            };
+            if !follows || self.clock.awaiting_keyframe || new_init {
+                let first = self.clock.video_end.is_none();
+                if !follows {
+                    // The timeline continues where the last picture ended (0 at the start).
+                    let at = self.clock.video_end.unwrap_or(0);
+                    self.clock.shift = at - packet.dts;
+                    time = at;
+                    self.clock.audio_from = time + (packet.pts - packet.dts).max(0);
+                }
+                self.close_segment(time);
+                if std::mem::take(&mut self.clock.new_bitstream) || !follows {
+                    // A new bitstream's wall clock is its own (a restart takes time).
+                    self.clock.anchor = None;
+                }
+                self.clock.awaiting_keyframe = false;
+                self.open = Some(self.new_open(time, new_init && !first));
+            } else {
+                self.cut_before(time, true);
+            }
+        } else {
+            if self.clock.last_video.is_some_and(|last| time <= last) {
+                // Decode time went back: nothing decodes until the next keyframe.
+                self.clock.awaiting_keyframe = true;
+                return;
+            }
+            self.cut_before(time, false);
+        }
+        self.note_wall(taken, time);
+        // A frame's duration is its distance from the previous one: after a jump, the jump.
+        let duration = match i64::from(packet.duration) {
+            0 => 3600,
+            d => d.min(MAX_GAP),
+        };
+        self.clock.last_video = Some(time);
+        self.clock.video_end = Some(time + duration);
+        self.append(packet, time, true);
+    }
+
+    /// The picture at muxer time `time` was taken (or arrived) at `taken`.
+    fn note_wall(&mut self, taken: SystemTime, time: i64) {
+        let wall = taken
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let offset = wall - secs(time);
+        self.clock.anchor = Some(self.clock.anchor.map_or(offset, |a| a.min(offset)));
+    }
+
+    fn push_audio(&mut self, packet: &Packet) {
+        let Some(rate) = self
+            .inits
+            .back()
+            .and_then(|i| i.audio.as_ref())
+            .map(|a| i64::from(a.sample_rate))
+        else {
+            return; // the init segment has no audio track
+        };
+        if self.clock.awaiting_keyframe || self.open.is_none() {
+            return;
+        }
+        let shift = (self.clock.shift as f64 * rate as f64 / VIDEO_RATE as f64).round() as i64;
+        let time = packet.dts + shift;
+        let duration = match i64::from(packet.duration) {
+            0 => 1024,
+            d => d.min(rate / 5),
+        };
+        if ((time + duration) as f64 / rate as f64) <= secs(self.clock.audio_from) {
+            return; // sound from before the first picture of this timeline
+        }
+        if self
+            .clock
+            .audio_end
+            .is_some_and(|end| time < end - duration / 2)
+        {
+            return; // overlaps what was sent: decode times must not go back
+        }
+        self.clock.audio_end = Some(time + duration);
+        self.append(packet, time, false);
+    }
+
+    /// The init segment for these tracks; `true` when it differs from the one in force.
+    fn refresh_init(
+        &mut self,
+        codec: &Arc<VideoCodec>,
+        audio: Option<AudioCodec>,
+    ) -> Result<bool, fmp4::MuxError> {
+        if let Some(current) = self.inits.back() {
+            if Arc::ptr_eq(&current.video, codec) && current.audio == audio {
+                return Ok(false);
+            }
+        }
+        let tracks = Tracks {
+            video: (**codec).clone(),
+            audio,
+        };
+        let bytes = fmp4::init_segment(&tracks)?;
+        if let Some(current) = self.inits.back_mut() {
+            if current.bytes == bytes {
+                // The same description again (a looped file): nothing changes.
+                current.video = codec.clone();
+                current.audio = tracks.audio;
+                return Ok(false);
+            }
+        }
+        let mime = tracks.mime();
+        let codecs = mime
+            .split_once("codecs=\"")
+            .map_or("", |(_, c)| c.trim_end_matches('"'))
+            .to_string();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.inits.push_back(Init {
+            generation,
+            bytes,
+            video: codec.clone(),
+            audio: tracks.audio,
+            codecs,
+        });
+        Ok(true)
+    }
+
+    /// The frame's shared fragment with the muxer's decode time and fragment number, into the
+    /// part being filled.
+    fn append(&mut self, packet: &Packet, time: i64, video: bool) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let fragment = match packet.fmp4(|p| fmp4::fragment(p).map_err(|e| e.to_string())) {
+            Ok(f) => f,
             Err(e) => {
                 tracing::debug!("hls: {e}");
                 return;
             }
         };
-        let mut fragment = BytesMut::new();
-        for o in out {
-            match o {
-                Outgoing::Text(mime) => {
-                    let value: serde_json::Value = serde_json::from_str(&mime).unwrap_or_default();
-                    let new_mime = value["value"].as_str().map(str::to_string);
-                    if self.init.is_some() {
-                        self.restart();
-                    }
-                    self.mime = new_mime;
-                    self.codec = packet.video_codec.clone();
-                }
-                Outgoing::Binary(b) if self.init.is_none() => self.init = Some(b),
-                Outgoing::Binary(b) => fragment.extend_from_slice(&b),
-            }
+        let mut head = fragment.head.to_vec();
+        let field = &mut head[fragment.field_at..fragment.field_at + fragment.field_len];
+        let time = time.max(0) as u64;
+        match fragment.field_len {
+            8 => field.copy_from_slice(&time.to_be_bytes()),
+            _ => field.copy_from_slice(&(time as u32).to_be_bytes()),
         }
-        if fragment.is_empty() {
-            return;
+        // moof header (8), mfhd header (8), version and flags (4), then the sequence number.
+        if head.get(12..16) == Some(b"mfhd") {
+            head[20..24].copy_from_slice(&self.next_fragment.to_be_bytes());
         }
-        if packet.track == TrackKind::Video {
-            self.cut_before(packet, now);
-        }
-        // Audio before the first keyframe's segment has nowhere to go.
-        if let Some(open) = self.open.as_mut() {
-            open.part_data.extend_from_slice(&fragment);
-            open.part_has_video |= packet.track == TrackKind::Video;
-        }
+        self.next_fragment = self.next_fragment.wrapping_add(1).max(1);
+        open.part_data.extend_from_slice(&head);
+        open.part_data.extend_from_slice(&fragment.body);
+        open.part_has_video |= video;
     }
 
-    /// Closes the part (and the segment) that `packet` must not join.
-    fn cut_before(&mut self, packet: &Packet, now: SystemTime) {
-        let dts = packet.dts;
-        let Some(open) = self.open.as_mut() else {
-            if packet.keyframe {
-                self.open = Some(self.new_open(dts, now));
-            }
+    /// Closes the part (and the segment) that a picture at `time` must not join.
+    fn cut_before(&mut self, time: i64, keyframe: bool) {
+        let Some(open) = self.open.as_ref() else {
             return;
         };
-        let segment_long = secs(dts - open.start_dts) >= self.cuts.segment_min.as_secs_f64();
-        if packet.keyframe && segment_long {
-            self.close_part(dts);
-            self.close_segment(dts, now);
+        let segment_long = secs(time - open.start) >= self.cuts.segment_min.as_secs_f64();
+        if keyframe && segment_long {
+            self.close_segment(time);
+            self.open = Some(self.new_open(time, false));
             return;
         }
-        if secs(dts - open.part_start_dts) >= self.cuts.part_target.as_secs_f64() - 0.001 {
-            self.close_part(dts);
+        if secs(time - open.part_start) >= self.cuts.part_target.as_secs_f64() - 0.001 {
+            self.close_part(time);
             if let Some(open) = self.open.as_mut() {
-                open.part_independent = packet.keyframe;
+                open.part_independent = keyframe;
             }
         }
     }
 
-    fn new_open(&mut self, dts: i64, now: SystemTime) -> Open {
+    fn new_open(&mut self, start: i64, discontinuity: bool) -> Open {
+        let carried = std::mem::take(&mut self.carried_discontinuity);
+        if discontinuity && !carried {
+            self.discontinuities += 1;
+        }
+        let discontinuity = discontinuity || carried;
         let msn = self.next_msn;
         self.next_msn += 1;
         Open {
             msn,
             parts: Vec::new(),
-            start_dts: dts,
-            date: now,
-            part_start_dts: dts,
+            start,
+            generation: self.inits.back().map_or(0, |i| i.generation),
+            discontinuity,
+            disc_seq: self.discontinuities,
+            part_start: start,
             part_independent: true,
             part_data: BytesMut::new(),
             part_has_video: false,
         }
     }
 
-    fn close_part(&mut self, end_dts: i64) {
+    fn close_part(&mut self, end: i64) {
         let Some(open) = self.open.as_mut() else {
             return;
         };
@@ -234,20 +461,28 @@ impl Muxer {
         self.next_part += 1;
         open.parts.push(Part {
             number,
-            duration: secs(end_dts - open.part_start_dts),
+            duration: secs(end - open.part_start),
             independent: open.part_independent,
             data: std::mem::take(&mut open.part_data).freeze(),
         });
-        open.part_start_dts = end_dts;
+        open.part_start = end;
         open.part_independent = false;
         open.part_has_video = false;
     }
 
-    fn close_segment(&mut self, end_dts: i64, now: SystemTime) {
+    /// Ends the open segment at `end` (a segment with no picture is dropped, its number reused).
+    fn close_segment(&mut self, end: i64) {
+        self.close_part(end);
         let Some(open) = self.open.take() else {
             return;
         };
-        let duration = secs(end_dts - open.start_dts);
+        if open.parts.is_empty() {
+            self.next_msn = open.msn;
+            // Carried to the segment that replaces it.
+            self.carried_discontinuity = open.discontinuity;
+            return;
+        }
+        let duration = secs(end - open.start);
         let rounded = duration.round().max(1.0) as u64;
         if rounded > self.target {
             tracing::warn!(
@@ -256,29 +491,41 @@ impl Muxer {
             );
             self.target = rounded;
         }
+        let date = self.date(open.start);
         self.segments.push_back(Segment {
             msn: open.msn,
             parts: open.parts,
             duration,
-            date: open.date,
+            date,
+            generation: open.generation,
+            discontinuity: open.discontinuity,
+            disc_seq: open.disc_seq,
         });
+        // RFC 8216 §6.2.2: never less than three target durations listed.
+        let floor = 3.0 * self.target as f64;
         while self.segments.len() > self.cuts.keep {
+            let total: f64 = self.segments.iter().map(|s| s.duration).sum();
+            if total - self.segments[0].duration < floor {
+                break;
+            }
             self.segments.pop_front();
         }
-        self.open = Some(self.new_open(end_dts, now));
+        // Init segments no listed segment needs any more.
+        let oldest = self.segments.front().map_or(0, |s| s.generation);
+        while self.inits.len() > 1 && self.inits[0].generation < oldest {
+            self.inits.pop_front();
+        }
     }
 
-    /// A new description: everything made so far is gone. Numbers go on, so no cached file
-    /// name is ever reused for other bytes.
-    fn restart(&mut self) {
-        self.segments.clear();
-        self.open = None;
-        self.init = None;
-        self.generation += 1;
+    /// Wall-clock time of muxer time `time`.
+    fn date(&self, time: i64) -> SystemTime {
+        let at = self.clock.anchor.unwrap_or(0.0) + secs(time);
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at.max(0.0))
     }
 
-    /// How many of the oldest segments end further than `until` seconds before the live edge
-    /// (the open segment's parts included): the segments a delta update leaves out.
+    /// How many of the oldest segments a delta update leaves out: those that end further than
+    /// `until` seconds before the live edge (the open segment's parts included), up to the
+    /// first that starts a discontinuity, whose tag the client must see.
     fn skippable(&self, until: f64) -> usize {
         let open: f64 = self
             .open
@@ -295,12 +542,19 @@ impl Muxer {
             after += s.duration;
             keep += 1;
         }
-        self.segments.len() - keep
+        let skippable = self.segments.len() - keep;
+        let first_break = self
+            .segments
+            .iter()
+            .skip(1)
+            .position(|s| s.discontinuity)
+            .map_or(usize::MAX, |i| i + 1);
+        skippable.min(first_break)
     }
 
-    /// The init segment's file name (without the prefix).
+    /// The init segment's file name in force (without the prefix).
     pub fn init_name(&self) -> String {
-        format!("init{}.mp4", self.generation)
+        init_name(self.inits.back().map_or(0, |i| i.generation))
     }
 
     /// `EXT-X-TARGETDURATION`, in seconds.
@@ -343,7 +597,7 @@ impl Muxer {
 
     /// Whether there is a playlist worth serving: at least one complete segment.
     pub fn ready(&self) -> bool {
-        self.init.is_some() && !self.segments.is_empty()
+        !self.inits.is_empty() && !self.segments.is_empty()
     }
 
     /// Whether segment `msn` (and part `part` of it) exists yet. A part index past the end of
@@ -397,18 +651,23 @@ impl Muxer {
         }
     }
 
-    /// The media playlist. `base` is prefixed to every file name (e.g. `/api/cameras/x/hls/`).
-    /// `skip` (`_HLS_skip=YES`): a delta update, where the segments further than
-    /// `CAN-SKIP-UNTIL` from the live edge are one `EXT-X-SKIP` line (RFC 8216bis §6.2.5.1).
-    pub fn playlist(&self, base: &str, skip: bool) -> String {
-        let part_target = self
+    /// `PART-TARGET`: no part is longer.
+    fn part_target(&self) -> f64 {
+        let longest = self
             .segments
             .iter()
             .flat_map(|s| s.parts.iter())
             .chain(self.open.iter().flat_map(|o| o.parts.iter()))
             .map(|p| p.duration)
             .fold(self.cuts.part_target.as_secs_f64(), f64::max);
-        let part_target = (part_target * 1000.0).ceil() / 1000.0;
+        (longest * 1000.0).ceil() / 1000.0
+    }
+
+    /// The media playlist. `base` is prefixed to every file name (e.g. `/api/cameras/x/hls/`).
+    /// `skip` (`_HLS_skip=YES`): a delta update, where the segments further than
+    /// `CAN-SKIP-UNTIL` from the live edge are one `EXT-X-SKIP` line (RFC 8216bis §6.2.5.1).
+    pub fn playlist(&self, base: &str, skip: bool) -> String {
+        let part_target = self.part_target();
         let mut out = String::new();
         let _ = writeln!(out, "#EXTM3U");
         let _ = writeln!(out, "#EXT-X-VERSION:9");
@@ -417,25 +676,40 @@ impl Muxer {
         let _ = writeln!(
             out,
             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},CAN-SKIP-UNTIL={skip_until}.0",
-            part_target * 3.0
+            part_target * PART_HOLD_BACK
         );
         let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
-        let first = self.segments.front().map_or(self.next_msn, |s| s.msn);
-        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
+        let first = self.segments.front();
+        let _ = writeln!(
+            out,
+            "#EXT-X-MEDIA-SEQUENCE:{}",
+            first.map_or(self.next_msn, |s| s.msn)
+        );
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            first.map_or(self.discontinuities, |s| s.disc_seq)
+        );
         let skipped = if skip {
             self.skippable(skip_until as f64)
         } else {
             0
         };
         if skipped > 0 {
-            // The client has the init segment's name from the full playlist.
             let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
-        } else {
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{base}{}\"", self.init_name());
         }
         // Part lines only for the last segments (the spec's 3 target durations).
         let recent = self.segments.len().saturating_sub(3);
+        let mut generation = None;
         for (i, s) in self.segments.iter().enumerate().skip(skipped) {
+            self.segment_head(
+                &mut out,
+                base,
+                &mut generation,
+                i > 0,
+                s.discontinuity,
+                s.generation,
+            );
             let _ = writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -448,10 +722,19 @@ impl Muxer {
             let _ = writeln!(out, "{base}seg{}.mp4", s.msn);
         }
         if let Some(open) = self.open.as_ref().filter(|o| !o.parts.is_empty()) {
+            let listed = !self.segments.is_empty();
+            self.segment_head(
+                &mut out,
+                base,
+                &mut generation,
+                listed,
+                open.discontinuity,
+                open.generation,
+            );
             let _ = writeln!(
                 out,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
-                crate::common::rfc3339(open.date)
+                crate::common::rfc3339(self.date(open.start))
             );
             write_parts(&mut out, base, &open.parts);
         }
@@ -462,6 +745,36 @@ impl Muxer {
         );
         out
     }
+
+    /// `EXT-X-DISCONTINUITY` (not on the playlist's first segment: the discontinuity sequence
+    /// counts it) and `EXT-X-MAP` where the init segment changes or the listing starts.
+    fn segment_head(
+        &self,
+        out: &mut String,
+        base: &str,
+        listed: &mut Option<u64>,
+        not_first: bool,
+        discontinuity: bool,
+        generation: u64,
+    ) {
+        if discontinuity && not_first {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+        }
+        if *listed != Some(generation) {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{base}{}\"", init_name(generation));
+            *listed = Some(generation);
+        }
+    }
+}
+
+/// `PART-HOLD-BACK` in part targets (RFC 8216bis: at least 2, 3 recommended). hls.js starts
+/// this far behind the live edge and, left to its defaults, never catches up: it is the
+/// latency a viewer gets, plus the player's start-up. 2.5 leaves a player a part and a half of
+/// media beyond the one being fetched.
+const PART_HOLD_BACK: f64 = 2.5;
+
+fn init_name(generation: u64) -> String {
+    format!("init{generation}.mp4")
 }
 
 fn write_parts(out: &mut String, base: &str, parts: &[Part]) {
@@ -479,7 +792,7 @@ fn write_parts(out: &mut String, base: &str, parts: &[Part]) {
 }
 
 fn secs(ticks: i64) -> f64 {
-    ticks as f64 / VIDEO_RATE
+    ticks as f64 / VIDEO_RATE as f64
 }
 
 #[cfg(test)]
@@ -492,30 +805,143 @@ mod tests {
         Arc::new(crate::output::fmp4::tests::test_video())
     }
 
+    fn aac() -> AudioCodec {
+        AudioCodec {
+            codec: "aac",
+            rfc6381: Some("mp4a.40.2".into()),
+            sample_rate: 48_000,
+            channels: 2,
+            extra_data: Bytes::from_static(&[0x11, 0x90]),
+        }
+    }
+
+    const T0: u64 = 1_800_000_000;
+
+    /// A camera as the hub publishes it: 25 fps video with B-frame-like composition offsets (a
+    /// keyframe every `gop` frames), and 48 kHz AAC frames in between when `audio` is set.
+    struct Camera {
+        seq: Sequencer,
+        codec: Arc<VideoCodec>,
+        audio: Option<AudioCodec>,
+        gop: u32,
+        frame: u32,
+        /// Added to every video timestamp (90 kHz): a source whose clock starts elsewhere.
+        offset: i64,
+        audio_next: i64,
+        /// Frames before this one arrive with it (replayed from the GOP cache).
+        burst: u32,
+    }
+
+    impl Camera {
+        fn new(gop: u32) -> Camera {
+            Camera {
+                seq: Sequencer::default(),
+                codec: codec(),
+                audio: None,
+                gop,
+                frame: 0,
+                offset: 0,
+                audio_next: 0,
+                burst: 0,
+            }
+        }
+
+        /// `seconds` more of the camera into `m`; the wall clock is 40 ms a frame from T0.
+        fn feed(&mut self, m: &mut Muxer, seconds: f64) {
+            let frames = (seconds * 25.0).round() as u32;
+            for _ in 0..frames {
+                let i = self.frame;
+                self.frame += 1;
+                let dts = i64::from(i) * 3600 + self.offset;
+                let wall = SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(T0)
+                    + Duration::from_millis(u64::from(i.max(self.burst)) * 40);
+                let frame = Frame {
+                    track: TrackKind::Video,
+                    pts: dts + 7200,
+                    dts,
+                    keyframe: i % self.gop == 0,
+                    capture_time_us: None,
+                    video_codec: Some(self.codec.clone()),
+                    data: Bytes::from(vec![0, 0, 0, 2, 0x65, i as u8]),
+                };
+                let packet = self.seq.packet(frame);
+                m.push(&packet, self.audio.as_ref(), wall);
+                if self.audio.is_some() {
+                    // Audio up to this picture's end (48 kHz, 1024-sample frames).
+                    let until = (dts + 3600) * 48_000 / 90_000;
+                    while self.audio_next + 1024 <= until {
+                        let f = Frame::audio(self.audio_next, Bytes::from_static(&[1, 2, 3]));
+                        self.audio_next += 1024;
+                        m.push(&self.seq.packet(f), self.audio.as_ref(), wall);
+                    }
+                }
+            }
+        }
+
+        /// The source restarts: a new description `Arc` (the same bytes unless `width`), a new
+        /// bitstream whose first frame, a keyframe, is at `dts_restart` (90 kHz). The wall
+        /// clock goes on (and skips the rest of the GOP).
+        fn restart(&mut self, width: Option<u32>, dts_restart: i64) {
+            let mut c = (*self.codec).clone();
+            if let Some(w) = width {
+                c.width = w;
+            }
+            self.codec = Arc::new(c);
+            let r = self.frame % self.gop;
+            if r != 0 {
+                self.frame += self.gop - r;
+            }
+            self.offset = dts_restart - i64::from(self.frame) * 3600;
+            self.seq.discontinuity();
+        }
+    }
+
     /// `seconds` of 25 fps video with a keyframe every `gop` frames, pushed into a muxer.
     fn run(seconds: u32, gop: u32) -> Muxer {
         let mut m = Muxer::new(Cuts::default());
-        let mut seq = Sequencer::default();
-        let codec = codec();
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        for i in 0..seconds * 25 {
-            let dts = i64::from(i) * 3600;
-            let frame = Frame {
-                track: TrackKind::Video,
-                pts: dts,
-                dts,
-                keyframe: i % gop == 0,
-                capture_time_us: None,
-                video_codec: Some(codec.clone()),
-                data: Bytes::from(vec![0, 0, 0, 2, 0x65, i as u8]),
-            };
-            m.push(
-                &seq.packet(frame),
-                None,
-                t0 + Duration::from_millis(u64::from(i) * 40),
-            );
-        }
+        Camera::new(gop).feed(&mut m, f64::from(seconds));
         m
+    }
+
+    /// Every fragment's (track, mfhd, tfdt) in `bytes` (parts or segments joined).
+    fn fragments(bytes: &[u8]) -> Vec<(u32, u32, u64)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 8 <= bytes.len() {
+            let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if &bytes[at + 4..at + 8] == b"moof" {
+                let moof = &bytes[at..at + size];
+                let seq = u32::from_be_bytes(moof[20..24].try_into().unwrap());
+                let track_at = moof.windows(4).position(|w| w == b"tfhd").unwrap() + 8;
+                let track = u32::from_be_bytes(moof[track_at..track_at + 4].try_into().unwrap());
+                let t = moof.windows(4).position(|w| w == b"tfdt").unwrap() + 4;
+                let time = if moof[t] == 1 {
+                    u64::from_be_bytes(moof[t + 4..t + 12].try_into().unwrap())
+                } else {
+                    u64::from(u32::from_be_bytes(moof[t + 4..t + 8].try_into().unwrap()))
+                };
+                out.push((track, seq, time));
+            }
+            at += size.max(8);
+        }
+        out
+    }
+
+    /// Everything the muxer lists, as a player reads it: every segment, then the open parts.
+    fn listed_bytes(m: &Muxer) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in &m.segments {
+            out.extend_from_slice(&s.data());
+        }
+        for p in m.open.iter().flat_map(|o| o.parts.iter()) {
+            out.extend_from_slice(&p.data);
+        }
+        out
+    }
+
+    fn listed_seconds(m: &Muxer) -> f64 {
+        m.segments.iter().map(|s| s.duration).sum()
     }
 
     #[test]
@@ -567,7 +993,7 @@ mod tests {
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
         assert!(p.contains("#EXT-X-MAP:URI=\"/h/init0.mp4\"\n"));
         assert!(p.contains(
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600,CAN-SKIP-UNTIL=6.0\n"
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.500,CAN-SKIP-UNTIL=6.0\n"
         ));
         assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"));
         assert!(p.contains("#EXTINF:1.00000,\n/h/seg3.mp4\n"));
@@ -600,18 +1026,17 @@ mod tests {
         assert!(skipped >= 1, "{delta}");
         assert!(delta.contains(&format!("#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}\n")));
         assert!(
-            !delta.contains("#EXT-X-MAP"),
-            "the client has it from the full playlist"
+            delta.contains(&format!(
+                "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}\n#EXT-X-MAP:URI=\"/h/init0.mp4\"\n"
+            )),
+            "the init segment of what it lists: {delta}"
         );
         assert_eq!(
             full.matches("#EXTINF:").count() - delta.matches("#EXTINF:").count(),
             skipped
         );
         // What remains is the same as the full playlist's end.
-        let tail = delta
-            .split_once(&format!("SKIPPED-SEGMENTS={skipped}\n"))
-            .unwrap()
-            .1;
+        let tail = delta.split_once("init0.mp4\"\n").unwrap().1;
         assert!(full.ends_with(tail));
         // Without enough history there is nothing to skip: the full playlist.
         let short = run(3, 25);
@@ -647,30 +1072,231 @@ mod tests {
     }
 
     #[test]
-    fn a_new_description_starts_over_with_numbers_that_go_on() {
-        let mut m = run(3, 25);
-        let last_part = m.next_part();
-        let mut seq = Sequencer::default();
-        let mut other = crate::output::fmp4::tests::test_video();
-        other.width = 1280;
-        let other = Arc::new(other);
-        for i in 0..50 {
-            let dts = 1_000_000 + i64::from(i) * 3600;
-            let frame = Frame {
-                track: TrackKind::Video,
-                pts: dts,
-                dts,
-                keyframe: i % 25 == 0,
-                capture_time_us: None,
-                video_codec: Some(other.clone()),
-                data: Bytes::from(vec![0, 0, 0, 2, 0x65, i as u8]),
-            };
-            m.push(&seq.packet(frame), None, SystemTime::now());
+    fn a_restart_with_the_same_description_keeps_the_playlist_and_the_timeline() {
+        let mut m = Muxer::new(Cuts::default());
+        let mut cam = Camera::new(25);
+        cam.audio = Some(aac());
+        cam.feed(&mut m, 3.3);
+        let first = m.segments.front().unwrap().msn;
+        let listed = m.segments.len();
+        // A looped file: a new bitstream (a new description `Arc`, same bytes) whose clock
+        // starts at 0 again.
+        cam.restart(None, 0);
+        cam.audio_next = 0;
+        cam.feed(&mut m, 2.5);
+        let p = m.playlist("/h/", false);
+        assert!(!p.contains("#EXT-X-DISCONTINUITY\n"), "{p}");
+        assert_eq!(p.matches("#EXT-X-MAP").count(), 1, "{p}");
+        assert_eq!(m.segments.front().unwrap().msn, first, "nothing rolled off");
+        assert!(m.segments.len() > listed);
+        // The muxer's clock went on: every picture follows the previous one.
+        let video: Vec<u64> = fragments(&listed_bytes(&m))
+            .into_iter()
+            .filter(|f| f.0 == 1)
+            .map(|f| f.2)
+            .collect();
+        assert!(video.windows(2).all(|w| w[1] == w[0] + 3600), "{video:?}");
+    }
+
+    #[test]
+    fn a_new_description_keeps_the_segments_behind_a_discontinuity_and_a_new_map() {
+        let mut m = Muxer::new(Cuts::default());
+        let mut cam = Camera::new(25);
+        cam.feed(&mut m, 5.0);
+        let before = m.segments.len();
+        // Restarted with other settings, and a clock 5 s ahead.
+        cam.restart(Some(640), 10 * 90_000);
+        cam.feed(&mut m, 3.0);
+        assert_eq!(m.codec().unwrap().width, 640);
+        assert!(m.segments.len() > before, "the old segments stay");
+        let p = m.playlist("/h/", false);
+        let d = p.find("#EXT-X-DISCONTINUITY\n").expect(&p);
+        assert_eq!(
+            p[d..].lines().nth(1),
+            Some("#EXT-X-MAP:URI=\"/h/init1.mp4\""),
+            "{p}"
+        );
+        assert!(p[..d].contains("#EXT-X-MAP:URI=\"/h/init0.mp4\"\n"));
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
+        assert!(m.init_file("init0.mp4").is_some() && m.init_file("init1.mp4").is_some());
+        // As the old segments roll off, the sequence counts the discontinuity that went.
+        cam.feed(&mut m, 12.0);
+        let p = m.playlist("/h/", false);
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{p}");
+        assert!(!p.contains("#EXT-X-DISCONTINUITY\n"), "{p}");
+        assert!(!p.contains("init0.mp4"), "{p}");
+        assert!(m.init_file("init0.mp4").is_none());
+        let msns: Vec<u64> = m.segments.iter().map(|s| s.msn).collect();
+        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
+    }
+
+    #[test]
+    fn restarts_never_leave_less_than_three_target_durations_listed() {
+        let mut m = Muxer::new(Cuts::default());
+        let mut cam = Camera::new(50);
+        cam.feed(&mut m, 10.0);
+        let mut reached = false;
+        for round in 0..40u32 {
+            // Restarts 0.4–1.2 s apart (short segments), every third with new settings.
+            let width = (round % 3 == 0).then_some(600 + round);
+            cam.restart(width, i64::from(round % 2) * 90_000 * 30);
+            for _ in 0..(10 + round % 20) {
+                cam.feed(&mut m, 0.04);
+                let listed = listed_seconds(&m);
+                let floor = 3.0 * m.target as f64;
+                if listed >= floor {
+                    reached = true;
+                } else {
+                    assert!(!reached, "round {round}: {listed} s listed < {floor}");
+                }
+                assert!(m.ready());
+                let p = m.playlist("/h/", false);
+                for uri in p
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"/h/"))
+                {
+                    let name = uri.trim_end_matches('"');
+                    assert!(m.init_file(name).is_some(), "{name} is listed but gone");
+                }
+                // Each listed segment after the first that starts a discontinuity is tagged.
+                let tagged = m
+                    .segments
+                    .iter()
+                    .skip(1)
+                    .filter(|s| s.discontinuity)
+                    .count()
+                    + usize::from(
+                        m.open
+                            .as_ref()
+                            .is_some_and(|o| o.discontinuity && !o.parts.is_empty()),
+                    );
+                assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count(), tagged, "{p}");
+                let first = m.segments[0].disc_seq;
+                assert!(p.contains(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{first}\n")));
+            }
         }
-        assert!(Arc::ptr_eq(m.codec().unwrap(), &other));
-        assert!(m.segments.iter().all(|s| s.msn >= 3));
-        assert!(m.part(0).is_none());
-        assert!(m.next_part() > last_part);
-        assert_eq!(m.init_name(), "init1.mp4", "a new name for new bytes");
+        assert!(reached);
+        let msns: Vec<u64> = m.segments.iter().map(|s| s.msn).collect();
+        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
+    }
+
+    #[test]
+    fn audio_that_appears_joins_the_init_segment_at_the_next_keyframe() {
+        let mut m = Muxer::new(Cuts::default());
+        let mut cam = Camera::new(25);
+        cam.feed(&mut m, 3.0);
+        assert_eq!(m.codecs().unwrap(), "avc1.42c01f");
+        // The camera reports audio now; its first keyframe after that is within a segment.
+        cam.audio = Some(aac());
+        cam.audio_next = i64::from(cam.frame) * 3600 * 48_000 / 90_000;
+        cam.feed(&mut m, 1.0);
+        assert_eq!(m.codecs().unwrap(), "avc1.42c01f,mp4a.40.2");
+        cam.feed(&mut m, 1.0);
+        let p = m.playlist("/h/", false);
+        let d = p.find("#EXT-X-DISCONTINUITY\n").expect(&p);
+        assert_eq!(
+            p[d..].lines().nth(1),
+            Some("#EXT-X-MAP:URI=\"/h/init1.mp4\"")
+        );
+        let frags = fragments(&listed_bytes(&m));
+        assert!(frags.iter().any(|f| f.0 == 2), "audio fragments follow");
+    }
+
+    #[test]
+    fn fragment_numbers_and_decode_times_run_on_across_parts_segments_and_restarts() {
+        let mut m = Muxer::new(Cuts::default());
+        let mut cam = Camera::new(25);
+        cam.audio = Some(aac());
+        cam.feed(&mut m, 3.3);
+        cam.restart(None, 0); // the clock goes back
+        cam.audio_next = 0;
+        cam.feed(&mut m, 2.2);
+        cam.restart(None, 90_000 * 100); // and jumps ahead
+        cam.audio_next = 100 * 48_000;
+        cam.feed(&mut m, 2.0);
+        let frags = fragments(&listed_bytes(&m));
+        assert!(frags.len() > 300);
+        assert!(
+            frags.windows(2).all(|w| w[1].1 == w[0].1 + 1),
+            "mfhd numbers are consecutive"
+        );
+        for track in [1, 2] {
+            let times: Vec<u64> = frags.iter().filter(|f| f.0 == track).map(|f| f.2).collect();
+            assert!(
+                times.windows(2).all(|w| w[1] > w[0]),
+                "track {track}: {times:?}"
+            );
+        }
+        let video: Vec<u64> = frags.iter().filter(|f| f.0 == 1).map(|f| f.2).collect();
+        assert!(video.windows(2).all(|w| w[1] == w[0] + 3600), "{video:?}");
+        // Sound and picture keep together across the restarts.
+        let last_audio = frags.iter().rev().find(|f| f.0 == 2).unwrap().2 as f64 / 48_000.0;
+        let last_video = *video.last().unwrap() as f64 / 90_000.0;
+        assert!(
+            (last_audio - last_video).abs() < 0.05,
+            "{last_audio} {last_video}"
+        );
+    }
+
+    #[test]
+    fn program_date_times_follow_the_frames_not_their_replay() {
+        let mut m = Muxer::new(Cuts::default());
+        let mut cam = Camera::new(25);
+        // The first GOP comes from the GOP cache: all at once, when the next keyframe is live.
+        cam.burst = 25;
+        cam.feed(&mut m, 6.0);
+        let first = m.segments[0].date;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
+        assert_eq!(first, t0, "the first picture was taken at T0");
+        for w in m.segments.iter().collect::<Vec<_>>().windows(2) {
+            let gap = w[1].date.duration_since(w[0].date).unwrap().as_secs_f64();
+            assert!(
+                (gap - w[0].duration).abs() < 0.001,
+                "{gap} vs EXTINF {}",
+                w[0].duration
+            );
+        }
+    }
+
+    #[test]
+    fn a_blocking_delta_update_always_lists_the_part_asked_for() {
+        let mut m = Muxer::new(Cuts::default());
+        let mut cam = Camera::new(25);
+        cam.audio = Some(aac());
+        cam.feed(&mut m, 3.0);
+        for round in 0..300u32 {
+            if round % 60 == 59 {
+                cam.restart((round % 120 == 59).then_some(640 + round), 0);
+                cam.audio_next = 0;
+            }
+            cam.feed(&mut m, 0.04);
+            let open = m.open.as_ref().unwrap();
+            let Some(last) = open.parts.last() else {
+                continue;
+            };
+            let (msn, part) = (open.msn, open.parts.len() as u64 - 1);
+            assert_eq!(m.wanted(msn, Some(part)), Wanted::Ready);
+            let delta = m.playlist("/h/", true);
+            let full = m.playlist("/h/", false);
+            assert!(
+                delta.contains(&format!("URI=\"/h/part{}.mp4\"", last.number)),
+                "round {round}: {delta}"
+            );
+            assert!(delta.contains("#EXTINF:"), "a complete segment: {delta}");
+            if let Some((_, rest)) = delta.split_once("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+                let (n, rest) = rest.split_once('\n').unwrap();
+                let n: usize = n.parse().unwrap();
+                assert!(
+                    rest.starts_with("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:")
+                        || rest.starts_with("#EXT-X-MAP:"),
+                    "{delta}"
+                );
+                assert_eq!(
+                    full.matches("#EXTINF:").count(),
+                    delta.matches("#EXTINF:").count() + n
+                );
+                assert!(n <= m.segments.len());
+            }
+        }
     }
 }
