@@ -105,6 +105,7 @@ fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
 /// sender reports and counts each track from its own first packet; see the script). The first
 /// 2 s (the GOP burst) are left out.
 #[test]
+#[ignore = "issue #29: aiortc's Python recorder keeps too few frames on this machine to pair flashes with beeps (0 pairs); not yet a measurement"]
 fn aiortc_over_whep_has_sound_and_picture_together() {
     let server = start("aiortc-whep-av");
     server.wait_live("baseline", Duration::from_secs(20));
