@@ -779,7 +779,7 @@ mod tests {
         // 0.3 s after it. Either way B follows A at once: decode times step by one frame.
         for b_at in [1_873_000, 2_300_000] {
             let (a, sa) = segment(50, 0);
-            let (b, sb) = segment(50, 0);
+            let (_, sb) = segment(50, 0);
             let clip = Clip {
                 moov: read_moov(&a).unwrap(),
                 runs: vec![
