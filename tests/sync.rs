@@ -1,7 +1,8 @@
 //! Sound and picture together, and decode times that only go forward, on the paths where RTP
 //! carries the media: an RTSP camera (gst-rtsp-server serving the sync clip), FFmpeg publishing
 //! over RTSP (TCP and UDP) and RTMP. Each is read back over livelens's RTSP re-stream by FFmpeg
-//! from its first second, and one over MSE (fMP4 bytes, as a browser gets them).
+//! from its first second; the RTSP camera and an RTSP publisher also over MSE and LL-HLS (fMP4
+//! bytes, as a browser gets them) and as recordings played back.
 //!
 //! One server with every camera, the publishers and readers at once: the file stays fast.
 
@@ -57,15 +58,59 @@ fn mse_bytes(server: &Server, camera: &str, seconds: f64) -> Vec<u8> {
     })
 }
 
+/// An LL-HLS player's bytes of `camera`: the init segment and every complete segment the
+/// media playlist lists (each init again where `EXT-X-MAP` changes).
+fn ll_hls_bytes(server: &Server, camera: &str) -> Vec<u8> {
+    let base = format!("/api/cameras/{camera}/hls");
+    let playlist = server.get(&format!("{base}/stream.m3u8")).text().unwrap();
+    let (mut bytes, mut init) = (Vec::new(), String::new());
+    for line in playlist.lines() {
+        let uri = if let Some(map) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            let map = map.split('"').next().unwrap();
+            if map == init {
+                continue;
+            }
+            init = map.to_string();
+            map
+        } else if line.starts_with('#') || line.is_empty() {
+            continue;
+        } else {
+            line
+        };
+        let r = server.get(&format!("{base}/{uri}"));
+        assert_eq!(r.status(), 200, "{camera}: {uri}");
+        bytes.extend_from_slice(&r.bytes().unwrap());
+    }
+    assert!(!init.is_empty(), "{camera}: no EXT-X-MAP in {playlist}");
+    bytes
+}
+
+/// The first recorded span of `camera` once it is at least `seconds` long.
+fn recorded(server: &Server, camera: &str, seconds: f64) -> serde_json::Value {
+    let mut span = serde_json::Value::Null;
+    common::wait_until(
+        Duration::from_secs(20),
+        &format!("{seconds} s of {camera} recorded"),
+        || {
+            span = server.get_json(&format!("/api/playback/list?path={camera}"))[0].clone();
+            span["duration"].as_f64().unwrap_or(0.0) >= seconds
+        },
+    );
+    span
+}
+
 #[test]
 fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
     let camera = RtspCamera::start(&["--file", sync::clip_mp4().to_str().unwrap()]);
+    let dir = common::temp_dir("sync-paths-files");
     let config = format!(
-        "[rtsp]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[camera]]\nid = \"cam\"\nsource = \"{}\"\n\n\
-         [[camera]]\nid = \"tcp\"\nsource = \"publish:\"\n\n\
+        "[rtsp]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
+         [recording]\npath = \"{}\"\nsegment = \"4s\"\n\n\
+         [[camera]]\nid = \"cam\"\nsource = \"{}\"\nrecord = true\n\n\
+         [[camera]]\nid = \"tcp\"\nsource = \"publish:\"\nrecord = true\n\n\
          [[camera]]\nid = \"udp\"\nsource = \"publish:\"\n\n\
          [[camera]]\nid = \"rtmp\"\nsource = \"publish:\"\n",
+        dir.join("rec").display(),
         camera.url()
     );
     let path = common::write_config("sync-paths", &config);
@@ -89,6 +134,11 @@ fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
     ];
     for id in ["cam", "tcp", "udp", "rtmp"] {
         server.wait_live(id, Duration::from_secs(15));
+    }
+    // LL-HLS muxers start on a first request; read their segments at the end.
+    for id in ["cam", "tcp"] {
+        let r = server.get(&format!("/api/cameras/{id}/hls/index.m3u8"));
+        assert_eq!(r.status(), 200, "{id}: LL-HLS");
     }
     // Every path read back at once over the RTSP re-stream, from the first second; and the
     // RTSP publisher's MSE bytes.
@@ -121,6 +171,33 @@ fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
     sync::assert_in_sync("the RTSP camera over MSE", &offsets, 3, 0.040);
     sync::assert_decode_times_monotonic("the RTSP camera (B-frames) over MSE", &cam_mse);
     sync::assert_decode_times_monotonic("an RTSP publisher (B-frames) over MSE", &tcp_mse);
+    // The same two B-frame sources as LL-HLS segments and as recordings played back.
+    for (id, what) in [("cam", "the RTSP camera"), ("tcp", "an RTSP publisher")] {
+        let hls = ll_hls_bytes(&server, id);
+        assert!(
+            sync::decode_times(&hls).get(&1).is_some_and(|v| v.len() >= 50),
+            "{what}: LL-HLS segments hold too few pictures"
+        );
+        sync::assert_decode_times_monotonic(&format!("{what} (B-frames) over LL-HLS"), &hls);
+        let span = recorded(&server, id, 5.0);
+        let start = span["start"].as_str().unwrap();
+        let duration = span["duration"].as_f64().unwrap();
+        let get = |format: &str| {
+            let r = server.get(&format!(
+                "/api/playback/get?path={id}&start={start}&duration={duration:.3}&format={format}"
+            ));
+            assert_eq!(r.status(), 200, "{what}: playback as {format}");
+            r.bytes().unwrap().to_vec()
+        };
+        sync::assert_decode_times_monotonic(
+            &format!("{what} (B-frames) played back as fMP4"),
+            &get("fmp4"),
+        );
+        let file = sync::to_file(&dir, &format!("{id}-playback.mp4"), &get("mp4"));
+        let offsets = sync::av_offsets(file.to_str().unwrap(), &[], duration);
+        eprintln!("{id} played back: {offsets:?}");
+        sync::assert_in_sync(&format!("{what} played back"), &offsets, 2, 0.040);
+    }
     for p in &mut publishers {
         let _ = p.kill();
         let _ = p.wait();

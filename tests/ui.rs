@@ -448,3 +448,107 @@ fn search_plays_a_found_moment_and_the_model_form_saves_rules_with_field_errors(
         .contains("sk-ui-secret"));
     vlm.stop();
 }
+
+/// The grid never passes a dead, stopped or idle camera off as live: each tile says its state in
+/// the API's words with the reason, a publish: camera nobody sends to shows where to send, and
+/// REC, an active alert (by name, also in the list) and a failing model are marked on the tile,
+/// each within 2 s of the API saying so.
+#[test]
+fn every_tile_says_its_cameras_state_and_marks_rec_alerts_and_failing_models() {
+    let _serial = common::browser::serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    const QUESTION: &str = "Is there a picture?";
+    let vlm = runtime.block_on(common::vlm_server::VlmServer::start(320, "Describe."));
+    // Answered from the picture: yes while it has detail (testsrc's pattern), no when flat.
+    vlm.set(|b| {
+        b.judge = Some(std::sync::Arc::new(|img, prompt| {
+            if !prompt.starts_with(QUESTION) {
+                return None;
+            }
+            let luma = img.to_luma8();
+            let n = luma.pixels().len() as f64;
+            let mean = luma.pixels().map(|p| p[0] as f64).sum::<f64>() / n;
+            let var = luma.pixels().map(|p| (p[0] as f64 - mean).powi(2)).sum::<f64>() / n;
+            Some(if var > 200.0 { "Yes." } else { "No." }.to_string())
+        }))
+    });
+    let dir = common::temp_dir("ui-states");
+    let config = format!(
+        "[recording]\npath = \"{rec}\"\n\n\
+         [[camera]]\nid = \"ok\"\nsource = \"testsrc://?size=320x240&fps=25&gop=25\"\n\
+         [camera.analysis.vlm]\nendpoint = \"{url}\"\nmodel = \"m\"\nprompt = \"Describe.\"\ninterval = \"1s\"\nimage_width = 320\n\
+         [[camera.analysis.alert]]\nname = \"picture\"\nquestion = \"{QUESTION}\"\ninterval = \"500ms\"\n\n\
+         [[camera]]\nid = \"dead\"\nsource = \"rtsp://127.0.0.1:9/nothing\"\n\n\
+         [[camera]]\nid = \"pub\"\nsource = \"publish:\"\n\n\
+         [[camera]]\nid = \"rec\"\nsource = \"testsrc://?size=320x240&fps=25&gop=25\"\nrecord = true\n\
+         [camera.analysis.vlm]\nendpoint = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\ninterval = \"1s\"\n",
+        rec = dir.join("rec").display(),
+        url = vlm.url,
+    );
+    let path = common::write_config("ui-states-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("ok", Duration::from_secs(5));
+    let tile = |id: &str, js: &str| {
+        format!("const t = document.querySelector('.tile[data-id=\"{id}\"]'); if (!t) return false; {js}")
+    };
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser.client.set_window_size(1280, 800).await.unwrap();
+        browser.open_ui(&server.base).await;
+        // The camera that cannot connect: its state and the reason, in words, on the tile.
+        browser.until(Duration::from_secs(15), "the dead camera's reason on its tile",
+            &tile("dead", "return ['retrying', 'failed'].includes(t.dataset.state) \
+                && t.querySelector('.state').textContent === t.dataset.state \
+                && t.querySelector('.why').textContent.includes('connection refused') \
+                && getComputedStyle(t.querySelector('.status')).display !== 'none';")).await;
+        // Nobody publishes to `pub`: where to send, and the browser's own camera.
+        browser.until(Duration::from_secs(5), "the publish: camera's waiting tile",
+            &tile("pub", "const p = t.querySelector('.publish'); \
+                return t.querySelector('.state').textContent === 'waiting for a publisher' && !p.hidden \
+                && p.textContent.includes(location.origin + '/api/cameras/pub/whip') \
+                && [...p.querySelectorAll('button')].some((b) => b.textContent === 'Use my camera');")).await;
+        // REC, and the model that refuses connections, on the recording camera.
+        browser.until(Duration::from_secs(10), "REC and the failing model on the recording tile",
+            &tile("rec", "const m = [...t.querySelectorAll('.mark')]; \
+                return m.some((x) => x.classList.contains('rec') && x.textContent === 'REC') \
+                && m.some((x) => x.classList.contains('model-error') && x.title.includes('connection refused'));")).await;
+        // The live camera: no state box over its picture, and its alert once the model says yes.
+        browser.until(Duration::from_secs(5), "the live tile without a state box",
+            &tile("ok", "return t.dataset.state === 'live' \
+                && getComputedStyle(t.querySelector('.status')).display === 'none' \
+                && Number(getComputedStyle(t.querySelector('livelens-player')).opacity) === 1;")).await;
+        common::wait_until(Duration::from_secs(20), "the alert active in the API", || {
+            server.get_json("/api/cameras/ok")["analysis_status"]["alerts"][0]["active"] == true
+        });
+        browser.until(Duration::from_secs(2), "the alert's badge on the tile and in the list",
+            &tile("ok", "return [...t.querySelectorAll('.mark.alert')].some((x) => x.textContent === 'picture') \
+                && document.querySelector('.cam[data-id=\"ok\"] .alerts').textContent.includes('picture');")).await;
+        screenshots_of_states(&browser).await;
+
+        // Stopped: said within 2 s, and the last picture is dimmed, not shown as live.
+        assert!(server.post("/api/cameras/ok/stop").status().is_success());
+        browser.until(Duration::from_secs(2), "the stopped tile",
+            &tile("ok", "return t.dataset.state === 'stopped' && t.querySelector('.state').textContent === 'stopped' \
+                && Number(getComputedStyle(t.querySelector('livelens-player')).opacity) < 0.5 \
+                && t.querySelectorAll('.mark.alert').length === 0;")).await;
+        // Recording off: REC goes within 2 s.
+        assert!(server.patch_camera("rec", &json!({"record": false})).status().is_success());
+        browser.until(Duration::from_secs(2), "REC gone",
+            &tile("rec", "return t.querySelectorAll('.mark.rec').length === 0;")).await;
+        browser.close().await;
+    });
+}
+
+/// The state grid at desktop and phone width, for the README (target/ui-shots).
+async fn screenshots_of_states(browser: &Browser) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (w, h) in [(1280u32, 800u32), (390, 844)] {
+        browser.client.set_window_size(w, h).await.unwrap();
+        browser.until(Duration::from_secs(5), "the layout at the new size",
+            "return await new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(() => ok(true))));").await;
+        let png = browser.client.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("states-{w}x{h}.png")), &png).unwrap();
+    }
+    browser.client.set_window_size(1280, 800).await.unwrap();
+}

@@ -52,7 +52,7 @@ function renderList() {
       el.className = "cam";
       el.dataset.id = c.id;
       el.innerHTML = `<div><span class="name"></span><span class="badge"></span></div>
-        <div class="meta"></div><div class="reason"></div>
+        <div class="meta"></div><div class="reason"></div><div class="alerts"></div>
         <div class="actions">
           <button data-act="toggle"></button><button data-act="edit">Edit</button>
           <a data-act="snapshot" download><button type="button" tabindex="-1">Snapshot</button></a>
@@ -95,6 +95,8 @@ function renderList() {
     whip.closest("label").hidden = !publishing;
     whip.value = `${location.origin}/api/cameras/${encodeURIComponent(c.id)}/whip`;
     el.querySelector(".reason").textContent = c.reason || "";
+    const active = (c.analysis_status?.alerts || []).filter((r) => r.active).map((r) => r.name);
+    el.querySelector(".alerts").textContent = active.length ? `alert: ${active.join(", ")}` : "";
     el.querySelector('[data-act="toggle"]').textContent = c.state === "stopped" || c.state === "failed" ? "Start" : "Stop";
     el.classList.toggle("selected", state.view === "single" && c.id === state.selected);
   }
@@ -141,11 +143,56 @@ function makeTile(id) {
   const tile = document.createElement("div");
   tile.className = "tile";
   tile.dataset.id = id;
-  tile.innerHTML = `<livelens-player></livelens-player><span class="label"></span><span class="stats"></span>`;
+  tile.innerHTML = `<livelens-player></livelens-player><span class="label"></span><span class="marks"></span>
+    <div class="status" role="status"><strong class="state"></strong> <span class="why"></span>
+      <div class="publish" hidden></div></div><span class="stats"></span>`;
   tile.querySelector(".label").textContent = id;
   tile.addEventListener("dblclick", () => select(id, true));
   tile.addEventListener("click", () => { if (state.view === "grid") select(id, true); });
   return tile;
+}
+
+// What a tile says about its camera, in the API's words, so a dead or frozen camera never
+// passes for a live one: the state with its reason, the picture's age once it is over 2 s
+// (dimmed), REC, motion, active alerts by name and a failing model.
+const FROZEN_MS = 2000;
+function paintTile(tile, c) {
+  const age = c.stats?.last_frame_age_ms;
+  const frozen = c.state === "live" && age != null && age > FROZEN_MS;
+  const waiting = c.source === "publish:" && c.state === "idle";
+  tile.dataset.state = frozen ? "frozen" : c.state;
+  let words = waiting ? "waiting for a publisher" : c.state;
+  if (frozen) words = `frozen: no picture for ${Math.round(age / 1000)} s`;
+  tile.querySelector(".state").textContent = words;
+  tile.querySelector(".why").textContent = c.state !== "live" && c.reason ? c.reason : "";
+  const publish = tile.querySelector(".publish");
+  publish.hidden = !waiting;
+  if (waiting && publish.dataset.for !== c.id) {
+    publish.dataset.for = c.id;
+    const urls = [`WHIP ${location.origin}/api/cameras/${encodeURIComponent(c.id)}/whip`];
+    if (state.rtmp) urls.push(`RTMP ${state.rtmp}/live/${c.id}`);
+    if (state.rtsp) urls.push(`RTSP ${state.rtsp}/${c.id}`);
+    publish.replaceChildren(...urls.map((u) => Object.assign(document.createElement("div"), { textContent: u })));
+    const use = Object.assign(document.createElement("button"), { type: "button", textContent: "Use my camera" });
+    use.addEventListener("click", (e) => { e.stopPropagation(); state.selected = c.id; $("#webcam").click(); });
+    publish.append(use);
+  }
+  const marks = [];
+  if (c.recording?.state === "recording") marks.push(["rec", "REC", "recording"]);
+  else if (c.recording?.state === "paused") marks.push(["rec-paused", "REC paused", c.recording.reason || "recording paused"]);
+  const a = c.analysis_status || {};
+  if (a.motion?.active) marks.push(["motion", "motion", "motion in the picture"]);
+  for (const rule of a.alerts || []) if (rule.active) marks.push(["alert", rule.name, `alert ${rule.name} is active`]);
+  for (const [what, m] of [["model", a.vlm], ["speech", a.asr], ...(a.alerts || []).map((r) => [`alert ${r.name}`, r])]) {
+    if (m?.state === "error") marks.push(["model-error", `${what} failing`, `${what}: ${m.reason || "error"}`]);
+  }
+  const box = tile.querySelector(".marks");
+  const key = JSON.stringify(marks);
+  if (box.dataset.key !== key) {
+    box.dataset.key = key;
+    box.replaceChildren(...marks.map(([kind, text, title]) =>
+      Object.assign(document.createElement("span"), { className: `mark ${kind}`, textContent: text, title })));
+  }
 }
 
 function renderTiles() {
@@ -190,6 +237,10 @@ function renderTiles() {
 function render() {
   renderList();
   renderTiles();
+  for (const c of state.cameras) {
+    const tile = state.tiles.get(c.id);
+    if (tile) paintTile(tile, c);
+  }
   for (const c of state.cameras) analysis.noteCamera(c);
   analysis.searchCameras(state.cameras);
   analysis.paintCaptions();

@@ -146,7 +146,8 @@ fn spec() -> Value {
                     "viewers": { "type": "integer" },
                     "stats": { "type": "object", "properties": {
                         "frames": { "type": "integer" }, "bytes": { "type": "integer" },
-                        "bitrate_kbps": { "type": "number" }, "fps": { "type": "number" } } } } },
+                        "bitrate_kbps": { "type": "number" }, "fps": { "type": "number" },
+                        "last_frame_age_ms": { "type": ["integer", "null"] } } } } },
                 "Resources": { "type": "object", "properties": {
                     "streams_live": { "type": "integer" }, "tasks": { "type": "integer" },
                     "viewers": { "type": "object", "additionalProperties": { "type": "integer" } },

@@ -16,6 +16,8 @@ pub struct StreamStats {
     bytes: u64,
     /// (arrival, size) of recent video frames; audio counts in the bitrate only.
     recent: VecDeque<(Instant, usize, bool)>,
+    /// When the last picture arrived: a frozen camera is told apart from a live one by its age.
+    last_picture: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -24,12 +26,17 @@ pub struct StatsView {
     pub bytes: u64,
     pub bitrate_kbps: f64,
     pub fps: f64,
+    /// Milliseconds since the last picture arrived (null before the first).
+    pub last_frame_age_ms: Option<u64>,
 }
 
 impl StreamStats {
     pub fn record(&mut self, now: Instant, size: usize, video: bool) {
         self.frames += 1;
         self.bytes += size as u64;
+        if video {
+            self.last_picture = Some(now);
+        }
         self.recent.push_back((now, size, video));
         self.expire(now);
         while self.recent.len() > MAX_SAMPLES {
@@ -61,6 +68,9 @@ impl StreamStats {
             bytes: self.bytes,
             bitrate_kbps: (bytes as f64 * 8.0 / 1000.0 / secs * 10.0).round() / 10.0,
             fps: (video_frames as f64 / secs * 10.0).round() / 10.0,
+            last_frame_age_ms: self
+                .last_picture
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64),
         }
     }
 
@@ -90,5 +100,12 @@ mod tests {
         // Silence: the window empties, the totals stay.
         let v = s.view(t0 + Duration::from_secs(10));
         assert_eq!((v.fps, v.bitrate_kbps, v.frames), (0.0, 0.0, 100));
+        // The last picture came at 3.96 s: its age grows while nothing arrives, and audio alone
+        // does not make a frozen picture live.
+        assert_eq!(v.last_frame_age_ms, Some(6040));
+        s.record(t0 + Duration::from_secs(11), 300, false);
+        let v = s.view(t0 + Duration::from_secs(12));
+        assert_eq!(v.last_frame_age_ms, Some(8040));
+        assert_eq!(StreamStats::default().view(t0).last_frame_age_ms, None);
     }
 }
