@@ -76,12 +76,7 @@ fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
 
     let baseline = server.url("/api/cameras/baseline/whep");
     // A keyframe request mid-run: livelens replays its cached GOP to this viewer.
-    let report = aiortc_whep(
-        &baseline,
-        9,
-        &dir.join("baseline.mkv"),
-        &["--pli-at", "4"],
-    );
+    let report = aiortc_whep(&baseline, 9, &dir.join("baseline.mkv"), &["--pli-at", "4"]);
     assert_eq!(report["status"], 201, "{report}");
     let floats = |key: &str| -> Vec<f64> {
         report[key]
@@ -108,7 +103,10 @@ fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
     assert!(replayed >= 1, "no GOP replay after the keyframe request");
     let pli = report["pli_clock"].as_f64().expect("the PLI was sent");
     let after = clock.iter().filter(|&&c| c > pli + 1.0).count();
-    assert!(after >= 50, "only {after} frames more than 1 s after the PLI");
+    assert!(
+        after >= 50,
+        "only {after} frames more than 1 s after the PLI"
+    );
     // Still coming 5 s after the first frame (the GOP burst is over in well under a second).
     let span = clock.last().unwrap() - clock.first().unwrap();
     assert!(span >= 5.0, "video flowed for only {span:.2} s");

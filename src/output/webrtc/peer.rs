@@ -450,9 +450,15 @@ impl Peer {
         let last = payloads.len().saturating_sub(1);
         for (i, payload) in payloads.iter().enumerate() {
             stream.write_rtp(
-                RtpWrite::new(pt, SeqNo::from(self.video_seq), time, wallclock, payload.clone())
-                    .marker(i == last)
-                    .nackable(true),
+                RtpWrite::new(
+                    pt,
+                    SeqNo::from(self.video_seq),
+                    time,
+                    wallclock,
+                    payload.clone(),
+                )
+                .marker(i == last)
+                .nackable(true),
             );
             self.video_seq += 1;
         }

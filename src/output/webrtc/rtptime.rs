@@ -170,7 +170,9 @@ mod tests {
         // A frame that arrives earlier than the anchor predicts moves it: never in the future.
         let (_, v) = t.video(3, 12 * 90_000, start + ms(1500));
         assert_eq!(v, start + ms(1500));
-        let (_, a) = t.audio(None, 12 * 48_000, 48_000, start + ms(1600)).unwrap();
+        let (_, a) = t
+            .audio(None, 12 * 48_000, 48_000, start + ms(1600))
+            .unwrap();
         assert_eq!(a, start + ms(1500));
         // Media time near 0 long after the clock started: no underflow.
         let mut t = RtpTimes::default();
