@@ -659,7 +659,14 @@ fn across_two_publishers(format: &str) {
             "{format}: video lasts {video:.3} s, audio {audio:.3} s; sent {sent_difference:.3} s apart"
         );
         let times = packet_times(&file, "a");
-        assert!(times.len() > 600, "{format}: {} audio packets", times.len());
+        // AAC frames (1024 samples at 48 kHz) cover the audio but for the seam, where the
+        // first publisher left with its last sound a little behind its picture.
+        let covered = times.len() as f64 * 1024.0 / 48_000.0;
+        assert!(
+            covered >= audio - 0.5,
+            "{format}: {} audio packets ({covered:.2} s) for {audio:.2} s",
+            times.len()
+        );
         let repeats: Vec<_> = times.windows(2).filter(|w| w[1] <= w[0]).collect();
         assert!(
             repeats.is_empty(),
