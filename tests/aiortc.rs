@@ -54,9 +54,9 @@ fn start(name: &str) -> Server {
 
 /// aiortc offers only Baseline H.264 profiles: a High camera with B-frames is refused with a
 /// 4xx naming both profiles instead of being sent under a Constrained Baseline payload type.
-/// A Constrained Baseline camera plays: frames decode, their times only increase, video
-/// keeps coming for the whole run (past the GOP burst), and what aiortc decoded has sound and
-/// picture together.
+/// A Constrained Baseline camera plays: frames decode, their times only increase (also across
+/// the GOP replay a keyframe request causes), video keeps coming for the whole run (past the
+/// GOP burst), and audio comes too.
 #[test]
 fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
     let server = start("aiortc-whep");
@@ -75,7 +75,8 @@ fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
     assert!(why.contains("High") && why.contains("Baseline"), "{why}");
 
     let baseline = server.url("/api/cameras/baseline/whep");
-    let report = aiortc_whep(&baseline, 9, &dir.join("baseline.mkv"), &[]);
+    // A keyframe request mid-run: livelens replays its cached GOP to this viewer.
+    let report = aiortc_whep(&baseline, 9, &dir.join("baseline.mkv"), &["--pli-at", "4"]);
     assert_eq!(report["status"], 201, "{report}");
     let floats = |key: &str| -> Vec<f64> {
         report[key]
@@ -87,35 +88,42 @@ fn aiortc_watches_over_whep_and_a_profile_it_cannot_decode_is_refused() {
     };
     let (times, clock) = (floats("video_times"), floats("video_clock"));
     assert!(times.len() >= 100, "only {} frames", times.len());
+    // aiortc reads an RTP time that goes back as a 32-bit wrap (~13 h on): frames before and
+    // after the replay must be a frame or so apart, never hours.
     for w in times.windows(2) {
         assert!(
-            w[1] > w[0],
-            "frame times must increase: {} then {}",
+            w[1] > w[0] && w[1] - w[0] < 1.0,
+            "frame times must increase by less than a second: {} then {}",
             w[0],
             w[1]
         );
     }
+    // The replay went out (livelens stamps frames it sends again 1 tick apart, after the last).
+    let replayed = times.windows(2).filter(|w| w[1] - w[0] < 0.001).count();
+    assert!(replayed >= 1, "no GOP replay after the keyframe request");
+    let pli = report["pli_clock"].as_f64().expect("the PLI was sent");
+    let after = clock.iter().filter(|&&c| c > pli + 1.0).count();
+    assert!(
+        after >= 50,
+        "only {after} frames more than 1 s after the PLI"
+    );
     // Still coming 5 s after the first frame (the GOP burst is over in well under a second).
     let span = clock.last().unwrap() - clock.first().unwrap();
     assert!(span >= 5.0, "video flowed for only {span:.2} s");
     assert!(report["audio_frames"].as_u64().unwrap() > 100, "{report}");
 }
 
-/// A/V of what aiortc decoded from a WHEP session, stamped as it arrived (aiortc uses no RTCP
-/// sender reports and counts each track from its own first packet; see the script). The first
-/// 2 s (the GOP burst) are left out.
+/// A/V of what aiortc decoded from a WHEP session, on the sender's clock as a browser lines
+/// the tracks up (RTP times through the RTCP sender reports; aiortc itself ignores the
+/// reports, so the script applies them). The first 2 s (the GOP burst) are left out.
 #[test]
-#[ignore = "issue #29: aiortc's Python recorder keeps too few frames on this machine to pair flashes with beeps (0 pairs); not yet a measurement"]
 fn aiortc_over_whep_has_sound_and_picture_together() {
     let server = start("aiortc-whep-av");
     server.wait_live("baseline", Duration::from_secs(20));
     let dir = common::temp_dir("aiortc-whep-av-out");
     let baseline = server.url("/api/cameras/baseline/whep");
-    // A/V: what aiortc decoded, stamped as it arrived (aiortc uses no RTCP sender reports and
-    // counts each track from its own first packet; see the script). The first 2 s (the GOP
-    // burst) are left out.
-    let out = dir.join("baseline-arrival.mkv");
-    let report = aiortc_whep(&baseline, 11, &out, &["--arrival-times"]);
+    let out = dir.join("baseline-sender-clock.mkv");
+    let report = aiortc_whep(&baseline, 11, &out, &["--sender-clock"]);
     assert_eq!(report["status"], 201, "{report}");
     let offsets = sync::av_offsets(out.to_str().unwrap(), &["-ss", "2"], 10.0);
     eprintln!("aiortc WHEP A/V offsets: {offsets:?}");

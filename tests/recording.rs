@@ -551,17 +551,28 @@ fn packet_times(path: &Path, stream: &str) -> Vec<f64> {
 }
 
 #[test]
-#[ignore = "issue #29 item 11: the seam logic passes its unit tests; this end-to-end run does not yet list the expected span"]
-fn one_file_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_picture() {
+fn one_mp4_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_picture() {
+    across_two_publishers("mp4");
+}
+
+#[test]
+#[ignore = "issue #29 item 11: fMP4 playback presents audio 80 ms late (every pair, both publishers): the video edit list takes the first picture's composition offset off the video only; the MP4 answer hides it by starting audio at 0"]
+fn one_fmp4_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_picture() {
+    across_two_publishers("fmp4");
+}
+
+/// Two publishers, one after the other, read back as one `format` file through
+/// /api/playback/get.
+fn across_two_publishers(format: &str) {
     common::require("ffmpeg", "ffmpeg");
-    let dir = common::temp_dir("rec-publishers");
+    let dir = common::temp_dir(&format!("rec-publishers-{format}"));
     let config = format!(
         "[rtsp]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n[publish]\ntakeover = true\n\
          [recording]\npath = \"{}\"\n\n\
          [[camera]]\nid = \"cam\"\nsource = \"publish:\"\nrecord = true\n",
         dir.join("rec").display()
     );
-    let path = common::write_config("rec-publishers-cfg", &config);
+    let path = common::write_config(&format!("rec-publishers-cfg-{format}"), &config);
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     let port = server.get_json("/api/outputs")["rtmp"]["port"]
         .as_u64()
@@ -582,7 +593,9 @@ fn one_file_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_pict
     };
     let began = Instant::now();
     let mut first = publish();
-    wait_recorded(&server, "cam", 5.0, Duration::from_secs(20));
+    let at_takeover = wait_recorded(&server, "cam", 5.0, Duration::from_secs(20))["duration"]
+        .as_f64()
+        .unwrap();
     let mut second = publish();
     assert!(
         second.wait().unwrap().success(),
@@ -591,21 +604,43 @@ fn one_file_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_pict
     let _ = first.kill();
     let _ = first.wait();
     eprintln!("published in {:.1} s", began.elapsed().as_secs_f64());
-    // Both publishers' footage is listed (one span: the gap between them is short).
+    // Both publishers' footage is listed (one span: the gap between them is short): what the
+    // first had recorded at the takeover and the second's 8 s, less at most its startup.
     let mut spans = Vec::new();
+    let recorded =
+        |spans: &[Value]| -> f64 { spans.iter().map(|s| s["duration"].as_f64().unwrap()).sum() };
     wait_until(Duration::from_secs(10), "both publishers recorded", || {
         spans = list(&server, "cam");
-        spans
-            .iter()
-            .map(|s| s["duration"].as_f64().unwrap())
-            .sum::<f64>()
-            >= 15.0
+        recorded(&spans) >= at_takeover + 7.5
     });
+    eprintln!("{at_takeover:.2} s recorded at the takeover; then {spans:?}");
     assert_eq!(spans.len(), 1, "{spans:?}");
     let span = &spans[0];
     let start = span["start"].as_str().unwrap();
     let duration = span["duration"].as_f64().unwrap();
-    for format in ["mp4", "fmp4"] {
+    let sent_difference = {
+        let sent = dir.join("sent.flv");
+        let status = Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+            .arg(&clip)
+            .args(["-t", "8", "-c", "copy", "-f", "flv"])
+            .arg(&sent)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let extent = |stream: &str| {
+            let times = packet_times(&sent, stream);
+            let step = times
+                .windows(2)
+                .map(|w| (w[1] - w[0]).abs())
+                .fold(f64::MAX, f64::min);
+            let last = times.iter().copied().fold(f64::MIN, f64::max);
+            let first = times.iter().copied().fold(f64::MAX, f64::min);
+            last + step - first
+        };
+        extent("v") - extent("a")
+    };
+    {
         let file = dir.join(format!("both.{format}"));
         fetch(
             &server,
@@ -617,18 +652,28 @@ fn one_file_across_two_publishers_has_no_repeated_time_and_keeps_sound_with_pict
         let (video, audio) = stream_durations(&file);
         eprintln!("{format}: video {video:.3} s, audio {audio:.3} s (span {duration:.3} s)");
         assert!(video >= 12.5, "{format}: only {video} s of video");
+        // As long as each other as the publishers sent them: what FFmpeg sends of the clip
+        // ends its video `sent_difference` after its audio (B-frame delay, AAC priming).
         assert!(
-            (video - audio).abs() <= 0.040,
-            "{format}: video lasts {video:.3} s, audio {audio:.3} s"
+            ((video - audio) - sent_difference).abs() <= 0.040,
+            "{format}: video lasts {video:.3} s, audio {audio:.3} s; sent {sent_difference:.3} s apart"
         );
         let times = packet_times(&file, "a");
-        assert!(times.len() > 600, "{format}: {} audio packets", times.len());
+        // AAC frames (1024 samples at 48 kHz) cover the audio but for the seam, where the
+        // first publisher left with its last sound a little behind its picture.
+        let covered = times.len() as f64 * 1024.0 / 48_000.0;
+        assert!(
+            covered >= audio - 0.5,
+            "{format}: {} audio packets ({covered:.2} s) for {audio:.2} s",
+            times.len()
+        );
         let repeats: Vec<_> = times.windows(2).filter(|w| w[1] <= w[0]).collect();
         assert!(
             repeats.is_empty(),
             "{format}: audio times do not increase at {repeats:?}"
         );
         let offsets = common::sync::av_offsets(file.to_str().unwrap(), &[], 60.0);
+        eprintln!("{format} across two publishers, A/V offsets: {offsets:?}");
         // ~5 s of the first publisher and 8 s of the second: a flash and beep at 0.64 s and
         // every 1.92 s after.
         common::sync::assert_in_sync(

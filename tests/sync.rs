@@ -204,3 +204,225 @@ fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The RTSP fixture serving a live test pattern with AAC whose RTP times jump back `back`
+/// seconds once `after` seconds were served; `jumped` is set when it says it did.
+struct JumpingCamera {
+    child: Child,
+    url: String,
+    jumped: std::sync::Arc<std::sync::OnceLock<std::time::Instant>>,
+}
+
+impl JumpingCamera {
+    fn start(after: f64, back: f64) -> JumpingCamera {
+        use std::io::BufRead;
+        let script = format!(
+            "{}/tests/fixtures/rtsp_camera.py",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", "0", "--audio", "aac", "--size", "640x360"])
+            .args(["--bitrate", "800", "--gop", "25"])
+            .args([
+                "--jump-after",
+                &after.to_string(),
+                "--jump-back",
+                &back.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the RTSP fixture with /usr/bin/python3");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+        let url = ready
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("the RTSP fixture did not start: {ready:?}"))
+            .to_string();
+        let jumped = std::sync::Arc::new(std::sync::OnceLock::new());
+        let told = jumped.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line == "JUMPED pay0" {
+                    let _ = told.set(std::time::Instant::now());
+                }
+            }
+        });
+        JumpingCamera { child, url, jumped }
+    }
+}
+
+impl Drop for JumpingCamera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(msn, part)` of the last part a media playlist lists.
+fn last_part(playlist: &str) -> (u64, u64) {
+    let mut msn: u64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence in {playlist}"));
+    let (mut parts, mut last) = (0, (0, 0));
+    for line in playlist.lines() {
+        if line.starts_with("#EXT-X-PART:") {
+            parts += 1;
+            last = (msn, parts - 1);
+        } else if !line.starts_with('#') && !line.is_empty() {
+            msn += 1;
+            parts = 0;
+        }
+    }
+    last
+}
+
+/// An LL-HLS client for `seconds`: the init segment (again when it changes) and every part
+/// after the newest independent one, each new part after a blocking reload, joined as fetched.
+fn ll_hls_bytes(http: reqwest::blocking::Client, base: String, seconds: f64) -> Vec<u8> {
+    let get = |path: &str| {
+        let r = http
+            .get(format!("{base}/api/cameras/cam/hls/{path}"))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.bytes().unwrap()
+    };
+    let number = |uri: &str| -> u64 {
+        uri.rsplit_once("part")
+            .unwrap()
+            .1
+            .trim_end_matches(".mp4")
+            .parse()
+            .unwrap()
+    };
+    let mut playlist = String::from_utf8(get("stream.m3u8").to_vec()).unwrap();
+    let mut next: Option<u64> = playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:") && l.contains("INDEPENDENT=YES"))
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .map(number)
+        .next_back();
+    let (mut bytes, mut init, mut map) = (Vec::new(), String::new(), String::new());
+    let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    while std::time::Instant::now() < end {
+        for line in playlist.lines() {
+            if let Some(m) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+                map = m.trim_end_matches('"').to_string();
+            }
+            let Some(uri) = line
+                .strip_prefix("#EXT-X-PART:")
+                .and_then(|l| l.split("URI=\"").nth(1))
+                .and_then(|l| l.split('"').next())
+            else {
+                continue;
+            };
+            let n = number(uri);
+            if next.is_none_or(|next| n < next) {
+                continue;
+            }
+            assert_eq!(next, Some(n), "LL-HLS: part {n} came before {next:?}");
+            if map != init {
+                init = map.clone();
+                bytes.extend_from_slice(&get(&init));
+            }
+            bytes.extend_from_slice(&get(uri));
+            next = Some(n + 1);
+        }
+        let (msn, part) = last_part(&playlist);
+        let path = format!("stream.m3u8?_HLS_msn={msn}&_HLS_part={}", part + 1);
+        playlist = String::from_utf8(get(&path).to_vec()).unwrap();
+    }
+    bytes
+}
+
+/// Asserts that each track's decode times step forward by less than a second (no jump back,
+/// none far ahead) and cover at least `seconds` (it kept playing).
+fn assert_steady(label: &str, bytes: &[u8], seconds: f64) {
+    sync::assert_decode_times_monotonic(label, bytes);
+    let tracks = sync::decode_times(bytes);
+    let scales = sync::timescales(bytes);
+    assert_eq!(tracks.len(), 2, "{label}: video and audio");
+    for (track, times) in &tracks {
+        let scale = f64::from(scales[track]);
+        let worst = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) as f64 / scale;
+        let span = (times.last().unwrap() - times.first().unwrap()) as f64 / scale;
+        eprintln!(
+            "{label}: track {track}: {} samples over {span:.2} s, largest step {worst:.3} s",
+            times.len()
+        );
+        assert!(
+            worst < 1.0,
+            "{label}: track {track} steps {worst:.3} s at once"
+        );
+        assert!(
+            span >= seconds,
+            "{label}: track {track} covers only {span:.2} s"
+        );
+    }
+}
+
+/// Item 12: an RTSP camera whose RTP times jump back 2 s mid-session. An MSE viewer, an LL-HLS
+/// client and the recording (read back through /api/playback/get) all see decode times that
+/// only go forward, and picture and sound keep coming after the jump.
+#[test]
+fn a_camera_clock_that_jumps_back_keeps_mse_ll_hls_and_recording_monotonic() {
+    let camera = JumpingCamera::start(6.0, 2.0);
+    let dir = common::temp_dir("sync-jump");
+    let config = format!(
+        "[recording]\npath = \"{}\"\n\n[[camera]]\nid = \"cam\"\nsource = \"{}\"\nrecord = true\n",
+        dir.join("rec").display(),
+        camera.url
+    );
+    let path = common::write_config("sync-jump-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("cam", Duration::from_secs(15));
+    common::wait_until(Duration::from_secs(10), "the camera's audio", || {
+        !server.get_json("/api/cameras/cam")["audio"].is_null()
+    });
+    let began = std::time::Instant::now();
+    let hls = {
+        let (http, base) = (server.http.clone(), server.base.clone());
+        std::thread::spawn(move || ll_hls_bytes(http, base, 12.0))
+    };
+    let mse = mse_bytes(&server, "cam", 12.0);
+    let hls = hls.join().unwrap();
+    let jumped = *camera.jumped.get().expect("the camera's clock jumped back");
+    let after = 12.0 - jumped.duration_since(began).as_secs_f64();
+    eprintln!(
+        "the camera jumped back {:.1} s into the viewers' 12 s",
+        12.0 - after
+    );
+    assert!(
+        after >= 3.0,
+        "the jump came too late to see what follows it"
+    );
+
+    assert_steady("MSE across the jump", &mse, 10.0);
+    assert_steady("LL-HLS parts across the jump", &hls, 10.0);
+
+    let mut spans = Vec::new();
+    common::wait_until(
+        Duration::from_secs(10),
+        "the recording across the jump",
+        || {
+            spans = server
+                .get_json("/api/playback/list?path=cam")
+                .as_array()
+                .unwrap()
+                .clone();
+            spans
+                .iter()
+                .map(|s| s["duration"].as_f64().unwrap())
+                .sum::<f64>()
+                >= 12.0
+        },
+    );
+    assert_eq!(spans.len(), 1, "one span across the jump: {spans:?}");
+    let url = spans[0]["url"].as_str().unwrap().to_string() + "&format=fmp4";
+    let recorded = server.get(&url).bytes().unwrap();
+    assert_steady("the recording across the jump", &recorded, 11.0);
+}

@@ -107,7 +107,11 @@ impl Timeline {
         };
         let rate = rate.max(1);
         t.rate = rate;
-        if !t.rebase && t.jumps(pts, rate) {
+        // A new session (another publisher, a reconnect) is shifted like a jump: both tracks by
+        // one time, so the source's own sync carries over; rebasing each track on its own
+        // would put the new audio where the old audio ended, which is not where the old video
+        // ended (one publisher leaves with its audio ahead of or behind its video).
+        if t.rebase || t.jumps(pts, rate) {
             t.rebase = true;
             let r = f64::from(rate);
             let shift = match self.pending.take() {
@@ -185,6 +189,25 @@ mod tests {
         assert!((v_secs - a_secs).abs() < 1e-4, "{v_secs} vs {a_secs}");
         // And it goes on from there.
         assert_eq!(t.map(TrackKind::Video, 7200, 90_000), v + 3600);
+    }
+
+    #[test]
+    fn a_new_session_moves_both_tracks_by_one_time() {
+        let mut t = Timeline::default();
+        // A publisher leaves with its video at 5.2 s and its audio at 4.98 s.
+        assert_eq!(t.map(TrackKind::Video, 464_400, 90_000), 464_400);
+        assert_eq!(t.map(TrackKind::Video, 468_000, 90_000), 468_000);
+        assert_eq!(t.map(TrackKind::Audio, 238_080, 48_000), 238_080);
+        assert_eq!(t.map(TrackKind::Audio, 239_104, 48_000), 239_104);
+        t.new_session();
+        // The next starts both at 0: video one frame after its last, audio by the same time
+        // (its sound stays with its picture), past its own last.
+        let v = t.map(TrackKind::Video, 0, 90_000);
+        assert_eq!(v, 471_600);
+        let a = t.map(TrackKind::Audio, 0, 48_000);
+        assert_eq!(a, 471_600 * 48_000 / 90_000);
+        assert!(a > 239_104);
+        assert_eq!(t.map(TrackKind::Audio, 1024, 48_000), a + 1024);
     }
 
     #[test]

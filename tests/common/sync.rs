@@ -272,3 +272,30 @@ pub fn to_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&path, bytes).unwrap();
     path
 }
+
+/// Each track's timescale (from the first `moov`'s `tkhd` and `mdhd`), by track id.
+pub fn timescales(bytes: &[u8]) -> BTreeMap<u32, u32> {
+    let mut out = BTreeMap::new();
+    let Some((_, moov)) = boxes(bytes).into_iter().find(|(k, _)| k == b"moov") else {
+        return out;
+    };
+    let field = |b: &[u8], v0: usize, v1: usize| be32(&b[if b[0] == 1 { v1 } else { v0 }..]);
+    for (_, trak) in boxes(moov).into_iter().filter(|(k, _)| k == b"trak") {
+        let (mut id, mut scale) = (None, None);
+        for (k, b) in boxes(trak) {
+            if &k == b"tkhd" {
+                id = Some(field(b, 12, 20));
+            } else if &k == b"mdia" {
+                for (k, b) in boxes(b) {
+                    if &k == b"mdhd" {
+                        scale = Some(field(b, 12, 20));
+                    }
+                }
+            }
+        }
+        if let (Some(id), Some(scale)) = (id, scale) {
+            out.insert(id, scale);
+        }
+    }
+    out
+}

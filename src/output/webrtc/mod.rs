@@ -20,6 +20,7 @@ pub mod end;
 pub mod peer;
 pub mod publisher;
 pub mod route;
+pub mod rtptime;
 pub mod sdpfrag;
 pub mod send;
 pub mod shard;

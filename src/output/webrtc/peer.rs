@@ -22,6 +22,7 @@ use super::codec;
 use super::end::EndReason;
 use super::publisher::{self, Publishing};
 use super::route::SessionId;
+use super::rtptime::RtpTimes;
 use super::sdpfrag::PatchError;
 use super::transcode::{TranscoderLease, Transcoders};
 use crate::hub::{Packet, Stream, Subscription};
@@ -78,6 +79,8 @@ pub struct Peer {
     audio_seq: u64,
     /// RTP's marker bit on audio starts a talkspurt: the first packet only.
     audio_marker: bool,
+    /// RTP times that never go back across feed restarts, and the sender reports' wallclock.
+    times: RtpTimes,
     /// Set for a WHIP publisher, which sends to its camera instead of watching it.
     publishing: Option<Box<Publishing>>,
     /// The remote's ICE ufrag from its offer: a PATCH with another one is an ICE restart.
@@ -115,6 +118,7 @@ impl Peer {
             video_seq: seq as u64,
             audio_seq: seq.wrapping_mul(7) as u64,
             audio_marker: true,
+            times: RtpTimes::default(),
             publishing: None,
             remote_ufrag: None,
             _counted: Counted::new(Resource::PeerConnection),
@@ -405,23 +409,29 @@ impl Peer {
         match media {
             Media::Camera(p) if p.is_video() => self.write_video(p, now),
             // Opus and G.711 frames (the camera's, or its transcoder's) are RTP payloads already.
-            Media::Camera(p) => self.write_audio(&p.frame, now),
-            Media::Transcoded(f) => self.write_audio(f, now),
+            Media::Camera(p) => self.write_audio(&p.frame, Some(p.sequence), now),
+            Media::Transcoded(f) => self.write_audio(f, None, now),
             Media::Ended => {}
         }
     }
 
-    fn write_audio(&mut self, frame: &Frame, now: Instant) {
+    fn write_audio(&mut self, frame: &Frame, sequence: Option<u32>, now: Instant) {
         let Some(a) = self.audio else { return };
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(a.mid, None) else {
             return;
         };
         // Audio timestamps are in the codec's clock, as RTP wants them.
-        let time = frame.pts as u32;
+        let rate = match a.transcoded {
+            true => crate::media::opus::RATE,
+            false => self.camera.audio().map_or(48_000, |c| c.sample_rate),
+        };
+        let Some((time, wallclock)) = self.times.audio(sequence, frame.pts, rate, now) else {
+            return;
+        };
         let payload: Arc<[u8]> = Arc::from(&frame.data[..]);
         stream.write_rtp(
-            RtpWrite::new(a.pt, SeqNo::from(self.audio_seq), time, now, payload)
+            RtpWrite::new(a.pt, SeqNo::from(self.audio_seq), time, wallclock, payload)
                 .marker(std::mem::take(&mut self.audio_marker))
                 .nackable(false),
         );
@@ -436,13 +446,19 @@ impl Peer {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return;
         };
-        let time = packet.pts.max(0) as u32;
+        let (time, wallclock) = self.times.video(packet.sequence, packet.pts, now);
         let last = payloads.len().saturating_sub(1);
         for (i, payload) in payloads.iter().enumerate() {
             stream.write_rtp(
-                RtpWrite::new(pt, SeqNo::from(self.video_seq), time, now, payload.clone())
-                    .marker(i == last)
-                    .nackable(true),
+                RtpWrite::new(
+                    pt,
+                    SeqNo::from(self.video_seq),
+                    time,
+                    wallclock,
+                    payload.clone(),
+                )
+                .marker(i == last)
+                .nackable(true),
             );
             self.video_seq += 1;
         }
