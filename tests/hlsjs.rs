@@ -256,8 +256,8 @@ async fn play_all(
         for (name, is_warm) in [(first(id), false), (warm(id), true)] {
             let s = hlsjs::stats(&browser, &name).await;
             eprintln!(
-                "{name}: started from {} / {}",
-                s["first_level"], s["first_play"]
+                "{name}: started from {} / {}\n  events (s, what, currentTime, latency): {}",
+                s["first_level"], s["first_play"], s["events"]
             );
             out.push((
                 Summary::of(&s, 0.0, FIRST_VIEWER_WINDOW),
