@@ -63,6 +63,18 @@ impl ExecCommand {
             "0:a:0?",
             "-c",
             "copy",
+            // Each packet out as it comes: by default the MPEG-TS muxer gathers audio into
+            // ~3 KB PES packets and delays for interleaving, so the sound came 0.4–0.85 s after
+            // the picture of the same time, and a low-latency player (0.5 s behind the
+            // picture) ran out of sound and stalled. With these, 0.02–0.2 s.
+            "-max_interleave_delta",
+            "0",
+            "-muxdelay",
+            "0",
+            "-pes_payload_size",
+            "0",
+            "-flush_packets",
+            "1",
             "-f",
             "mpegts",
             "-",
