@@ -670,13 +670,20 @@ fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
     // `CODECS` names the init segment in force from the keyframe that starts it; the segment
     // that needs it is listed once it is complete.
     let mut text = String::new();
-    common::wait_until(Duration::from_secs(5), "the segment after the audio came", || {
-        text = server
-            .get("/api/cameras/late/hls/stream.m3u8")
-            .text()
-            .unwrap();
-        Listing::parse(&text).segments.iter().any(|s| s.discontinuity)
-    });
+    common::wait_until(
+        Duration::from_secs(5),
+        "the segment after the audio came",
+        || {
+            text = server
+                .get("/api/cameras/late/hls/stream.m3u8")
+                .text()
+                .unwrap();
+            Listing::parse(&text)
+                .segments
+                .iter()
+                .any(|s| s.discontinuity)
+        },
+    );
     let l = Listing::parse(&text);
     eprintln!("CODECS had the audio {lag:?} after the camera reported it");
     // One segment (the 1 s GOP), and the polling interval.

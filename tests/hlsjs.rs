@@ -87,10 +87,7 @@ fn hlsjs_plays_a_looping_clip_and_an_rtsp_b_frame_camera_with_low_latency_and_no
     let seconds = run_seconds();
     let clip = sync::clip_mp4();
     // The run, the start of every player and a margin.
-    let camera = RtspCamera::start(&[
-        "--file",
-        long_clip(seconds + 90.0).to_str().unwrap(),
-    ]);
+    let camera = RtspCamera::start(&["--file", long_clip(seconds + 90.0).to_str().unwrap()]);
     let config = common::write_config(
         "hlsjs",
         &format!(
@@ -157,7 +154,9 @@ fn hlsjs_plays_a_looping_clip_and_an_rtsp_b_frame_camera_with_low_latency_and_no
             floor.reads, floor.least, floor.discontinuities
         );
         match floor.least {
-            None => problems.push(format!("{id}: the playlist never listed 3 target durations")),
+            None => problems.push(format!(
+                "{id}: the playlist never listed 3 target durations"
+            )),
             Some(l) if l < 3.0 => problems.push(format!(
                 "{id}: the playlist listed only {l:.2} target durations:\n{}",
                 floor.least_text
@@ -205,7 +204,10 @@ fn hlsjs_plays_a_looping_clip_and_an_rtsp_b_frame_camera_with_low_latency_and_no
             ));
         }
     }
-    eprintln!("hls.js test: {:.0} s in all", started.elapsed().as_secs_f64());
+    eprintln!(
+        "hls.js test: {:.0} s in all",
+        started.elapsed().as_secs_f64()
+    );
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
