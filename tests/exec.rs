@@ -195,6 +195,8 @@ fn a_file_source_loops() {
     );
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     server.wait_live("clip", Duration::from_secs(10));
+    let pids = |s: &Server| -> Vec<u32> { children_of(s.pid()).iter().map(|c| c.0).collect() };
+    let child = pids(&server);
     // A one-second clip still delivers frames after three seconds: it loops.
     let frames = |s: &Server| s.camera_frames("clip");
     std::thread::sleep(Duration::from_secs(3));
@@ -206,6 +208,9 @@ fn a_file_source_loops() {
         before > 50,
         "only {before} frames in 3 s of a looping 25 fps clip"
     );
+    // Looped by the one FFmpeg, not by starting another at each end of the file.
+    assert_eq!(child.len(), 1, "{child:?}");
+    assert_eq!(pids(&server), child);
 }
 
 #[test]

@@ -585,11 +585,11 @@ fn source_restarts_keep_the_playlist_and_blocking_delta_requests_get_their_part(
     }
 }
 
-/// A camera whose audio starts 4 s into its stream (FFmpeg reading a clip whose sound starts at 4 s): the muxer, started before, is video-only
-/// until then; within one segment of the camera reporting audio, the playlist's `CODECS`
-/// has it and a new init segment (after `EXT-X-DISCONTINUITY`) carries the track.
+/// A camera whose microphone starts late: its MPEG-TS announces AAC, but the first sound comes
+/// 8 s after the first picture. The muxer, started before, is video-only until then; within
+/// one segment of the camera reporting audio, the playlist's `CODECS` has it and a new init
+/// segment (after `EXT-X-DISCONTINUITY`) carries the track.
 #[test]
-#[ignore = "issue #29 item 4: the muxer side passes its unit test, but this camera reports audio before the first playlist; needs a camera silent for longer"]
 fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
     common::require("ffmpeg", "ffmpeg");
     let dir = common::temp_dir("hls-late-audio-clip");
@@ -597,15 +597,8 @@ fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-y"])
         .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args([
-            "-itsoffset",
-            "4",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-        ])
-        .args(["-map", "0:v", "-map", "1:a", "-t", "12"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-map", "0:v", "-map", "1:a", "-t", "16"])
         .args([
             "-c:v",
             "libx264",
@@ -621,14 +614,17 @@ fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
         .status()
         .unwrap();
     assert!(status.success());
+    // FFmpeg alone cannot send pictures before sound: its MPEG-TS muxer waits for a packet of
+    // every stream. So the camera is FFmpeg's stream with the audio packets (PID 0x101, the
+    // second stream) held back for the first seconds, as a microphone that starts late.
+    let script = dir.join("late_microphone.py");
+    std::fs::write(&script, LATE_MICROPHONE).unwrap();
     let path = common::write_config(
         "hls-late-audio",
-        // FFmpeg as `file://` runs it would hold the pictures back until the sound comes (its
-        // interleaving waits for every stream): `-max_interleave_delta 0` sends each at once.
         &format!(
             "[sources]\nallow_exec = true\n\n[[camera]]\nid = \"late\"\n\
-             source = \"exec:ffmpeg -hide_banner -nostdin -loglevel error -re -i {} -map 0 \
-             -c copy -max_interleave_delta 0 -f mpegts -\"\n",
+             source = \"exec:python3 {} {} 8\"\n",
+            script.display(),
             clip.display()
         ),
     );
@@ -671,10 +667,23 @@ fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
     }
     let reported = reported.unwrap_or(listed.unwrap());
     let lag = listed.unwrap().duration_since(reported);
-    let text = server
-        .get("/api/cameras/late/hls/stream.m3u8")
-        .text()
-        .unwrap();
+    // `CODECS` names the init segment in force from the keyframe that starts it; the segment
+    // that needs it is listed once it is complete.
+    let mut text = String::new();
+    common::wait_until(
+        Duration::from_secs(5),
+        "the segment after the audio came",
+        || {
+            text = server
+                .get("/api/cameras/late/hls/stream.m3u8")
+                .text()
+                .unwrap();
+            Listing::parse(&text)
+                .segments
+                .iter()
+                .any(|s| s.discontinuity)
+        },
+    );
     let l = Listing::parse(&text);
     eprintln!("CODECS had the audio {lag:?} after the camera reported it");
     // One segment (the 1 s GOP), and the polling interval.
@@ -699,6 +708,37 @@ fn audio_that_a_camera_reports_late_joins_the_codecs_within_one_segment() {
         "the new init segment has the audio track"
     );
 }
+
+/// `late_microphone.py CLIP SECONDS`: FFmpeg's MPEG-TS of CLIP at its pace on stdout, without
+/// the audio packets (PID 0x101) of its first SECONDS; the audio resumes at a packet that starts
+/// a PES, so the first sound is whole.
+const LATE_MICROPHONE: &str = r#"
+import subprocess, sys, time
+clip, after = sys.argv[1], float(sys.argv[2])
+ffmpeg = subprocess.Popen(
+    ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-i", clip,
+     "-map", "0", "-c", "copy", "-f", "mpegts", "-"], stdout=subprocess.PIPE)
+out = sys.stdout.buffer
+began, pending, sound = time.monotonic(), b"", False
+while True:
+    data = ffmpeg.stdout.read1(65536)
+    if not data:
+        break
+    pending += data
+    whole = len(pending) // 188 * 188
+    keep = bytearray()
+    for i in range(0, whole, 188):
+        packet = pending[i:i + 188]
+        if not sound and ((packet[1] & 0x1F) << 8 | packet[2]) == 0x101:
+            if time.monotonic() - began < after or not packet[1] & 0x40:
+                continue
+            sound = True
+        keep += packet
+    pending = pending[whole:]
+    out.write(keep)
+    out.flush()
+sys.exit(ffmpeg.wait())
+"#;
 
 /// FFmpeg reads the sync clip's LL-HLS with sound and picture together, and the decode times
 /// of the init segment and every part, as a low-latency client fetches them, only go forward.

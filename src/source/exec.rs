@@ -37,9 +37,14 @@ pub struct ExecCommand {
 }
 
 impl ExecCommand {
-    /// `file:///path` as an FFmpeg command: read at native rate, copy the streams, write MPEG-TS.
-    /// FFmpeg is restarted at the end of the file, which loops it (`-stream_loop` is avoided: in
-    /// FFmpeg 5.1 it drops every packet after the first loop of an MP4 remuxed to MPEG-TS).
+    /// `file:///path` as an FFmpeg command: read at native rate, copy the streams, write MPEG-TS,
+    /// looped by FFmpeg itself. One child for every loop: a restart at each end of file took
+    /// about a second without pictures (players stalled, and each stall added to their latency
+    /// for good) and began a new source session each time (sound and picture drifted apart by
+    /// 10–30 ms a loop). `-stream_loop` keeps the timestamps of both tracks going forward by the
+    /// file's duration at each loop, so they stay together. (What breaks in FFmpeg 5.1 is
+    /// `-stream_loop` with an explicit `-bsf:v h264_mp4toannexb`; the bitstream filter the
+    /// MPEG-TS muxer inserts on its own loops an MP4 without losing a packet.)
     pub fn for_file(path: &str) -> ExecCommand {
         let argv = [
             "ffmpeg",
@@ -48,6 +53,8 @@ impl ExecCommand {
             "-loglevel",
             "error",
             "-re",
+            "-stream_loop",
+            "-1",
             "-i",
             path,
             "-map",
@@ -56,6 +63,18 @@ impl ExecCommand {
             "0:a:0?",
             "-c",
             "copy",
+            // Each packet out as it comes: by default the MPEG-TS muxer gathers audio into
+            // ~3 KB PES packets and delays for interleaving, so the sound came 0.4–0.85 s after
+            // the picture of the same time, and a low-latency player (0.5 s behind the
+            // picture) ran out of sound and stalled. With these, 0.02–0.2 s.
+            "-max_interleave_delta",
+            "0",
+            "-muxdelay",
+            "0",
+            "-pes_payload_size",
+            "0",
+            "-flush_packets",
+            "1",
             "-f",
             "mpegts",
             "-",
@@ -334,6 +353,16 @@ pub fn opus_duration_48k(packet: &[u8]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_looped_by_one_ffmpeg() {
+        let argv = ExecCommand::for_file("/clips/a b.mp4").argv;
+        let at = |arg: &str| argv.iter().position(|a| a == arg).unwrap();
+        // An input option: it must come before the `-i` it applies to.
+        assert_eq!(argv[at("-stream_loop") + 1], "-1");
+        assert!(at("-stream_loop") < at("-i"));
+        assert_eq!(argv[at("-i") + 1], "/clips/a b.mp4");
+    }
 
     #[test]
     fn opus_durations_from_the_toc() {

@@ -187,8 +187,8 @@ pub async fn run(
         SourceSpec::Exec(command) => exec::run(command, publisher, cancel, false).await,
         SourceSpec::File(path) => {
             let command = exec::ExecCommand::for_file(path);
-            // FFmpeg ends at the end of the file; starting it again loops it, and the timeline
-            // keeps the timestamps going forward.
+            // FFmpeg loops the file itself and should never end; if it does (it crashed, the
+            // file went away), it is started again and the timeline keeps going forward.
             loop {
                 exec::run(&command, publisher, cancel, true).await?;
                 if cancel.is_cancelled() {

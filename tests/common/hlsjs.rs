@@ -17,24 +17,52 @@ window.hlsPlay = (name, url, config) => {
   v.muted = true; v.autoplay = true; v.playsInline = true; v.width = 320;
   document.body.append(v);
   const st = { name, url, started: null, created: performance.now(), latency: [], waiting: 0,
-               errors: {}, fatal: [], frames: 0, rebuffer_s: 0 };
+               errors: {}, fatal: [], frames: 0, rebuffer_s: 0, events: [] };
+  // What happened when (seconds since the player was made), for the log of a failed run.
+  const note = (what) => {
+    if (st.events.length < 200) st.events.push([+((performance.now() - st.created) / 1000).toFixed(2), what,
+      +v.currentTime.toFixed(2), +(hls.latency || 0).toFixed(2)]);
+  };
   const hls = new Hls(Object.assign({ lowLatencyMode: true }, config || {}));
   hls.on(Hls.Events.ERROR, (_, d) => {
     const key = d.details + (d.fatal ? ' (fatal)' : '');
     st.errors[key] = (st.errors[key] || 0) + 1;
     if (d.fatal) st.fatal.push(d.details + ': ' + (d.reason || (d.error && d.error.message) || ''));
+    note(key + ': ' + (d.reason || (d.error && d.error.message) || '').slice(0, 160));
   });
+  let target = null;
+  hls.on(Hls.Events.LEVEL_UPDATED, (_, d) => {
+    if (d.details.targetduration !== target) {
+      target = d.details.targetduration;
+      note('target duration ' + target + ', target latency ' + hls.targetLatency);
+    }
+  });
+  v.addEventListener('seeking', () => note('seeking'));
   let waitingSince = null;
   v.addEventListener('waiting', () => {
-    if (st.started !== null) { st.waiting++; waitingSince = performance.now(); }
+    if (st.started === null) return;
+    st.waiting++;
+    note('waiting');
+    // A second `waiting` before `playing` (hls.js nudging a stalled player) is the same stall.
+    if (waitingSince === null) waitingSince = performance.now();
   });
   v.addEventListener('playing', () => {
     if (st.started === null) st.started = performance.now();
-    if (waitingSince !== null) { st.rebuffer_s += (performance.now() - waitingSince) / 1000; waitingSince = null; }
+    if (waitingSince !== null) { note('playing'); st.rebuffer_s += (performance.now() - waitingSince) / 1000; waitingSince = null; }
   });
   const count = () => { st.frames++; v.requestVideoFrameCallback(count); };
   v.requestVideoFrameCallback(count);
+  // The media clock against the wall clock while playing smoothly (no stall, no seek
+  // between two ticks): a media clock that runs slow (a starved renderer) adds latency.
+  st.clock_media = 0; st.clock_wall = 0;
+  let tick = null;
   setInterval(() => {
+    const now = performance.now(), ct = v.currentTime;
+    if (tick && waitingSince === null && !v.paused && !v.seeking) {
+      const dm = ct - tick[1], dw = (now - tick[0]) / 1000;
+      if (dm > 0 && dm < 2 * dw) { st.clock_media += dm; st.clock_wall += dw; }
+    }
+    tick = [now, ct];
     if (st.started === null || v.paused) return;
     const l = hls.latency;
     if (Number.isFinite(l) && l > 0) st.latency.push([(performance.now() - st.started) / 1000, l]);
@@ -133,6 +161,8 @@ pub struct Summary {
     pub waiting: u64,
     pub rebuffer_s: f64,
     pub frames: u64,
+    /// Media seconds played per wall second while playing smoothly (1.0: real time).
+    pub clock_rate: f64,
     pub fatal: Vec<String>,
     pub errors: BTreeMap<String, u64>,
 }
@@ -168,6 +198,8 @@ impl Summary {
             waiting: stats["waiting"].as_u64().unwrap_or(0),
             rebuffer_s: stats["rebuffer_s"].as_f64().unwrap_or(0.0),
             frames: stats["frames"].as_u64().unwrap_or(0),
+            clock_rate: stats["clock_media"].as_f64().unwrap_or(f64::NAN)
+                / stats["clock_wall"].as_f64().unwrap_or(f64::NAN),
             fatal: stats["fatal"]
                 .as_array()
                 .into_iter()
@@ -187,7 +219,8 @@ impl Summary {
     pub fn line(&self) -> String {
         format!(
             "{}: played {:.1} s (started in {:.2} s), latency p50 {:.3} s p95 {:.3} s max {:.3} s \
-             ({} samples), {} waiting ({:.2} s rebuffering), {} pictures, errors {:?}",
+             ({} samples), {} waiting ({:.2} s rebuffering), {} pictures, media clock {:.3}× \
+             real time, errors {:?}",
             self.name,
             self.playing_s,
             self.startup_s,
@@ -198,6 +231,7 @@ impl Summary {
             self.waiting,
             self.rebuffer_s,
             self.frames,
+            self.clock_rate,
             self.errors
         )
     }

@@ -162,11 +162,22 @@ async fn run(stream: Arc<Stream>, running: Arc<Running>, settings: Settings) {
         running.waiting.load(Ordering::Relaxed) == 0
             && running.last_request.lock().unwrap().elapsed() > settings.close_after
     };
+    // Frames the hub dropped for this muxer (it fell behind): each drop is a hole in the
+    // playlist's media that players must seek over, so it is logged.
+    let mut dropped = 0;
     'run: loop {
         tokio::select! {
             _ = running.cancel.cancelled() => break,
             frame = frames.next() => match frame {
                 Ok(packet) => {
+                    if frames.dropped_frames() > dropped {
+                        tracing::warn!(
+                            camera = %stream.id(),
+                            frames = frames.dropped_frames() - dropped,
+                            "the HLS muxer fell behind the camera: frames skipped to the next keyframe"
+                        );
+                        dropped = frames.dropped_frames();
+                    }
                     let audio = stream.audio();
                     // EXT-X-PROGRAM-DATE-TIME: when the picture was taken, when known.
                     let taken = packet
@@ -189,6 +200,7 @@ async fn run(stream: Arc<Stream>, running: Arc<Running>, settings: Settings) {
                             _ = running.cancel.cancelled() => break 'run,
                             next = stream.subscribe_when_running(ViewerKind::Hls) => {
                                 frames = next;
+                                dropped = 0;
                                 running.muxer.lock().unwrap().resubscribed();
                                 break;
                             }
