@@ -468,7 +468,11 @@ fn every_tile_says_its_cameras_state_and_marks_rec_alerts_and_failing_models() {
             let luma = img.to_luma8();
             let n = luma.pixels().len() as f64;
             let mean = luma.pixels().map(|p| p[0] as f64).sum::<f64>() / n;
-            let var = luma.pixels().map(|p| (p[0] as f64 - mean).powi(2)).sum::<f64>() / n;
+            let var = luma
+                .pixels()
+                .map(|p| (p[0] as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
             Some(if var > 200.0 { "Yes." } else { "No." }.to_string())
         }))
     });
