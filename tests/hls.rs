@@ -759,71 +759,7 @@ fn the_sync_clip_over_ll_hls_is_in_sync_and_its_decode_times_only_go_forward() {
     });
     // Parts as hls.js fetches them: the init segment, then each new part after a blocking
     // reload, for 8 s.
-    let text = server
-        .get("/api/cameras/clip/hls/stream.m3u8")
-        .text()
-        .unwrap();
-    let mut bytes = Vec::new();
-    let mut init = String::new();
-    let mut map_here = String::new();
-    let mut next_part: Option<u64>;
-    let mut last = Listing::parse(&text).last_part();
-    let started = Instant::now();
-    let part_number = |uri: &str| -> u64 {
-        uri.rsplit_once("part")
-            .unwrap()
-            .1
-            .trim_end_matches(".mp4")
-            .parse()
-            .unwrap()
-    };
-    // Start at the newest part that starts a segment, as a player does.
-    next_part = text
-        .lines()
-        .filter(|l| l.starts_with("#EXT-X-PART:") && l.contains("INDEPENDENT=YES"))
-        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
-        .map(part_number)
-        .next_back();
-    let mut playlist = text;
-    while started.elapsed() < Duration::from_secs(8) {
-        for line in playlist.lines() {
-            if let Some(map) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
-                map_here = map.trim_end_matches('"').to_string();
-            }
-            let Some(uri) = line
-                .strip_prefix("#EXT-X-PART:")
-                .and_then(|l| l.split("URI=\"").nth(1))
-                .and_then(|l| l.split('"').next())
-            else {
-                continue;
-            };
-            let n = part_number(uri);
-            if next_part.is_none_or(|next| n < next) {
-                continue;
-            }
-            assert_eq!(next_part, Some(n), "no part is missed");
-            if map_here != init {
-                init = map_here.clone();
-                let b = server
-                    .get(&format!("/api/cameras/clip/hls/{init}"))
-                    .bytes()
-                    .unwrap();
-                bytes.extend_from_slice(&b);
-            }
-            let r = server.get(&format!("/api/cameras/clip/hls/{uri}"));
-            assert_eq!(r.status(), StatusCode::OK, "{uri}");
-            bytes.extend_from_slice(&r.bytes().unwrap());
-            next_part = Some(n + 1);
-        }
-        let (msn, part) = (last.0, last.1 + 1);
-        playlist = server
-            .get(&format!(
-                "/api/cameras/clip/hls/stream.m3u8?_HLS_msn={msn}&_HLS_part={part}"
-            ))
-            .text()
-            .unwrap();
-        last = Listing::parse(&playlist).last_part();
-    }
+    let bytes = common::ll_hls::parts(&server.http, &server.base, "clip", 8.0);
     let tracks = common::sync::decode_times(&bytes);
     assert_eq!(tracks.len(), 2, "video and audio");
     assert!(tracks[&1].len() > 150, "{} pictures", tracks[&1].len());

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod hlsjs;
+pub mod ll_hls;
 pub mod media;
 pub mod rtsp;
 pub mod sync;
