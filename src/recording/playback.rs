@@ -591,6 +591,25 @@ mod tests {
 
     /// A segment file made the way the recorder makes one: init, then per-frame fragments;
     /// frames of 40 ms, a keyframe every 25, the payload's first byte its number.
+    /// A clip of `runs` (each: its wall-time anchor and samples, in file `i` for the `i`th),
+    /// with the init segment of `init`'s file, asked from `start_us` to `end_us`.
+    fn clip(init: &[u8], runs: Vec<(i64, Vec<Sample>)>, start_us: i64, end_us: i64) -> Clip {
+        Clip {
+            moov: read_moov(init).unwrap(),
+            runs: runs
+                .into_iter()
+                .enumerate()
+                .map(|(file, (anchor_us, samples))| Run {
+                    file,
+                    anchor_us,
+                    samples,
+                })
+                .collect(),
+            start_us,
+            end_us,
+        }
+    }
+
     fn segment(frames: u32, first_dts: i64) -> (Vec<u8>, Vec<Sample>) {
         let codec = Arc::new(test_video());
         let mut file = init_segment(&Tracks {
@@ -652,19 +671,14 @@ mod tests {
     #[test]
     fn a_clip_starts_at_the_keyframe_before_its_start_and_presents_exactly_its_span() {
         let (file, samples) = segment(100, 90_000);
-        let moov = read_moov(&file).unwrap();
         // Wall clock: the first frame at 1,000 s. Ask 2 s from 1,001.5 s: the keyframe at
         // 1,001.0 s (frame 25) is the first sample, presentation starts half a second in.
-        let clip = Clip {
-            moov,
-            runs: vec![Run {
-                file: 0,
-                anchor_us: 1_001_000_000,
-                samples: samples[25..].to_vec(),
-            }],
-            start_us: 1_001_500_000,
-            end_us: 1_003_500_000,
-        };
+        let clip = clip(
+            &file,
+            vec![(1_001_000_000, samples[25..].to_vec())],
+            1_001_500_000,
+            1_003_500_000,
+        );
         for format in [Format::Fmp4, Format::Mp4] {
             let plan = match format {
                 Format::Fmp4 => fmp4(&clip).unwrap(),
@@ -698,16 +712,7 @@ mod tests {
     #[test]
     fn ranges_of_a_plan_are_its_bytes() {
         let (file, samples) = segment(60, 0);
-        let clip = Clip {
-            moov: read_moov(&file).unwrap(),
-            runs: vec![Run {
-                file: 0,
-                anchor_us: 0,
-                samples,
-            }],
-            start_us: 0,
-            end_us: 10_000_000,
-        };
+        let clip = clip(&file, vec![(0, samples)], 0, 10_000_000);
         let plan = mp4(&clip).unwrap();
         let whole = assemble(&plan, &[&file]);
         for (from, to) in [(0, 10), (5, 3000), (plan.len - 7, plan.len), (100, 101)] {
@@ -734,23 +739,7 @@ mod tests {
     fn segments_stitch_in_wall_time_order_even_when_their_timelines_restart() {
         let (a, sa) = segment(50, 900_000);
         let (b, sb) = segment(50, 0);
-        let clip = Clip {
-            moov: read_moov(&a).unwrap(),
-            runs: vec![
-                Run {
-                    file: 0,
-                    anchor_us: 0,
-                    samples: sa,
-                },
-                Run {
-                    file: 1,
-                    anchor_us: 2_000_000,
-                    samples: sb,
-                },
-            ],
-            start_us: 0,
-            end_us: 4_000_000,
-        };
+        let clip = clip(&a, vec![(0, sa), (2_000_000, sb)], 0, 4_000_000);
         let plan = fmp4(&clip).unwrap();
         assert_eq!(plan.duration_us, 4_000_000);
         let out = assemble(&plan, &[&a, &b]);
@@ -780,23 +769,7 @@ mod tests {
         for b_at in [1_873_000, 2_300_000] {
             let (a, sa) = segment(50, 0);
             let (_, sb) = segment(50, 0);
-            let clip = Clip {
-                moov: read_moov(&a).unwrap(),
-                runs: vec![
-                    Run {
-                        file: 0,
-                        anchor_us: 0,
-                        samples: sa,
-                    },
-                    Run {
-                        file: 1,
-                        anchor_us: b_at,
-                        samples: sb,
-                    },
-                ],
-                start_us: 0,
-                end_us: 10_000_000,
-            };
+            let clip = clip(&a, vec![(0, sa), (b_at, sb)], 0, 10_000_000);
             let t = place(&clip, false).unwrap();
             let dts: Vec<u64> = t.placed.iter().map(|p| p.dts).collect();
             assert_eq!(dts.len(), 100);
