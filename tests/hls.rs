@@ -230,14 +230,7 @@ fn the_muxer_closes_without_requests_and_cycles_leave_nothing_behind() {
         .get("/api/cameras/cam/hls/stream.m3u8")
         .text()
         .unwrap();
-    let prefix = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-        .unwrap()
-        .split('-')
-        .next()
-        .unwrap()
-        .to_string();
+    let prefix = run_prefix(&text);
     assert_eq!(server.resources()["viewers"]["hls"], 1);
     // No request for a second: the muxer stops, and its files are gone with it.
     common::wait_until(Duration::from_secs(5), "the muxer closed", || {
@@ -358,6 +351,18 @@ fn chromium_plays_the_playlist_through_the_player_and_natively() {
     });
 }
 
+/// The muxer run's file-name prefix (what comes before `-` in its `EXT-X-MAP` URI).
+fn run_prefix(playlist: &str) -> String {
+    playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// A media playlist as a client reads it.
 #[derive(Debug)]
 struct Listing {
@@ -467,14 +472,7 @@ fn source_restarts_keep_the_playlist_and_blocking_delta_requests_get_their_part(
         (text, l)
     };
     let (text, listing) = full(&server);
-    let prefix = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
-        .unwrap()
-        .split('-')
-        .next()
-        .unwrap()
-        .to_string();
+    let prefix = run_prefix(&text);
     let mut last = listing.last_part();
     let mut media_sequence = listing.media_sequence;
     let mut floor_reached = false;
