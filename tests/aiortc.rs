@@ -2,7 +2,7 @@
 //! publisher, checked on what it decodes and on what livelens reads back from it, with the A/V
 //! sync clip (a flash and a beep together every 1.92 s).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -160,7 +160,47 @@ fn aiortc_publishes_the_sync_clip_over_whip() {
     let url = format!("rtsp://127.0.0.1:{port}/pub");
     let offsets = sync::av_offsets(&url, &["-rtsp_transport", "tcp"], 8.0);
     eprintln!("aiortc WHIP read back over RTSP, A/V offsets: {offsets:?}");
+    // A browser watching it over MSE: every picture, decode times that only go forward.
+    let mse = sync::mse_bytes(&server, "pub", 4.0);
     let status = publisher.wait().unwrap();
     assert!(status.success(), "aiortc_whip.py failed");
     sync::assert_in_sync("aiortc WHIP read back over RTSP", &offsets, 3, 0.040);
+    assert_steady("aiortc WHIP over MSE", &mse);
+}
+
+/// Decode times of every track strictly increase with no step over 0.5 s, and video carries
+/// the clip's 25 pictures a second (a publisher's pictures lost on the way, or decode times
+/// that repeat or jump, make a browser show a few frames a second).
+fn assert_steady(label: &str, mse: &[u8]) {
+    let scales = sync::timescales(mse);
+    let tracks = sync::decode_times(mse);
+    assert_eq!(tracks.len(), 2, "{label}: tracks {:?}", tracks.keys());
+    for (track, times) in &tracks {
+        let scale = scales[track] as f64;
+        let steps: Vec<f64> = times
+            .windows(2)
+            .map(|w| (w[1] as f64 - w[0] as f64) / scale)
+            .collect();
+        if let Some(i) = steps.iter().position(|s| *s <= 0.0 || *s > 0.5) {
+            panic!(
+                "{label}: track {track} decode time steps {:.4} s at sample {}: {:?}",
+                steps[i],
+                i + 1,
+                &times[i.saturating_sub(3)..(i + 4).min(times.len())]
+            );
+        }
+        let span = (times[times.len() - 1] - times[0]) as f64 / scale;
+        eprintln!(
+            "{label}: track {track}: {} samples over {span:.2} s",
+            times.len()
+        );
+    }
+    let video = tracks.keys().find(|t| scales[*t] == 90_000);
+    let times = &tracks[video.expect("a 90 kHz video track")];
+    let fps = (times.len() - 1) as f64 * 90_000.0 / (times[times.len() - 1] - times[0]) as f64;
+    assert!(
+        (fps - 25.0).abs() < 2.0 && times.len() >= 75,
+        "{label}: {} pictures at {fps:.1} a second, the clip has 25",
+        times.len()
+    );
 }

@@ -3,7 +3,7 @@
 //! changes, and the test checks every alert against the picture it came with; alerts reach a
 //! real mosquitto with Home Assistant discovery; rule add/remove cycles leave nothing behind.
 
-mod common;
+use crate::common;
 
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! OpenAI-compatible server that checks every request for real, events in SQLite on disk, on
 //! SSE and on a real mosquitto broker, and analysis switched on and off 200 times.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The foundation against the real binary: demo camera, snapshots, camera CRUD and bad input,
 //! tokens, config write-back, check-config and shutdown.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -4,7 +4,7 @@
 //! `tests/fixtures/stt_server.py`), which answers only for correctly decoded, resampled and
 //! segmented speech.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! Hostile input against the real binary: each test is an attack that once got through (see
 //! docs/SECURITY.md), and the answer it must get now.
 
-mod common;
+use crate::common;
 
 // The second attack run (issue 28), one file per surface: tests/attacks/*.rs.
 /// The fan-out's byte budget (hole 7).

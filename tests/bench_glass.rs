@@ -9,7 +9,7 @@
 //! latency is the page's clock then minus the clock the strip shows. Both ends are the same
 //! page, so the clocks are the same clock.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Real headless Chromium plays livelens cameras through MSE.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! The pages are real: each origin is a tiny static HTTP server on its own 127.0.0.1 port, and
 //! headless Chromium plays from it with npm's hls.js and its own WebRTC stack.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! Lifecycle: 1,000 stop/start cycles through the API leave every counted resource at its
 //! baseline, open file descriptors flat and RSS growth under 5 MiB.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

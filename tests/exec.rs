@@ -3,7 +3,7 @@
 //! back-off, a command that ignores SIGTERM is SIGKILLed, and no child — running or zombie — is
 //! left after stops, SIGTERM, or SIGKILL of livelens itself.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

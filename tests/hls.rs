@@ -2,7 +2,7 @@
 //! they name; files are immutable and only this run's names are served; the muxer runs only
 //! while requests come, and cycles leave every count at baseline.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -548,6 +548,12 @@ fn source_restarts_keep_the_playlist_and_blocking_delta_requests_get_their_part(
             "media sequence went back:\n{text}"
         );
         media_sequence = l.media_sequence;
+        // RFC 8216 §4.3.3.1: the target never changes, and no segment rounds above it.
+        assert_eq!(l.target, listing.target, "target duration changed:\n{text}");
+        assert!(
+            l.segments.iter().all(|s| s.duration.round() <= l.target),
+            "a segment longer than the target:\n{text}"
+        );
         if l.seconds() >= 3.0 * l.target {
             floor_reached = true;
         } else {

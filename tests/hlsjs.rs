@@ -12,7 +12,7 @@
 //! viewer, at most one `waiting` a minute (one in any run shorter). The run is 40 s of play for
 //! CI; `LIVELENS_HLSJS_SECONDS=120` is the full run.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! picture at the configured size; viewers share one encoder that runs only while one watches;
 //! Chromium shows the stream in an `<img>`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

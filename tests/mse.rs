@@ -2,7 +2,7 @@
 //! exactly as go2rtc's players speak it, and the project's own player in headless Chromium
 //! keeping to the live edge.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::Arc;

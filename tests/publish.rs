@@ -3,7 +3,7 @@
 //! (even by SIGKILL); every output reads it back; a second publisher gets 409; 200 publish
 //! cycles leave every count at its baseline.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! cameras and their viewers are not touched; a broken file changes nothing and is reported;
 //! livelens's own write-back is not taken for an edit.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

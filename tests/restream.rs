@@ -3,7 +3,7 @@
 //! oversized and out-of-order requests get their RFC status; 200 sessions come and go and leave
 //! every count at its baseline.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::process::Command;

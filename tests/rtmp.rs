@@ -4,7 +4,7 @@
 //! takes none and a publisher without the token are refused; 200 publish cycles leave every
 //! count at its baseline.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command};
 use std::time::Duration;

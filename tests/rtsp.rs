@@ -1,6 +1,6 @@
 //! RTSP ingest against a real RTSP server (gst-rtsp-server, tests/fixtures/rtsp_camera.py).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

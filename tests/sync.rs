@@ -6,14 +6,12 @@
 //!
 //! One server with every camera, the publishers and readers at once: the file stays fast.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{sync, RtspCamera, Server};
-use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Seconds of each path FFmpeg reads back: three flash/beep pairs at least.
 const READ_SECONDS: f64 = 7.0;
@@ -31,31 +29,6 @@ fn publish(url: &str, format: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// What an MSE viewer of `camera` receives in `seconds`: the init segment and fragments.
-fn mse_bytes(server: &Server, camera: &str, seconds: f64) -> Vec<u8> {
-    let url = format!(
-        "{}/api/cameras/{camera}/mse",
-        server.base.replace("http://", "ws://")
-    );
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket");
-        let mut bytes = Vec::new();
-        let end = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
-        while let Ok(Some(message)) = tokio::time::timeout_at(end, ws.next()).await {
-            match message.expect("a message") {
-                Message::Binary(b) => bytes.extend_from_slice(&b),
-                Message::Close(c) => panic!("the MSE viewer was closed: {c:?}"),
-                _ => {}
-            }
-        }
-        let _ = ws.close(None).await;
-        bytes
-    })
 }
 
 /// An LL-HLS player's bytes of `camera`: the init segment and every complete segment the
@@ -152,8 +125,8 @@ fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
             })
         })
         .collect();
-    let cam_mse = mse_bytes(&server, "cam", READ_SECONDS);
-    let tcp_mse = mse_bytes(&server, "tcp", 3.0);
+    let cam_mse = sync::mse_bytes(&server, "cam", READ_SECONDS);
+    let tcp_mse = sync::mse_bytes(&server, "tcp", 3.0);
     let mut failures = Vec::new();
     for reader in readers {
         let (id, offsets) = reader.join().unwrap();
@@ -198,18 +171,7 @@ fn every_rtp_path_keeps_sound_and_picture_together_and_decode_times_in_order() {
         let file = sync::to_file(&dir, &format!("{id}-playback.mp4"), &get("mp4"));
         let offsets = sync::av_offsets(file.to_str().unwrap(), &[], duration);
         eprintln!("{id} played back: {offsets:?}");
-        // Not met yet (#29): the edit list starts the video at its first picture's
-        // presentation (the B-frame delay, 80 ms here) and the audio does not move with it, so
-        // playback of a B-frame camera is ~60 ms late on sound. Asserted with
-        // LIVELENS_PLAYBACK_AV=1 until fixed; the offsets are printed either way.
-        if std::env::var("LIVELENS_PLAYBACK_AV").is_ok_and(|v| v == "1") {
-            sync::assert_in_sync(&format!("{what} played back"), &offsets, 2, 0.040);
-        } else {
-            assert!(
-                offsets.len() >= 2,
-                "{what} played back: too few flash/beep pairs"
-            );
-        }
+        sync::assert_in_sync(&format!("{what} played back"), &offsets, 2, 0.040);
     }
     for p in &mut publishers {
         let _ = p.kill();
@@ -322,7 +284,7 @@ fn a_camera_clock_that_jumps_back_keeps_mse_ll_hls_and_recording_monotonic() {
         let (http, base) = (server.http.clone(), server.base.clone());
         std::thread::spawn(move || common::ll_hls::parts(&http, &base, "cam", 12.0))
     };
-    let mse = mse_bytes(&server, "cam", 12.0);
+    let mse = sync::mse_bytes(&server, "cam", 12.0);
     let hls = hls.join().unwrap();
     let jumped = *camera.jumped.get().expect("the camera's clock jumped back");
     let after = 12.0 - jumped.duration_since(began).as_secs_f64();

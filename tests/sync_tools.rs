@@ -1,7 +1,7 @@
 //! The measuring tools of tests/common/sync.rs measure: the sync clip itself is in sync, a
 //! shifted copy is measured as shifted, and a stream with B-frames keeps its decode order.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

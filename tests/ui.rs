@@ -1,7 +1,7 @@
 //! The web UI in real Chromium: add/edit/delete through the form, grid, keyboard switching,
 //! screenshots checked for real pictures.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

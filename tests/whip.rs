@@ -4,7 +4,7 @@
 //! as the publisher leaves (DELETE, the page going away, or the connection closing without a
 //! word); a second publisher gets 409; 200 publish cycles leave every count at its baseline.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

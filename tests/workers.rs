@@ -2,7 +2,7 @@
 //! lease on it (plus its idle timeout), is health-checked before the lease is granted, and is
 //! gone — reaped — after it goes idle and after `stop`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -353,22 +353,23 @@ fn ftyp(fragmented: bool) -> Ftyp {
 }
 
 /// The video track's edit: present `duration_ms` from the asked start on.
+///
+/// Presentation starts at the asked start's *presentation* time, as audio's does: with
+/// B-frames (or the two frames of composition offset `media::dts` gives any non-Baseline
+/// stream) the first picture then shows a frame or two after 0, where its sound is. Starting
+/// at the first picture's presentation time instead (media time + its composition offset)
+/// put every picture 80 ms before its sound.
 fn edit(moov: &mut Moov, t: &Timeline) {
     let Some(video) = video_track(moov) else {
         return;
     };
-    let first_cts = t
-        .placed
-        .iter()
-        .find(|p| p.sample.track == video)
-        .map_or(0, |p| p.sample.cts.max(0) as u64);
     let movie_ms = (t.duration_us / 1000) as u64;
     for trak in moov.trak.iter_mut().filter(|k| k.tkhd.track_id == video) {
         trak.edts = Some(Edts {
             elst: Some(Elst {
                 entries: vec![ElstEntry {
                     segment_duration: movie_ms,
-                    media_time: Some(t.skip_video + first_cts),
+                    media_time: Some(t.skip_video),
                     media_rate: 1i16.into(),
                 }],
             }),

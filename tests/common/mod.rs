@@ -220,7 +220,12 @@ pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() ->
 
 /// A fresh directory under the target dir for one test's files.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    // Numbered per call: every test module shares this process, and two tests asking for the
+    // same name must not share (or wipe) each other's files.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::require;
 
@@ -298,4 +302,29 @@ pub fn timescales(bytes: &[u8]) -> BTreeMap<u32, u32> {
         }
     }
     out
+}
+
+/// What an MSE viewer of `camera` receives in `seconds`: the init segment and fragments.
+pub fn mse_bytes(server: &super::Server, camera: &str, seconds: f64) -> Vec<u8> {
+    let url = format!(
+        "{}/api/cameras/{camera}/mse",
+        server.base.replace("http://", "ws://")
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        let mut bytes = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+        while let Ok(Some(message)) = tokio::time::timeout_at(end, ws.next()).await {
+            match message.expect("a message") {
+                Message::Binary(b) => bytes.extend_from_slice(&b),
+                Message::Close(c) => panic!("the MSE viewer was closed: {c:?}"),
+                _ => {}
+            }
+        }
+        let _ = ws.close(None).await;
+        bytes
+    })
 }

@@ -6,8 +6,13 @@
 //! parts and segments: VLC skipped a segment when they jumped). A part is the fragments of
 //! ~`part_target` of video (a CMAF part may hold several moof/mdat pairs); a segment is its
 //! parts, cut at the first keyframe at least `segment_min` after the segment began, so every
-//! segment and every part marked `INDEPENDENT` starts with a keyframe. Parts and segments never
-//! change once made, so they are served as immutable; only the playlist moves.
+//! part marked `INDEPENDENT` starts with a keyframe, and so does every segment of a camera whose
+//! keyframes come at least once per target duration. `EXT-X-TARGETDURATION` is fixed before the
+//! first playlist (`segment_min` + 1 s, rounded up) and never changes (RFC 8216 §4.3.3.1: hls.js
+//! and AVPlayer keep the first value); a keyframe later than that still ends the segment at the
+//! target, at a part boundary, and the next segment starts with a part that is not independent.
+//! Parts and segments never change once made, so they are served as immutable; only the
+//! playlist moves.
 //!
 //! A source restart (a new bitstream, a new description, audio that comes or goes) never empties
 //! the playlist: the segment before it ends there, and when the init segment changes the next
@@ -164,7 +169,7 @@ pub struct Muxer {
     carried_discontinuity: bool,
     /// `mfhd` of the next fragment.
     next_fragment: u32,
-    /// Largest segment duration so far, rounded (`EXT-X-TARGETDURATION`, which must not shrink).
+    /// `EXT-X-TARGETDURATION`, fixed for the run: no segment is longer (rounded).
     target: u64,
 }
 
@@ -182,7 +187,7 @@ impl Muxer {
             discontinuities: 0,
             carried_discontinuity: false,
             next_fragment: 1,
-            target: cuts.segment_min.as_secs().max(1),
+            target: target_duration(&cuts),
         }
     }
 
@@ -414,10 +419,15 @@ impl Muxer {
         let Some(open) = self.open.as_ref() else {
             return;
         };
-        let segment_long = secs(time - open.start) >= self.cuts.segment_min.as_secs_f64();
-        if keyframe && segment_long {
+        let length = secs(time - open.start);
+        let segment_long = length >= self.cuts.segment_min.as_secs_f64();
+        // At the target without a keyframe: end it anyway (its length rounds to the target).
+        let at_target = length >= self.target as f64 - 0.001;
+        if (keyframe && segment_long) || at_target {
             self.close_segment(time);
-            self.open = Some(self.new_open(time, false));
+            let mut open = self.new_open(time, false);
+            open.part_independent = keyframe;
+            self.open = Some(open);
             return;
         }
         if secs(time - open.part_start) >= self.cuts.part_target.as_secs_f64() - 0.001 {
@@ -483,14 +493,6 @@ impl Muxer {
             return;
         }
         let duration = secs(end - open.start);
-        let rounded = duration.round().max(1.0) as u64;
-        if rounded > self.target {
-            tracing::warn!(
-                duration,
-                "an HLS segment is longer than the target duration (keyframes further apart)"
-            );
-            self.target = rounded;
-        }
         let date = self.date(open.start);
         self.segments.push_back(Segment {
             msn: open.msn,
@@ -767,6 +769,13 @@ impl Muxer {
     }
 }
 
+/// `EXT-X-TARGETDURATION` for `cuts`: a whole second more than the shortest segment, so a
+/// camera with a keyframe every `segment_min` to `segment_min` + 1 s (rounded) gets segments
+/// that each start with one.
+fn target_duration(cuts: &Cuts) -> u64 {
+    (cuts.segment_min.as_secs_f64() + 1.0).ceil() as u64
+}
+
 /// `PART-HOLD-BACK` in part targets (RFC 8216bis: at least 2, 3 recommended). hls.js starts
 /// this far behind the live edge and, left to its defaults, never catches up: it is the
 /// latency a viewer gets, plus the player's start-up. 2.5 leaves a player a part and a half of
@@ -975,13 +984,33 @@ mod tests {
     }
 
     #[test]
-    fn a_long_gop_makes_longer_segments_and_raises_the_target() {
+    fn a_two_second_gop_makes_two_second_segments_within_the_target() {
         let m = run(9, 50);
         assert!(m.segments.iter().all(|s| (s.duration - 2.0).abs() < 1e-9));
         assert_eq!(m.target, 2);
         assert!(m
             .playlist("/x/", false)
             .contains("#EXT-X-TARGETDURATION:2\n"));
+        assert!(m.segments.iter().all(|s| s.parts[0].independent));
+    }
+
+    #[test]
+    fn keyframes_further_apart_than_the_target_never_raise_it() {
+        // A keyframe every 5 s: segments end at the 2 s target, between keyframes.
+        let m = run(21, 125);
+        assert_eq!(m.target, 2);
+        assert!(m
+            .playlist("/x/", false)
+            .contains("#EXT-X-TARGETDURATION:2\n"));
+        for s in &m.segments {
+            assert!(s.duration.round() as u64 <= 2, "{}", s.duration);
+        }
+        // Only the parts that begin with a keyframe are marked independent.
+        let firsts: Vec<bool> = m.segments.iter().map(|s| s.parts[0].independent).collect();
+        assert!(
+            firsts.contains(&true) && firsts.contains(&false),
+            "{firsts:?}"
+        );
     }
 
     #[test]
@@ -993,7 +1022,7 @@ mod tests {
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
         assert!(p.contains("#EXT-X-MAP:URI=\"/h/init0.mp4\"\n"));
         assert!(p.contains(
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.500,CAN-SKIP-UNTIL=6.0\n"
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.500,CAN-SKIP-UNTIL=12.0\n"
         ));
         assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"));
         assert!(p.contains("#EXTINF:1.00000,\n/h/seg3.mp4\n"));
@@ -1017,12 +1046,16 @@ mod tests {
 
     #[test]
     fn a_delta_update_skips_what_is_further_than_can_skip_until() {
-        let m = run(10, 25);
-        // 7 segments of 1 s kept, the 10th second open: 6 s from the edge reach back to the
-        // segment that ends 6 s before it; the older ones are skipped.
+        // 20 segments of 1 s kept, the 25th second open: 12 s (6 target durations) from the
+        // edge reach back to the segment that ends 12 s before it; the older ones are skipped.
+        let mut m = Muxer::new(Cuts {
+            keep: 20,
+            ..Cuts::default()
+        });
+        Camera::new(25).feed(&mut m, 25.0);
         let full = m.playlist("/h/", false);
         let delta = m.playlist("/h/", true);
-        let skipped = m.skippable(6.0);
+        let skipped = m.skippable(12.0);
         assert!(skipped >= 1, "{delta}");
         assert!(delta.contains(&format!("#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}\n")));
         assert!(
