@@ -98,8 +98,13 @@ impl source::Publish for Input {
                 TrackKind::Video => 90_000,
                 TrackKind::Audio => status.audio.as_ref().map_or(48_000, |a| a.sample_rate),
             };
-            let pts = status.timeline.map(frame.track, frame.pts, rate);
+            let mut pts = status.timeline.map(frame.track, frame.pts, rate);
             frame.dts += pts - frame.pts;
+            if frame.dts < 0 {
+                let lifted = status.timeline.lift(frame.track, -frame.dts, rate);
+                frame.dts += lifted;
+                pts += lifted;
+            }
             frame.pts = pts;
             status
                 .stats

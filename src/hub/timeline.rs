@@ -71,6 +71,14 @@ impl TrackTimeline {
         out
     }
 
+    /// Moves the track `ticks` later from now on.
+    fn lift(&mut self, ticks: i64) {
+        self.offset += ticks;
+        if let Some(last) = self.last.as_mut() {
+            *last += ticks;
+        }
+    }
+
     /// Maps a source timestamp to the stream's continuous timeline.
     pub fn map(&mut self, pts: i64) -> i64 {
         self.map_with(pts, None)
@@ -89,6 +97,8 @@ pub struct Timeline {
     audio: TrackTimeline,
     /// A jump one track rebased and the other has not seen yet: the shift in seconds.
     pending: Option<(TrackKind, f64)>,
+    /// A [`Timeline::lift`] made before the other track was seen: its start, in seconds.
+    lift_unseen: f64,
 }
 
 impl Timeline {
@@ -106,6 +116,9 @@ impl Timeline {
             TrackKind::Audio => (&mut self.audio, &self.video),
         };
         let rate = rate.max(1);
+        if t.rate == 0 && t.last.is_none() && self.lift_unseen > 0.0 {
+            t.offset += (std::mem::take(&mut self.lift_unseen) * f64::from(rate)).ceil() as i64;
+        }
         t.rate = rate;
         // A new session (another publisher, a reconnect) is shifted like a jump: both tracks by
         // one time, so the source's own sync carries over; rebasing each track on its own
@@ -138,11 +151,53 @@ impl Timeline {
         }
         t.map(pts)
     }
+
+    /// Moves both tracks `ticks` (of `track`, clocked at `rate`) later: for a picture whose
+    /// decode time came out negative. A stream's first pictures decode before they present
+    /// (B-frames, and `media::dts`'s two frames of margin), so a source whose times start at 0
+    /// has decode times below 0, which no MP4 can hold: writers clamped them to 0 and so moved
+    /// those pictures' presentation later (a recording's first GOP presented 80 ms late, and
+    /// FFmpeg then read every picture of it 40 ms early). Returns the ticks `track` moved.
+    pub fn lift(&mut self, track: TrackKind, ticks: i64, rate: u32) -> i64 {
+        if ticks <= 0 {
+            return 0;
+        }
+        let secs = ticks as f64 / f64::from(rate.max(1));
+        let (t, other) = match track {
+            TrackKind::Video => (&mut self.video, &mut self.audio),
+            TrackKind::Audio => (&mut self.audio, &mut self.video),
+        };
+        t.lift(ticks);
+        if other.rate == 0 {
+            // Not seen yet: it starts lifted when it is (its rate is known then).
+            self.lift_unseen += secs;
+        } else {
+            other.lift((secs * f64::from(other.rate)).ceil() as i64);
+        }
+        ticks
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_decode_times_lift_both_tracks_together() {
+        let mut t = Timeline::default();
+        // Audio first, then a picture presenting at 0 that decodes two frames before.
+        assert_eq!(t.map(TrackKind::Audio, 0, 48_000), 0);
+        assert_eq!(t.map(TrackKind::Video, 0, 90_000), 0);
+        assert_eq!(t.lift(TrackKind::Video, 7200, 90_000), 7200);
+        // Both moved 80 ms: audio's next frame (1024) and video's next picture follow on.
+        assert_eq!(t.map(TrackKind::Audio, 1024, 48_000), 1024 + 3840);
+        assert_eq!(t.map(TrackKind::Video, 3600, 90_000), 3600 + 7200);
+        // Video lifted before audio was seen: audio starts lifted too.
+        let mut t = Timeline::default();
+        assert_eq!(t.map(TrackKind::Video, 0, 90_000), 0);
+        t.lift(TrackKind::Video, 7200, 90_000);
+        assert_eq!(t.map(TrackKind::Audio, 0, 44_100), 3528);
+    }
 
     #[test]
     fn continues_after_a_restart() {
