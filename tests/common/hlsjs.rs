@@ -23,7 +23,9 @@ window.hlsPlay = (name, url, config) => {
     if (st.events.length < 200) st.events.push([+((performance.now() - st.created) / 1000).toFixed(2), what,
       +v.currentTime.toFixed(2), +(hls.latency || 0).toFixed(2)]);
   };
-  const hls = new Hls(Object.assign({ lowLatencyMode: true }, config || {}));
+  // maxLiveSyncPlaybackRate: hls.js's default (1) never catches up after a stall, so every
+  // stall adds latency for good; 1.5 lets it return to the target (the README recommends it).
+  const hls = new Hls(Object.assign({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 }, config || {}));
   hls.on(Hls.Events.ERROR, (_, d) => {
     const key = d.details + (d.fatal ? ' (fatal)' : '');
     st.errors[key] = (st.errors[key] || 0) + 1;
