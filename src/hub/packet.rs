@@ -117,7 +117,12 @@ pub struct Sequencer {
 struct TrackClock {
     last_dts: Option<i64>,
     last_duration: u32,
+    /// The last intervals between frames (video), newest last.
+    recent: std::collections::VecDeque<u32>,
 }
+
+/// Intervals a video frame's duration looks back over.
+const RECENT_INTERVALS: usize = 8;
 
 impl Sequencer {
     pub fn packet(&mut self, frame: Frame) -> Arc<Packet> {
@@ -126,11 +131,23 @@ impl Sequencer {
             TrackKind::Video => &mut self.video,
             TrackKind::Audio => &mut self.audio,
         };
-        let duration = match clock.last_dts {
+        let mut duration = match clock.last_dts {
             Some(last) if frame.dts > last => (frame.dts - last).min(u32::MAX as i64) as u32,
             // Same or earlier time (a restart rebased by the timeline, a glitch): keep the pace.
             _ => clock.last_duration,
         };
+        if frame.track == TrackKind::Video && clock.last_dts.is_some() {
+            // The longest recent interval, not the last one: a browser's player (MSE) takes a
+            // decode-time step over twice the previous picture's duration as a discontinuity
+            // and drops every picture until the next keyframe. A source with uneven capture
+            // times (a browser publishing over WHIP: 20 ms, then 60 ms) tripped it every few
+            // pictures, and the player showed 5-8 of 25 a second.
+            if clock.recent.len() == RECENT_INTERVALS {
+                clock.recent.pop_front();
+            }
+            clock.recent.push_back(duration);
+            duration = clock.recent.iter().copied().max().unwrap_or(duration);
+        }
         clock.last_dts = Some(frame.dts);
         clock.last_duration = duration;
         Packet::in_epoch(frame, self.sequence, duration, self.epoch)
@@ -173,6 +190,30 @@ mod tests {
         .collect();
         let got: Vec<(u32, u32)> = p.iter().map(|p| (p.sequence, p.duration)).collect();
         assert_eq!(got, [(1, 0), (2, 0), (3, 3600), (4, 1024), (5, 3600)]);
+    }
+
+    #[test]
+    fn uneven_pictures_last_the_longest_recent_interval() {
+        let mut s = Sequencer::default();
+        // 25 fps on average, captured unevenly (90 kHz): 20, 60, 20, 60 ms ...
+        let mut dts = 0;
+        let mut durations = Vec::new();
+        for i in 0..40 {
+            durations.push(s.packet(frame(TrackKind::Video, dts)).duration);
+            dts += if i % 2 == 0 { 1800 } else { 5400 };
+        }
+        // Once both intervals were seen, no step to the next picture is over twice a picture's
+        // duration (MSE's discontinuity); the last interval alone gave 20 ms, then a 60 ms step.
+        for (i, d) in durations.iter().enumerate().skip(2) {
+            let step = if i % 2 == 0 { 1800 } else { 5400 };
+            assert!(step <= 2 * d, "picture {i}: step {step}, duration {d}");
+        }
+        // A steady source keeps its exact frame time.
+        let mut s = Sequencer::default();
+        let steady: Vec<u32> = (0..10)
+            .map(|i| s.packet(frame(TrackKind::Video, i * 3600)).duration)
+            .collect();
+        assert!(steady[1..].iter().all(|d| *d == 3600), "{steady:?}");
     }
 
     #[test]
