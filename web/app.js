@@ -167,8 +167,10 @@ function paintTile(tile, c) {
   tile.querySelector(".why").textContent = c.state !== "live" && c.reason ? c.reason : "";
   const publish = tile.querySelector(".publish");
   publish.hidden = !waiting;
-  if (waiting && publish.dataset.for !== c.id) {
-    publish.dataset.for = c.id;
+  // Keyed on the addresses too: /api/outputs may answer after the first paint.
+  const publishKey = `${c.id} ${state.rtmp ?? ""} ${state.rtsp ?? ""}`;
+  if (waiting && publish.dataset.for !== publishKey) {
+    publish.dataset.for = publishKey;
     const urls = [`WHIP ${location.origin}/api/cameras/${encodeURIComponent(c.id)}/whip`];
     if (state.rtmp) urls.push(`RTMP ${state.rtmp}/live/${c.id}`);
     if (state.rtsp) urls.push(`RTSP ${state.rtsp}/${c.id}`);
