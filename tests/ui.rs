@@ -25,6 +25,19 @@ fn add_a_camera_from_the_form_then_delete_it() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let browser = Browser::start().await;
         browser.open_ui(&server.base).await;
+        // The Id field's pattern compiles (Chromium compiles it with the regex `v` flag, where a
+        // bare `-` in a class is an error: the check was silently off) and there is an icon.
+        let checks = browser
+            .run(
+                "const id = document.querySelector('#camera-form').elements.id;
+                 const valid = (v) => { id.value = v; return id.checkValidity(); };
+                 const r = [valid('front-door_2'), valid('Front Door!')];
+                 id.value = '';
+                 const icon = document.querySelector('link[rel=icon]');
+                 return [...r, !!icon && icon.href.startsWith('data:image/svg+xml')];",
+            )
+            .await;
+        assert_eq!(checks, json!([true, false, true]), "id pattern, icon");
         // A bad URL: the API's message appears beside the source field and nothing is added.
         browser
             .run(
