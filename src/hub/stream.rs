@@ -101,9 +101,10 @@ impl source::Publish for Input {
             let mut pts = status.timeline.map(frame.track, frame.pts, rate);
             frame.dts += pts - frame.pts;
             if frame.dts < 0 {
-                let lifted = status.timeline.lift(frame.track, -frame.dts, rate);
-                frame.dts += lifted;
-                pts += lifted;
+                let lift = -frame.dts;
+                status.timeline.lift(frame.track, lift, rate);
+                frame.dts += lift;
+                pts += lift;
             }
             frame.pts = pts;
             status

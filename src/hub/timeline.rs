@@ -116,7 +116,7 @@ impl Timeline {
             TrackKind::Audio => (&mut self.audio, &self.video),
         };
         let rate = rate.max(1);
-        if t.rate == 0 && t.last.is_none() && self.lift_unseen > 0.0 {
+        if t.rate == 0 && self.lift_unseen > 0.0 {
             t.offset += (std::mem::take(&mut self.lift_unseen) * f64::from(rate)).ceil() as i64;
         }
         t.rate = rate;
@@ -157,10 +157,10 @@ impl Timeline {
     /// (B-frames, and `media::dts`'s two frames of margin), so a source whose times start at 0
     /// has decode times below 0, which no MP4 can hold: writers clamped them to 0 and so moved
     /// those pictures' presentation later (a recording's first GOP presented 80 ms late, and
-    /// FFmpeg then read every picture of it 40 ms early). Returns the ticks `track` moved.
-    pub fn lift(&mut self, track: TrackKind, ticks: i64, rate: u32) -> i64 {
+    /// FFmpeg then read every picture of it 40 ms early).
+    pub fn lift(&mut self, track: TrackKind, ticks: i64, rate: u32) {
         if ticks <= 0 {
-            return 0;
+            return;
         }
         let secs = ticks as f64 / f64::from(rate.max(1));
         let (t, other) = match track {
@@ -174,7 +174,6 @@ impl Timeline {
         } else {
             other.lift((secs * f64::from(other.rate)).ceil() as i64);
         }
-        ticks
     }
 }
 
@@ -188,7 +187,7 @@ mod tests {
         // Audio first, then a picture presenting at 0 that decodes two frames before.
         assert_eq!(t.map(TrackKind::Audio, 0, 48_000), 0);
         assert_eq!(t.map(TrackKind::Video, 0, 90_000), 0);
-        assert_eq!(t.lift(TrackKind::Video, 7200, 90_000), 7200);
+        t.lift(TrackKind::Video, 7200, 90_000);
         // Both moved 80 ms: audio's next frame (1024) and video's next picture follow on.
         assert_eq!(t.map(TrackKind::Audio, 1024, 48_000), 1024 + 3840);
         assert_eq!(t.map(TrackKind::Video, 3600, 90_000), 3600 + 7200);

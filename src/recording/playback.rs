@@ -590,8 +590,6 @@ mod tests {
     use crate::output::fmp4::{fragment, init_segment, tests::test_video, Tracks};
     use std::sync::Arc;
 
-    /// A segment file made the way the recorder makes one: init, then per-frame fragments;
-    /// frames of 40 ms, a keyframe every 25, the payload's first byte its number.
     /// A clip of `runs` (each: its wall-time anchor and samples, in file `i` for the `i`th),
     /// with the init segment of `init`'s file, asked from `start_us` to `end_us`.
     fn clip(init: &[u8], runs: Vec<(i64, Vec<Sample>)>, start_us: i64, end_us: i64) -> Clip {
@@ -611,6 +609,8 @@ mod tests {
         }
     }
 
+    /// A segment file made the way the recorder makes one: init, then per-frame fragments;
+    /// frames of 40 ms, a keyframe every 25, the payload's first byte its number.
     fn segment(frames: u32, first_dts: i64) -> (Vec<u8>, Vec<Sample>) {
         let codec = Arc::new(test_video());
         let mut file = init_segment(&Tracks {
