@@ -33,6 +33,7 @@ mod rtsp;
 mod sync;
 mod sync_tools;
 mod ui;
+mod vlc;
 mod webrtc;
 mod whip;
 mod workers;

@@ -5,12 +5,15 @@
 //! first viewer of each camera starts its muxer (cold start, from the GOP cache); once both
 //! play, a warm viewer joins each camera. Meanwhile every playlist is read once a second.
 //!
-//! Checked in CI, over the run: no fatal hls.js error, no `levelEmptyError`, pictures shown,
-//! and every playlist lists at least three target durations once it first has (and any restart
-//! keeps it so). With `LIVELENS_HLSJS_STRICT=1` also the bars, not met yet: latency
-//! (`hls.latency`) p50 ≤ 1.5 s for a first viewer (over its first 30 s) and ≤ 1.0 s for a warm
-//! viewer, at most one `waiting` a minute (one in any run shorter). The run is 40 s of play for
-//! CI; `LIVELENS_HLSJS_SECONDS=120` is the full run.
+//! Checked, over 120 s of play: no fatal hls.js error, no `levelEmptyError`, every playlist
+//! lists at least three target durations once it first has (and any restart keeps it so),
+//! latency (`hls.latency`) p50 ≤ 1.5 s for a first viewer (over its first 30 s) and ≤ 1.0 s
+//! for a warm viewer, at most one `waiting` a minute, 15 pictures a second shown.
+//!
+//! Latency is a measurement: `scripts/test` runs this test on its own, after the others
+//! (`--skip hlsjs::` there), as it would a benchmark. Run beside other tests, set
+//! `LIVELENS_HLSJS_STRICT=0` to check only what load does not change (errors, the playlist
+//! floor, pictures) and print the figures; `LIVELENS_HLSJS_SECONDS` shortens the run.
 
 use crate::common;
 
@@ -22,9 +25,9 @@ use std::time::{Duration, Instant};
 use common::hlsjs::{self, Summary};
 use common::{sync, RtspCamera, Server};
 
-/// Whether the latency and stall bars are asserted (`LIVELENS_HLSJS_STRICT=1`).
+/// Whether the latency and stall bars are asserted (unless `LIVELENS_HLSJS_STRICT=0`).
 fn strict() -> bool {
-    std::env::var("LIVELENS_HLSJS_STRICT").is_ok_and(|v| v == "1")
+    std::env::var("LIVELENS_HLSJS_STRICT").map_or(true, |v| v != "0")
 }
 
 /// Seconds each player plays (the warm ones, started last; the first viewers a little more).
@@ -32,7 +35,7 @@ fn run_seconds() -> f64 {
     std::env::var("LIVELENS_HLSJS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40.0)
+        .unwrap_or(120.0)
 }
 
 /// The latency of a first viewer is judged over its first seconds of play.
@@ -181,9 +184,6 @@ fn hlsjs_plays_a_looping_clip_and_an_rtsp_b_frame_camera_with_low_latency_and_no
         } else {
             (window.p50, 1.5)
         };
-        // The latency and stall bars are not met yet (#29: hls.js takes seconds to skip a
-        // short gap it sees in this loaded Chromium, and each stall adds latency for good), so
-        // CI checks them only with LIVELENS_HLSJS_STRICT=1; the figures are printed either way.
         if strict() && (latency.is_nan() || latency > bar) {
             problems.push(format!(
                 "{}: latency p50 {latency:.3} s > {bar} s",

@@ -40,6 +40,12 @@ window.hlsPlay = (name, url, config) => {
     }
   });
   v.addEventListener('seeking', () => note('seeking'));
+  // The start, part by part (the first two seconds): where the start-up time goes.
+  const early = () => performance.now() - st.created < 2000;
+  hls.on(Hls.Events.FRAG_LOADING, (_, d) => { if (early()) note('load ' + d.frag.sn + (d.part ? '.' + d.part.index : '') + (d.part && d.part.independent ? ' I' : '')); });
+  hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => { if (early()) note('buffered ' + d.frag.sn + (d.part ? '.' + d.part.index : '')); });
+  hls.on(Hls.Events.MANIFEST_LOADED, () => { if (early()) note('manifest'); });
+  hls.on(Hls.Events.LEVEL_LOADED, () => { if (early()) note('level'); });
   let waitingSince = null;
   v.addEventListener('waiting', () => {
     if (st.started === null) return;
