@@ -89,8 +89,24 @@ fn add_a_camera_from_the_form_then_delete_it() {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "640,360", "{}", String::from_utf8_lossy(&probe.stderr));
-        // Delete: gone from the list and from the server, with its viewers.
-        browser.run("document.querySelector('#list [data-id=\"porch\"] [data-act=\"delete\"]').click();").await;
+        // Delete asks first, naming what goes; Cancel (the default) deletes nothing.
+        let delete = "document.querySelector('#list [data-id=\"porch\"] [data-act=\"delete\"]').click();";
+        browser.run(delete).await;
+        browser.until(Duration::from_secs(2), "the confirmation naming porch",
+            "const d = document.querySelector('#confirm-delete'); return d.open \
+                && d.textContent.includes('Delete porch?') && d.textContent.includes('recordings and events stay') \
+                && document.activeElement.textContent === 'Cancel';").await;
+        browser.run("document.activeElement.click();").await;
+        browser.until(Duration::from_secs(2), "the confirmation closed",
+            "return !document.querySelector('#confirm-delete').open;").await;
+        let r = reqwest::get(server.url("/api/cameras/porch")).await.unwrap();
+        assert_eq!(r.status(), 200, "Cancel deleted the camera");
+        assert!(browser.run("return !!document.querySelector('#list [data-id=\"porch\"]');").await.as_bool().unwrap());
+        // Confirmed: gone from the list and from the server, with its viewers.
+        browser.run(delete).await;
+        browser.until(Duration::from_secs(2), "the confirmation open",
+            "return document.querySelector('#confirm-delete').open;").await;
+        browser.run("document.querySelector('#confirm-yes').click();").await;
         browser.until( Duration::from_secs(5), "porch removed",
             "return !document.querySelector('#list [data-id=\"porch\"]') && !document.querySelector('.tile[data-id=\"porch\"]');").await;
         let r = reqwest::get(server.url("/api/cameras/porch")).await.unwrap();
@@ -568,4 +584,84 @@ async fn screenshots_of_states(browser: &Browser) {
         std::fs::write(dir.join(format!("states-{w}x{h}.png")), &png).unwrap();
     }
     browser.client.set_window_size(1280, 800).await.unwrap();
+}
+
+/// Fraction of the viewport the grid's tiles cover (each tile's rectangle clipped to it).
+const COVERAGE: &str = "const vw = innerWidth, vh = innerHeight; let a = 0;
+    for (const t of document.querySelectorAll('#grid .tile')) {
+      const r = t.getBoundingClientRect();
+      a += Math.max(0, Math.min(r.right, vw) - Math.max(r.left, 0)) * Math.max(0, Math.min(r.bottom, vh) - Math.max(r.top, 0));
+    }
+    return a / (vw * vh);";
+
+#[test]
+fn a_wall_of_six_fills_the_screen_with_layouts_and_fullscreen_by_keyboard() {
+    let _serial = common::browser::serial();
+    let server = Server::start(&[]);
+    let ids = ["demo", "w1", "w2", "w3", "w4", "w5"];
+    for id in &ids[1..] {
+        let r = server.post_json(
+            "/api/cameras",
+            &json!({"id": id, "source": "testsrc://?size=320x240&fps=10&gop=10"}),
+        );
+        assert!(r.status().is_success());
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.client.set_window_size(1920, 1080).await.unwrap();
+        browser.open_ui(&server.base).await;
+        browser.run("localStorage.clear();").await;
+        browser.open_ui(&server.base).await;
+        browser.until(Duration::from_secs(10), "six tiles", "return document.querySelectorAll('#grid .tile').length === 6;").await;
+        for id in ids {
+            browser.until(Duration::from_secs(15), &format!("{id} playing"),
+                &format!("return (() => {{ {} }})() >= 3;", frames_of(id))).await;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("wall-1920x1080.png"), browser.client.screenshot().await.unwrap()).unwrap();
+        // With the camera list shown, and folded away.
+        let shown = browser.run(COVERAGE).await.as_f64().unwrap();
+        browser.run("document.querySelector('#list-toggle').click();").await;
+        let folded = browser.run(COVERAGE).await.as_f64().unwrap();
+        println!("six tiles at 1920×1080 cover {:.0} % of the viewport with the list, {:.0} % without", shown * 100.0, folded * 100.0);
+        assert!(shown >= 0.70, "six tiles cover {:.0} % of the viewport", shown * 100.0);
+        assert!(folded > shown, "folding the list gave the grid nothing ({folded:.2} ≤ {shown:.2})");
+        assert_eq!(browser.run("return document.querySelector('#list-toggle').getAttribute('aria-expanded');").await, json!("false"));
+
+        // 2×2: four tiles fill the viewport, the others wait below it; kept across a reload.
+        browser.run("const s = document.querySelector('#layout'); s.value = '2x2'; s.dispatchEvent(new Event('change'));").await;
+        let rows = browser.run("return [...document.querySelectorAll('#grid .tile')].map((t) => { const r = t.getBoundingClientRect(); return [r.top, r.bottom]; });").await;
+        let rows: Vec<[f64; 2]> = serde_json::from_value(rows).unwrap();
+        let vh = browser.run("return innerHeight;").await.as_f64().unwrap();
+        assert!(rows[..4].iter().all(|r| r[1] <= vh + 1.0), "2×2: the first four not all in view: {rows:?}");
+        // (below the first four and main's bottom padding: at most its 16 px show)
+        assert!(rows[4][0] >= vh - 16.5, "2×2: a fifth tile within the viewport: {rows:?} (height {vh})");
+        browser.open_ui(&server.base).await;
+        browser.until(Duration::from_secs(10), "the layout kept", "return document.querySelector('#layout').value === '2x2' \
+            && document.body.classList.contains('list-hidden') && document.querySelectorAll('#grid .tile').length === 6;").await;
+
+        // Keyboard only: Tab to the first tile, f for fullscreen and f to leave, Enter opens it.
+        let mut on_tile = false;
+        for _ in 0..40 {
+            browser.client.active_element().await.unwrap().send_keys("\u{E004}").await.unwrap();
+            if browser.run("return document.activeElement.classList.contains('tile');").await == json!(true) {
+                on_tile = true;
+                break;
+            }
+        }
+        assert!(on_tile, "Tab never reached a tile");
+        let id = browser.run("return document.activeElement.dataset.id;").await;
+        let focus_ring = browser.run("return getComputedStyle(document.activeElement).outlineStyle;").await;
+        assert_ne!(focus_ring, json!("none"), "the focused tile shows no focus");
+        browser.client.active_element().await.unwrap().send_keys("f").await.unwrap();
+        browser.until(Duration::from_secs(5), "the tile in fullscreen",
+            &format!("const f = document.fullscreenElement; return !!f && f.dataset.id === {id};")).await;
+        browser.client.active_element().await.unwrap().send_keys("f").await.unwrap();
+        browser.until(Duration::from_secs(5), "fullscreen left", "return document.fullscreenElement === null;").await;
+        browser.client.active_element().await.unwrap().send_keys("\u{E007}").await.unwrap();
+        browser.until(Duration::from_secs(5), "the camera opened",
+            &format!("return window.livelensUi.view === 'single' && window.livelensUi.selected === {id};")).await;
+        browser.close().await;
+    });
 }

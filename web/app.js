@@ -110,7 +110,25 @@ async function toggle(id) {
   if (r.ok) upsert(r.data);
 }
 
+// Deleting takes the camera, its model settings and alert rules out of the config file: asked
+// first, naming what goes and what stays.
+function confirmDelete(id) {
+  const c = state.cameras.find((x) => x.id === id);
+  const rules = c?.analysis_status?.alerts?.length || 0;
+  const lost = [`camera ${id}`, "its source and settings"];
+  if (c?.analysis_status) lost.push("its model settings");
+  if (rules) lost.push(`${rules} alert rule${rules === 1 ? "" : "s"}`);
+  const dialog = $("#confirm-delete");
+  $("#confirm-title").textContent = `Delete ${id}?`;
+  $("#confirm-text").textContent = `This removes ${lost.join(", ")} from the config and ends everyone watching it. ` +
+    "Its recordings and events stay on disk.";
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((done) => dialog.addEventListener("close", () => done(dialog.returnValue === "delete"), { once: true }));
+}
+
 async function remove(id) {
+  if (!(await confirmDelete(id))) { say(`${id} was not deleted`); return; }
   const r = await api("DELETE", `/api/cameras/${encodeURIComponent(id)}`);
   say(r.ok ? `Deleted ${id}` : r.data?.error);
   if (r.ok) {
@@ -145,10 +163,23 @@ function makeTile(id) {
   tile.dataset.id = id;
   tile.innerHTML = `<livelens-player></livelens-player><span class="label"></span><span class="marks"></span>
     <div class="status" role="status"><strong class="state"></strong> <span class="why"></span>
-      <div class="publish" hidden></div></div><span class="stats"></span>`;
+      <div class="publish" hidden></div></div><span class="stats"></span>
+    <button class="fs" type="button">${FULLSCREEN_ICON}</button>`;
   tile.querySelector(".label").textContent = id;
+  // A tile is a control: focusable, Enter or Space opens the camera, f makes it fill the screen.
+  tile.tabIndex = 0;
+  tile.setAttribute("role", "button");
+  tile.setAttribute("aria-label", `Open camera ${id}`);
+  tile.querySelector(".fs").setAttribute("aria-label", `Fullscreen: ${id}`);
+  tile.querySelector(".fs").addEventListener("click", (e) => { e.stopPropagation(); fullscreen(tile); });
   tile.addEventListener("dblclick", () => select(id, true));
-  tile.addEventListener("click", () => { if (state.view === "grid") select(id, true); });
+  tile.addEventListener("click", (e) => {
+    if (state.view === "grid" && !e.target.closest("button, a, input")) select(id, true);
+  });
+  tile.addEventListener("keydown", (e) => {
+    if (e.target !== tile) return;
+    if (e.key === "Enter" || e.key === " ") { select(id, true); e.preventDefault(); }
+  });
   return tile;
 }
 
@@ -236,9 +267,72 @@ function renderTiles() {
   }
 }
 
+// ---- grid layout, fullscreen, the camera list -------------------------------------------------
+const FULLSCREEN_ICON = `<svg width="16" height="16" viewBox="0 0 16 16" aria-hidden="true" fill="none" stroke="currentColor" stroke-width="2"><path d="M1 6V1h5M10 1h5v5M15 10v5h-5M6 15H1v-5"/></svg>`;
+const LAYOUTS = { "1": [1, 1], "2x2": [2, 2], "3x3": [3, 3], "4x4": [4, 4], "1+5": [3, 3] };
+state.layout = localStorage.getItem("livelens-layout") || "auto";
+
+// Columns for `n` tiles in a `w`×`h` box that give each 16:9 picture the most area.
+function autoColumns(n, w, h, gap) {
+  let best = 1, bestArea = 0;
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const cw = (w - (cols - 1) * gap) / cols, ch = (h - (rows - 1) * gap) / rows;
+    const pw = Math.min(cw, (ch * 16) / 9);
+    if (pw * pw > bestArea) { bestArea = pw * pw; best = cols; }
+  }
+  return best;
+}
+
+// Grid view wider than a phone: the tiles fill the viewport (or the screen in fullscreen).
+function layout() {
+  const grid = $("#grid");
+  const n = grid.querySelectorAll(".tile").length;
+  const fill = state.view === "grid" && n > 0 && (innerWidth > 700 || document.fullscreenElement === grid);
+  grid.classList.toggle("fill", fill);
+  grid.dataset.layout = state.layout;
+  if (!fill) { grid.style.gridTemplateColumns = grid.style.gridAutoRows = ""; return; }
+  const gap = parseFloat(getComputedStyle(grid).rowGap) || 0;
+  const full = document.fullscreenElement === grid;
+  const box = grid.getBoundingClientRect();
+  const padding = full ? 2 * parseFloat(getComputedStyle(grid).paddingTop) : 0;
+  const w = box.width - padding;
+  // Down to the viewport's bottom, less main's padding.
+  const h = full ? innerHeight - padding : innerHeight - box.top - parseFloat(getComputedStyle($("main")).paddingBottom);
+  let [cols, rows] = LAYOUTS[state.layout] || [0, 0];
+  if (!cols) { cols = autoColumns(n, w, h, gap); rows = Math.ceil(n / cols); }
+  grid.style.gridTemplateColumns = `repeat(${cols}, minmax(0, 1fr))`;
+  grid.style.gridAutoRows = `${Math.max(120, (h - (rows - 1) * gap) / rows)}px`;
+}
+addEventListener("resize", layout);
+document.addEventListener("fullscreenchange", layout);
+
+function fullscreen(element) {
+  if (document.fullscreenElement) { document.exitFullscreen(); return; }
+  element.requestFullscreen?.().catch((e) => say(`Fullscreen was refused: ${e.message}`));
+}
+$("#fullscreen").addEventListener("click", () => {
+  fullscreen(state.view === "single" ? $("#grid .tile") || $("#grid") : $("#grid"));
+});
+$("#layout").value = state.layout;
+$("#layout").addEventListener("change", (e) => {
+  state.layout = e.target.value;
+  localStorage.setItem("livelens-layout", state.layout);
+  layout();
+});
+function showList(shown) {
+  document.body.classList.toggle("list-hidden", !shown);
+  $("#list-toggle").setAttribute("aria-expanded", String(shown));
+  localStorage.setItem("livelens-list", shown ? "shown" : "hidden");
+  layout();
+}
+$("#list-toggle").addEventListener("click", () => showList(document.body.classList.contains("list-hidden")));
+showList(localStorage.getItem("livelens-list") !== "hidden");
+
 function render() {
   renderList();
   renderTiles();
+  layout();
   for (const c of state.cameras) {
     const tile = state.tiles.get(c.id);
     if (tile) paintTile(tile, c);
@@ -268,6 +362,16 @@ $("#view-toggle").addEventListener("click", () => {
   if (!state.selected && state.cameras.length) state.selected = state.cameras[0].id;
   $("#view-toggle").textContent = state.view === "single" ? "Grid view" : "Single view";
   render();
+});
+
+document.addEventListener("keydown", (e) => {
+  if (document.querySelector("dialog[open]") || e.target.closest?.("input, textarea, select")) return;
+  // f: fullscreen for the focused tile, else the single view's camera, else the grid.
+  if (e.key === "f" && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    const focused = e.target.closest?.(".tile");
+    fullscreen(focused || (state.view === "single" ? $("#grid .tile") : null) || $("#grid"));
+    e.preventDefault();
+  }
 });
 
 document.addEventListener("keydown", (e) => {
