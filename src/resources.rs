@@ -92,6 +92,16 @@ impl ViewerKind {
         ViewerKind::Transcoder,
     ];
 
+    /// A person watching through a subscription of their own (MSE, WebRTC, the RTSP
+    /// re-stream); not the recorder, the analysers, nor the one muxer or transcoder that
+    /// LL-HLS, MJPEG and WebRTC audio share among all of a camera's players.
+    pub fn is_person(self) -> bool {
+        matches!(
+            self,
+            ViewerKind::Mse | ViewerKind::Webrtc | ViewerKind::Rtsp
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ViewerKind::Mse => "mse",

@@ -470,3 +470,39 @@ fn probe_and_the_camera_stream() {
         "{text}"
     );
 }
+
+/// `viewers` counts people; the recorder and the analysers are `subscribers` of their own kind.
+#[test]
+fn viewers_count_people_and_the_recorder_is_shown_apart() {
+    let dir = temp_dir("api-viewers");
+    let config = common::write_config(
+        "api-viewers",
+        &format!(
+            "[recording]\npath = \"{}\"\n\n[[camera]]\nid = \"rec\"\n\
+             source = \"testsrc://?size=320x240&fps=25&gop=25\"\nrecord = true\n",
+            dir.join("rec").display()
+        ),
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    server.wait_live("rec", Duration::from_secs(10));
+    let camera = || server.get_json("/api/cameras/rec");
+    wait_until(Duration::from_secs(5), "the recorder subscribed", || {
+        camera()["subscribers"]["recording"] == 1
+    });
+    assert_eq!(camera()["viewers"], 0, "the recorder counted as a viewer");
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| common::sync::mse_bytes(&server, "rec", 3.0));
+        wait_until(Duration::from_secs(3), "one MSE viewer", || {
+            let c = camera();
+            c["viewers"] == 1 && c["subscribers"]["mse"] == 1 && c["subscribers"]["recording"] == 1
+        });
+        assert!(
+            !watcher.join().unwrap().is_empty(),
+            "the MSE viewer got nothing"
+        );
+    });
+    wait_until(Duration::from_secs(5), "the viewer gone", || {
+        let c = camera();
+        c["viewers"] == 0 && c["subscribers"]["mse"] == 0 && c["subscribers"]["recording"] == 1
+    });
+}

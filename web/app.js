@@ -37,6 +37,13 @@ function describe(c) {
   if (v) parts.push(`${v.codec.toUpperCase()} ${v.width}×${v.height}${v.fps ? ` ${Math.round(v.fps)} fps` : ""}`);
   if (c.audio) parts.push(c.audio.codec.toUpperCase());
   parts.push(`${c.viewers} viewer${c.viewers === 1 ? "" : "s"}`);
+  // What else reads the camera, apart from the people watching it.
+  const sub = c.subscribers || {};
+  const also = [];
+  if (sub.recording) also.push("recorder");
+  if (sub.analysis) also.push(sub.analysis === 1 ? "model" : `${sub.analysis} analysers`);
+  if (sub.hls) also.push("LL-HLS");
+  if (also.length) parts.push(`+ ${also.join(", ")}`);
   if (c.stats && c.state === "live") parts.push(`${Math.round(c.stats.bitrate_kbps)} kbit/s`);
   return parts.join(" · ");
 }

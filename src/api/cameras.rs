@@ -47,7 +47,11 @@ pub struct CameraJson {
     reason: Option<String>,
     video: Option<VideoJson>,
     audio: Option<AudioCodec>,
+    /// People watching: MSE, WebRTC and RTSP re-stream viewers.
     viewers: usize,
+    /// Every subscription of the stream by kind, people or not (`recording`, `analysis`; one
+    /// `hls` muxer and one `transcoder` per camera however many players use them).
+    subscribers: std::collections::BTreeMap<&'static str, usize>,
     stats: crate::hub::stats::StatsView,
     /// The analysis settings (API key masked) and what the analysers see now.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +100,11 @@ pub fn camera_json(camera: &Camera) -> CameraJson {
         }),
         audio: view.audio,
         viewers: view.viewers,
+        subscribers: view
+            .subscribers
+            .iter()
+            .map(|(k, n)| (k.name(), *n))
+            .collect(),
         stats: view.stats,
         analysis,
         analysis_status: camera.analysis_status(),

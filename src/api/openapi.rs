@@ -143,7 +143,9 @@ fn spec() -> Value {
                         "codec": { "type": "string" }, "codec_string": { "type": "string" },
                         "width": { "type": "integer" }, "height": { "type": "integer" }, "fps": { "type": ["number", "null"] } } },
                     "audio": { "type": ["object", "null"] },
-                    "viewers": { "type": "integer" },
+                    "viewers": { "type": "integer", "description": "people watching: MSE, WebRTC and RTSP re-stream viewers" },
+                    "subscribers": { "type": "object", "additionalProperties": { "type": "integer" },
+                        "description": "every subscription of the stream by kind (mse, webrtc, rtsp, hls, mjpeg, snapshot, analysis, recording, transcoder); hls and transcoder are one per camera for all its players" },
                     "stats": { "type": "object", "properties": {
                         "frames": { "type": "integer" }, "bytes": { "type": "integer" },
                         "bitrate_kbps": { "type": "number" }, "fps": { "type": "number" },

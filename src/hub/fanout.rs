@@ -13,6 +13,7 @@
 //!   instead of waiting up to a GOP for the next keyframe.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,8 @@ pub struct FanOut {
     inner: Mutex<Inner>,
     /// Every subscription holds a lease: on-demand cameras run while it is wanted.
     demand: Demand,
+    /// Subscriptions of this stream by kind (the process-wide counts are in `resources`).
+    kinds: Arc<KindCounts>,
 }
 
 struct Inner {
@@ -99,6 +102,7 @@ impl FanOut {
                 sequencer: Sequencer::default(),
             }),
             demand: Demand::new(),
+            kinds: Arc::default(),
         }
     }
 
@@ -174,8 +178,14 @@ impl FanOut {
             policy: LagPolicy::default(),
             dropped_frames: 0,
             _counted: Counted::new(Resource::Viewer(kind)),
+            _kind: KindLease::new(&self.kinds, kind),
             _demand: self.demand.lease(),
         })
+    }
+
+    /// This stream's subscriptions by kind.
+    pub fn subscribers(&self) -> [(ViewerKind, usize); ViewerKind::ALL.len()] {
+        ViewerKind::ALL.map(|k| (k, self.kinds.0[k as usize].load(Ordering::Relaxed)))
     }
 
     /// Viewers (and waiters) that want the source running.
@@ -203,7 +213,34 @@ pub struct Subscription {
     policy: LagPolicy,
     dropped_frames: u64,
     _counted: Counted,
+    _kind: KindLease,
     _demand: DemandLease,
+}
+
+/// One count per [`ViewerKind`], for one stream.
+#[derive(Default)]
+struct KindCounts([AtomicUsize; ViewerKind::ALL.len()]);
+
+/// A subscription's place in its stream's [`KindCounts`], given back on drop.
+struct KindLease {
+    counts: Arc<KindCounts>,
+    kind: ViewerKind,
+}
+
+impl KindLease {
+    fn new(counts: &Arc<KindCounts>, kind: ViewerKind) -> KindLease {
+        counts.0[kind as usize].fetch_add(1, Ordering::Relaxed);
+        KindLease {
+            counts: counts.clone(),
+            kind,
+        }
+    }
+}
+
+impl Drop for KindLease {
+    fn drop(&mut self) {
+        self.counts.0[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Subscription {
@@ -658,6 +695,30 @@ mod tests {
             Err(ViewerEnd::TooSlow(reason)) => assert!(reason.contains("too slow"), "{reason}"),
             other => panic!("expected the viewer to be dropped, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn subscribers_are_counted_per_stream_by_kind() {
+        let count = |f: &FanOut, kind: ViewerKind| {
+            f.subscribers()
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, n)| n)
+        };
+        let (a, b) = (FanOut::new(), FanOut::new());
+        a.open();
+        b.open();
+        let recorder = a.subscribe(ViewerKind::Recording).unwrap();
+        let viewers = [a.subscribe(ViewerKind::Mse), a.subscribe(ViewerKind::Mse)];
+        let other = b.subscribe(ViewerKind::Mse).unwrap();
+        assert_eq!(count(&a, ViewerKind::Mse), Some(2));
+        assert_eq!(count(&a, ViewerKind::Recording), Some(1));
+        assert_eq!(count(&b, ViewerKind::Mse), Some(1), "another stream's viewers");
+        drop(viewers);
+        assert_eq!(count(&a, ViewerKind::Mse), Some(0));
+        drop((recorder, other));
+        assert_eq!(count(&a, ViewerKind::Recording), Some(0));
+        assert_eq!(count(&b, ViewerKind::Mse), Some(0));
     }
 
     #[tokio::test]

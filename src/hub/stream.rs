@@ -72,7 +72,10 @@ pub struct StreamView {
     pub state: State,
     pub video: Option<Arc<VideoCodec>>,
     pub audio: Option<AudioCodec>,
+    /// People watching ([`ViewerKind::is_person`]).
     pub viewers: usize,
+    /// Every subscription of the stream, by kind.
+    pub subscribers: Vec<(ViewerKind, usize)>,
     pub stats: StatsView,
 }
 
@@ -235,12 +238,18 @@ impl Stream {
     }
 
     pub fn view(&self) -> StreamView {
+        let subscribers = self.shared.fanout.subscribers();
         let mut status = self.shared.status.lock().unwrap();
         StreamView {
             state: status.state.clone(),
             video: status.video.clone(),
             audio: status.audio.clone(),
-            viewers: self.shared.fanout.viewer_count(),
+            viewers: subscribers
+                .iter()
+                .filter(|(k, _)| k.is_person())
+                .map(|(_, n)| n)
+                .sum(),
+            subscribers: subscribers.to_vec(),
             stats: status.stats.view(Instant::now()),
         }
     }
