@@ -641,17 +641,18 @@ fn a_wall_of_six_fills_the_screen_with_layouts_and_fullscreen_by_keyboard() {
         browser.until(Duration::from_secs(10), "the layout kept", "return document.querySelector('#layout').value === '2x2' \
             && document.body.classList.contains('list-hidden') && document.querySelectorAll('#grid .tile').length === 6;").await;
 
-        // Keyboard only: Tab to the first tile, f for fullscreen and f to leave, Enter opens it.
+        // Keyboard only: Tab to the first tile's name, f for fullscreen and f to leave, Enter
+        // opens the camera.
         let mut on_tile = false;
         for _ in 0..40 {
             browser.client.active_element().await.unwrap().send_keys("\u{E004}").await.unwrap();
-            if browser.run("return document.activeElement.classList.contains('tile');").await == json!(true) {
+            if browser.run("return document.activeElement.classList.contains('label');").await == json!(true) {
                 on_tile = true;
                 break;
             }
         }
         assert!(on_tile, "Tab never reached a tile");
-        let id = browser.run("return document.activeElement.dataset.id;").await;
+        let id = browser.run("return document.activeElement.closest('.tile').dataset.id;").await;
         let focus_ring = browser.run("return getComputedStyle(document.activeElement).outlineStyle;").await;
         assert_ne!(focus_ring, json!("none"), "the focused tile shows no focus");
         browser.client.active_element().await.unwrap().send_keys("f").await.unwrap();
@@ -663,5 +664,71 @@ fn a_wall_of_six_fills_the_screen_with_layouts_and_fullscreen_by_keyboard() {
         browser.until(Duration::from_secs(5), "the camera opened",
             &format!("return window.livelensUi.view === 'single' && window.livelensUi.selected === {id};")).await;
         browser.close().await;
+    });
+}
+
+/// axe-core's serious and critical violations on the page as it is now, within `scope` (a
+/// JavaScript expression: `document`, or a selector in quotes): `(rule, impact, nodes)`.
+async fn axe(browser: &Browser, scope: &str) -> Vec<(String, String, Vec<String>)> {
+    let loaded = browser
+        .run(&format!(
+            "if (!window.axe) {{ const s = document.createElement('script'); s.textContent = {}; document.head.append(s); }} return !!window.axe;",
+            serde_json::to_string(&common::tools::axe_core()).unwrap()
+        ))
+        .await;
+    assert_eq!(loaded, json!(true), "axe-core did not load");
+    let result = browser
+        .run(&format!(
+            "const r = await axe.run({scope}, {{ resultTypes: ['violations'] }});
+             console.log('axe-core: ' + r.violations.map((v) => v.id + ' (' + v.impact + ')').join(', '));
+             window.axeAll = (window.axeAll || []).concat(r.violations.map((v) => v.id + ' (' + v.impact + ', ' + v.nodes.length + ')'));
+             return r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+               .map((v) => [v.id, v.impact, v.nodes.map((n) => n.target.join(' ') + ': ' + (n.failureSummary || '').split('\\n').slice(1, 2).join(''))]);",
+        ))
+        .await;
+    serde_json::from_value(result).unwrap()
+}
+
+#[test]
+fn axe_core_finds_no_serious_violation_in_the_grid_single_view_and_forms() {
+    let _serial = common::browser::serial();
+    let dir = common::temp_dir("ui-axe");
+    let config = format!(
+        "[recording]\npath = \"{rec}\"\n\n\
+         [[camera]]\nid = \"front\"\nsource = \"testsrc://?size=320x240&fps=10&gop=10\"\nrecord = true\n\
+         [camera.analysis.vlm]\nendpoint = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\ninterval = \"5s\"\n\
+         [[camera.analysis.alert]]\nname = \"person\"\nquestion = \"Is there a person?\"\n\n\
+         [[camera]]\nid = \"dead\"\nsource = \"rtsp://127.0.0.1:9/nothing\"\n\n\
+         [[camera]]\nid = \"pub\"\nsource = \"publish:\"\n",
+        rec = dir.join("rec").display(),
+    );
+    let path = common::write_config("ui-axe-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("front", Duration::from_secs(10));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = Browser::start().await;
+        browser.client.set_window_size(1280, 800).await.unwrap();
+        browser.open_ui(&server.base).await;
+        browser.until(Duration::from_secs(10), "three tiles", "return document.querySelectorAll('#grid .tile').length === 3 \
+            && document.querySelectorAll('#list .cam').length === 3;").await;
+        let mut found = Vec::new();
+        found.push(("grid", axe(&browser, "document").await));
+        // The single view with its recordings panel and the model form open.
+        browser.run("document.querySelector('.tile[data-id=\"front\"]').click();").await;
+        browser.until(Duration::from_secs(10), "the single view's panels",
+            "return !document.querySelector('#recordings').hidden && !document.querySelector('#analysis').hidden;").await;
+        browser.run("document.querySelector('#model-settings').open = true;").await;
+        found.push(("single view, recordings and model form", axe(&browser, "document").await));
+        // The add form.
+        browser.run("document.querySelector('#add').click();").await;
+        browser.until(Duration::from_secs(2), "the add form", "return document.querySelector('#editor').open;").await;
+        found.push(("add form", axe(&browser, "'#editor'").await));
+        let all = browser.run("return window.axeAll;").await;
+        println!("axe-core, every violation (rule, impact, nodes): {all}");
+        browser.close().await;
+        for (page, v) in &found {
+            println!("axe-core, {page}: {} serious or critical: {v:#?}", v.len());
+        }
+        assert!(found.iter().all(|(_, v)| v.is_empty()), "serious or critical accessibility violations: {found:#?}");
     });
 }

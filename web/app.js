@@ -168,24 +168,22 @@ function makeTile(id) {
   const tile = document.createElement("div");
   tile.className = "tile";
   tile.dataset.id = id;
-  tile.innerHTML = `<livelens-player></livelens-player><span class="label"></span><span class="marks"></span>
+  tile.innerHTML = `<livelens-player></livelens-player><button class="label" type="button"></button><span class="marks"></span>
     <div class="status" role="status"><strong class="state"></strong> <span class="why"></span>
       <div class="publish" hidden></div></div><span class="stats"></span>
     <button class="fs" type="button">${FULLSCREEN_ICON}</button>`;
-  tile.querySelector(".label").textContent = id;
-  // A tile is a control: focusable, Enter or Space opens the camera, f makes it fill the screen.
-  tile.tabIndex = 0;
-  tile.setAttribute("role", "button");
-  tile.setAttribute("aria-label", `Open camera ${id}`);
+  // The name is the tile's control (a tile holding buttons cannot itself be one): Tab reaches
+  // it, Enter opens the camera, f on it makes the tile fill the screen.
+  const label = tile.querySelector(".label");
+  label.textContent = id;
+  label.setAttribute("aria-label", `Open camera ${id}`);
+  // (tile.dataset.id: the single view's one tile changes camera)
+  label.addEventListener("click", (e) => { e.stopPropagation(); select(tile.dataset.id, true); });
   tile.querySelector(".fs").setAttribute("aria-label", `Fullscreen: ${id}`);
   tile.querySelector(".fs").addEventListener("click", (e) => { e.stopPropagation(); fullscreen(tile); });
-  tile.addEventListener("dblclick", () => select(id, true));
+  tile.addEventListener("dblclick", () => select(tile.dataset.id, true));
   tile.addEventListener("click", (e) => {
-    if (state.view === "grid" && !e.target.closest("button, a, input")) select(id, true);
-  });
-  tile.addEventListener("keydown", (e) => {
-    if (e.target !== tile) return;
-    if (e.key === "Enter" || e.key === " ") { select(id, true); e.preventDefault(); }
+    if (state.view === "grid" && !e.target.closest("button, a, input")) select(tile.dataset.id, true);
   });
   return tile;
 }
@@ -252,6 +250,7 @@ function renderTiles() {
     }
     tile.dataset.id = wanted[0];
     tile.querySelector(".label").textContent = wanted[0];
+    tile.querySelector(".label").setAttribute("aria-label", `Camera ${wanted[0]}`);
     const player = tile.querySelector("livelens-player");
     // Hidden is not enough while a recording plays: the live stream would still download and sound.
     tile.hidden = state.replaying;

@@ -713,7 +713,11 @@ mod tests {
         let other = b.subscribe(ViewerKind::Mse).unwrap();
         assert_eq!(count(&a, ViewerKind::Mse), Some(2));
         assert_eq!(count(&a, ViewerKind::Recording), Some(1));
-        assert_eq!(count(&b, ViewerKind::Mse), Some(1), "another stream's viewers");
+        assert_eq!(
+            count(&b, ViewerKind::Mse),
+            Some(1),
+            "another stream's viewers"
+        );
         drop(viewers);
         assert_eq!(count(&a, ViewerKind::Mse), Some(0));
         drop((recorder, other));

@@ -21,6 +21,18 @@ pub fn hls_js() -> String {
     })
 }
 
+/// axe-core (npm `axe-core` 4.10), the accessibility checker, as a script to inject.
+pub fn axe_core() -> String {
+    let path = tools().join("node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core is not installed at {} ({e}): install the npm package axe-core@4.10.3 \
+             (scripts/test does)",
+            path.display()
+        )
+    })
+}
+
 /// A Python with aiortc (PyPI `aiortc` 1.16) importable.
 pub fn aiortc_python() -> PathBuf {
     let python = tools().join("venv/bin/python");
