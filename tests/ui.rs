@@ -711,8 +711,15 @@ fn axe_core_finds_no_serious_violation_in_the_grid_single_view_and_forms() {
         browser.open_ui(&server.base).await;
         browser.until(Duration::from_secs(10), "three tiles", "return document.querySelectorAll('#grid .tile').length === 3 \
             && document.querySelectorAll('#list .cam').length === 3;").await;
+        // The grid with the system panel open.
+        browser.run("document.querySelector('#system-toggle').click();").await;
+        browser.until(Duration::from_secs(5), "the system panel's rows",
+            "return document.querySelectorAll('#system tbody tr').length === 3;").await;
         let mut found = Vec::new();
-        found.push(("grid", axe(&browser, "document").await));
+        found.push(("grid and system panel", axe(&browser, "document").await));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("system-1280x800.png"), browser.client.screenshot().await.unwrap()).unwrap();
         // The single view with its recordings panel and the model form open.
         browser.run("document.querySelector('.tile[data-id=\"front\"]').click();").await;
         browser.until(Duration::from_secs(10), "the single view's panels",
@@ -730,5 +737,56 @@ fn axe_core_finds_no_serious_violation_in_the_grid_single_view_and_forms() {
             println!("axe-core, {page}: {} serious or critical: {v:#?}", v.len());
         }
         assert!(found.iter().all(|(_, v)| v.is_empty()), "serious or critical accessibility violations: {found:#?}");
+    });
+}
+
+#[test]
+fn the_system_panel_shows_cpu_memory_gpu_and_the_models_answer_times_as_the_api_does() {
+    let _serial = common::browser::serial();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vlm = runtime.block_on(common::vlm_server::VlmServer::start(320, "Describe."));
+    let config = format!(
+        "[[camera]]\nid = \"ok\"\nsource = \"testsrc://?size=320x240&fps=10&gop=10\"\n\
+         [camera.analysis.vlm]\nendpoint = \"{url}\"\nmodel = \"m\"\nprompt = \"Describe.\"\ninterval = \"500ms\"\nimage_width = 320\n\n\
+         [[camera]]\nid = \"dead\"\nsource = \"rtsp://127.0.0.1:9/nothing\"\n",
+        url = vlm.url,
+    );
+    let path = common::write_config("ui-system-cfg", &config);
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+    server.wait_live("ok", Duration::from_secs(10));
+    common::wait_until(Duration::from_secs(15), "three answers", || {
+        server.get_json("/api/cameras/ok")["analysis_status"]["vlm"]["latency_ms"]["count"].as_u64()
+            >= Some(3)
+    });
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        browser.client.set_window_size(1280, 800).await.unwrap();
+        browser.open_ui(&server.base).await;
+        browser.run("document.querySelector('#system-toggle').click();").await;
+        browser.until(Duration::from_secs(5), "the system panel with both cameras",
+            "const s = document.querySelector('#system'); return !s.hidden && s.querySelectorAll('tbody tr').length === 2 \
+                && /CPU [0-9.]+ %/.test(s.querySelector('.sys-cpu').textContent);").await;
+        // What the panel says against what the API says, read in the same moment by the page.
+        let ms = "const ms = (v) => v >= 1000 ? (v / 1000).toFixed(2) + ' s' : Math.round(v) + ' ms';";
+        browser.until(Duration::from_secs(10), "the model's answer times as the API has them",
+            &format!("{ms} const c = await (await fetch('/api/cameras/ok')).json(); const l = c.analysis_status.vlm.latency_ms; \
+                const cell = document.querySelector('#system tr[data-id=\"ok\"] .sys-latency').textContent; \
+                return cell === ms(l.p50) + ' / ' + ms(l.p95) \
+                    && !!document.querySelector('#system tr[data-id=\"ok\"] svg polyline');")).await;
+        let rss_ui = browser.run("return parseFloat(document.querySelector('#system .sys-rss').textContent.replace('memory ', ''));").await;
+        let rss_api = server.resources()["rss_bytes"].as_f64().unwrap() / 1048576.0;
+        let rss_ui = rss_ui.as_f64().unwrap();
+        assert!((rss_ui - rss_api).abs() <= rss_api * 0.2, "RSS: the panel says {rss_ui} MB, /api/resources {rss_api:.0} MB");
+        let gpu = browser.run("return document.querySelector('#system .sys-gpu').textContent;").await;
+        let gpu_api = server.get_json("/api/system")["gpu"].clone();
+        if gpu_api["available"] == false {
+            assert!(gpu.as_str().unwrap().contains(gpu_api["reason"].as_str().unwrap()), "GPU: {gpu} vs {gpu_api}");
+        }
+        // The failing camera's row says so; closing the panel stops the polling.
+        browser.until(Duration::from_secs(5), "the dead camera's state",
+            "const r = document.querySelector('#system tr[data-id=\"dead\"]'); return !!r && ['retrying', 'failed'].includes(r.children[1].textContent);").await;
+        browser.run("document.querySelector('#system-toggle').click();").await;
+        assert_eq!(browser.run("return document.querySelector('#system').hidden;").await, json!(true));
+        browser.close().await;
     });
 }

@@ -4,6 +4,7 @@
 import "/player.js";
 import * as analysis from "/analysis.js";
 import * as recordings from "/recordings.js";
+import * as system from "/system.js";
 import { Webcam } from "/webcam.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -390,6 +391,14 @@ document.addEventListener("keydown", (e) => {
   const next = ids[(i + (e.key === "ArrowRight" ? 1 : ids.length - 1)) % ids.length];
   select(next, true);
   e.preventDefault();
+});
+
+system.mount($("#system"), api);
+$("#system-toggle").addEventListener("click", () => {
+  const on = $("#system").hidden;
+  system.show($("#system"), on);
+  $("#system-toggle").setAttribute("aria-expanded", String(on));
+  layout();
 });
 
 $("#stats-toggle").addEventListener("change", (e) => document.body.classList.toggle("show-stats", e.target.checked));

@@ -11,6 +11,7 @@ pub mod alert;
 pub mod asr;
 pub mod events;
 mod http;
+pub mod latency;
 pub mod motion;
 pub mod mqtt;
 pub mod summary;
@@ -142,8 +143,33 @@ pub struct MotionStatus {
 pub struct VlmStatus {
     #[serde(flatten)]
     pub model: ModelState,
+    /// Requests for descriptions (alert questions count on their rule).
     pub requests: u64,
     pub skipped: u64,
+    /// Requests that failed, descriptions and alert questions alike.
+    pub errors: u64,
+    /// Answer times (the request alone, without grabbing and encoding the picture) of
+    /// descriptions and alert questions over the last 5 minutes; `null` before the first.
+    pub latency_ms: Option<latency::LatencySummary>,
+    #[serde(skip)]
+    latency: latency::LatencyWindow,
+}
+
+impl VlmStatus {
+    fn answered_in(&mut self, took: Duration) {
+        self.latency.record(Instant::now(), took);
+    }
+
+    fn view(&self, now: Instant) -> VlmStatus {
+        VlmStatus {
+            model: self.model.clone(),
+            requests: self.requests,
+            skipped: self.skipped,
+            errors: self.errors,
+            latency_ms: self.latency.summary(now),
+            latency: latency::LatencyWindow::default(),
+        }
+    }
 }
 
 /// One camera's running analysers: their task (which owns the decoder thread and at most one
@@ -171,8 +197,15 @@ impl Analysers {
         self.cancel.cancel();
     }
 
+    /// What the API shows: the latency window summed up, not copied.
     pub fn status(&self) -> AnalysisStatus {
-        self.status.lock().unwrap().clone()
+        let s = self.status.lock().unwrap();
+        AnalysisStatus {
+            motion: s.motion.clone(),
+            vlm: s.vlm.as_ref().map(|v| v.view(Instant::now())),
+            asr: s.asr.clone(),
+            alerts: s.alerts.clone(),
+        }
     }
 }
 
@@ -744,6 +777,7 @@ fn record_answer(ctx: &Context, outcome: VlmOutcome) {
     match outcome.result {
         Ok(text) => {
             s.model.answered(Some(text.clone()));
+            s.answered_in(outcome.request);
             drop(status);
             let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
             add_event(
@@ -764,6 +798,7 @@ fn record_answer(ctx: &Context, outcome: VlmOutcome) {
             );
         }
         Err(reason) => {
+            s.errors += 1;
             if s.model.failed(reason.clone()) {
                 tracing::warn!(camera = %ctx.camera.id(), %reason, "VLM request failed; retrying at the interval");
             }
@@ -778,6 +813,13 @@ fn record_rule_answer(ctx: &Context, i: usize, state: &mut alert::RuleState, out
         return;
     };
     let mut status = ctx.status.lock().unwrap();
+    // The model's figures count alert questions too: one model, one queue.
+    if let Some(v) = status.vlm.as_mut() {
+        match &outcome.result {
+            Ok(_) => v.answered_in(outcome.request),
+            Err(_) => v.errors += 1,
+        }
+    }
     let Some(s) = status.alerts.get_mut(i) else {
         return;
     };

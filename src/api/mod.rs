@@ -10,6 +10,7 @@ mod guard;
 mod hls;
 mod live;
 mod mjpeg;
+mod monitor;
 pub(crate) mod mse;
 mod openapi;
 mod playback;
@@ -127,6 +128,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/analysis.js", get(analysis_js))
         .route("/webcam.js", get(webcam_js))
         .route("/recordings.js", get(recordings_js))
+        .route("/system.js", get(system_js))
         .route("/api/cameras/stream", get(live::camera_stream))
         .route(
             "/api/cameras/{id}/whip",
@@ -140,6 +142,7 @@ pub fn router(state: SharedState) -> Router {
     // the route that matched (a `route_layer`), not by the text of the path.
     let control = Router::new()
         .route("/api/probe", axum::routing::post(live::probe))
+        .route("/api/system", get(monitor::system))
         .merge(cameras::routes())
         .merge(events::routes())
         .merge(analysis::routes())
@@ -184,6 +187,13 @@ async fn recordings_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../../web/recordings.js"),
+    )
+}
+
+async fn system_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../web/system.js"),
     )
 }
 
