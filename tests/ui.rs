@@ -359,16 +359,19 @@ fn the_recordings_panel_switches_recording_on_shows_the_day_plays_a_span_and_goe
              await new Promise(r => setTimeout(r, 300));
              const s = document.querySelector('#rec-timeline .rec-span');
              return !!s && Number(s.dataset.duration) >= 4;").await;
-        // Pressing on the span plays the recording from there, in place of the live player.
+        // Pressing just before the span plays the recording from its start, in place of the
+        // live player. (On the day's bar a pixel is over a minute: a press in the span's
+        // middle may land in its last second, so the press is where it snaps to the start.)
         browser.run(
             "const bar = document.querySelector('#rec-timeline');
              const s = bar.querySelector('.rec-span').getBoundingClientRect();
-             const x = s.left + s.width / 2, y = s.top + s.height / 2;
+             const x = s.left - 0.5, y = s.top + s.height / 2;
              const opts = {bubbles: true, clientX: x, clientY: y, pointerId: 1};
              bar.dispatchEvent(new PointerEvent('pointerdown', opts));
              bar.dispatchEvent(new PointerEvent('pointerup', opts));").await;
         browser.until(Duration::from_secs(10), "the recording playing",
             "const v = document.querySelector('#rec-video');
+             window.recState = [v.hidden, v.videoWidth, v.currentTime, v.readyState, v.networkState, v.paused, v.ended, v.error && v.error.message, v.src];
              return !v.hidden && v.videoWidth === 640 && v.currentTime > 0.5 && v.src.includes('format=mp4');").await;
         // Back to live: the recording stops and the live player presents frames again.
         browser.run("document.querySelector('#rec-live').click();").await;

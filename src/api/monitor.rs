@@ -29,7 +29,7 @@ struct Process {
     cores: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct Gpu {
     /// Whether a GPU was found (through `nvidia-smi`).
     available: bool,
@@ -177,14 +177,10 @@ fn round1(v: f64) -> f64 {
 
 /// GPUs through `nvidia-smi` (asked at most every 5 s; 2 s to answer).
 async fn gpu() -> Gpu {
-    static CACHE: Mutex<Option<(Instant, Vec<GpuDevice>, Option<String>)>> = Mutex::new(None);
-    if let Some((at, devices, reason)) = CACHE.lock().unwrap().as_ref() {
+    static CACHE: Mutex<Option<(Instant, Gpu)>> = Mutex::new(None);
+    if let Some((at, gpu)) = CACHE.lock().unwrap().as_ref() {
         if at.elapsed() < Duration::from_secs(5) {
-            return Gpu {
-                available: !devices.is_empty(),
-                reason: reason.clone(),
-                devices: devices.clone(),
-            };
+            return gpu.clone();
         }
     }
     let (devices, reason) = match query_nvidia_smi().await {
@@ -192,12 +188,13 @@ async fn gpu() -> Gpu {
         Ok(devices) => (devices, None),
         Err(reason) => (Vec::new(), Some(reason)),
     };
-    *CACHE.lock().unwrap() = Some((Instant::now(), devices.clone(), reason.clone()));
-    Gpu {
+    let gpu = Gpu {
         available: !devices.is_empty(),
         reason,
         devices,
-    }
+    };
+    *CACHE.lock().unwrap() = Some((Instant::now(), gpu.clone()));
+    gpu
 }
 
 async fn query_nvidia_smi() -> Result<Vec<GpuDevice>, String> {

@@ -31,8 +31,6 @@ fn spec() -> Value {
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
             "/api/resources": { "get": { "summary": "Counted resources (tasks, viewers, sockets, children, fds, RSS)",
                 "responses": { "200": { "description": "counts", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Resources" } } } } } } },
-            "/api/system": { "get": { "summary": "The monitor: process CPU % (of one core, over ≥ 1 s between reads), RSS, threads; GPUs from nvidia-smi or why none; per camera state, fps, bitrate, viewers, subscribers by kind and the model's state, requests, skipped, errors and answer times (p50/p95/last over 5 minutes, the latest 60)",
-                "responses": { "200": { "description": "figures" } } } },
             "/api/events": { "get": { "summary": "Analysis events, newest first",
                 "parameters": [
                     { "name": "camera", "in": "query", "schema": { "type": "string" } },
@@ -161,6 +159,8 @@ fn spec() -> Value {
         }
     });
     // Added apart: more paths in the literal above are past `json!`'s recursion limit.
+    doc["paths"]["/api/system"] = json!({ "get": { "summary": "The monitor: process CPU % (of one core, over ≥ 1 s between reads), RSS, threads; GPUs from nvidia-smi or why none; per camera state, fps, bitrate, viewers, subscribers by kind and the model's state, requests, skipped, errors and answer times (p50/p95/last over 5 minutes, the latest 60)",
+        "responses": { "200": { "description": "figures" } } } });
     doc["paths"]["/api/cameras/{id}/whip"] = json!({ "parameters": id_param,
         "post": { "summary": "WHIP (RFC 9725): publish to a publish: camera; SDP offer in, SDP answer out (needs the token when one is set)",
             "requestBody": { "required": true, "content": { "application/sdp": {} } },

@@ -122,7 +122,9 @@ impl Browser {
                 return;
             }
             if start.elapsed() > within {
-                let stats = self.run("return window.p ? window.p.stats : null;").await;
+                let stats = self
+                    .run("return window.p ? window.p.stats : (window.recState || null);")
+                    .await;
                 let page = self
                     .run("return document.body.innerText.slice(0, 600);")
                     .await;
