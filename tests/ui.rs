@@ -250,9 +250,25 @@ fn model_answers_over_the_player_a_timeline_and_a_prompt_editor() {
         browser.until(Duration::from_secs(10), "the caption",
             "return [...document.querySelectorAll('.tile[data-id=\"cam\"] .caption')].some(c => c.textContent === 'A white box over colour bars.');").await;
         // Single view: the timeline, with thumbnails that load.
+        browser.client.set_window_size(1280, 800).await.unwrap();
         browser.run("document.querySelector('#view-toggle').click();").await;
         browser.until(Duration::from_secs(10), "timeline thumbnails",
             "const imgs = [...document.querySelectorAll('#timeline li[data-kind=\"vlm\"] img')]; return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth === 320);").await;
+        // At 1280×800 the player, the model's live answer and the events are all on the first
+        // screen, without scrolling: the answer in the side panel in words.
+        browser.until(Duration::from_secs(5), "the live answer beside the player",
+            "return document.querySelector('#live-answer .answer').textContent === 'A white box over colour bars.';").await;
+        let placed = browser.run(
+            "scrollTo(0, 0); const vh = innerHeight, vw = innerWidth;
+             const within = (sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+               return r.height > 0 && r.top >= 0 && r.top < vh && r.left >= 0 && r.right <= vw + 1 ? null : [sel, r.top, r.bottom, r.left, r.right, vh]; };
+             return ['.tile.single-tile', '#live-answer .answer', '#timeline li'].map(within).filter(Boolean);").await;
+        assert_eq!(placed, json!([]), "not within the first 1280×800 screen (selector, top, bottom, left, right, height)");
+        let player = browser.run("const r = document.querySelector('.tile.single-tile').getBoundingClientRect(); return r.bottom <= innerHeight;").await;
+        assert_eq!(player, json!(true), "the player runs below the first screen");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("single-model-1280x800.png"), browser.client.screenshot().await.unwrap()).unwrap();
         let frames_before: u64 = browser.run(&frames_of("cam")).await.as_u64().unwrap_or(0);
         // A new prompt applies at once: the model gets it, and the picture never stopped.
         vlm.set(|b| b.expected_prompt = "Count the boxes.".into());

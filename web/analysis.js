@@ -48,6 +48,7 @@ function timelineItem(e) {
 
 // Puts the latest answer over every tile of its camera.
 export function paintCaptions() {
+  paintLiveAnswer();
   for (const tile of document.querySelectorAll("#grid .tile")) {
     let cap = tile.querySelector(".caption");
     if (!cap) { cap = document.createElement("span"); cap.className = "caption"; tile.append(cap); }
@@ -57,6 +58,29 @@ export function paintCaptions() {
   }
 }
 
+// The side panel's head: the shown camera's latest answer (or transcript) in large type and
+// each alert rule's state, as the tiles' captions and marks have them.
+let shownStatus = null;
+function paintLiveAnswer() {
+  const box = $("#live-answer");
+  if (!box || !selected) return;
+  const text = captions.get(selected) || "";
+  const answer = box.querySelector(".answer");
+  const s = shownStatus?.vlm;
+  const words = text || (s?.state === "error" ? `model error: ${s.reason}` : shownStatus ? "no answer yet" : "no model set for this camera");
+  if (answer.textContent !== words) answer.textContent = words;
+  answer.classList.toggle("none", !text);
+  const rules = shownStatus?.alerts || [];
+  const list = box.querySelector(".alert-states");
+  list.replaceChildren(...rules.map((r) => {
+    const li = document.createElement("li");
+    li.dataset.active = String(r.active);
+    li.textContent = `${r.name}: ${r.active ? "ACTIVE" : r.state === "error" ? "error" : "inactive"}`;
+    if (r.reason) li.title = r.reason;
+    return li;
+  }));
+}
+
 // Shows the panel for `camera` (single view) or hides it (null).
 export async function showCamera(camera, api) {
   const panel = $("#analysis");
@@ -64,6 +88,8 @@ export async function showCamera(camera, api) {
   panel.hidden = false;
   if (selected !== camera.id) {
     selected = camera.id;
+    shownStatus = camera.analysis_status || null;
+    paintLiveAnswer();
     $("#timeline").replaceChildren();
     const r = await api("GET", `/api/events?camera=${encodeURIComponent(camera.id)}&limit=30`);
     if (r.ok && selected === camera.id) $("#timeline").replaceChildren(...r.data.map(timelineItem));
@@ -79,6 +105,7 @@ export function noteCamera(camera) {
   const text = camera.analysis_status?.vlm?.text;
   if (text && !captions.has(camera.id)) captions.set(camera.id, text);
   if (selected === camera.id) {
+    shownStatus = camera.analysis_status || null;
     const s = camera.analysis_status?.vlm;
     if (s && s.state === "error") $("#prompt-status").textContent = `model error: ${s.reason}`;
   }

@@ -337,6 +337,7 @@ $("#list-toggle").addEventListener("click", () => showList(document.body.classLi
 showList(localStorage.getItem("livelens-list") !== "hidden");
 
 function render() {
+  document.body.classList.toggle("single", state.view === "single");
   renderList();
   renderTiles();
   layout();
