@@ -61,9 +61,20 @@ fn add_a_camera_from_the_form_then_delete_it() {
             .await;
         browser.until( Duration::from_secs(10), "the probe result",
             "return document.querySelector('#probe-result').textContent.includes('640×360');").await;
-        browser.run("document.querySelector('#save').click();").await;
+        // A model set in the same form: a missing field is named beside it, nothing is added.
+        browser.run("const f = document.querySelector('#camera-form'); document.querySelector('#editor-model').open = true;
+                     f.elements.vlm_endpoint.value = 'http://127.0.0.1:9/v1'; f.elements.vlm_prompt.value = 'Describe it.';
+                     document.querySelector('#save').click();").await;
+        browser.until(Duration::from_secs(5), "the model field's error",
+            "return document.querySelector('#camera-form .field-error[data-field=\"analysis.vlm.model\"]').textContent.includes('empty');").await;
+        assert_eq!(reqwest::get(server.url("/api/cameras/porch")).await.unwrap().status(), 404);
+        browser.run("document.querySelector('#camera-form').elements.vlm_model.value = 'm';
+                     document.querySelector('#save').click();").await;
         browser.until( Duration::from_secs(10), "porch in the list",
             "return !!document.querySelector('#list [data-id=\"porch\"]');").await;
+        let saved: serde_json::Value = reqwest::get(server.url("/api/cameras/porch")).await.unwrap().json().await.unwrap();
+        assert_eq!(saved["analysis"]["vlm"]["model"], "m", "{saved}");
+        assert_eq!(saved["analysis"]["vlm"]["prompt"], "Describe it.", "{saved}");
         browser.until( Duration::from_secs(15), "porch live and playing",
             &format!("return document.querySelector('#list [data-id=\"porch\"] .badge').textContent === 'live' && (() => {{ {} }})() >= 10;", frames_of("porch"))).await;
         // The card offers its URLs for other players, and they serve.

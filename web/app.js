@@ -425,8 +425,9 @@ function showErrors(data) {
   clearErrors();
   const problems = data?.problems || [];
   for (const p of problems) {
-    const field = p.field.split(".")[0];
-    const el = form.querySelector(`.field-error[data-field="${CSS.escape(field)}"]`) || form.querySelector('.field-error[data-field=""]');
+    // The field's own place (analysis.vlm.model), else its section's (analysis), else the form's.
+    const at = (f) => form.querySelector(`.field-error[data-field="${CSS.escape(f)}"]`);
+    const el = at(p.field) || at(p.field.split(".")[0]) || at("");
     el.textContent = el.textContent ? `${el.textContent}; ${p.message}` : p.message;
   }
   if (!problems.length) form.querySelector('.field-error[data-field=""]').textContent = data?.error || "request failed";
@@ -438,11 +439,17 @@ function openEditor(id) {
   state.editing = id || null;
   $("#editor-title").textContent = id ? `Edit ${id}` : "Add camera";
   form.elements.id.readOnly = !!id;
+  // The model is set here only when adding; an existing camera's model is edited in its
+  // single view (one place for prompt and rules).
+  $("#editor-model").hidden = !!id;
+  $("#editor-model").open = false;
   if (id) {
     const c = state.cameras.find((x) => x.id === id);
     form.elements.id.value = id;
     form.elements.source.value = c?.source || "";
     form.elements.transport.value = c?.transport || "";
+    form.elements.record.checked = !!c?.record && c.record !== false;
+    form.elements.on_demand.checked = !!c?.on_demand;
   }
   $("#editor").showModal();
 }
@@ -467,14 +474,25 @@ $("#probe").addEventListener("click", async () => {
 
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
-  const body = { source: form.elements.source.value };
-  if (form.elements.transport.value) body.transport = form.elements.transport.value;
+  const f = form.elements;
+  const body = { source: f.source.value, on_demand: f.on_demand.checked, record: f.record.checked };
+  if (f.transport.value) body.transport = f.transport.value;
   let r;
   if (state.editing) {
-    if (!form.elements.transport.value) body.transport = null;
+    if (!f.transport.value) body.transport = null;
+    // Only what was changed: `record = {keep = "30d"}` stays as it is while the box stays ticked.
+    const c = state.cameras.find((x) => x.id === state.editing);
+    if (f.record.checked === (!!c?.record && c.record !== false)) delete body.record;
+    if (f.on_demand.checked === !!c?.on_demand) delete body.on_demand;
     r = await api("PATCH", `/api/cameras/${encodeURIComponent(state.editing)}`, body);
   } else {
-    body.id = form.elements.id.value;
+    body.id = f.id.value;
+    // A model when any of its fields is filled (the API names what is missing).
+    const vlm = { endpoint: f.vlm_endpoint.value.trim(), model: f.vlm_model.value.trim(), prompt: f.vlm_prompt.value.trim() };
+    if (vlm.endpoint || vlm.model || vlm.prompt) {
+      if (!vlm.prompt) delete vlm.prompt;
+      body.analysis = { vlm };
+    }
     r = await api("POST", "/api/cameras", body);
   }
   if (!r.ok) { showErrors(r.data); return; }
