@@ -100,11 +100,7 @@ pub fn camera_json(camera: &Camera) -> CameraJson {
         }),
         audio: view.audio,
         viewers: view.viewers,
-        subscribers: view
-            .subscribers
-            .iter()
-            .map(|(k, n)| (k.name(), *n))
-            .collect(),
+        subscribers: view.subscribers,
         stats: view.stats,
         analysis,
         analysis_status: camera.analysis_status(),

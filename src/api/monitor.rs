@@ -72,11 +72,7 @@ pub async fn system(State(state): State<SharedState>) -> Json<System> {
                 fps: view.stats.fps,
                 bitrate_kbps: view.stats.bitrate_kbps,
                 viewers: view.viewers,
-                subscribers: view
-                    .subscribers
-                    .iter()
-                    .map(|(k, n)| (k.name(), *n))
-                    .collect(),
+                subscribers: view.subscribers,
                 model: camera.analysis_status().and_then(|s| s.vlm),
             }
         })

@@ -192,15 +192,6 @@ impl FanOut {
     pub fn demand(&self) -> &Demand {
         &self.demand
     }
-
-    pub fn viewer_count(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap()
-            .ring
-            .as_ref()
-            .map_or(0, |r| r.receiver_count())
-    }
 }
 
 /// One viewer's view of the stream. Counted as a viewer of its kind while it exists.
@@ -430,10 +421,6 @@ impl Ring {
         s.bytes = 0;
         drop(s);
         self.pushed.notify_waiters();
-    }
-
-    fn receiver_count(&self) -> usize {
-        self.state.lock().unwrap().receivers
     }
 }
 
@@ -811,6 +798,13 @@ mod tests {
         bytes
     }
 
+    /// Readers the ring itself counts (the API counts subscriptions by kind instead).
+    fn ring_receivers(f: &FanOut) -> usize {
+        let inner = f.inner.lock().unwrap();
+        let receivers = inner.ring.as_ref().unwrap().state.lock().unwrap().receivers;
+        receivers
+    }
+
     #[tokio::test]
     async fn the_ring_is_bounded_in_bytes_and_a_viewer_behind_it_skips() {
         let f = FanOut::new();
@@ -868,7 +862,7 @@ mod tests {
         assert_eq!(ring_bytes(&f), 10_000, "b has not read them");
         drop(b);
         assert_eq!(ring_bytes(&f), 0, "nobody will read them");
-        assert_eq!(f.viewer_count(), 1);
+        assert_eq!(ring_receivers(&f), 1);
         drop(a);
         f.publish(frame(10, true, 1000));
         assert_eq!(ring_bytes(&f), 0, "no viewer: nothing kept");

@@ -74,8 +74,8 @@ pub struct StreamView {
     pub audio: Option<AudioCodec>,
     /// People watching ([`ViewerKind::is_person`]).
     pub viewers: usize,
-    /// Every subscription of the stream, by kind.
-    pub subscribers: Vec<(ViewerKind, usize)>,
+    /// Every subscription of the stream, by kind (`ViewerKind::name`).
+    pub subscribers: std::collections::BTreeMap<&'static str, usize>,
     pub stats: StatsView,
 }
 
@@ -249,7 +249,7 @@ impl Stream {
                 .filter(|(k, _)| k.is_person())
                 .map(|(_, n)| n)
                 .sum(),
-            subscribers: subscribers.to_vec(),
+            subscribers: subscribers.iter().map(|(k, n)| (k.name(), *n)).collect(),
             stats: status.stats.view(Instant::now()),
         }
     }
