@@ -189,10 +189,22 @@ fn grid_of_four_plays_all_and_keyboard_switching_keeps_one_connection() {
     });
 }
 
-/// Saves screenshots at desktop and phone width and checks the video areas are pictures.
-async fn screenshots(browser: &Browser, name: &str) {
+/// Where the UI tests leave their screenshots (the README's come from here).
+fn shots_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The page as it is now, as `target/ui-shots/{name}.png`.
+async fn shot(browser: &Browser, name: &str) {
+    let png = browser.client.screenshot().await.unwrap();
+    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Saves screenshots at desktop and phone width and checks the video areas are pictures.
+async fn screenshots(browser: &Browser, name: &str) {
+    let dir = shots_dir();
     for (w, h) in [(1280u32, 800u32), (390, 844)] {
         browser.client.set_window_size(w, h).await.unwrap();
         // Let the layout settle on the new size: wait for a presented frame after the resize.
@@ -277,9 +289,7 @@ fn model_answers_over_the_player_a_timeline_and_a_prompt_editor() {
         assert_eq!(placed, json!([]), "not within the first 1280×800 screen (selector, top, bottom, left, right, height)");
         let player = browser.run("const r = document.querySelector('.tile.single-tile').getBoundingClientRect(); return r.bottom <= innerHeight;").await;
         assert_eq!(player, json!(true), "the player runs below the first screen");
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("single-model-1280x800.png"), browser.client.screenshot().await.unwrap()).unwrap();
+        shot(&browser, "single-model-1280x800").await;
         let frames_before: u64 = browser.run(&frames_of("cam")).await.as_u64().unwrap_or(0);
         // A new prompt applies at once: the model gets it, and the picture never stopped.
         vlm.set(|b| b.expected_prompt = "Count the boxes.".into());
@@ -604,8 +614,7 @@ fn every_tile_says_its_cameras_state_and_marks_rec_alerts_and_failing_models() {
 
 /// The state grid at desktop and phone width, for the README (target/ui-shots).
 async fn screenshots_of_states(browser: &Browser) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = shots_dir();
     for (w, h) in [(1280u32, 800u32), (390, 844)] {
         browser.client.set_window_size(w, h).await.unwrap();
         browser.until(Duration::from_secs(5), "the layout at the new size",
@@ -647,9 +656,7 @@ fn a_wall_of_six_fills_the_screen_with_layouts_and_fullscreen_by_keyboard() {
             browser.until(Duration::from_secs(15), &format!("{id} playing"),
                 &format!("return (() => {{ {} }})() >= 3;", frames_of(id))).await;
         }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("wall-1920x1080.png"), browser.client.screenshot().await.unwrap()).unwrap();
+        shot(&browser, "wall-1920x1080").await;
         // With the camera list shown, and folded away.
         let shown = browser.run(COVERAGE).await.as_f64().unwrap();
         browser.run("document.querySelector('#list-toggle').click();").await;
@@ -747,9 +754,7 @@ fn axe_core_finds_no_serious_violation_in_the_grid_single_view_and_forms() {
             "return document.querySelectorAll('#system tbody tr').length === 3;").await;
         let mut found = Vec::new();
         found.push(("grid and system panel", axe(&browser, "document").await));
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("system-1280x800.png"), browser.client.screenshot().await.unwrap()).unwrap();
+        shot(&browser, "system-1280x800").await;
         // The single view with its recordings panel and the model form open.
         browser.run("document.querySelector('.tile[data-id=\"front\"]').click();").await;
         browser.until(Duration::from_secs(10), "the single view's panels",
