@@ -37,9 +37,10 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Connect to an RTSP camera and print its tracks, codecs and timings (like a small ffprobe).
+    /// Connect to a source and print its tracks, codecs and timings (like a small ffprobe):
+    /// rtsp:// cameras and testsrc://, as the UI's Test does.
     Probe {
-        /// rtsp://[user:pass@]host[:port]/path
+        /// rtsp://[user:pass@]host[:port]/path or testsrc://?size=WxH&fps=N
         url: String,
         /// "tcp" or "udp".
         #[arg(long, default_value = "tcp")]
@@ -120,26 +121,53 @@ fn main() -> ExitCode {
             let code = livelens::supervisor::reaper::run(&command[0], &command[1..]);
             ExitCode::from(u8::try_from(code).unwrap_or(125))
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                println!("{}: ok ({} camera(s))", file.display(), config.camera.len());
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                for p in &problems {
-                    println!("{}: {p}", file.display());
-                }
-                eprintln!("{} problem(s) found", problems.len());
-                ExitCode::from(1)
-            }
-        },
+        Command::CheckConfig { file } => check_config(&file),
     }
 }
 
-fn probe(url: &str, transport: &str, timeout: &str, json: bool) -> ExitCode {
+/// Prints every problem of the file as `FILE:LINE: camera "ID": key: message`.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            println!("{}: ok ({} camera(s))", file.display(), config.camera.len());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for p in &problems {
+                let at = livelens::config::places::locate(&text, &p.place);
+                let mut line = file.display().to_string();
+                if let Some(n) = at.line {
+                    line += &format!(":{n}");
+                }
+                if !at.label.is_empty() {
+                    line += &format!(": {}", at.label);
+                }
+                println!("{line}: {}", p.message);
+            }
+            eprintln!("{} problem(s) found", problems.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `livelens probe`: exit 1 when the source cannot be probed, 2 on a bad flag; with `--json`
+/// every outcome is one JSON object on stdout (`{"error": …}` on failure).
+fn probe(source: &str, transport: &str, timeout: &str, json: bool) -> ExitCode {
     use livelens::common::{mask_credentials, parse_duration};
-    use livelens::source::rtsp::{self, RtspOptions};
-    let masked = mask_credentials(url);
+    use livelens::source::rtsp::RtspOptions;
+    let masked = mask_credentials(source);
+    let fail = |code: u8, message: String| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "source": masked, "error": message })
+            );
+        } else {
+            eprintln!("livelens probe: {message}");
+        }
+        ExitCode::from(code)
+    };
     let options = match (
         RtspOptions::parse_transport(transport),
         parse_duration(timeout),
@@ -149,27 +177,18 @@ fn probe(url: &str, transport: &str, timeout: &str, json: bool) -> ExitCode {
             timeout,
             user_agent: None,
         },
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("livelens probe: {e}");
-            return ExitCode::from(2);
-        }
+        (Err(e), _) | (_, Err(e)) => return fail(2, e),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("livelens probe: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
-    let report = match runtime.block_on(rtsp::probe(url, &options)) {
+    let report = match runtime.block_on(livelens::source::probe::probe(source, &options)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("livelens probe: {masked}: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(1, format!("{masked}: {e}")),
     };
     if json {
         println!(
@@ -206,9 +225,12 @@ fn probe(url: &str, transport: &str, timeout: &str, json: bool) -> ExitCode {
         println!("{line}");
     }
     let opt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
-    println!("  DESCRIBE        {:.1} ms", report.describe_ms);
-    println!("  first frame     {}", opt_ms(report.first_frame_ms));
-    println!("  first keyframe  {}", opt_ms(report.first_keyframe_ms));
+    // Timings of a session set up over the network (an RTSP camera), not of testsrc.
+    if let Some(ms) = report.describe_ms {
+        println!("  DESCRIBE        {ms:.1} ms");
+        println!("  first frame     {}", opt_ms(report.first_frame_ms));
+        println!("  first keyframe  {}", opt_ms(report.first_keyframe_ms));
+    }
     println!(
         "  GOP             {}",
         report.gop_frames.map_or(
@@ -218,6 +240,9 @@ fn probe(url: &str, transport: &str, timeout: &str, json: bool) -> ExitCode {
     );
     if let Some(fps) = report.measured_fps {
         println!("  measured fps    {fps:.1}");
+    }
+    if let Some(note) = &report.note {
+        println!("  {note}");
     }
     ExitCode::SUCCESS
 }

@@ -40,8 +40,33 @@ const STOP_STREAMS_BUDGET: Duration = Duration::from_millis(1500);
 /// `STOP_STREAMS_BUDGET` this keeps SIGTERM-to-exit under 2 s.
 const HTTP_DRAIN_BUDGET: Duration = Duration::from_millis(300);
 
-pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+pub async fn run(mut options: ServeOptions) -> anyhow::Result<()> {
     crate::resources::map_large_allocations();
+    // Without --config: the default file when there is one; otherwise the demo camera, and
+    // the first change made in the UI or API creates the default file, so nothing is lost.
+    let mut save_to = None;
+    if options.config_path.is_none() {
+        match crate::config::default_path() {
+            Some(path) if path.exists() => {
+                tracing::info!(
+                    "reading {} (the default config file; --config names another)",
+                    path.display()
+                );
+                options.config_path = Some(path);
+            }
+            Some(path) => {
+                tracing::info!(
+                    "no config file: serving the demo camera; cameras added or changed in the UI or API are saved to {}",
+                    path.display()
+                );
+                save_to = Some(path);
+            }
+            None => tracing::warn!(
+                "no config file, and neither XDG_CONFIG_HOME nor HOME to keep one in: \
+                 cameras added in the UI or API are lost on restart (pass --config FILE)"
+            ),
+        }
+    }
     let loaded = match &options.config_path {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -118,7 +143,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         recording.clone(),
         (config.typed.mjpeg, config.typed.hls, config.typed.publish),
         config.sources.allow_exec,
-        options.config_path.clone(),
+        options.config_path.clone().or(save_to),
     ));
     // Without a config file, serve the demo camera so a new user sees video at once.
     let configured = if options.config_path.is_some() {

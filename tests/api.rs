@@ -309,15 +309,68 @@ fn cameras_added_by_the_api_survive_a_restart() {
     assert!(status.success());
 
     let server = Server::start(&["--config", path]);
-    let ids: Vec<String> = server
+    assert_eq!(camera_ids(&server), ["porch", "yard"]);
+    server.wait_live("yard", Duration::from_secs(5));
+}
+
+/// The ids of the cameras the server runs, in its order.
+fn camera_ids(server: &Server) -> Vec<String> {
+    server
         .get_json("/api/cameras")
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ids, ["porch", "yard"]);
-    server.wait_live("yard", Duration::from_secs(5));
+        .collect()
+}
+
+#[test]
+fn without_a_config_file_changes_are_saved_to_the_default_file_and_read_back() {
+    let home = temp_dir("config-home");
+    let env = [("XDG_CONFIG_HOME", home.to_str().unwrap())];
+    let file = home.join("livelens").join("livelens.toml");
+    let server = Server::start_with_env(&[], &env);
+    server.wait_live("demo", Duration::from_secs(5));
+    // Named before anything is saved; nothing written until a change.
+    let status = server.get_json("/api/config/status");
+    assert_eq!(status["file"], file.to_str().unwrap(), "{status}");
+    assert!(!file.exists());
+    let r = server.post_json(
+        "/api/cameras",
+        &json!({"id": "door", "source": "testsrc://?size=320x240&fps=5"}),
+    );
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Read back by the binary's own checker: the demo and the new camera, valid as written.
+    let check = |expect: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(expect), "{text}");
+    };
+    check("ok (2 camera(s))");
+    let status = server.get_json("/api/config/status");
+    assert_eq!(status["write_back"]["ok"], true, "{status}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    // The next start reads it: both cameras, and the file is now watched and written as any.
+    let server = Server::start_with_env(&[], &env);
+    assert_eq!(camera_ids(&server), ["demo", "door"]);
+    server.wait_live("door", Duration::from_secs(5));
+    let r = reqwest::blocking::Client::new()
+        .delete(server.url("/api/cameras/demo"))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    check("ok (1 camera(s))");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    // Deleting the demo camera is kept too: the next start serves only what was saved.
+    let server = Server::start_with_env(&[], &env);
+    assert_eq!(camera_ids(&server), ["door"]);
 }
 
 #[test]
@@ -377,11 +430,12 @@ fn check_config_lists_every_problem_with_its_place() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
+    // FILE:LINE: the camera by its id: the key: the message.
     for needle in [
-        "server.listen: \"nowhere\"",
-        "camera[0].id: \"A B\" is not a valid camera id",
-        "camera[0].source: unknown source scheme \"ftp\"",
-        "camera[1].source: testsrc parameter gop=\"0\"",
+        "bad.toml:2: server.listen: \"nowhere\"",
+        "bad.toml:4: camera \"A B\": id: \"A B\" is not a valid camera id",
+        "bad.toml:5: camera \"A B\": source: unknown source scheme \"ftp\"",
+        "bad.toml:8: camera \"ok\": source: testsrc parameter gop=\"0\"",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
@@ -418,7 +472,8 @@ fn check_config_lists_every_problem_with_its_place() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("line 2"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("syntax.toml:2: "), "{text}");
 }
 
 #[test]

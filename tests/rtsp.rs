@@ -214,6 +214,43 @@ fn probe_reports_tracks_timings_and_gop() {
         err.contains("connection refused") && !err.contains("secret"),
         "{err}"
     );
+    // With --json a failure is JSON too, on stdout, still without the password.
+    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
+        .args(["probe", "--json", "--timeout", "2s"])
+        .arg("rtsp://u:secret@127.0.0.1:1/x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+    let err = v["error"].as_str().unwrap();
+    assert!(err.contains("connection refused"), "{v}");
+    assert!(!v.to_string().contains("secret"), "{v}");
+    // The sources the UI's Test takes: testsrc:// too, and a clear refusal for the others.
+    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
+        .args(["probe", "--json", "testsrc://?size=640x360&fps=10&gop=20"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tracks"][0]["width"], 640);
+    assert_eq!(v["tracks"][0]["fps"], 10.0);
+    assert_eq!(v["gop_frames"], 20);
+    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
+        .args(["probe", "--json", "exec:ffmpeg -i x -f mpegts -"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot be probed"),
+        "{v}"
+    );
 }
 
 #[test]

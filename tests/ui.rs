@@ -72,6 +72,13 @@ fn add_a_camera_from_the_form_then_delete_it() {
                      document.querySelector('#save').click();").await;
         browser.until( Duration::from_secs(10), "porch in the list",
             "return !!document.querySelector('#list [data-id=\"porch\"]');").await;
+        // Without --config the change went to the default file, and the UI says where.
+        let status: serde_json::Value = reqwest::get(server.url("/api/config/status")).await.unwrap().json().await.unwrap();
+        let file = status["file"].as_str().unwrap().to_string();
+        assert!(file.ends_with("/livelens/livelens.toml"), "{file}");
+        browser.until(Duration::from_secs(5), "where porch was saved",
+            &format!("return document.querySelector('#message').textContent === 'Saved porch in {file}';")).await;
+        assert!(std::fs::read_to_string(&file).unwrap().contains("id = \"porch\""));
         let saved: serde_json::Value = reqwest::get(server.url("/api/cameras/porch")).await.unwrap().json().await.unwrap();
         assert_eq!(saved["analysis"]["vlm"]["model"], "m", "{saved}");
         assert_eq!(saved["analysis"]["vlm"]["prompt"], "Describe it.", "{saved}");

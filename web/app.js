@@ -138,7 +138,7 @@ function confirmDelete(id) {
 async function remove(id) {
   if (!(await confirmDelete(id))) { say(`${id} was not deleted`); return; }
   const r = await api("DELETE", `/api/cameras/${encodeURIComponent(id)}`);
-  say(r.ok ? `Deleted ${id}` : r.data?.error);
+  say(r.ok ? saved(id, "Deleted") : r.data?.error);
   if (r.ok) {
     state.cameras = state.cameras.filter((c) => c.id !== id);
     render();
@@ -497,7 +497,7 @@ form.addEventListener("submit", async (e) => {
   }
   if (!r.ok) { showErrors(r.data); return; }
   $("#editor").close();
-  say(`Saved ${r.data.id}`);
+  say(saved(r.data.id));
   upsert(r.data);
 });
 
@@ -553,9 +553,15 @@ analysis.start(api, () => state.cameras, upsert);
 // A search result opens its camera the way a click on its name does.
 analysis.startSearch(api, (id) => select(id, true));
 
+// Where a change went: the config file (the default one when livelens runs without --config).
+function saved(id, what = "Saved") {
+  return state.configFile ? `${what} ${id} in ${state.configFile}` : `${what} ${id} (not kept after a restart: no config file)`;
+}
+
 // A config file that could not be applied (hot reload) is shown until it is fixed.
 async function configStatus() {
   const r = await api("GET", "/api/config/status");
+  if (r.ok) state.configFile = r.data.file;
   if (r.ok && !r.data.ok) {
     say(`The config file was not applied: ${r.data.problems.map((p) => (p.place ? `${p.place}: ` : "") + p.message).join("; ")}`);
   }

@@ -10,13 +10,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::cameras::camera_json;
 use super::{ApiError, JsonBody, SharedState};
 use crate::common::parse_duration;
-use crate::source::rtsp::{self, RtspOptions};
-use crate::source::SourceSpec;
+use crate::source::probe;
+use crate::source::rtsp::RtspOptions;
 
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -64,37 +64,22 @@ pub async fn probe(
     State(_state): State<SharedState>,
     JsonBody(req): JsonBody<ProbeRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let invalid =
-        |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("source: {m}"));
-    let spec = SourceSpec::parse(&req.source).map_err(invalid)?;
-    spec.check_supported().map_err(invalid)?;
-    match spec {
-        SourceSpec::Testsrc(p) => Ok(Json(json!({
-            "tracks": [{"media": "video", "encoding": "h264", "width": p.width, "height": p.height, "fps": p.fps, "ingested": true}],
-            "note": "testsrc is synthesised in-process; it starts at once",
-        }))),
-        SourceSpec::Rtsp { url, .. } => {
-            let mut options = RtspOptions {
-                timeout: PROBE_TIMEOUT,
-                ..RtspOptions::default()
-            };
-            if let Some(t) = &req.transport {
-                options.transport = RtspOptions::parse_transport(t).map_err(|e| {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("transport: {e}"))
-                })?;
-            }
-            if let Some(t) = &req.timeout {
-                options.timeout = parse_duration(t)
-                    .map_err(|e| {
-                        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("timeout: {e}"))
-                    })?
-                    .min(PROBE_TIMEOUT);
-            }
-            let report = rtsp::probe(&url, &options).await.map_err(|e| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("source: {e}"))
-            })?;
-            Ok(Json(serde_json::to_value(report).unwrap_or_default()))
-        }
-        _ => Err(invalid("this source kind cannot be probed".into())),
+    let mut options = RtspOptions {
+        timeout: PROBE_TIMEOUT,
+        ..RtspOptions::default()
+    };
+    if let Some(t) = &req.transport {
+        options.transport = RtspOptions::parse_transport(t).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("transport: {e}"))
+        })?;
     }
+    if let Some(t) = &req.timeout {
+        options.timeout = parse_duration(t)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("timeout: {e}")))?
+            .min(PROBE_TIMEOUT);
+    }
+    let report = probe::probe(&req.source, &options)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("source: {e}")))?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }

@@ -160,6 +160,7 @@ impl Cameras {
         config_path: Option<PathBuf>,
     ) -> Cameras {
         let (mjpeg, hls, publish) = outputs;
+        let status = ConfigStatus::loaded(config_path.as_deref());
         Cameras {
             cameras: RwLock::new(BTreeMap::new()),
             analysis,
@@ -174,7 +175,7 @@ impl Cameras {
                 known: tokio::sync::Mutex::new(None),
             }),
             edits: tokio::sync::RwLock::new(()),
-            status: Mutex::new(ConfigStatus::loaded()),
+            status: Mutex::new(status),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct ConfigStatus {
     pub reloads: u64,
     /// The last time livelens wrote cameras back to the file (API changes), if it has.
     pub write_back: Option<WriteBack>,
+    /// The file cameras are read from and saved to; null when changes are not saved.
+    pub file: Option<String>,
 }
 
 /// The last write-back of cameras to the config file.
@@ -52,8 +54,9 @@ pub struct WriteBack {
 }
 
 impl ConfigStatus {
-    pub(super) fn loaded() -> ConfigStatus {
+    pub(super) fn loaded(file: Option<&Path>) -> ConfigStatus {
         ConfigStatus {
+            file: file.map(|p| p.display().to_string()),
             ok: true,
             loaded_at: crate::common::rfc3339(SystemTime::now()),
             problems: Vec::new(),
@@ -91,6 +94,17 @@ impl Cameras {
         let _edit = self.edits.write().await;
         let text = match tokio::fs::read_to_string(&file.path).await {
             Ok(t) => t,
+            // The default file before the first change saved it (`serve` without --config).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && file.known.lock().await.is_none() =>
+            {
+                tracing::info!(
+                    "no config file yet at {}: nothing to reload",
+                    file.path.display()
+                );
+                return;
+            }
             Err(e) => {
                 let problem = Problem {
                     place: String::new(),
@@ -134,6 +148,7 @@ impl Cameras {
             restart_needed,
             reloads: status.reloads,
             write_back: status.write_back.clone(),
+            file: status.file.clone(),
         };
     }
 
@@ -216,7 +231,8 @@ pub fn spawn(
     let mut hangup = signal(SignalKind::hangup())?;
     let changed = Arc::new(tokio::sync::Notify::new());
     let watcher = match (&cameras.file, watch) {
-        (Some(file), true) => match watch_file(&file.path, changed.clone()) {
+        // The default file that the first change will create is watched from the next start.
+        (Some(file), true) if file.path.exists() => match watch_file(&file.path, changed.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!("cannot watch the config file ({e}); reload it with SIGHUP");

@@ -2,6 +2,7 @@
 //! writing cameras back (comment-preserving, atomic) when they change through the API.
 
 pub mod analysis;
+pub mod places;
 pub mod write_back;
 
 use std::collections::BTreeMap;
@@ -657,6 +658,21 @@ fn address(
         ));
     }
     a
+}
+
+/// Where `livelens serve` without `--config` reads its cameras and saves those added or
+/// changed in the UI or API: `$XDG_CONFIG_HOME/livelens/livelens.toml`, else
+/// `$HOME/.config/livelens/livelens.toml`; none without either.
+pub fn default_path() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".config"))
+        })?;
+    Some(base.join("livelens").join("livelens.toml"))
 }
 
 impl Config {

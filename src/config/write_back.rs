@@ -48,6 +48,10 @@ pub fn write_cameras(path: &Path, cameras: &[CameraConfig]) -> Result<String, Pr
     let cameras: Vec<CameraConfig> = cameras.into_iter().cloned().collect();
     let new = render(&text, &cameras)?;
     verify(&text, &new, &cameras)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| problem("", format!("cannot make the config file's folder: {e}")))?;
+    }
     replace_file(path, new.as_bytes())
         .map_err(|e| problem("", format!("cannot write the config file: {e}")))?;
     Ok(new)

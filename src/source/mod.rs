@@ -8,6 +8,7 @@
 //! sources must not depend on the hub.
 
 pub mod exec;
+pub mod probe;
 pub mod publish;
 pub mod rtsp;
 pub mod testsrc;

@@ -515,16 +515,19 @@ async fn session_raw(
     }
 }
 
-/// What `livelens probe` prints.
+/// What `livelens probe` prints and the UI's Test shows.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProbeReport {
     pub tracks: Vec<ProbeTrack>,
-    pub describe_ms: f64,
+    /// Until the DESCRIBE answer (none for a source that has no session to set up).
+    pub describe_ms: Option<f64>,
     pub first_frame_ms: Option<f64>,
     pub first_keyframe_ms: Option<f64>,
     /// Frames from one keyframe to the next, when two were seen within the timeout.
     pub gop_frames: Option<u32>,
     pub measured_fps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -645,11 +648,12 @@ async fn probe_session(
         .then(|| (video_frames as f64 / span * 10.0).round() / 10.0);
     Ok(ProbeReport {
         tracks,
-        describe_ms,
+        describe_ms: Some(describe_ms),
         first_frame_ms: first_frame,
         first_keyframe_ms: first_key,
         gop_frames: gop,
         measured_fps,
+        note: None,
     })
 }
 

@@ -57,6 +57,12 @@ impl Server {
         Server::launch(cmd, args, &[], |_| {})
     }
 
+    /// Starts `cmd serve …` for a livelens other than the one under test (an installed one),
+    /// as [`Server::start`] does.
+    pub fn start_program(cmd: Command, args: &[&str]) -> Server {
+        Server::launch(cmd, args, &[], |_| {})
+    }
+
     fn launch(
         mut cmd: Command,
         args: &[&str],
@@ -68,6 +74,9 @@ impl Server {
             .args(args)
             .env("LIVELENS_LOG", "warn")
             .env_remove("LIVELENS_TOKEN")
+            // Without --config, cameras are read from and saved to the default file under
+            // here: each server its own, never the user's.
+            .env("XDG_CONFIG_HOME", temp_dir("config-home"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {

@@ -49,6 +49,17 @@ pub struct Upgrade {
     on_upgrade: OnUpgrade,
 }
 
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2): the key and the
+/// protocol's GUID, SHA-1, base64.
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
 fn has_token(headers: &HeaderMap, name: axum::http::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -83,7 +94,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         let Some(key) = h.get(SEC_WEBSOCKET_KEY) else {
             return Err(refuse("`Sec-WebSocket-Key` is missing"));
         };
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = accept_key(key.as_bytes());
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -258,4 +269,17 @@ fn shutdown_write(tcp: &tokio::net::TcpStream) {
     use std::os::fd::AsRawFd;
     // SAFETY: shutdown(2) on a descriptor `tcp` owns and keeps open; it does not close it.
     unsafe { libc::shutdown(tcp.as_raw_fd(), libc::SHUT_WR) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_is_rfc_6455s_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 }
