@@ -7,12 +7,12 @@
 //!
 //! Checked, over 120 s of play: no fatal hls.js error, no `levelEmptyError`, every playlist
 //! lists at least three target durations once it first has (and any restart keeps it so), at
-//! most one `waiting` a minute, pictures shown. With `LIVELENS_HLSJS_STRICT=1` also the issue's
-//! latency bars (`hls.latency`): p50 ≤ 1.5 s for a first viewer (over its first 30 s) and
-//! ≤ 1.0 s for a warm viewer. They hold on a quiet machine (warm 0.62–0.95 s) but not yet
-//! always: in one full run a warm viewer started at 0.73 s and drifted to 1.01 s p50 over the
-//! 120 s, with no stall, its media clock at 0.997× real time, and hls.js does not speed up
-//! with under 1 s buffered. Figures are printed either way.
+//! most one `waiting` a minute, pictures shown, and the latency bars (`hls.latency`):
+//! p50 ≤ 1.5 s for a first viewer (over its first 30 s) and ≤ 1.0 s for a warm viewer.
+//! Measured with 0.1 s parts: warm 0.56–0.61 s, first 0.70–0.81 s. With 0.2 s parts warm
+//! viewers sat at 0.62–0.95 s and once drifted to 1.01 s p50 (their media clock at 0.997× real
+//! time; hls.js does not speed up with under 1 s buffered), so the bars were opt-in then.
+//! `LIVELENS_HLSJS_STRICT=1` also asks 15 pictures a second instead of 8.
 //!
 //! Latency is a measurement: `scripts/test` runs this test on its own, after the others
 //! (`--skip hlsjs::` there). `LIVELENS_HLSJS_SECONDS` shortens the run.
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::hlsjs::{self, Summary};
 use common::{sync, RtspCamera, Server};
 
-/// Whether the latency bars are asserted (`LIVELENS_HLSJS_STRICT=1`).
+/// Whether 15 pictures a second are asked rather than 8 (`LIVELENS_HLSJS_STRICT=1`).
 fn strict() -> bool {
     std::env::var("LIVELENS_HLSJS_STRICT").is_ok_and(|v| v == "1")
 }
@@ -186,7 +186,7 @@ fn hlsjs_plays_a_looping_clip_and_an_rtsp_b_frame_camera_with_low_latency_and_no
         } else {
             (window.p50, 1.5)
         };
-        if strict() && (latency.is_nan() || latency > bar) {
+        if latency.is_nan() || latency > bar {
             problems.push(format!(
                 "{}: latency p50 {latency:.3} s > {bar} s",
                 whole.name

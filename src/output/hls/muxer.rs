@@ -52,7 +52,11 @@ pub struct Cuts {
 impl Default for Cuts {
     fn default() -> Cuts {
         Cuts {
-            part_target: Duration::from_millis(200),
+            // Short parts are low latency: hls.js starts PART-HOLD-BACK (two part targets)
+            // behind the edge and does not catch up below ~1 s. At 25 fps a part is 3
+            // frames (0.12 s): warm hls.js viewers 0.56–0.61 s, first ones 0.70–0.81 s over
+            // 120 s (with 0.2 s parts 0.62–1.03 s and 0.78–1.09 s), at 8 part requests a second.
+            part_target: Duration::from_millis(100),
             segment_min: Duration::from_secs(1),
             keep: 7,
         }
@@ -780,8 +784,9 @@ fn target_duration(cuts: &Cuts) -> u64 {
 /// recommends 3). hls.js starts this far behind the edge it loaded and, at under 1 s of
 /// latency, never catches up (it speeds up only with more than 1 s buffered ahead), so this is
 /// the latency a viewer keeps, plus the browser's start-up: decoding from the segment's
-/// keyframe to the start position, 0.1–0.5 s in a loaded Chromium. With 3 (0.6 s) warm
-/// viewers measured 0.9–1.1 s; with 2, 0.6–0.95 s and no more stalls (tests/hlsjs.rs).
+/// keyframe to the start position, 0.1–0.5 s in a loaded Chromium. With 0.2 s parts and 3
+/// (0.6 s) warm viewers measured 0.9–1.1 s; with 2, 0.6–0.95 s; with 0.1 s parts (0.12 s at
+/// 25 fps) and 2, 0.56–0.61 s (tests/hlsjs.rs).
 const PART_HOLD_BACK: f64 = 2.0;
 
 fn init_name(generation: u64) -> String {
@@ -908,9 +913,17 @@ mod tests {
         }
     }
 
+    /// The cuts most tests here count with: 0.2 s parts, five to a 1 s segment.
+    fn fifths() -> Cuts {
+        Cuts {
+            part_target: Duration::from_millis(200),
+            ..Cuts::default()
+        }
+    }
+
     /// `seconds` of 25 fps video with a keyframe every `gop` frames, pushed into a muxer.
     fn run(seconds: u32, gop: u32) -> Muxer {
-        let mut m = Muxer::new(Cuts::default());
+        let mut m = Muxer::new(fifths());
         Camera::new(gop).feed(&mut m, f64::from(seconds));
         m
     }
@@ -1013,6 +1026,27 @@ mod tests {
             firsts.contains(&true) && firsts.contains(&false),
             "{firsts:?}"
         );
+    }
+
+    #[test]
+    fn default_parts_are_three_frames_at_25_fps_and_the_hold_back_two_of_them() {
+        let mut m = Muxer::new(Cuts::default());
+        Camera::new(25).feed(&mut m, 5.0);
+        assert_eq!(m.segments.len(), 4);
+        for s in &m.segments {
+            // 8 parts of 3 frames and the segment's last frame.
+            let parts: Vec<f64> = s
+                .parts
+                .iter()
+                .map(|p| (p.duration * 100.0).round())
+                .collect();
+            assert_eq!(parts, [12.0, 12.0, 12.0, 12.0, 12.0, 12.0, 12.0, 12.0, 4.0]);
+        }
+        let p = m.playlist("/h/", false);
+        assert!(p.contains(",PART-HOLD-BACK=0.240,"), "{p}");
+        assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.120\n"), "{p}");
+        // Three seconds of parts may be asked ahead (RFC 8216bis §6.2.5.2).
+        assert_eq!(m.advance_part_limit(), 30);
     }
 
     #[test]
