@@ -132,7 +132,16 @@ function confirmDelete(id) {
     "Its recordings and events stay on disk.";
   dialog.returnValue = "";
   dialog.showModal();
-  return new Promise((done) => dialog.addEventListener("close", () => done(dialog.returnValue === "delete"), { once: true }));
+  return new Promise((done) => {
+    const closed = () => {
+      // A `close` is dispatched after the dialog closed: one from the previous showing can
+      // arrive while this one is open (Cancel, then Delete again at once). Not ours.
+      if (dialog.open) return;
+      dialog.removeEventListener("close", closed);
+      done(dialog.returnValue === "delete");
+    };
+    dialog.addEventListener("close", closed);
+  });
 }
 
 async function remove(id) {
