@@ -127,13 +127,20 @@ fn main() -> ExitCode {
 
 /// Prints every problem of the file as `FILE:LINE: camera "ID": key: message`.
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("{}: cannot read {}: {e}", file.display(), file.display());
+            eprintln!("1 problem(s) found");
+            return ExitCode::from(1);
+        }
+    };
+    match Config::parse(&text) {
         Ok(config) => {
             println!("{}: ok ({} camera(s))", file.display(), config.camera.len());
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
             for p in &problems {
                 let at = livelens::config::places::locate(&text, &p.place);
                 let mut line = file.display().to_string();

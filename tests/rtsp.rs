@@ -176,21 +176,30 @@ fn h265_is_described_and_live() {
     );
 }
 
+/// `livelens probe --json ARGS…`: its exit code and the JSON it printed (on success and failure).
+fn probe_json(args: &[&str]) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
+        .args(["probe", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}
+
 #[test]
 fn probe_reports_tracks_timings_and_gop() {
     let cam = RtspCamera::start(&[
         "--size", "320x240", "--fps", "25", "--gop", "10", "--audio", "aac",
     ]);
-    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
-        .args(["probe", "--json", &cam.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, report) = probe_json(&[&cam.url()]);
+    assert_eq!(code, Some(0), "{report}");
     let video = &report["tracks"][0];
     assert_eq!(video["encoding"], "h264");
     assert_eq!(
@@ -215,38 +224,19 @@ fn probe_reports_tracks_timings_and_gop() {
         "{err}"
     );
     // With --json a failure is JSON too, on stdout, still without the password.
-    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
-        .args(["probe", "--json", "--timeout", "2s"])
-        .arg("rtsp://u:secret@127.0.0.1:1/x")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
-    });
+    let (code, v) = probe_json(&["--timeout", "2s", "rtsp://u:secret@127.0.0.1:1/x"]);
+    assert_eq!(code, Some(1));
     let err = v["error"].as_str().unwrap();
     assert!(err.contains("connection refused"), "{v}");
     assert!(!v.to_string().contains("secret"), "{v}");
     // The sources the UI's Test takes: testsrc:// too, and a clear refusal for the others.
-    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
-        .args(["probe", "--json", "testsrc://?size=640x360&fps=10&gop=20"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, v) = probe_json(&["testsrc://?size=640x360&fps=10&gop=20"]);
+    assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["tracks"][0]["width"], 640);
     assert_eq!(v["tracks"][0]["fps"], 10.0);
     assert_eq!(v["gop_frames"], 20);
-    let out = Command::new(env!("CARGO_BIN_EXE_livelens"))
-        .args(["probe", "--json", "exec:ffmpeg -i x -f mpegts -"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, v) = probe_json(&["exec:ffmpeg -i x -f mpegts -"]);
+    assert_eq!(code, Some(1));
     assert!(
         v["error"].as_str().unwrap().contains("cannot be probed"),
         "{v}"

@@ -442,6 +442,11 @@ function showErrors(data) {
   if (!problems.length) form.querySelector('.field-error[data-field=""]').textContent = data?.error || "request failed";
 }
 
+// Whether a camera records: `record` is true or a table (`{keep = "30d"}`).
+function records(c) {
+  return !!c?.record && c.record !== false;
+}
+
 function openEditor(id) {
   clearErrors();
   form.reset();
@@ -457,7 +462,7 @@ function openEditor(id) {
     form.elements.id.value = id;
     form.elements.source.value = c?.source || "";
     form.elements.transport.value = c?.transport || "";
-    form.elements.record.checked = !!c?.record && c.record !== false;
+    form.elements.record.checked = records(c);
     form.elements.on_demand.checked = !!c?.on_demand;
   }
   $("#editor").showModal();
@@ -491,7 +496,7 @@ form.addEventListener("submit", async (e) => {
     if (!f.transport.value) body.transport = null;
     // Only what was changed: `record = {keep = "30d"}` stays as it is while the box stays ticked.
     const c = state.cameras.find((x) => x.id === state.editing);
-    if (f.record.checked === (!!c?.record && c.record !== false)) delete body.record;
+    if (f.record.checked === records(c)) delete body.record;
     if (f.on_demand.checked === !!c?.on_demand) delete body.on_demand;
     r = await api("PATCH", `/api/cameras/${encodeURIComponent(state.editing)}`, body);
   } else {

@@ -682,10 +682,7 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| {
             let place = e
                 .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}")
-                })
+                .map(|s| format!("line {}", places::line_of(text, s.start)))
                 .unwrap_or_default();
             vec![problem(place, e.message().trim().to_string())]
         })?;

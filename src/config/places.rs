@@ -124,7 +124,8 @@ fn span_of(root: &Item, steps: &[(&str, Vec<usize>)]) -> Option<Range<usize>> {
     found
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 

@@ -52,10 +52,8 @@ pub struct Cuts {
 impl Default for Cuts {
     fn default() -> Cuts {
         Cuts {
-            // Short parts are low latency: hls.js starts PART-HOLD-BACK (two part targets)
-            // behind the edge and does not catch up below ~1 s. At 25 fps a part is 3
-            // frames (0.12 s): warm hls.js viewers 0.56–0.61 s, first ones 0.70–0.81 s over
-            // 120 s (with 0.2 s parts 0.62–1.03 s and 0.78–1.09 s), at 8 part requests a second.
+            // Short parts are low latency (see PART_HOLD_BACK): at 25 fps a part is 3
+            // frames (0.12 s), 8 part requests a second per LL-HLS viewer.
             part_target: Duration::from_millis(100),
             segment_min: Duration::from_secs(1),
             keep: 7,
@@ -785,8 +783,9 @@ fn target_duration(cuts: &Cuts) -> u64 {
 /// latency, never catches up (it speeds up only with more than 1 s buffered ahead), so this is
 /// the latency a viewer keeps, plus the browser's start-up: decoding from the segment's
 /// keyframe to the start position, 0.1–0.5 s in a loaded Chromium. With 0.2 s parts and 3
-/// (0.6 s) warm viewers measured 0.9–1.1 s; with 2, 0.6–0.95 s; with 0.1 s parts (0.12 s at
-/// 25 fps) and 2, 0.56–0.61 s (tests/hlsjs.rs).
+/// (0.6 s) warm viewers measured 0.9–1.1 s; with 2, 0.62–1.03 s (first viewers 0.74–1.09 s);
+/// with 0.1 s parts (0.12 s at 25 fps) and 2, 0.56–0.61 s (first 0.70–0.81 s), over 120 s
+/// (tests/hlsjs.rs).
 const PART_HOLD_BACK: f64 = 2.0;
 
 fn init_name(generation: u64) -> String {
